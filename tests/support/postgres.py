@@ -1,0 +1,124 @@
+"""A throwaway PostgreSQL server per test session: initdb + pg_ctl in a temp dir, loopback only.
+
+Runs as a non-root user when the tests run as root (PostgreSQL refuses to run as root).
+Host connections need a password (scram), so wrong-credential tests are real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPERUSER = "postgres"
+PASSWORD = "s3cr3t-Pa55word"  # tests grep every output for this string
+
+
+def find_bindir() -> Path:
+    """Where initdb/pg_ctl live; Debian keeps them out of PATH under /usr/lib/postgresql/N/bin."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for cand in candidates:
+        if Path(cand, "initdb").exists():
+            return Path(cand)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise RuntimeError("PostgreSQL server binaries not found: run `make postgres` (apt-get install postgresql)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_user() -> str | None:
+    """A non-root account to own the cluster when we are root; created if none fits."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "dbmigrate-pg"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    subprocess.run(["useradd", "--system", "--no-create-home", "dbmigrate-pg"], check=True)
+    return "dbmigrate-pg"
+
+
+@dataclass
+class PostgresServer:
+    host: str
+    port: int
+    socket_dir: Path
+    bindir: Path
+    user: str = SUPERUSER
+    password: str = PASSWORD
+
+    def url(self, dbname: str, *, user: str | None = None, password: str | None = None) -> str:
+        return (
+            f"postgres://{user or self.user}:{password if password is not None else self.password}"
+            f"@{self.host}:{self.port}/{dbname}"
+        )
+
+    def psql(self, dbname: str, sql: str) -> str:
+        """Run SQL over the unix socket (trust auth) and return unaligned, tuples-only output."""
+        out = subprocess.run(
+            [str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user, "-d", dbname, "-c", sql],
+            check=True, capture_output=True, text=True,
+        )
+        return out.stdout.strip()
+
+    def create_database(self, name: str | None = None) -> str:
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        self.psql("postgres", f'CREATE DATABASE "{name}"')
+        return name
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    bindir = find_bindir()
+    user = _run_user()
+    root = Path(tempfile.mkdtemp(prefix="dbmigrate-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    pwfile = root / "pw"
+    pwfile.write_text(PASSWORD + "\n")
+    if user:
+        pw = pwd.getpwnam(user)
+        for p in (root, sock, pwfile):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    port = _free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, cwd=root)
+
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--pwfile", str(pwfile),
+            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
+        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off -c max_connections=200"
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start")
+        yield PostgresServer(host="127.0.0.1", port=port, socket_dir=sock, bindir=bindir)
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open in {timeout}s")
