@@ -1,0 +1,21 @@
+"""Names that are part of the user-facing contract (../shared/DESIGN.md)."""
+
+GROUP = "dbmigrate.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DatabaseMigration"
+PLURAL = "databasemigrations"
+
+# Pod gating (DESIGN.md "Gating Deployments").
+WAIT_FOR_LABEL = f"{GROUP}/wait-for"
+WAIT_FOR_VERSION_ANNOTATION = f"{GROUP}/wait-for-version"
+SCHEDULING_GATE = f"{GROUP}/migration"
+
+# Labels the operator puts on the Jobs it owns, so it can list them by selector.
+MIGRATION_LABEL = f"{GROUP}/migration"  # value: the DatabaseMigration's name
+RUN_HASH_LABEL = f"{GROUP}/run-hash"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "dbmigrate-operator"
+
+# `kubectl annotate dbm NAME dbmigrate.dev/rerun="$(date +%s)" --overwrite` asks for a new run.
+RERUN_ANNOTATION = f"{GROUP}/rerun"
