@@ -138,9 +138,16 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
         elif data["applied"]:
             data["applied"] = []
         else:  # pathological: enormous app names; keep only the verdict
-            data = {"v": SCHEMA_VERSION, "outcome": data["outcome"], "apps": {}, "applied": [],
-                    "applied_count": data["applied_count"], "tool": data["tool"],
-                    "command": data["command"], "duration_ms": data["duration_ms"]}
+            data = {
+                "v": SCHEMA_VERSION,
+                "outcome": data["outcome"],
+                "apps": {},
+                "applied": [],
+                "applied_count": data["applied_count"],
+                "tool": data["tool"],
+                "command": data["command"],
+                "duration_ms": data["duration_ms"],
+            }
             raw = _dumps(data)
             break
         raw = _dumps(data)
@@ -173,8 +180,9 @@ def decode(text: str) -> Report:
     }
     err = data.get("error")
     error = (
-        ErrorInfo(kind=str(err.get("kind", "")), message=str(err.get("message", "")),
-                  migration=err.get("migration"))
+        ErrorInfo(
+            kind=str(err.get("kind", "")), message=str(err.get("message", "")), migration=err.get("migration")
+        )
         if isinstance(err, dict)
         else None
     )

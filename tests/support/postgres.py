@@ -33,7 +33,9 @@ def find_bindir() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent
-    raise RuntimeError("PostgreSQL server binaries not found: run `make postgres` (apt-get install postgresql)")
+    raise RuntimeError(
+        "PostgreSQL server binaries not found: run `make postgres` (apt-get install postgresql)"
+    )
 
 
 def _free_port() -> int:
@@ -72,9 +74,28 @@ class PostgresServer:
     def psql(self, dbname: str, sql: str) -> str:
         """Run SQL over the unix socket (trust auth) and return unaligned, tuples-only output."""
         out = subprocess.run(
-            [str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user, "-d", dbname, "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return out.stdout.strip()
 
@@ -104,8 +125,20 @@ def running_postgres() -> Iterator[PostgresServer]:
         subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, cwd=root)
 
     try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--pwfile", str(pwfile),
-            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
+        run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SUPERUSER,
+            "--pwfile",
+            str(pwfile),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off -c max_connections=200"
         run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start")
         yield PostgresServer(host="127.0.0.1", port=port, socket_dir=sock, bindir=bindir)
