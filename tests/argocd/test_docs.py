@@ -1,0 +1,50 @@
+"""The argocd-cm snippet (file and docs) is generated from health.lua and must not drift."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.argocd.render_cm import CM_KEY, DOC_FILE, HEALTH_LUA, PATCH_FILE, ROOT, render_doc, render_patch
+
+REGEN = "run `python -m tests.argocd.render_cm` to regenerate"
+
+
+def test_patch_file_is_generated_from_health_lua() -> None:
+    assert PATCH_FILE.read_text() == render_patch(HEALTH_LUA.read_text()), REGEN
+
+
+def test_patch_file_carries_health_lua_verbatim() -> None:
+    cm = yaml.safe_load(PATCH_FILE.read_text())
+    assert (cm["kind"], cm["metadata"]["name"]) == ("ConfigMap", "argocd-cm")
+    assert cm["data"][CM_KEY] == HEALTH_LUA.read_text()
+
+
+def test_docs_show_the_generated_snippet() -> None:
+    doc = DOC_FILE.read_text()
+    assert doc == render_doc(doc, render_patch(HEALTH_LUA.read_text())), REGEN
+    blocks = [d for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL) for d in yaml.safe_load_all(b)]
+    snippets = [b["data"][CM_KEY] for b in blocks if isinstance(b, dict) and CM_KEY in b.get("data", {})]
+    assert snippets == [HEALTH_LUA.read_text()]
+
+
+def test_docs_put_the_migration_in_an_earlier_wave_than_the_deployment() -> None:
+    doc = DOC_FILE.read_text()
+    docs = [d for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL) for d in yaml.safe_load_all(b)]
+    waves = {
+        d["kind"]: int(d["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+        for d in docs
+        if isinstance(d, dict) and d.get("kind") in {"DatabaseMigration", "Deployment"}
+    }
+    assert waves["DatabaseMigration"] < waves["Deployment"]
+
+
+def test_example_applications_order_operator_before_app() -> None:
+    apps = list(yaml.safe_load_all((ROOT / "examples" / "argocd" / "application.yaml").read_text()))
+    assert [a["kind"] for a in apps] == ["Application", "Application"]
+    by_name = {a["metadata"]["name"]: a for a in apps}
+    wave = {n: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, a in by_name.items()}
+    assert wave["dbmigrate-operator"] < wave["shop"]
+    assert by_name["dbmigrate-operator"]["spec"]["source"]["path"] == "charts/dbmigrate-operator"
+    assert (ROOT / "charts" / "dbmigrate-operator" / "Chart.yaml").is_file()
