@@ -1,0 +1,56 @@
+"""CLI: `python -m tests.cluster up|down|env|build` for poking at the test cluster by hand.
+
+`up` starts a detached cluster and records it in .cache/cluster/state.json; `env` prints
+shell exports (KUBECONFIG, PATH with our kubectl/helm); `down` stops it and removes its data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from tests.cluster.binaries import REPO, ensure_binaries
+from tests.cluster.cluster import Cluster, start
+
+STATE = REPO / ".cache" / "cluster" / "state.json"
+
+
+def _load() -> Cluster:
+    if not STATE.exists():
+        sys.exit("no cluster is up (python -m tests.cluster up)")
+    return Cluster.from_state(json.loads(STATE.read_text()))
+
+
+def _print_env(cluster: Cluster) -> None:
+    env = cluster.env()
+    for key in ("KUBECONFIG", "PATH", "DBMIGRATE_NODE_IMAGE_MAP_FILE"):
+        print(f"export {key}={shlex.quote(env[key])}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "env", "build"])
+    parser.add_argument("--data-dir", type=Path, help="default: a new temp dir")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(ensure_binaries())
+    elif args.command == "up":
+        if STATE.exists():
+            sys.exit(f"a cluster is already up ({STATE}); run `down` first")
+        cluster = start(args.data_dir, detach=True)
+        STATE.parent.mkdir(parents=True, exist_ok=True)
+        STATE.write_text(json.dumps(cluster.state(), indent=1))
+        print(f"# cluster up at {cluster.server}; data in {cluster.data_dir}", file=sys.stderr)
+        _print_env(cluster)
+    elif args.command == "env":
+        _print_env(_load())
+    else:
+        _load().stop()
+        STATE.unlink()
+
+
+if __name__ == "__main__":
+    main()

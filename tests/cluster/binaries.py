@@ -1,0 +1,76 @@
+"""Find or build the control-plane binaries (etcd, kube-*, kubectl, helm).
+
+They are built from Go modules pinned under hack/ by hack/build-binaries.sh and cached per
+version under .cache/k8s/<version>/bin/, so only the first run on a machine pays the build.
+DBMIGRATE_K8S_BIN or KUBEBUILDER_ASSETS point at prebuilt binaries instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TextIO
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
+REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+OPTIONAL = ("helm",)
+
+
+def k8s_version() -> str:
+    """The k8s.io/kubernetes version pinned in hack/k8s/go.mod."""
+    for line in (REPO / "hack" / "k8s" / "go.mod").read_text().splitlines():
+        parts = line.split()
+        if parts[:2] == ["require", "k8s.io/kubernetes"]:
+            return parts[2]
+    raise RuntimeError("k8s.io/kubernetes not required in hack/k8s/go.mod")
+
+
+def _prebuilt() -> Path | None:
+    value = os.environ.get("DBMIGRATE_K8S_BIN") or os.environ.get("KUBEBUILDER_ASSETS")
+    return Path(value) if value else None
+
+
+def cached_bin_dir() -> Path:
+    """Where the binaries are (or will be after a build)."""
+    prebuilt = _prebuilt()
+    if prebuilt:
+        return prebuilt
+    cache = Path(os.environ.get("DBMIGRATE_K8S_CACHE", REPO / ".cache" / "k8s"))
+    return cache / k8s_version() / "bin"
+
+
+def missing(bin_dir: Path) -> list[str]:
+    return [name for name in (*REQUIRED, *OPTIONAL) if not os.access(bin_dir / name, os.X_OK)]
+
+
+def ensure_binaries(progress: TextIO | None = None) -> Path:
+    """Return the bin dir, building what is missing first (a cold build takes many minutes)."""
+    bin_dir = cached_bin_dir()
+    absent = missing(bin_dir)
+    if not absent:
+        return bin_dir
+    if _prebuilt():
+        if any(name in REQUIRED for name in absent):
+            raise RuntimeError(f"{bin_dir} (DBMIGRATE_K8S_BIN/KUBEBUILDER_ASSETS) lacks {absent}")
+        return bin_dir
+    out = progress or sys.stderr
+    print(
+        f"\n[cluster] building {', '.join(absent)} into {bin_dir} (cold build: ~20-30 min on 2 cores)",
+        file=out,
+        flush=True,
+    )
+    proc = subprocess.Popen(
+        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(f"[cluster] {line.rstrip()}", file=out, flush=True)
+    if proc.wait() != 0:
+        raise RuntimeError(f"{BUILD_SCRIPT} failed with exit code {proc.returncode}")
+    still = [name for name in missing(bin_dir) if name in REQUIRED]
+    if still:
+        raise RuntimeError(f"build finished but {still} are missing from {bin_dir}")
+    return bin_dir

@@ -1,0 +1,484 @@
+"""A real Kubernetes control plane on loopback for e2e tests: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and our node agent (a kubelet stand-in).
+
+Every process runs in its own process group and is killed when the test process dies
+(PR_SET_PDEATHSIG), at exit, or by `Cluster.stop()`; `detach=True` (the CLI's `up`) skips the
+death signal so the cluster outlives the command that started it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.cluster import pki as pkimod
+from tests.cluster.binaries import REPO, ensure_binaries
+
+NODE_NAME = "dbmigrate-node"
+SERVICE_CIDR = "10.0.0.0/24"
+ADMISSION_PLUGINS = ",".join(
+    [
+        "NamespaceLifecycle",
+        "LimitRanger",
+        "ServiceAccount",
+        "DefaultTolerationSeconds",
+        "Priority",
+        "ResourceQuota",
+        "MutatingAdmissionWebhook",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionWebhook",
+    ]
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: own process group, and SIGKILL when the test process dies (Linux)."""
+    os.setpgrp()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _kubeconfig(server: str, ca: Path, user: dict[str, Any], namespace: str = "default") -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [
+                {"name": "test", "context": {"cluster": "test", "user": "user", "namespace": namespace}}
+            ],
+            "current-context": "test",
+        }
+    )
+
+
+@dataclass
+class Cluster:
+    """A running control plane. `kubeconfig` is admin (system:masters); see `service_account_kubeconfig`."""
+
+    bin_dir: Path
+    data_dir: Path
+    server: str
+    kubeconfig: Path
+    image_map_file: Path
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.data_dir / "pki" / "ca.crt"
+
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses: our kubectl/helm first on PATH, KUBECONFIG set."""
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DBMIGRATE_NODE_IMAGE_MAP_FILE": str(self.image_map_file),
+        }
+
+    def _run(
+        self,
+        tool: str,
+        args: Sequence[str],
+        kubeconfig: Path | None,
+        input: str | None,
+        check: bool,
+        timeout: float,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bin_dir / tool), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args]
+        res = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
+        if check and res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, cmd, res.stdout, res.stderr)
+        return res
+
+    def kubectl(
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run our kubectl (admin unless `kubeconfig` is given); raises CalledProcessError if check."""
+        return self._run("kubectl", args, kubeconfig, input, check, timeout)
+
+    def helm(
+        self, *args: str, kubeconfig: Path | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run our helm against this cluster."""
+        return self._run("helm", args, kubeconfig, None, check, timeout)
+
+    def api_client(self, kubeconfig: Path | None = None) -> Any:
+        """A `kubernetes.client.ApiClient` for this cluster (admin unless `kubeconfig` is given)."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))  # type: ignore[no-untyped-call]
+
+    def create_namespace(self, prefix: str = "test") -> str:
+        """Create a fresh namespace and wait for its `default` ServiceAccount (pods need it)."""
+        from kubernetes import client
+
+        base = re.sub(r"[^a-z0-9-]", "-", prefix.lower()).strip("-")[:40] or "test"
+        name = f"{base}-{uuid.uuid4().hex[:6]}"
+        with self.api_client() as api:
+            core: Any = client.CoreV1Api(api)
+            core.create_namespace({"metadata": {"name": name}})
+            _wait(
+                lambda: bool(
+                    core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+                ),
+                60,
+                f"default SA in {name}",
+            )
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete without waiting: the namespace controller finishes in the background."""
+        from kubernetes import client
+        from kubernetes.client import ApiException
+
+        with self.api_client() as api, contextlib.suppress(ApiException):
+            client.CoreV1Api(api).delete_namespace(name)
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, *, create: bool = True, expiration_seconds: int = 3600
+    ) -> Path:
+        """Kubeconfig authenticating as a ServiceAccount with a TokenRequest token: exactly its RBAC."""
+        from kubernetes import client
+        from kubernetes.client import ApiException
+
+        with self.api_client() as api:
+            core: Any = client.CoreV1Api(api)
+            if create:
+                with contextlib.suppress(ApiException):
+                    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+            token = core.create_namespaced_service_account_token(
+                name, namespace, {"spec": {"expirationSeconds": expiration_seconds}}
+            ).status.token
+        path = self.data_dir / "kubeconfigs" / f"sa-{namespace}-{name}.kubeconfig"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(_kubeconfig(self.server, self.ca_cert, {"token": token}, namespace))
+        return path
+
+    def map_image(
+        self,
+        image: str,
+        entrypoint: Sequence[str] = (),
+        *,
+        cmd: Sequence[str] = (),
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Tell the node agent to run pods of `image` as a local command.
+
+        `entrypoint`/`cmd` play the image's ENTRYPOINT/CMD: a container's `command`/`args` override
+        them as in Docker. `env` is the image's env (the pod's env wins).
+        """
+        images = json.loads(self.image_map_file.read_text()) if self.image_map_file.exists() else {}
+        images[image] = {
+            "entrypoint": list(entrypoint),
+            "cmd": list(cmd),
+            "cwd": str(cwd) if cwd else None,
+            "env": env or {},
+        }
+        tmp = self.image_map_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(images, indent=1))
+        tmp.replace(self.image_map_file)
+
+    def stop(self, remove: bool = True) -> None:
+        """Stop every component (node agent first, etcd last) and remove the data dir."""
+        for name in ("node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            pid = self.pids.pop(name, None)
+            if pid:
+                _kill_group(pid)
+        if remove:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "bin_dir": str(self.bin_dir),
+            "data_dir": str(self.data_dir),
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "image_map_file": str(self.image_map_file),
+            "pids": self.pids,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Cluster:
+        return cls(
+            Path(state["bin_dir"]),
+            Path(state["data_dir"]),
+            state["server"],
+            Path(state["kubeconfig"]),
+            Path(state["image_map_file"]),
+            dict(state["pids"]),
+        )
+
+
+def _kill_group(pid: int, grace: float = 10) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
+        except ChildProcessError:  # not our child (CLI `down`): poll for existence
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _wait(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    procs: dict[str, subprocess.Popen[bytes]] | None = None,
+    logs: Path | None = None,
+) -> None:
+    """Poll `check` until true; fail fast with the log tail if a component died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in (procs or {}).items():
+            if proc.poll() is not None:
+                tail = (logs / f"{name}.log").read_text()[-3000:] if logs else ""
+                raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.25)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _https_ok(url: str, ctx: ssl.SSLContext) -> bool:
+    with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
+        return bool(resp.status == 200)
+
+
+def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any = None) -> Cluster:
+    """Build binaries if needed, start the control plane and node agent, wait until usable."""
+    bin_dir = ensure_binaries(progress)
+    data_dir = Path(data_dir or tempfile.mkdtemp(prefix="dbmigrate-k8s-"))
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pki = pkimod.generate(data_dir / "pki", NODE_NAME)
+    etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
+    server = f"https://127.0.0.1:{api_port}"
+
+    def client_kubeconfig(stem: str) -> Path:
+        path = data_dir / f"{stem}.kubeconfig"
+        user = {"client-certificate": str(pki.cert(stem)), "client-key": str(pki.key(stem))}
+        path.write_text(_kubeconfig(server, pki.ca_cert, user))
+        return path
+
+    admin = client_kubeconfig("admin")
+    image_map = data_dir / "image-map.json"
+    image_map.write_text("{}")
+    cluster = Cluster(bin_dir, data_dir, server, admin, image_map)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def launch(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        with (logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=data_dir,
+                env=env,
+                preexec_fn=os.setpgrp if detach else _die_with_parent,
+            )
+        procs[name] = proc
+        cluster.pids[name] = proc.pid
+
+    try:
+        launch(
+            "etcd",
+            [
+                str(bin_dir / "etcd"),
+                "--name=test",
+                f"--data-dir={data_dir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=test=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=1073741824",
+                "--log-level=warn",
+            ],
+        )
+        launch(
+            "kube-apiserver",
+            [
+                str(bin_dir / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={pki.cert('apiserver')}",
+                f"--tls-private-key-file={pki.key('apiserver')}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--authorization-mode=Node,RBAC",
+                f"--enable-admission-plugins={ADMISSION_PLUGINS}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--endpoint-reconciler-type=none",
+                "--enable-aggregator-routing=true",
+                "--allow-privileged=true",
+                f"--cert-dir={data_dir / 'apiserver-certs'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        launch(
+            "kube-controller-manager",
+            [
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={client_kubeconfig('controller-manager')}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                "--leader-elect=false",
+                "--controllers=*",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--cert-dir={data_dir / 'kcm-certs'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        launch(
+            "kube-scheduler",
+            [
+                str(bin_dir / "kube-scheduler"),
+                f"--kubeconfig={client_kubeconfig('scheduler')}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                "--leader-elect=false",
+                f"--cert-dir={data_dir / 'scheduler-certs'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        ctx.load_cert_chain(pki.cert("admin"), pki.key("admin"))
+        _wait(lambda: _https_ok(f"{server}/readyz", ctx), 120, "kube-apiserver /readyz", procs, logs)
+        insecure = ssl._create_unverified_context()
+        _wait(
+            lambda: _https_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
+            60,
+            "kube-scheduler /healthz",
+            procs,
+            logs,
+        )
+        _wait(
+            lambda: _https_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+            60,
+            "kube-controller-manager /healthz",
+            procs,
+            logs,
+        )
+        launch(
+            "node-agent",
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster.node_agent",
+                f"--kubeconfig={client_kubeconfig('node')}",
+                f"--node-name={NODE_NAME}",
+                f"--image-map-file={image_map}",
+                f"--work-dir={data_dir / 'pods'}",
+            ],
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                "KUBERNETES_SERVICE_PORT": str(api_port),
+            },
+        )
+        _wait(lambda: _node_ready(cluster), 60, f"node {NODE_NAME} Ready", procs, logs)
+        _wait(
+            lambda: "default" in cluster.kubectl("get", "sa", "-n", "default", "-o", "name").stdout,
+            60,
+            "the default ServiceAccount (controller-manager up)",
+            procs,
+            logs,
+        )
+    except BaseException:
+        cluster.stop(remove=False)
+        print(f"[cluster] start failed; logs kept in {logs}", file=sys.stderr)
+        raise
+    return cluster
+
+
+def _node_ready(cluster: Cluster) -> bool:
+    out = cluster.kubectl(
+        "get",
+        "node",
+        NODE_NAME,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        check=False,
+    )
+    return out.stdout.strip() == "True"
+
+
+@contextlib.contextmanager
+def running_cluster(progress: Any = None) -> Iterator[Cluster]:
+    """Start a cluster for the duration of the block; always torn down, even on test failure."""
+    import atexit
+
+    cluster = start(progress=progress)
+    atexit.register(cluster.stop)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        atexit.unregister(cluster.stop)
+
+
+def decode_secret_value(data: dict[str, str], key: str) -> str:
+    """Helper for tests reading Secrets through the API (values are base64)."""
+    return base64.b64decode(data[key]).decode()
