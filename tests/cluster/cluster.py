@@ -8,7 +8,7 @@ death signal so the cluster outlives the command that started it.
 
 from __future__ import annotations
 
-import base64
+import atexit
 import contextlib
 import ctypes
 import json
@@ -295,6 +295,7 @@ def _https_ok(url: str, ctx: ssl.SSLContext) -> bool:
 def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any = None) -> Cluster:
     """Build binaries if needed, start the control plane and node agent, wait until usable."""
     bin_dir = ensure_binaries(progress)
+    began = time.monotonic()
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix="dbmigrate-k8s-"))
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -446,6 +447,7 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
             procs,
             logs,
         )
+        print(f"[cluster] up in {time.monotonic() - began:.1f}s at {server}", file=sys.stderr)
     except BaseException:
         cluster.stop(remove=False)
         print(f"[cluster] start failed; logs kept in {logs}", file=sys.stderr)
@@ -454,22 +456,15 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
 
 
 def _node_ready(cluster: Cluster) -> bool:
-    out = cluster.kubectl(
-        "get",
-        "node",
-        NODE_NAME,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-        check=False,
-    )
-    return out.stdout.strip() == "True"
+    """Ready, and the node lifecycle controller has lifted its initial not-ready taint."""
+    node = json.loads(cluster.kubectl("get", "node", NODE_NAME, "-o", "json").stdout)
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+    return ready and not node["spec"].get("taints")
 
 
 @contextlib.contextmanager
 def running_cluster(progress: Any = None) -> Iterator[Cluster]:
     """Start a cluster for the duration of the block; always torn down, even on test failure."""
-    import atexit
-
     cluster = start(progress=progress)
     atexit.register(cluster.stop)
     try:
@@ -477,8 +472,3 @@ def running_cluster(progress: Any = None) -> Iterator[Cluster]:
     finally:
         cluster.stop()
         atexit.unregister(cluster.stop)
-
-
-def decode_secret_value(data: dict[str, str], key: str) -> str:
-    """Helper for tests reading Secrets through the API (values are base64)."""
-    return base64.b64decode(data[key]).decode()
