@@ -1,0 +1,128 @@
+"""The few API calls gating makes, over the official (sync) kubernetes client, as plain dicts.
+
+Everything here is blocking; callers run it with `asyncio.to_thread`. Objects come back as the
+API's JSON (camelCase dicts), so the pure modules read them exactly as `kubectl get -o json` shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Protocol
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from dbmigrate_operator.constants import GROUP, PLURAL, VERSION, WAIT_FOR_LABEL
+
+JSON_PATCH = "application/json-patch+json"
+
+
+class Conflict(Exception):
+    """The guarded patch did not apply: the object changed since we read it (HTTP 409/422)."""
+
+
+class GatingApi(Protocol):
+    """What the release logic needs from the API; `KubeApi` is the real one."""
+
+    def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
+        """The DatabaseMigration, or None when it does not exist."""
+
+    def list_waiting_pods(self, namespace: str | None, migration: str | None) -> list[dict[str, Any]]:
+        """Pods that opted in (to `migration`, or to any), in `namespace` or in all namespaces."""
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def patch_pod(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+        """Apply a JSON patch; raise `Conflict` when its `test` op fails."""
+
+    def get_replicaset(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None: ...
+
+
+def describe_error(error: BaseException) -> str:
+    """A one-line description; ApiException's own text carries response headers and bodies."""
+    if isinstance(error, ApiException):
+        return f"API error {error.status} {error.reason or ''}".rstrip()
+    return f"{type(error).__name__}: {error}"
+
+
+def new_api_client() -> kubernetes.client.ApiClient:
+    """A client configured like kubectl: in-cluster service account, else the kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient(configuration)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+class KubeApi:
+    """`GatingApi` over an ApiClient; raw JSON responses (`_preload_content=False`) keep it cheap."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
+        try:
+            return _json(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False, _request_timeout=timeout
+                )
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list_waiting_pods(self, namespace: str | None, migration: str | None) -> list[dict[str, Any]]:
+        selector = f"{WAIT_FOR_LABEL}={migration}" if migration else WAIT_FOR_LABEL
+        if namespace is None:
+            response = self.core.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
+        else:
+            response = self.core.list_namespaced_pod(
+                namespace, label_selector=selector, _preload_content=False
+            )
+        items: list[dict[str, Any]] = _json(response).get("items") or []
+        return items
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_pod(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+        try:
+            self.core.patch_namespaced_pod(
+                name, namespace, patch, _content_type=JSON_PATCH, _preload_content=False
+            )
+        except ApiException as e:
+            if e.status in (409, 422):
+                raise Conflict(f"pod {namespace}/{name} changed: HTTP {e.status}") from None
+            raise
+
+    def get_replicaset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(self.apps.read_namespaced_replica_set(name, namespace, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        body = kubernetes.client.CoreV1Event.from_dict(event)
+        if body is None:
+            raise ValueError("empty Event")
+        self.core.create_namespaced_event(namespace, body, _preload_content=False)

@@ -1,0 +1,330 @@
+"""Removing our scheduling gate from pods once their requirement is met, and saying why they wait.
+
+Three triggers run the same pass (`Releaser.reconcile` for one DatabaseMigration):
+- every event of a DatabaseMigration (its status changed, it appeared, it was deleted);
+- a nudge shortly after the webhook gated a pod, which closes the race where the migration became
+  Ready between the webhook's read and the pod being stored (and announces the wait promptly);
+- a periodic sweep over every gated pod in the cluster, so a missed event or a failed patch never
+  strands a pod.
+
+Every decision reads the API (the pods by label selector, the DatabaseMigration by name), never a
+kopf index, and every write is idempotent (the guarded JSON patch of `patches.py`), so a standby
+replica or two overlapping passes cannot do harm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from dbmigrate_operator.constants import GROUP, PLURAL, SCHEDULING_GATE, VERSION
+from dbmigrate_operator.gating import events
+from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
+from dbmigrate_operator.gating.patches import remove_gate_patch
+from dbmigrate_operator.gating.requirement import Verdict, evaluate, has_gate, requirement_of
+from dbmigrate_operator.gating.state import runtime_of
+
+logger = logging.getLogger(__name__)
+
+MigrationKey = tuple[str, str]  # (namespace, name)
+_OWNER_MEMORY = 4096  # remembered owner announcements, to bound memory on long runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What to do with one gated pod."""
+
+    pod: Mapping[str, Any]
+    verdict: Verdict
+
+    @property
+    def release(self) -> bool:
+        return self.verdict.met
+
+
+def decide(pods: list[dict[str, Any]], name: str, migration: Mapping[str, Any] | None) -> list[Decision]:
+    """Decisions for the gated pods among `pods` that wait for the DatabaseMigration `name`.
+
+    Filters on the client side too: the label selector of the list is an optimisation, not a
+    guarantee we rely on (and test doubles ignore selectors).
+    """
+    decisions = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp") or not has_gate(pod):
+            continue
+        requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
+        if requirement is None or requirement.migration != name:
+            continue
+        decisions.append(Decision(pod=pod, verdict=evaluate(requirement, migration)))
+    return decisions
+
+
+def group_by_migration(pods: list[dict[str, Any]]) -> dict[MigrationKey, list[dict[str, Any]]]:
+    """Gated, opted-in pods grouped by the DatabaseMigration they wait for (for the sweep)."""
+    groups: dict[MigrationKey, list[dict[str, Any]]] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
+        if requirement is None or not has_gate(pod) or not meta.get("namespace"):
+            continue
+        groups.setdefault((meta["namespace"], requirement.migration), []).append(pod)
+    return groups
+
+
+def fingerprint(migration: Mapping[str, Any] | None) -> str:
+    """A digest of everything in a DatabaseMigration that can change a verdict.
+
+    Status patches that change nothing relevant (timestamps, messages of a run in progress) then
+    do not cost a pod listing each.
+    """
+    if migration is None:
+        return "absent"
+    status = migration.get("status") or {}
+    relevant = {
+        "generation": (migration.get("metadata") or {}).get("generation"),
+        "observedGeneration": status.get("observedGeneration"),
+        "phase": status.get("phase"),
+        "conditions": [
+            {k: c.get(k) for k in ("type", "status", "observedGeneration", "reason")}
+            for c in status.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") in ("Ready", "Stalled")
+        ],
+        "appliedVersions": status.get("appliedVersions"),
+        "currentVersion": status.get("currentVersion"),
+        "lastRun": (status.get("lastRun") or {}).get("message"),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def owner_message(verdict: Verdict) -> str:
+    """The text for a pod's ReplicaSet/Deployment: the same for all its pods, so it is said once."""
+    if verdict.met:
+        return f"removed scheduling gate {SCHEDULING_GATE} from new pods: {verdict.message}"
+    return f"new pods are held by scheduling gate {SCHEDULING_GATE}: {verdict.message}"
+
+
+def pod_message(verdict: Verdict) -> str:
+    if verdict.met:
+        return f"removed scheduling gate {SCHEDULING_GATE}: {verdict.message}"
+    return f"held by scheduling gate {SCHEDULING_GATE}: {verdict.message}"
+
+
+def event_reason(verdict: Verdict) -> tuple[str, bool]:
+    """The Event reason and whether it is a Warning."""
+    if verdict.met:
+        return events.REASON_RELEASED, False
+    if verdict.reason == "MigrationFailed":
+        return events.REASON_FAILED, True
+    return events.REASON_WAITING, False
+
+
+class Releaser:
+    """Executes decisions against the API; remembers what it announced to avoid Event spam."""
+
+    def __init__(
+        self,
+        api: GatingApi,
+        *,
+        nudge_delay: float = 1.0,
+        on_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.nudge_delay = nudge_delay
+        self._on_error = on_error
+        self._announced: dict[str, str] = {}  # pod uid -> last message
+        self._owner_announced: dict[str, str] = {}  # owner uid -> last message
+        self._rs_owner: dict[str, events.ObjectRef | None] = {}  # ReplicaSet uid -> its Deployment
+        self._fingerprints: dict[MigrationKey, str] = {}
+        self._nudges: dict[MigrationKey, asyncio.Task[None]] = {}  # pending (still sleeping)
+        self._tasks: set[asyncio.Task[None]] = set()  # all nudges, to cancel them on shutdown
+
+    # --- triggers -------------------------------------------------------------------------------
+
+    async def on_migration_event(
+        self, namespace: str, name: str, migration: Mapping[str, Any] | None
+    ) -> None:
+        """A DatabaseMigration was seen (listed, changed or deleted: `migration` None)."""
+        key = (namespace, name)
+        digest = fingerprint(migration)
+        if self._fingerprints.get(key) == digest:
+            return
+        clean = await self.reconcile(namespace, name, migration)
+        if migration is None:
+            self._fingerprints.pop(key, None)
+        elif clean:
+            self._fingerprints[key] = digest
+
+    def nudge(self, namespace: str, name: str) -> None:
+        """Run a pass for one DatabaseMigration soon (coalesced: at most one pending per migration)."""
+        key = (namespace, name)
+        if key in self._nudges:
+            return
+        task = asyncio.get_running_loop().create_task(self._nudged(key))
+        self._nudges[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _nudged(self, key: MigrationKey) -> None:
+        try:
+            await asyncio.sleep(self.nudge_delay)
+        finally:
+            # From now on, a new nudge schedules a new pass: it may be about a pod we will not see.
+            if self._nudges.get(key) is asyncio.current_task():
+                del self._nudges[key]
+        try:
+            await self.reconcile(*key)
+        except Exception as e:
+            self._error(f"pass for {key[0]}/{key[1]} failed", e)
+
+    async def sweep(self) -> None:
+        """One pass over every gated pod of the cluster."""
+        pods = await asyncio.to_thread(self.api.list_waiting_pods, None, None)
+        groups = group_by_migration(pods)
+        seen: set[str] = set()
+        for (namespace, name), group in groups.items():
+            seen.update(str((p.get("metadata") or {}).get("uid")) for p in group)
+            try:
+                migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
+            except Exception as e:
+                self._error(f"reading DatabaseMigration {namespace}/{name} failed", e)
+                continue
+            await self._execute(decide(group, name, migration))
+        # Forget pods that no longer wait (released, deleted): bounded memory.
+        for uid in set(self._announced) - seen:
+            del self._announced[uid]
+
+    async def cancel(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the pass -------------------------------------------------------------------------------
+
+    _UNKNOWN: Any = object()
+
+    async def reconcile(self, namespace: str, name: str, migration: Any = _UNKNOWN) -> bool:
+        """Release or announce every gated pod waiting for `namespace/name`; True if all went well."""
+        if migration is self._UNKNOWN:
+            migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
+        pods = await asyncio.to_thread(self.api.list_waiting_pods, namespace, name)
+        return await self._execute(decide(pods, name, migration))
+
+    async def _execute(self, decisions: list[Decision]) -> bool:
+        clean = True
+        for decision in decisions:
+            try:
+                if decision.release:
+                    await self._release(decision)
+                else:
+                    await self._announce(decision)
+            except Exception as e:
+                clean = False
+                meta = decision.pod.get("metadata") or {}
+                self._error(f"pod {meta.get('namespace')}/{meta.get('name')}", e)
+        return clean
+
+    async def _release(self, decision: Decision) -> None:
+        pod = decision.pod
+        meta = pod.get("metadata") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        for attempt in range(2):
+            patch = remove_gate_patch(pod)
+            if patch is None:
+                return  # someone else removed it meanwhile
+            try:
+                await asyncio.to_thread(self.api.patch_pod, namespace, name, patch)
+                break
+            except Conflict:
+                if attempt:
+                    raise
+                fresh = await asyncio.to_thread(self.api.get_pod, namespace, name)
+                if fresh is None or (fresh.get("metadata") or {}).get("uid") != meta.get("uid"):
+                    return  # gone
+                pod = fresh
+        logger.info(f"Released pod {namespace}/{name}: {decision.verdict.message}")
+        self._announced.pop(str(meta.get("uid")), None)
+        await self._tell(pod, decision.verdict, force_pod=True)
+
+    async def _announce(self, decision: Decision) -> None:
+        uid = str((decision.pod.get("metadata") or {}).get("uid"))
+        message = pod_message(decision.verdict)
+        if self._announced.get(uid) == message:
+            return
+        await self._tell(decision.pod, decision.verdict, force_pod=False)
+        self._announced[uid] = message
+
+    async def _tell(self, pod: Mapping[str, Any], verdict: Verdict, *, force_pod: bool) -> None:
+        """Events on the pod and on its controller chain (ReplicaSet, then its Deployment)."""
+        reason, warning = event_reason(verdict)
+        pod_ref = events.ref_of(pod)
+        await self._post(pod_ref, reason, pod_message(verdict), warning)
+        text = owner_message(verdict)
+        for owner in await self._owners(pod):
+            if self._owner_announced.get(owner.uid) == text:
+                continue
+            await self._post(owner, reason, text, warning)
+            if len(self._owner_announced) >= _OWNER_MEMORY:
+                self._owner_announced.clear()
+            self._owner_announced[owner.uid] = text
+
+    async def _owners(self, pod: Mapping[str, Any]) -> list[events.ObjectRef]:
+        owner = events.controller_of(pod)
+        if owner is None:
+            return []
+        chain = [owner]
+        if owner.kind == "ReplicaSet" and owner.api_version.startswith("apps/"):
+            if owner.uid not in self._rs_owner:
+                try:
+                    rs = await asyncio.to_thread(self.api.get_replicaset, owner.namespace, owner.name)
+                except Exception as e:  # the pod's own Event matters more than its owner's
+                    self._error(f"reading ReplicaSet {owner.namespace}/{owner.name} failed", e)
+                    return chain
+                if len(self._rs_owner) >= _OWNER_MEMORY:
+                    self._rs_owner.clear()
+                self._rs_owner[owner.uid] = events.controller_of(rs) if rs else None
+            parent = self._rs_owner[owner.uid]
+            if parent is not None:
+                chain.append(parent)
+        return chain
+
+    async def _post(self, about: events.ObjectRef, reason: str, message: str, warning: bool) -> None:
+        body = events.build_event(about, reason=reason, message=message, warning=warning)
+        try:
+            await asyncio.to_thread(self.api.create_event, about.namespace, body)
+        except Exception as e:  # an Event is informative; never let it block a release
+            self._error(f"posting an Event on {about.kind} {about.namespace}/{about.name} failed", e)
+
+    def _error(self, what: str, error: BaseException) -> None:
+        logger.warning(f"Gating: {what}: {describe_error(error)}")
+        if self._on_error is not None:
+            self._on_error(what, error)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="release-gated-pods")
+async def release_on_migration_event(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Any event of a DatabaseMigration (also the initial listing): release or announce its pods.
+
+    kopf's on.field/on.update never see status changes (status is not part of what kopf diffs),
+    hence a raw event handler; unchanged verdict inputs are skipped by fingerprint.
+    """
+    runtime = runtime_of(memo)
+    if runtime is None or not namespace or not name:
+        return
+    migration = None if type == "DELETED" else dict(body)
+    await runtime.releaser.on_migration_event(namespace, name, migration)

@@ -1,0 +1,63 @@
+"""Start and stop gating inside the operator: webhook server, API client, periodic sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from dbmigrate_operator.gating import server
+from dbmigrate_operator.gating.kube import KubeApi, describe_error, new_api_client
+from dbmigrate_operator.gating.release import Releaser
+from dbmigrate_operator.gating.state import MEMO_KEY, Runtime, runtime_of
+
+logger = logging.getLogger(__name__)
+
+
+async def sweep_forever(releaser: Releaser, interval: float) -> None:
+    """The periodic safety net: one pass over all gated pods every `interval` seconds."""
+    while True:
+        try:
+            await releaser.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # keep sweeping: the next pass may succeed
+            logger.warning(f"Gating sweep failed: {describe_error(e)}")
+        await asyncio.sleep(interval)
+
+
+@kopf.on.startup(id="gating-start")
+async def start_gating(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Configure the webhook server (the chart owns its configuration), start the sweep."""
+    config = server.WebhookSettings.from_env()
+    serving = server.build_server(config)
+    settings.admission.server = serving.server
+    settings.admission.managed = None  # never let kopf edit (and on exit strip) webhook configurations
+    api_client = await asyncio.to_thread(new_api_client)
+    api = KubeApi(api_client)
+    runtime = Runtime(api=api, releaser=Releaser(api), settings=config, api_client=api_client)
+    if config.register:
+        configuration = server.local_configuration(config, serving.ca_bundle)
+        await asyncio.to_thread(server.register, api_client, configuration)
+    runtime.sweep_task = asyncio.get_running_loop().create_task(
+        sweep_forever(runtime.releaser, config.sweep_seconds), name="dbmigrate-gating-sweep"
+    )
+    memo[MEMO_KEY] = runtime
+
+
+@kopf.on.cleanup(id="gating-stop")
+async def stop_gating(memo: kopf.Memo, **_: Any) -> None:
+    """Stop background work. A registered configuration stays: failurePolicy Fail keeps gating safe."""
+    runtime = runtime_of(memo)
+    if runtime is None:
+        return
+    if runtime.sweep_task is not None:
+        runtime.sweep_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runtime.sweep_task
+    await runtime.releaser.cancel()
+    if runtime.api_client is not None:
+        runtime.api_client.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,134 @@
+"""The mutating admission webhook: gate opted-in pods at creation while their requirement is unmet.
+
+Scheduling gates can only be removed after a pod exists, never added, so this is the only place
+that adds ours. The decision reads the DatabaseMigration from the API on every request: a standby
+replica (kopf peering) serves webhooks without watching anything, so in-memory state would be
+empty there.
+
+Failure handling, fail-closed: when the DatabaseMigration cannot be read (API slow or down, RBAC),
+or anything in here raises, the pod is still admitted *with* the gate and a warning. That is safe
+(the release pass re-evaluates and removes the gate as soon as it can read the migration) and
+better than a denial, which would make the ReplicaSet controller retry with back-off and fill the
+Deployment with FailedCreate events. The only denial: a pod with `spec.nodeName` cannot carry a
+scheduling gate (the API forbids it), so an unmet one is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
+
+import kopf
+
+from dbmigrate_operator.constants import SCHEDULING_GATE, WAIT_FOR_LABEL
+from dbmigrate_operator.gating.kube import describe_error
+from dbmigrate_operator.gating.patches import add_gate
+from dbmigrate_operator.gating.requirement import Verdict, evaluate, has_gate, requirement_of
+from dbmigrate_operator.gating.state import runtime_of
+from dbmigrate_operator.gating.webhook_config import API_READ_TIMEOUT_SECONDS, WEBHOOK_ID
+
+FetchMigration = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """The webhook's decision for one pod."""
+
+    gate: bool  # add our scheduling gate
+    verdict: Verdict | None = None  # None: the pod did not opt in, or already carries the gate
+    deny: str | None = None  # refuse the pod with this message
+
+    @property
+    def warning(self) -> str | None:
+        if not self.gate or self.verdict is None:
+            return None
+        return f"gated by {SCHEDULING_GATE}: {self.verdict.message}"
+
+
+async def decide(pod: Mapping[str, Any], fetch: FetchMigration) -> Admission:
+    """What to do with a pod being created. Never raises for API trouble: that gates the pod."""
+    meta = pod.get("metadata") or {}
+    requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
+    if requirement is None or has_gate(pod):
+        return Admission(gate=False)
+    namespace = meta.get("namespace")
+    if not namespace:
+        verdict = Verdict(False, "Unknown", "the pod's namespace is not known; re-checked after creation")
+    else:
+        try:
+            migration = await fetch(namespace, requirement.migration)
+        except Exception as e:
+            verdict = Verdict(
+                False,
+                "MigrationUnreadable",
+                f"could not read DatabaseMigration {requirement.migration} ({describe_error(e)}); "
+                "re-checked after creation",
+            )
+        else:
+            verdict = evaluate(requirement, migration)
+    if verdict.met:
+        return Admission(gate=False, verdict=verdict)
+    if (pod.get("spec") or {}).get("nodeName"):
+        return Admission(
+            gate=False,
+            verdict=verdict,
+            deny=f"pod sets spec.nodeName, so it cannot be held by a scheduling gate: {verdict.message}",
+        )
+    return Admission(gate=True, verdict=verdict)
+
+
+def _add_gate(raw: kopf.RawBody) -> None:
+    """kopf applies this to a copy of the pod and sends the difference as the JSON patch."""
+    add_gate(cast(dict[str, Any], raw))
+
+
+@kopf.on.mutate(
+    "v1",
+    "pods",
+    id=WEBHOOK_ID,
+    operations=["CREATE"],
+    labels={WAIT_FOR_LABEL: kopf.PRESENT},
+    persistent=True,  # only matters if someone turns kopf's managed configuration on
+)
+async def gate_pods(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    dryrun: bool,
+    warnings: list[str],
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Add the scheduling gate to an opted-in pod whose DatabaseMigration requirement is unmet."""
+    runtime = runtime_of(memo)
+    try:
+        if runtime is None:
+            raise RuntimeError("gating is not started")
+        api = runtime.api
+
+        async def fetch(namespace: str, name: str) -> Mapping[str, Any] | None:
+            return await asyncio.wait_for(
+                asyncio.to_thread(api.get_migration, namespace, name, API_READ_TIMEOUT_SECONDS),
+                timeout=API_READ_TIMEOUT_SECONDS + 0.5,
+            )
+
+        admission = await decide(body, fetch)
+    except Exception as e:  # a bug must not let an opted-in pod through ungated
+        logger.exception("Gating webhook failed; gating the pod (fail-closed).")
+        verdict = Verdict(False, "WebhookError", f"the gating webhook failed ({describe_error(e)})")
+        admission = Admission(gate=True, verdict=verdict)
+
+    if admission.deny:
+        raise kopf.AdmissionError(admission.deny, code=403)
+    if not admission.gate:
+        return
+    patch.fns.append(_add_gate)
+    if admission.warning:
+        warnings.append(admission.warning)
+    meta = body.get("metadata") or {}
+    requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
+    if not dryrun and runtime is not None and requirement is not None and meta.get("namespace"):
+        # Catch the race with a migration that became Ready right after our read, and announce.
+        runtime.releaser.nudge(meta["namespace"], requirement.migration)
