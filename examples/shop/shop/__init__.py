@@ -1,0 +1,1 @@
+"""Example Tortoise ORM app for dbmigrate-operator (kept import-free so the runner stays lean)."""

@@ -1,0 +1,162 @@
+"""``dbmigrate-runner``: arguments, the run, the termination-message report, the exit code.
+
+Every path out of :func:`main` writes a report (when the report path is writable) and returns
+``Outcome.exit_code``; nothing that leaves the process carries a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from dbmigrate_runner.errors import ConfigError, RunnerError
+from dbmigrate_runner.log import JsonLogger, log, route_stdlib_logging
+from dbmigrate_runner.report import DEFAULT_PATH, Report, encode
+from dbmigrate_runner.settings import (
+    COMMANDS,
+    TOOLS,
+    Masker,
+    Settings,
+    build_settings,
+    secrets_from_env,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become ConfigError so they get a report like any other bad configuration."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dbmigrate-runner",
+        description="Apply Tortoise ORM migrations (aerich or tortoise.migrations) safely.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    helps = {
+        "upgrade": "apply pending migrations up to --target (default: latest); never rolls back",
+        "downgrade": "revert applied migrations above --target ('zero': all of them)",
+        "status": "read-only: show applied and pending versions",
+    }
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=helps[name], description=helps[name])
+        p.add_argument("--tool", choices=TOOLS, help="migration tool [env DBMIGRATE_TOOL, default aerich]")
+        p.add_argument(
+            "--config",
+            help="import path of the Tortoise config, e.g. app.config.TORTOISE_ORM "
+            "[env DBMIGRATE_CONFIG, default: tortoise_orm from pyproject.toml]",
+        )
+        p.add_argument(
+            "--app",
+            action="append",
+            help="app label, repeatable [env DBMIGRATE_APPS, comma list; default: every app with migrations]",
+        )
+        p.add_argument(
+            "--target", help="version to stop at: app:version, version or its number [env DBMIGRATE_TARGET]"
+        )
+        p.add_argument(
+            "--project-dir",
+            help="where pyproject.toml and the migrations are "
+            "[env DBMIGRATE_PROJECT_DIR, default: current directory]",
+        )
+        p.add_argument(
+            "--location",
+            help="aerich migrations location [env DBMIGRATE_LOCATION, "
+            "default: from pyproject.toml or ./migrations]",
+        )
+        p.add_argument(
+            "--wait-timeout",
+            type=str,
+            help="seconds to wait for the database [env DBMIGRATE_WAIT_TIMEOUT, default 60]",
+        )
+        p.add_argument(
+            "--lock-timeout",
+            type=str,
+            help="seconds to wait for the migration lock [env DBMIGRATE_LOCK_TIMEOUT, default 300]",
+        )
+        p.add_argument(
+            "--report-path",
+            help=f"termination message file [env DBMIGRATE_REPORT_PATH, default {DEFAULT_PATH}]",
+        )
+        p.add_argument(
+            "--log-level",
+            choices=("debug", "info", "warning", "error"),
+            help="[env DBMIGRATE_LOG_LEVEL, default info]",
+        )
+    return parser
+
+
+def write_report(report: Report, path: Path, mask: Masker) -> None:
+    if report.error is not None:
+        report.error.message = mask(report.error.message)
+    text = encode(report)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        log.warning("report.unwritable", f"cannot write the report to {path}: {exc.strerror}", path=str(path))
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    from dbmigrate_runner import runner
+
+    started = time.monotonic()
+    env = os.environ if env is None else env
+    mask = Masker(secrets_from_env(env))
+    log.mask = mask
+    log.level = JsonLogger(level=(env.get("DBMIGRATE_LOG_LEVEL") or "info").lower()).level
+    route_stdlib_logging(log)
+
+    settings: Settings | None = None
+    state = runner.RunState()
+    error: RunnerError | None = None
+    try:
+        args = make_parser().parse_args(argv)
+        settings = build_settings(vars(args), env)
+        mask.add(settings.db.password)
+        if args.log_level:
+            log.level = JsonLogger(level=settings.log_level).level
+        asyncio.run(runner.run(settings, state))
+    except RunnerError as exc:
+        error = exc
+    except KeyboardInterrupt:
+        error = RunnerError("interrupted")
+    except BaseException as exc:  # the report must still be written
+        if isinstance(exc, SystemExit) and exc.code in (0, None):  # --help
+            return 0
+        error = RunnerError(f"{type(exc).__name__}: {exc}", kind=type(exc).__name__)
+        log.error("run.crash", "unexpected error", error=f"{type(exc).__name__}: {exc}")
+
+    fallback = Settings(
+        command=(argv or sys.argv[1:] or ["?"])[0],
+        tool=env.get("DBMIGRATE_TOOL", ""),
+        db=None,  # type: ignore[arg-type]
+        report_path=Path(env.get("DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
+    )
+    report = runner.build_report(settings or fallback, state, started, error)
+    write_report(report, (settings or fallback).report_path, mask)
+    fields: dict[str, Any] = {
+        "outcome": report.outcome.value,
+        "exit_code": report.outcome.exit_code,
+        "applied": report.applied,
+        "current": report.current_version(),
+        "duration_ms": report.duration_ms,
+    }
+    if error is not None:
+        fields["error"] = {"kind": error.kind, "message": error.message, "migration": error.migration}
+        log.error("run.end", f"{report.command} failed: {error.message}", **fields)
+    else:
+        log.info("run.end", f"{report.command} succeeded", **fields)
+    return report.outcome.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The runner's own connection (asyncpg): wait for the server, hold the advisory lock, read tracking tables.
+
+Wrong credentials or an unknown database are configuration errors and fail at once; only
+"cannot reach / not accepting connections yet" is retried, until the wait deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import time
+from typing import Any
+
+import asyncpg
+
+from dbmigrate_runner.errors import ConfigError, DatabaseUnreachable, LockTimeout
+from dbmigrate_runner.log import log
+from dbmigrate_runner.settings import DbParams
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+# First 8 bytes of sha256("dbmigrate") as a signed bigint; documented in docs/runner.md.
+LOCK_KEY = _lock_key("dbmigrate")
+
+# Errors after which retrying cannot help: bad password, unknown role or database, pg_hba rejection.
+_FATAL = (
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+)
+_RETRY = (
+    OSError,  # refused, no route, DNS (socket.gaierror)
+    asyncio.TimeoutError,
+    asyncpg.CannotConnectNowError,  # starting up / shutting down
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+    ConnectionError,
+)
+
+
+async def connect(db: DbParams, wait_timeout: float) -> asyncpg.Connection:
+    """Connect, retrying with backoff until ``wait_timeout`` seconds have passed."""
+    deadline = time.monotonic() + wait_timeout
+    delay, attempt = 0.2, 0
+    last: BaseException | None = None
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                **db.asyncpg_kwargs(),
+                timeout=max(1.0, min(10.0, remaining)),
+                server_settings={"application_name": "dbmigrate-runner"},
+            )
+            if attempt > 1:
+                log.info("database.reachable", "database is reachable", attempts=attempt)
+            return conn
+        except _FATAL as exc:
+            raise ConfigError(
+                f"database rejected the connection to {db.describe()}: {exc}", kind=type(exc).__name__
+            ) from None
+        except _RETRY as exc:
+            last = exc
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            reason = f"{type(last).__name__}: {last}" if str(last) else type(last).__name__
+            if isinstance(last, socket.gaierror):
+                reason = f"cannot resolve host {db.host!r}: {last}"
+            raise DatabaseUnreachable(
+                f"database {db.host}:{db.port} not reachable within {wait_timeout:g}s "
+                f"({attempt} attempts); last error: {reason}",
+                kind=type(last).__name__,
+            )
+        if attempt == 1 or attempt % 10 == 0:
+            log.info(
+                "database.waiting",
+                "database not reachable yet, retrying",
+                error=f"{type(last).__name__}: {last}",
+                remaining_s=round(remaining, 1),
+            )
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 2.0)
+
+
+async def acquire_lock(conn: asyncpg.Connection, limit_s: float, poll: float = 0.2) -> float:
+    """Take the session advisory lock, polling ``pg_try_advisory_lock``; returns seconds waited."""
+    started = time.monotonic()
+    announced = False
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+            return time.monotonic() - started
+        waited = time.monotonic() - started
+        if waited >= limit_s:
+            holder = await conn.fetchval(
+                "SELECT string_agg(pid::text, ',') FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND ((classid::bigint << 32) | objid::bigint) = $1",
+                LOCK_KEY,
+            )
+            raise LockTimeout(
+                f"advisory lock {LOCK_KEY} still held after {limit_s:g}s "
+                f"(holder pid(s): {holder or 'unknown'})"
+            )
+        if not announced:
+            log.info("lock.waiting", "another runner holds the migration lock; waiting", key=LOCK_KEY)
+            announced = True
+        await asyncio.sleep(min(poll, max(0.0, limit_s - waited)))
+
+
+async def release_lock(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+
+
+async def table_exists(conn: asyncpg.Connection, table: str) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{table}"'))
+
+
+async def fetch(conn: asyncpg.Connection, sql: str) -> list[Any]:
+    return list(await conn.fetch(sql))

@@ -1,0 +1,92 @@
+"""Structured logs: one JSON object per line on stdout, every line passed through the masker.
+
+Library loggers (tortoise, aerich, asyncpg) are routed through the same path, so a secret they
+might print is masked too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+class JsonLogger:
+    """The runner's own logger: ``log.info("event.name", "message", key=value)``."""
+
+    def __init__(
+        self, stream: TextIO | None = None, level: str = "info", mask: Callable[[str], str] = _identity
+    ) -> None:
+        self.stream = stream or sys.stdout
+        self.level = LEVELS.get(level, logging.INFO)
+        self.mask = mask
+
+    def emit(self, level: int, event: str, msg: str, **fields: Any) -> None:
+        if level < self.level:
+            return
+        record = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            + f".{int(time.time() * 1000) % 1000:03d}Z",
+            "level": logging.getLevelName(level).lower(),
+            "event": event,
+            "msg": msg,
+            **fields,
+        }
+        line = self.mask(json.dumps(record, default=str, ensure_ascii=False))
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # closed pipe: logging must never end the run
+            pass
+
+    def debug(self, event: str, msg: str, **fields: Any) -> None:
+        self.emit(logging.DEBUG, event, msg, **fields)
+
+    def info(self, event: str, msg: str, **fields: Any) -> None:
+        self.emit(logging.INFO, event, msg, **fields)
+
+    def warning(self, event: str, msg: str, **fields: Any) -> None:
+        self.emit(logging.WARNING, event, msg, **fields)
+
+    def error(self, event: str, msg: str, **fields: Any) -> None:
+        self.emit(logging.ERROR, event, msg, **fields)
+
+
+class _Bridge(logging.Handler):
+    def __init__(self, target: JsonLogger) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a library's broken format string
+            msg = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["exc"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        self.target.emit(record.levelno, "library", msg, **fields)
+
+
+def route_stdlib_logging(target: JsonLogger) -> None:
+    """Send every stdlib log record (and warnings) through ``target``; SQL debug noise stays off."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_Bridge(target))
+    root.setLevel(max(target.level, logging.INFO) if target.level > logging.DEBUG else logging.DEBUG)
+    for noisy in ("tortoise.db_client", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(target.level, logging.WARNING))
+    logging.captureWarnings(True)
+
+
+log = JsonLogger()

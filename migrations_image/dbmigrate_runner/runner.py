@@ -1,0 +1,180 @@
+"""One run: wait for the database, lock, plan, (maybe) migrate, read back, report.
+
+The no-op path (nothing pending) reads the tracking table over the runner's own asyncpg
+connection and lists migration files on disk; tortoise and aerich are imported only when
+there is work.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from dbmigrate_runner import database
+from dbmigrate_runner.errors import RunnerError
+from dbmigrate_runner.log import log
+from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target
+from dbmigrate_runner.project import Project, discover, load_project
+from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
+from dbmigrate_runner.settings import Settings
+from dbmigrate_runner.tools import MigrationTool, get_tool
+
+
+@dataclass
+class RunState:
+    """What the report is built from, filled in as far as the run got."""
+
+    applied_now: list[str] = field(default_factory=list)
+    final_applied: dict[str, list[str]] | None = None
+    apps: list[str] = field(default_factory=list)
+    pending: dict[str, list[str]] = field(default_factory=dict)
+
+
+def app_states(applied: dict[str, list[str]], apps: list[str]) -> dict[str, AppState]:
+    """Per-app state for the report: every selected app, plus any other app found in the table."""
+    names = list(dict.fromkeys([*apps, *applied]))
+    return {
+        app: AppState(
+            current=applied[app][-1] if applied.get(app) else None,
+            count=len(applied.get(app, [])),
+            versions=list(applied.get(app, [])),
+        )
+        for app in names
+    }
+
+
+def build_report(settings: Settings, state: RunState, started: float, error: RunnerError | None) -> Report:
+    outcome = error.outcome if error else Outcome.SUCCEEDED
+    return Report(
+        outcome=outcome,
+        tool=settings.tool,
+        command=settings.command,
+        apps=app_states(state.final_applied or {}, state.apps),
+        applied=list(state.applied_now),
+        applied_count=len(state.applied_now),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        error=ErrorInfo(kind=error.kind, message=error.message, migration=error.migration) if error else None,
+    )
+
+
+async def _read_applied(tool: MigrationTool, conn: asyncpg.Connection) -> dict[str, list[str]]:
+    return await tool.read_applied(conn)
+
+
+async def run(settings: Settings, state: RunState) -> None:
+    """Raises :class:`RunnerError` on any known failure; ``state`` keeps what is known for the report."""
+    project = load_project(settings.tool, settings.project_dir, settings.config, settings.location)
+    disk = discover(project, settings.apps)
+    state.apps = list(disk)
+    tool = get_tool(settings.tool)
+    tool.crash_after = settings.crash_after
+    log.info(
+        "run.start",
+        f"{settings.command} with {settings.tool}",
+        command=settings.command,
+        tool=settings.tool,
+        config=project.config_path,
+        apps=state.apps,
+        target=settings.target,
+        database=settings.db.describe(),
+    )
+
+    conn = await database.connect(settings.db, settings.wait_timeout)
+    try:
+        if settings.command == "status":
+            await _status(tool, conn, disk, state)
+            return
+        waited = await database.acquire_lock(conn, settings.lock_timeout)
+        log.info(
+            "lock.acquired", "holding the migration lock", key=database.LOCK_KEY, waited_s=round(waited, 3)
+        )
+        try:
+            applied = await _read_applied(tool, conn)
+            state.final_applied = applied
+            target = _target(settings, disk, applied)
+            plan = plan_run(settings.command, disk, applied, target)
+            for app_plan in plan.apps:
+                if app_plan.unknown_applied:
+                    log.warning(
+                        "plan.unknown_applied",
+                        "applied versions not in this image",
+                        app=app_plan.app,
+                        versions=list(app_plan.unknown_applied),
+                    )
+            if plan.empty:
+                log.info("plan.noop", "nothing to do", applied={a: len(v) for a, v in applied.items()})
+                return
+            log.info(
+                "plan",
+                "migrations to run",
+                apply=[f"{p.app}:{v}" for p in plan.apps for v in p.to_apply],
+                revert=[f"{p.app}:{v}" for p in plan.apps for v in p.to_revert],
+            )
+            try:
+                await _execute(
+                    settings, tool, plan, target, project_apps=state.apps, state=state, project=project
+                )
+            finally:
+                state.final_applied = await _read_applied(tool, conn)
+        finally:
+            await database.release_lock(conn)
+    finally:
+        await conn.close()
+
+
+def _target(settings: Settings, disk: dict[str, list[str]], applied: dict[str, list[str]]) -> Target | None:
+    if not settings.target:
+        return None
+    known = {app: [*disk[app], *applied.get(app, [])] for app in disk}
+    return resolve_target(settings.target, known, allow_zero=settings.command == "downgrade")
+
+
+async def _execute(
+    settings: Settings,
+    tool: MigrationTool,
+    plan: Plan,
+    target: Target | None,
+    *,
+    project_apps: list[str],
+    state: RunState,
+    project: Project,
+) -> None:
+    started = time.monotonic()
+    await tool.open(project, settings.db, project_apps)
+    try:
+        await tool.bootstrap()
+        if settings.command == "upgrade":
+            await tool.upgrade(plan, target, state.applied_now.append)
+        else:
+            assert target is not None
+            await tool.downgrade(plan, target, state.applied_now.append)
+    finally:
+        await tool.close()
+        log.info(
+            "migrations.done",
+            f"{len(state.applied_now)} migration(s) "
+            f"{'applied' if settings.command == 'upgrade' else 'reverted'}",
+            count=len(state.applied_now),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+
+async def _status(
+    tool: MigrationTool, conn: asyncpg.Connection, disk: dict[str, list[str]], state: RunState
+) -> None:
+    """Read-only: no lock, no bootstrap, no writes."""
+    applied = await _read_applied(tool, conn)
+    state.final_applied = applied
+    for app, versions in disk.items():
+        done = set(applied.get(app, []))
+        state.pending[app] = [v for v in versions if v not in done]
+        log.info(
+            "status",
+            f"app {app}: {len(done)} applied, {len(state.pending[app])} pending",
+            app=app,
+            current=applied[app][-1] if applied.get(app) else None,
+            applied=applied.get(app, []),
+            pending=state.pending[app],
+        )

@@ -1,0 +1,240 @@
+"""Flags and environment → one frozen :class:`Settings`; database parameters; secret masking.
+
+Flags win over environment variables. Database credentials come only from the environment
+(``DATABASE_URL`` or ``DB_HOST``/``DB_PORT``/``DB_NAME``/``DB_USER``/``DB_PASS``), so they never
+appear in the Pod spec's arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from dbmigrate_runner.errors import ConfigError
+from dbmigrate_runner.report import DEFAULT_PATH
+
+TOOLS = ("aerich", "tortoise")
+COMMANDS = ("upgrade", "downgrade", "status")
+URL_SCHEMES = ("postgres", "postgresql", "asyncpg")
+DEFAULT_WAIT_TIMEOUT = 60.0
+DEFAULT_LOCK_TIMEOUT = 300.0
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class DbParams:
+    """Where the runner connects; ``password`` must never be logged (see :class:`Masker`)."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str | None = field(default=None, repr=False)
+    ssl: str | None = None
+
+    def asyncpg_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "user": self.user,
+            "password": self.password,
+        }
+        if self.ssl:
+            kwargs["ssl"] = self.ssl
+        return kwargs
+
+    def tortoise_connection(self) -> dict[str, Any]:
+        """The Tortoise ``connections`` entry that replaces whatever the app's config had."""
+        credentials: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "user": self.user,
+            "password": self.password,
+            "minsize": 1,
+            "maxsize": 2,
+        }
+        if self.ssl:
+            credentials["ssl"] = self.ssl
+        return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+
+    def describe(self) -> str:
+        """Safe for logs: no password."""
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    command: str
+    tool: str
+    db: DbParams
+    config: str | None = None
+    apps: tuple[str, ...] = ()
+    target: str | None = None
+    project_dir: Path = Path(".")
+    location: str | None = None
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    report_path: Path = Path(DEFAULT_PATH)
+    log_level: str = "info"
+    crash_after: str | None = None  # test hook, see docs/runner.md
+
+
+def parse_database_url(url: str) -> DbParams:
+    """Split a libpq-style URL; percent-encoded user and password are decoded."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise ConfigError(f"DATABASE_URL is not a valid URL: {mask_urls(str(exc))}") from None
+    if parts.scheme not in URL_SCHEMES:
+        raise ConfigError(
+            f"DATABASE_URL scheme must be one of {', '.join(URL_SCHEMES)}, got {parts.scheme!r}"
+        )
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    host = query.get("host") or parts.hostname
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname", "")
+    user = unquote(parts.username) if parts.username else query.get("user", "")
+    password = unquote(parts.password) if parts.password is not None else query.get("password")
+    missing = [name for name, value in (("host", host), ("database", database), ("user", user)) if not value]
+    if missing:
+        raise ConfigError(f"DATABASE_URL lacks {', '.join(missing)}")
+    assert host is not None
+    return DbParams(
+        host=host,
+        port=port,
+        database=database,
+        user=user,
+        password=password,
+        ssl=query.get("sslmode") or query.get("ssl"),
+    )
+
+
+def db_params_from_env(env: Mapping[str, str]) -> DbParams:
+    if url := env.get("DATABASE_URL", "").strip():
+        return parse_database_url(url)
+    split = {name: env.get(name, "").strip() for name in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER")}
+    if not any(split.values()):
+        raise ConfigError(
+            "no database credentials: set DATABASE_URL, or DB_HOST, DB_PORT, DB_NAME, DB_USER and DB_PASS"
+        )
+    missing = [name for name in ("DB_HOST", "DB_NAME", "DB_USER") if not split[name]]
+    if missing:
+        raise ConfigError(f"incomplete database settings: {', '.join(missing)} not set")
+    try:
+        port = int(split["DB_PORT"] or 5432)
+    except ValueError:
+        raise ConfigError(f"DB_PORT must be a number, got {split['DB_PORT']!r}") from None
+    return DbParams(
+        host=split["DB_HOST"],
+        port=port,
+        database=split["DB_NAME"],
+        user=split["DB_USER"],
+        password=env.get("DB_PASS") or env.get("DB_PASSWORD") or None,
+        ssl=env.get("DB_SSLMODE") or None,
+    )
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
+
+
+def mask_urls(text: str) -> str:
+    """Hide the password part of every ``scheme://user:password@`` in ``text``."""
+    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+class Masker:
+    """Removes known secret values and URL passwords from any text before it leaves the process."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(*secrets)
+
+    def add(self, *secrets: str | None) -> None:
+        for secret in secrets:
+            # Short values would mask innocent text and are no secret worth the damage.
+            if not secret or len(secret) < 3:
+                continue
+            for form in {secret, quote(secret, safe=""), quote(secret)}:
+                if form not in self._secrets:
+                    self._secrets.append(form)
+        self._secrets.sort(key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        text = mask_urls(text)
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+def secrets_from_env(env: Mapping[str, str]) -> list[str]:
+    """Every password-ish value the environment holds, even if it turns out invalid."""
+    found: list[str] = []
+    for name in ("DB_PASS", "DB_PASSWORD", "PGPASSWORD"):
+        if env.get(name):
+            found.append(env[name])
+    url = env.get("DATABASE_URL", "")
+    match = re.match(r"^[^:]+://[^:/@]*:(?P<pw>[^@]*)@", url)
+    if match and match["pw"]:
+        found += [match["pw"], unquote(match["pw"])]
+    return found
+
+
+def _float(value: str | float | None, name: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return number
+
+
+def _apps(values: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in values:
+        out += [a.strip() for a in value.split(",") if a.strip()]
+    return tuple(dict.fromkeys(out))
+
+
+def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Merge parsed flags (``None`` = not given) over ``DBMIGRATE_*`` environment variables."""
+
+    def pick(flag: str, var: str) -> Any:
+        value = args.get(flag)
+        return value if value not in (None, "", []) else env.get(var) or None
+
+    command = args["command"]
+    tool = (pick("tool", "DBMIGRATE_TOOL") or "aerich").strip().lower()
+    if tool not in TOOLS:
+        raise ConfigError(f"unknown tool {tool!r}: use one of {', '.join(TOOLS)}")
+    apps = _apps(args.get("app") or [env.get("DBMIGRATE_APPS", "")])
+    target = pick("target", "DBMIGRATE_TARGET")
+    if command == "downgrade" and not target:
+        raise ConfigError("downgrade needs an explicit --target (a version, or 'zero' to revert everything)")
+    return Settings(
+        command=command,
+        tool=tool,
+        db=db_params_from_env(env),
+        config=pick("config", "DBMIGRATE_CONFIG"),
+        apps=apps,
+        target=target.strip() if target else None,
+        project_dir=Path(pick("project_dir", "DBMIGRATE_PROJECT_DIR") or "."),
+        location=pick("location", "DBMIGRATE_LOCATION"),
+        wait_timeout=_float(
+            pick("wait_timeout", "DBMIGRATE_WAIT_TIMEOUT"), "wait timeout", DEFAULT_WAIT_TIMEOUT
+        ),
+        lock_timeout=_float(
+            pick("lock_timeout", "DBMIGRATE_LOCK_TIMEOUT"), "lock timeout", DEFAULT_LOCK_TIMEOUT
+        ),
+        report_path=Path(pick("report_path", "DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
+        log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
+        crash_after=env.get("DBMIGRATE_TEST_CRASH_AFTER") or None,
+    )

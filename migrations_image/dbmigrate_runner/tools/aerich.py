@@ -1,0 +1,163 @@
+"""aerich 0.10: applies each version file like ``aerich upgrade`` does, with two differences.
+
+* The tracking row is written on the migration's own transaction connection (``using_db``), so a
+  crash can never leave a committed schema change without its row. (Upstream ``Aerich.create()``
+  without ``using_db`` only lands in the transaction because the model resolves its connection
+  through the transaction context; we do not rely on that.)
+* The ``aerich`` table is created, inside that same transaction, when the migration itself did
+  not create it (multi-app configs, where only one app's first migration contains it).
+
+Files with ``RUN_IN_TRANSACTION = False`` cannot be atomic; their row is written right after.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from dbmigrate_runner.errors import ConfigError, MigrationFailed
+from dbmigrate_runner.log import log
+from dbmigrate_runner.planning import Plan, Target
+from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
+from dbmigrate_runner.settings import DbParams
+from dbmigrate_runner.tools.base import OnDone, crash_hook, database_error, group_rows, with_runner_connection
+
+TABLE = "aerich"
+
+
+class AerichTool:
+    name = "aerich"
+    table = TABLE
+
+    def __init__(self, crash_after: str | None = None) -> None:
+        self.crash_after = crash_after
+        self.project: Project | None = None
+        self.config: dict[str, Any] = {}
+        self._table_ready = False
+
+    async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{TABLE}"'):
+            return {}
+        rows = await conn.fetch(f'SELECT "app", "version" FROM "{TABLE}" ORDER BY "id"')
+        return group_rows(list(rows), "version", strip_suffix=True)
+
+    async def open(self, project: Project, db: DbParams, apps: list[str]) -> None:
+        from tortoise import Tortoise
+
+        self.project = project
+        config = with_runner_connection(project.config, db)
+        holders = [
+            label for label, app in config["apps"].items() if AERICH_MODELS in (app.get("models") or [])
+        ]
+        if not holders:
+            # Like `aerich` itself does for one-app configs: register the tracking model in the first app.
+            first = apps[0] if apps else next(iter(config["apps"]))
+            config["apps"][first]["models"] = [*config["apps"][first].get("models", []), AERICH_MODELS]
+        self.config = config
+        try:
+            await Tortoise.init(config=config)
+        except Exception as exc:
+            kind, text = database_error(exc)
+            raise ConfigError(
+                f"Tortoise.init failed for config {project.config_path}: {text}", kind=kind
+            ) from exc
+
+    def _connection_name(self, app: str) -> str:
+        return str(self.config["apps"][app].get("default_connection", "default"))
+
+    async def _ensure_table(self, conn: Any) -> None:
+        """Create the ``aerich`` table on ``conn`` (the migration's transaction) if it is still missing."""
+        if self._table_ready:
+            return
+        _, rows = await conn.execute_query("SELECT to_regclass('\"aerich\"') IS NOT NULL AS present")
+        if not rows[0]["present"]:
+            from aerich.models import Aerich
+            from tortoise import Tortoise
+
+            client = Tortoise.get_connection(Aerich._meta.default_connection or "default")
+            sql = client.schema_generator(client)._get_table_sql(Aerich, safe=True)["table_creation_string"]
+            await conn.execute_script(sql)
+            log.info("bootstrap.table", "created the aerich tracking table", table=TABLE)
+        self._table_ready = True
+
+    async def bootstrap(self) -> None:
+        """Nothing up front: the table is created inside the first migration's transaction if needed."""
+
+    def _module(self, app: str, version: str) -> Any:
+        from aerich.utils import import_py_file
+
+        assert self.project is not None
+        path = Path(aerich_dir(self.project, app), f"{version}.py")
+        if not path.is_file():
+            raise ConfigError(f"migration file {path} is missing")
+        return import_py_file(path)
+
+    async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
+        from aerich.models import Aerich
+        from aerich.utils import decompress_dict, get_models_describe
+        from tortoise import Tortoise
+        from tortoise.transactions import in_transaction
+
+        for app_plan in plan.apps:
+            for version in app_plan.to_apply:
+                label = f"{app_plan.app}:{version}"
+                log.info("migration.apply", f"applying {label}", migration=label)
+                try:
+                    module = self._module(app_plan.app, version)
+
+                    async def apply(
+                        conn: Any, module: Any = module, app: str = app_plan.app, version: str = version
+                    ) -> None:
+                        sql = await module.upgrade(conn)
+                        if sql and sql.strip():
+                            await conn.execute_script(sql)
+                        await self._ensure_table(conn)
+                        state_text = getattr(module, "MODELS_STATE", None)
+                        state = decompress_dict(state_text) if state_text else get_models_describe(app)
+                        await Aerich.create(version=f"{version}.py", app=app, content=state, using_db=conn)
+
+                    if getattr(module, "RUN_IN_TRANSACTION", True):
+                        async with in_transaction(self._connection_name(app_plan.app)) as conn:
+                            await apply(conn)
+                    else:
+                        await apply(Tortoise.get_connection(self._connection_name(app_plan.app)))
+                except ConfigError:
+                    raise
+                except Exception as exc:
+                    kind, text = database_error(exc)
+                    raise MigrationFailed(text, kind=kind, migration=label) from exc
+                on_done(label)
+                crash_hook(self.crash_after, label)
+
+    async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
+        from tortoise.transactions import in_transaction
+
+        for app_plan in plan.apps:
+            for version in app_plan.to_revert:
+                label = f"{app_plan.app}:{version}"
+                log.info("migration.revert", f"reverting {label}", migration=label)
+                try:
+                    module = self._module(app_plan.app, version)
+                    async with in_transaction(self._connection_name(app_plan.app)) as conn:
+                        sql = await module.downgrade(conn)
+                        if not sql or not sql.strip():
+                            raise MigrationFailed(f"{label} has no downgrade SQL", migration=label)
+                        await conn.execute_script(sql)
+                        await conn.execute_query(
+                            f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "version" = $2',
+                            [app_plan.app, f"{version}.py"],
+                        )
+                except (ConfigError, MigrationFailed):
+                    raise
+                except Exception as exc:
+                    kind, text = database_error(exc)
+                    raise MigrationFailed(text, kind=kind, migration=label) from exc
+                on_done(label)
+                crash_hook(self.crash_after, label)
+
+    async def close(self) -> None:
+        from tortoise import Tortoise
+
+        await Tortoise.close_connections()

@@ -1,0 +1,88 @@
+"""What the runner needs from a migration tool, and helpers both adapters share.
+
+The read side (``read_applied``) uses the runner's asyncpg connection and imports nothing from
+tortoise or aerich, so a run with nothing to do never pays for those imports. ``open`` does
+the heavy imports and ``Tortoise.init`` only when there is work.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import asyncpg
+
+from dbmigrate_runner.planning import Plan, Target
+from dbmigrate_runner.project import Project
+from dbmigrate_runner.settings import DbParams
+
+OnDone = Callable[[str], None]
+
+
+class MigrationTool(Protocol):
+    name: str
+    table: str  # the tracking table
+    crash_after: str | None  # test hook: SIGKILL right after this "app:version" commits
+
+    async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
+        """Applied versions per app, oldest first, from the tracking table (empty if it is absent)."""
+
+    async def open(self, project: Project, db: DbParams, apps: list[str]) -> None:
+        """Import the tool and connect Tortoise to ``db`` (never to the config's own URL)."""
+
+    async def bootstrap(self) -> None:
+        """Create the tracking table on a fresh database."""
+
+    async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
+        """Apply the plan; each migration commits together with its tracking row when it is atomic."""
+
+    async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
+        """Revert the plan, newest first, each revert committing with the removal of its row."""
+
+    async def close(self) -> None: ...
+
+
+def with_runner_connection(config: dict[str, Any], db: DbParams) -> dict[str, Any]:
+    """A copy of the Tortoise config whose every connection is the runner's database."""
+    config = copy.deepcopy(config)
+    names = list(config.get("connections") or {}) or ["default"]
+    config["connections"] = {name: db.tortoise_connection() for name in names}
+    return config
+
+
+def group_rows(rows: list[Any], version_column: str, strip_suffix: bool = False) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        version = str(row[version_column])
+        if strip_suffix and version.endswith(".py"):
+            version = version[:-3]
+        out.setdefault(str(row["app"]), []).append(version)
+    return out
+
+
+def database_error(exc: BaseException) -> tuple[str, str]:
+    """The most specific error class and the database's own text (with DETAIL/HINT) in an exception chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        candidates = [current, *[a for a in current.args if isinstance(a, BaseException)]]
+        for cand in candidates:
+            if isinstance(cand, asyncpg.PostgresError):
+                text = str(cand)
+                for extra in ("detail", "hint"):
+                    value = getattr(cand, extra, None)
+                    if value:
+                        text += f" ({extra.upper()}: {value})"
+                return type(cand).__name__, text
+        current = current.__cause__ or current.__context__
+    return type(exc).__name__, str(exc) or type(exc).__name__
+
+
+def crash_hook(crash_after: str | None, applied: str) -> None:
+    """Test-only (DBMIGRATE_TEST_CRASH_AFTER=app:version): die hard right after that migration commits."""
+    if crash_after and crash_after == applied:
+        os.kill(os.getpid(), signal.SIGKILL)

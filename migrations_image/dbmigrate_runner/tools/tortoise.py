@@ -1,0 +1,171 @@
+"""Tortoise ORM 1.1 built-in migrations, driven step by step instead of through ``MigrationExecutor.migrate``.
+
+Why not call ``migrate`` directly:
+
+* it writes the ``tortoise_migrations`` row after the migration's transaction has committed, on
+  another pooled connection, so a crash in between leaves an unrecorded schema change and the next
+  run fails with "already exists". Here the row is written on the transaction's own connection;
+* its default direction "both" silently rolls back to an older target. Here ``upgrade`` only
+  accepts forward steps and ``downgrade`` only backward ones.
+
+The plan itself (graph order, cross-app dependencies) still comes from the executor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from dbmigrate_runner.errors import ConfigError, DowngradeRefused, MigrationFailed
+from dbmigrate_runner.log import log
+from dbmigrate_runner.planning import ZERO, Plan, Target
+from dbmigrate_runner.project import Project, tortoise_migrations_module
+from dbmigrate_runner.settings import DbParams
+from dbmigrate_runner.tools.base import OnDone, crash_hook, database_error, group_rows, with_runner_connection
+
+TABLE = "tortoise_migrations"
+
+
+class TortoiseTool:
+    name = "tortoise"
+    table = TABLE
+
+    def __init__(self, crash_after: str | None = None) -> None:
+        self.crash_after = crash_after
+        self.config: dict[str, Any] = {}
+        self.executors: list[Any] = []
+
+    async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{TABLE}"'):
+            return {}
+        rows = await conn.fetch(f'SELECT "app", "name" FROM "{TABLE}" ORDER BY "applied_at", "id"')
+        return group_rows(list(rows), "name")
+
+    async def open(self, project: Project, db: DbParams, apps: list[str]) -> None:
+        from tortoise import Tortoise
+        from tortoise.connection import get_connection
+        from tortoise.migrations.executor import MigrationExecutor
+
+        config = with_runner_connection(project.config, db)
+        for app_config in config["apps"].values():
+            if module := tortoise_migrations_module(app_config):
+                app_config.setdefault("migrations", module)
+        self.config = config
+        try:
+            await Tortoise.init(config=config)
+        except Exception as exc:
+            kind, text = database_error(exc)
+            raise ConfigError(
+                f"Tortoise.init failed for config {project.config_path}: {text}", kind=kind
+            ) from exc
+        # One executor per connection, loaded with every app on it so cross-app dependencies resolve.
+        by_connection: dict[str, dict[str, Any]] = {}
+        for label, app_config in config["apps"].items():
+            by_connection.setdefault(app_config.get("default_connection", "default"), {})[label] = app_config
+        self.executors = [
+            MigrationExecutor(get_connection(name), subset)
+            for name, subset in by_connection.items()
+            if any(label in subset for label in apps)
+        ]
+        try:
+            for executor in self.executors:
+                await executor.loader.build_graph()
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"cannot load the migration graph: {type(exc).__name__}: {exc}") from exc
+
+    async def bootstrap(self) -> None:
+        for executor in self.executors:
+            await executor.recorder.ensure_schema(executor._schema_editor(atomic=False))
+
+    async def _steps(self, executor: Any, targets: list[Any]) -> tuple[list[Any], set[Any]]:
+        applied = set(await executor.recorder.applied_migrations())
+        try:
+            steps = executor._migration_plan(targets, applied, executor.loader.graph)
+        except ValueError as exc:
+            raise ConfigError(f"cannot plan the migration: {exc}") from exc
+        return list(steps), applied
+
+    async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
+        from tortoise.migrations.executor import MigrationTarget
+        from tortoise.migrations.graph import MigrationKey
+        from tortoise.migrations.recorder import MigrationRecorder
+        from tortoise.transactions import in_transaction
+
+        for executor in self.executors:
+            labels = [p.app for p in plan.apps if p.to_apply and p.app in executor.loader.apps_config]
+            targets = [
+                MigrationTarget(app_label=label, name=target.version if target else "__latest__")
+                for label in labels
+            ]
+            if not targets:
+                continue
+            steps, applied = await self._steps(executor, targets)
+            if any(step.backward for step in steps):
+                raise DowngradeRefused(
+                    "the plan would roll back applied migrations; upgrade never rolls back"
+                )
+            state = None
+            for step in steps:
+                migration = step.migration
+                key = MigrationKey(app_label=migration.app_label, name=migration.name)
+                label = f"{key.app_label}:{key.name}"
+                log.info("migration.apply", f"applying {label}", migration=label)
+                try:
+                    if state is None:
+                        state = await executor._project_state(applied)
+                    editor = executor._schema_editor(atomic=migration.atomic)
+                    if editor.atomic_migration:
+                        async with in_transaction(executor.connection.connection_name) as txn:
+                            editor.client = txn
+                            await migration.apply(state, schema_editor=editor)
+                            await MigrationRecorder(txn).record_applied(key.app_label, key.name)
+                    else:
+                        await migration.apply(state, schema_editor=editor)
+                        await executor.recorder.record_applied(key.app_label, key.name)
+                except Exception as exc:
+                    kind, text = database_error(exc)
+                    raise MigrationFailed(text, kind=kind, migration=label) from exc
+                applied.add(key)
+                on_done(label)
+                crash_hook(self.crash_after, label)
+
+    async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
+        from tortoise.migrations.executor import MigrationTarget
+        from tortoise.migrations.graph import MigrationKey
+        from tortoise.migrations.recorder import MigrationRecorder
+        from tortoise.transactions import in_transaction
+
+        for executor in self.executors:
+            if target.app not in executor.loader.apps_config:
+                continue
+            name = "__first__" if target.version == ZERO else target.version
+            steps, applied = await self._steps(executor, [MigrationTarget(app_label=target.app, name=name)])
+            if any(not step.backward for step in steps):
+                raise ConfigError("the downgrade plan contains forward steps; use upgrade to move forward")
+            cache = await executor._project_state_cache(applied) if steps else {}
+            for step in steps:
+                migration = step.migration
+                key = MigrationKey(app_label=migration.app_label, name=migration.name)
+                label = f"{key.app_label}:{key.name}"
+                log.info("migration.revert", f"reverting {label}", migration=label)
+                try:
+                    editor = executor._schema_editor(atomic=migration.atomic)
+                    if editor.atomic_migration:
+                        async with in_transaction(executor.connection.connection_name) as txn:
+                            editor.client = txn
+                            await migration.unapply(cache[key], schema_editor=editor)
+                            await MigrationRecorder(txn).record_unapplied(key.app_label, key.name)
+                    else:
+                        await migration.unapply(cache[key], schema_editor=editor)
+                        await executor.recorder.record_unapplied(key.app_label, key.name)
+                except Exception as exc:
+                    kind, text = database_error(exc)
+                    raise MigrationFailed(text, kind=kind, migration=label) from exc
+                on_done(label)
+                crash_hook(self.crash_after, label)
+
+    async def close(self) -> None:
+        from tortoise import Tortoise
+
+        await Tortoise.close_connections()
