@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.images.conftest import run_in
+from dbmigrate_runner.report import Outcome, Report, decode
+from tests.images.conftest import ROOT, run_in
 from tests.images.dockerfile_model import ImageState
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -64,3 +68,46 @@ def test_bytecode_is_precompiled_for_a_read_only_root(
     package = "dbmigrate_operator" if image_name == "operator_image" else "dbmigrate_runner"
     compiled = list(venv.glob(f"lib/python3*/site-packages/{package}/__pycache__/*.pyc"))
     assert compiled, f"no .pyc under {venv} for {package}: UV_COMPILE_BYTECODE did not take effect"
+
+
+SHOP = ROOT / "examples" / "shop"
+MIGRATIONS = {
+    "aerich": sorted(p.stem for p in (SHOP / "migrations" / "models").glob("[0-9]*.py")),
+    "tortoise": sorted(p.stem for p in (SHOP / "shop" / "migrations").glob("[0-9]*.py")),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("tool", ["aerich", "tortoise"])
+def test_shop_image_migrates_a_fresh_database_and_then_is_a_no_op(
+    shop_image: ImageState, postgres: PostgresServer, database: str, tmp_path: Path, tool: str
+) -> None:
+    """The example user image, run as the Job runs it: entrypoint + default command, env only."""
+    assert MIGRATIONS[tool], f"the example app has no {tool} migrations"
+    report_path = tmp_path / "termination-log"
+    env = {
+        "DATABASE_URL": postgres.url(database),
+        "DBMIGRATE_REPORT_PATH": str(report_path),
+        "DBMIGRATE_TOOL": tool,
+    }
+
+    def run(*command: str) -> Report:
+        report_path.unlink(missing_ok=True)
+        done = run_in(shop_image, *command, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert postgres.password not in done.stdout + done.stderr
+        return decode(report_path.read_text())
+
+    assert shop_image.entrypoint is not None
+    assert shop_image.cmd == ["upgrade"]
+    first = run(*shop_image.entrypoint, *shop_image.cmd)
+    assert first.outcome is Outcome.SUCCEEDED
+    assert first.applied_count == len(MIGRATIONS[tool])
+    assert first.apps["models"].current == MIGRATIONS[tool][-1]
+
+    again = run(*shop_image.entrypoint, "upgrade")
+    assert again.outcome is Outcome.SUCCEEDED
+    assert again.applied_count == 0
+    status = run(*shop_image.entrypoint, "status")
+    assert status.apps["models"].current == MIGRATIONS[tool][-1]
+    assert status.applied == []
