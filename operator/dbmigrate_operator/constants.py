@@ -19,3 +19,11 @@ MANAGED_BY = "dbmigrate-operator"
 
 # `kubectl annotate dbm NAME dbmigrate.dev/rerun="$(date +%s)" --overwrite` asks for a new run.
 RERUN_ANNOTATION = f"{GROUP}/rerun"
+
+# kstatus condition types on DatabaseMigration.status.conditions (Argo CD health and pod gating read them).
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+# The migration container's name in every Job the operator creates.
+CONTAINER_NAME = "migrate"

@@ -1,0 +1,194 @@
+"""The migration Job: its run hash, its deterministic name, its manifest. Pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from dbmigrate_operator import constants as c
+from dbmigrate_operator.settings import Settings
+
+HASH_CHARS = 10
+MAX_NAME = 63
+COMMAND_ANNOTATION = f"{c.GROUP}/command"
+GENERATION_ANNOTATION = f"{c.GROUP}/generation"
+DEFAULT_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"memory": "512Mi"},
+}
+SECRET_FIELDS = (  # (env var the runner reads, secretRef key field, default key)
+    ("DB_HOST", "hostKey", "host"),
+    ("DB_PORT", "portKey", "port"),
+    ("DB_NAME", "nameKey", "name"),
+    ("DB_USER", "userKey", "user"),
+    ("DB_PASS", "passwordKey", "password"),
+)
+# Runner exit codes that no retry can fix: fail the Job at once instead of burning backoffLimit.
+FINAL_EXIT_CODES = (2, 5, 6)  # ConfigError, MigrationFailed, DowngradeRefused (see dbmigrate_runner.report)
+
+
+def database_ref(spec: dict[str, Any]) -> dict[str, Any]:
+    """The database reference with the CRD defaults applied, so hashing does not depend on defaulting."""
+    db = spec.get("database") or {}
+    if url := db.get("urlSecretRef"):
+        return {"urlSecretRef": {"name": url.get("name", ""), "key": url.get("key", "")}}
+    ref = db.get("secretRef") or {}
+    out = {"name": ref.get("name", "")}
+    out.update({field: ref.get(field) or default for _, field, default in SECRET_FIELDS})
+    return {"secretRef": out}
+
+
+def run_hash(cr: dict[str, Any]) -> str:
+    """What decides a run's outcome; a change of any of it asks for a new run (and a new Job name)."""
+    spec = cr.get("spec") or {}
+    meta = cr.get("metadata") or {}
+    essence = {
+        "uid": meta.get("uid", ""),  # a re-created CR of the same name never adopts the old one's Jobs
+        "image": spec.get("image", ""),
+        "tool": spec.get("tool") or "aerich",
+        "config": spec.get("config") or "",
+        "apps": sorted(spec.get("apps") or []),
+        "target": spec.get("target") or "",
+        "database": database_ref(spec),
+        "allowDowngrade": bool(spec.get("allowDowngrade", False)),
+        "rerun": (meta.get("annotations") or {}).get(c.RERUN_ANNOTATION, ""),
+    }
+    raw = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:HASH_CHARS]
+
+
+def job_name(cr_name: str, hash_: str) -> str:
+    """``<name>-<hash>`` within 63 characters and a valid DNS label (a CR name may hold dots)."""
+    base = re.sub(r"[^a-z0-9-]", "-", cr_name.lower())[: MAX_NAME - len(hash_) - 1].rstrip("-") or "dbm"
+    return f"{base}-{hash_}"
+
+
+def runner_args(spec: dict[str, Any], command: str) -> list[str]:
+    args = [command, "--tool", spec.get("tool") or "aerich"]
+    if spec.get("config"):
+        args += ["--config", spec["config"]]
+    for app in spec.get("apps") or []:
+        args += ["--app", app]
+    if spec.get("target"):
+        args += ["--target", spec["target"]]
+    return args
+
+
+def database_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Credentials reach the container only as secretKeyRef env vars; the operator never sees them."""
+    ref = database_ref(spec)
+    if "urlSecretRef" in ref:
+        url = ref["urlSecretRef"]
+        return [
+            {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": url["name"], "key": url["key"]}}}
+        ]
+    split = ref["secretRef"]
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": split["name"], "key": split[field]}}}
+        for env, field, _ in SECRET_FIELDS
+    ]
+
+
+def labels_for(cr_name: str, hash_: str) -> dict[str, str]:
+    return {
+        c.MIGRATION_LABEL: cr_name,
+        c.RUN_HASH_LABEL: hash_,
+        c.MANAGED_BY_LABEL: c.MANAGED_BY,
+        "app.kubernetes.io/name": "dbmigrate-migration",
+    }
+
+
+def build_job(cr: dict[str, Any], *, hash_: str, command: str, settings: Settings) -> dict[str, Any]:
+    """The Job manifest for one run: restricted Pod Security, report in the termination message."""
+    meta = cr["metadata"]
+    spec = cr.get("spec") or {}
+    job = spec.get("job") or {}
+    name = job_name(meta["name"], hash_)
+    labels = labels_for(meta["name"], hash_)
+    pod_labels = {**(job.get("podLabels") or {}), **labels}  # ours win
+    user_env = [
+        e
+        for e in job.get("env") or []
+        if e.get("name") not in {"DATABASE_URL", *(f[0] for f in SECRET_FIELDS)}
+    ]
+    container: dict[str, Any] = {
+        "name": c.CONTAINER_NAME,
+        "image": spec["image"],
+        "command": list(settings.runner_command),
+        "args": runner_args(spec, command),
+        "env": [
+            *user_env,
+            *database_env(spec),
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "resources": job.get("resources") or DEFAULT_RESOURCES,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the runner talks to the database, never to the API
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+    for key in ("serviceAccountName", "nodeSelector", "tolerations", "imagePullSecrets"):
+        if job.get(key):
+            pod_spec[key] = job[key]
+    template_meta: dict[str, Any] = {"labels": pod_labels}
+    if job.get("podAnnotations"):
+        template_meta["annotations"] = dict(job["podAnnotations"])
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {
+                COMMAND_ANNOTATION: command,
+                GENERATION_ANNOTATION: str(meta.get("generation", "")),
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": c.API_VERSION,
+                    "kind": c.KIND,
+                    "name": meta["name"],
+                    "uid": meta.get("uid", ""),
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": int(job.get("backoffLimit", settings.backoff_limit)),
+            "activeDeadlineSeconds": int(job.get("activeDeadlineSeconds", settings.active_deadline_seconds)),
+            # No ttlSecondsAfterFinished: the operator keeps spec.historyLimit finished Jobs itself.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": c.CONTAINER_NAME,
+                            "operator": "In",
+                            "values": list(FINAL_EXIT_CODES),
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,149 @@
+"""The few API calls the controller makes, over the official (sync) kubernetes client, as plain dicts.
+
+Blocking on purpose (callers use ``asyncio.to_thread``). Objects come back as the API's JSON, so
+the pure decision code reads them exactly as ``kubectl get -o json`` shows them. No Secret is
+ever read: the only Secret names here travel inside Job manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, cast
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from dbmigrate_operator import constants as c
+
+TIMEOUT = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def new_api_client(
+    configuration: kubernetes.client.Configuration | None = None,
+) -> kubernetes.client.ApiClient:
+    """In-cluster service account, else the kubeconfig (like kubectl); or the configuration given."""
+    if configuration is None:
+        configuration = kubernetes.client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient(configuration)
+
+
+def describe(error: BaseException) -> str:
+    """One line, without the response headers/bodies ApiException prints."""
+    if isinstance(error, ApiException):
+        detail = ""
+        try:
+            detail = json.loads(error.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            detail = ""
+        return f"API error {error.status} {error.reason or ''}: {detail}".strip().rstrip(":")
+    return f"{type(error).__name__}: {error}"
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data = json.loads(response.data or b"{}")
+    return data if isinstance(data, dict) else {}
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+
+    def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            resp = self.custom.get_namespaced_custom_object(
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.PLURAL,
+                name,
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(resp)
+
+    def list_jobs(self, namespace: str, migration: str) -> list[dict[str, Any]]:
+        resp = self.batch.list_namespaced_job(
+            namespace,
+            label_selector=f"{c.MIGRATION_LABEL}={migration}",
+            _preload_content=False,
+            _request_timeout=TIMEOUT,
+        )
+        return list(_json(resp).get("items") or [])
+
+    def list_pods(self, namespace: str, migration: str) -> list[dict[str, Any]]:
+        resp = self.core.list_namespaced_pod(
+            namespace,
+            label_selector=f"{c.MIGRATION_LABEL}={migration}",
+            _preload_content=False,
+            _request_timeout=TIMEOUT,
+        )
+        return list(_json(resp).get("items") or [])
+
+    def create_job(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """Create-if-absent: False when it already exists (409), which is just as good."""
+        try:
+            self.batch.create_namespaced_job(
+                namespace, cast(Any, manifest), _preload_content=False, _request_timeout=TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Background propagation: the Job goes at once, its Pods right after (a 404 is fine)."""
+        try:
+            self.batch.delete_namespaced_job(
+                name,
+                namespace,
+                propagation_policy="Background",
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], attempts: int = 5) -> bool:
+        """JSON merge patch of the status subresource, no resourceVersion: nothing to conflict on.
+
+        A 409 can still come from an admission hook or a storage retry; try again a few times.
+        Returns False when the object is gone.
+        """
+        for attempt in range(attempts):
+            try:
+                self.custom.patch_namespaced_custom_object_status(
+                    c.GROUP,
+                    c.VERSION,
+                    namespace,
+                    c.PLURAL,
+                    name,
+                    {"status": patch},
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=TIMEOUT,
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        return True

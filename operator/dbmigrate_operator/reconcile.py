@@ -1,0 +1,550 @@
+"""The controller's brain: (CR, its Jobs, their Pods, now) → a Plan of actions. No I/O here.
+
+Level-triggered: the plan depends only on what is observed, never on which event woke us up,
+so running it twice in a row changes nothing the second time (the status patch it asks for is
+what the second call sees, and it then asks for none).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dbmigrate_operator import constants as c
+from dbmigrate_operator import jobs as j
+from dbmigrate_operator.settings import Settings
+from dbmigrate_operator.status import (
+    OUTCOME_REASONS,
+    Phase,
+    Reason,
+    Verdict,
+    conditions,
+    progressing,
+    ready,
+    stalled,
+    timestamp,
+    truncate,
+)
+from dbmigrate_runner.report import Outcome, Report, ReportError, decode
+
+RERUN_HINT = "kubectl annotate dbm {name} -n {namespace} " + c.RERUN_ANNOTATION + '="$(date +%s)" --overwrite'
+FAILED_STATES = {"CreateContainerConfigError": Reason.SECRET_NOT_FOUND}
+IMAGE_STATES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+CREATE_STATES = {"CreateContainerError", "RunContainerError"}
+RUNNING = "Running"
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    name: str
+    why: str
+
+
+@dataclass(frozen=True)
+class PatchStatus:
+    patch: dict[str, Any]  # a JSON merge patch of .status (None deletes a key)
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = CreateJob | DeleteJob | PatchStatus | EmitEvent
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)  # the full status after the plan
+
+    def of(self, kind: type) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+
+# ---------------------------------------------------------------- observation helpers
+
+
+def _finished(job: dict[str, Any]) -> str | None:
+    """'Complete' or 'Failed' once the Job controller says so; None while it runs."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return str(cond["type"])
+    return None
+
+
+def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def _owned(obj: dict[str, Any], uid: str, kind: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("kind") == kind for r in refs) if uid else True
+
+
+def _order_key(job: dict[str, Any]) -> tuple[str, str]:
+    meta = job.get("metadata") or {}
+    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+
+
+def _pods_of(job: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    meta = job.get("metadata") or {}
+    uid, name = meta.get("uid"), meta.get("name")
+    out = []
+    for pod in pods:
+        pmeta = pod.get("metadata") or {}
+        labels = pmeta.get("labels") or {}
+        by_owner = uid and any(r.get("uid") == uid for r in pmeta.get("ownerReferences") or [])
+        by_label = labels.get("batch.kubernetes.io/job-name", labels.get("job-name")) == name
+        if by_owner or (not uid and by_label):
+            out.append(pod)
+    return out
+
+
+def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == c.CONTAINER_NAME:
+            return dict(cs)
+    return {}
+
+
+def pod_problem(pod: dict[str, Any]) -> tuple[Reason, str] | None:
+    """A Pod that cannot start: say so now, not when the Job's deadline fires."""
+    pstatus = pod.get("status") or {}
+    if pstatus.get("phase") not in (None, "Pending"):
+        return None
+    for cs in [*(pstatus.get("initContainerStatuses") or []), *(pstatus.get("containerStatuses") or [])]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        why, msg = waiting.get("reason"), str(waiting.get("message") or "").strip()
+        if why == "CreateContainerConfigError":
+            return Reason.SECRET_NOT_FOUND, (
+                f"the migration container cannot start: {msg or why}. Create the Secret (or key) named in "
+                "spec.database in this namespace; the Pod starts by itself once it exists"
+            )
+        if why in IMAGE_STATES:
+            return Reason.IMAGE_PULL_FAILED, (
+                f"cannot pull image {cs.get('image') or ''}: {msg or why}. Check spec.image and "
+                "spec.job.imagePullSecrets"
+            )
+        if why in CREATE_STATES:
+            return Reason.CONTAINER_CREATE_FAILED, f"the migration container cannot be created: {msg or why}"
+    for cond in pstatus.get("conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and (cond.get("reason") == "Unschedulable")
+        ):
+            return Reason.UNSCHEDULABLE, (
+                f"the migration Pod cannot be scheduled: {cond.get('message') or 'no node fits'}. Check "
+                "spec.job.nodeSelector, tolerations and resources"
+            )
+    return None
+
+
+def _never_started(pods: list[dict[str, Any]]) -> bool:
+    """True when no container of these Pods ever ran, so no migration code can have touched the DB."""
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") not in (None, "Pending"):
+            return False
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            if "running" in state or "terminated" in state or cs.get("lastState", {}).get("terminated"):
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished Job tells: its outcome, the runner's report if any, a human sentence."""
+
+    outcome: str  # an Outcome value, or a Reason value when there is no report
+    reason: Reason
+    report: Report | None
+    message: str
+    completed_at: str | None
+
+
+def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Settings) -> Result:
+    """Decode the runner's report from the newest terminated Pod (its termination message)."""
+    done = _finished(job)
+    terminated = []
+    for pod in pods:
+        state = (_container_status(pod).get("state") or {}).get("terminated")
+        if state:
+            terminated.append(state)
+    terminated.sort(
+        key=lambda t: (t.get("exitCode") == 0 if done == "Complete" else True, str(t.get("finishedAt") or ""))
+    )
+    last = terminated[-1] if terminated else {}
+    report: Report | None = None
+    decode_error = ""
+    if last.get("message"):
+        try:
+            report = decode(str(last["message"]))
+        except ReportError as exc:
+            decode_error = str(exc)
+    cond = _job_condition(job, done or "")
+    completed = (job.get("status") or {}).get("completionTime") or cond.get("lastTransitionTime")
+    if done == "Complete":
+        if report is not None and report.ok:
+            return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", completed)
+        return Result(
+            Outcome.SUCCEEDED.value, Reason.APPLIED, None, "the Job succeeded but left no report", completed
+        )
+    if report is not None and not report.ok:
+        reason = OUTCOME_REASONS.get(report.outcome, Reason.RUNNER_ERROR)
+        msg = report.outcome.value
+        if report.error is not None:
+            where = f" in {report.error.migration}" if report.error.migration else ""
+            text = (
+                f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
+            )
+            msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
+        return Result(report.outcome.value, reason, report, msg, completed)
+    if cond.get("reason") == "DeadlineExceeded":
+        return Result(
+            Reason.DEADLINE_EXCEEDED.value,
+            Reason.DEADLINE_EXCEEDED,
+            None,
+            f"the run exceeded spec.job.activeDeadlineSeconds "
+            f"({(job.get('spec') or {}).get('activeDeadlineSeconds')}s) and was stopped",
+            completed,
+        )
+    if last:
+        code = int(last.get("exitCode") or 0)
+        outcome = Outcome.from_exit_code(code)
+        what = last.get("reason") or "Error"
+        detail = f"; {decode_error}" if decode_error else ""
+        return Result(
+            outcome.value,
+            OUTCOME_REASONS.get(outcome, Reason.RUNNER_ERROR),
+            None,
+            f"the migration container ended with {what} (exit code {code}) and no readable report{detail}",
+            completed,
+        )
+    return Result(
+        Reason.JOB_FAILED.value,
+        Reason.JOB_FAILED,
+        None,
+        truncate(
+            f"the Job failed: {cond.get('reason') or ''} {cond.get('message') or ''}", settings.message_chars
+        ),
+        completed,
+    )
+
+
+# ---------------------------------------------------------------- versions
+
+
+def version_number(version: str) -> int:
+    """Both tools name versions with a sortable number prefix (aerich 3_2026..., tortoise 0003_...)."""
+    if version == "zero":
+        return -1
+    match = re.match(r"(\d+)", version)
+    return int(match.group(1)) if match else -1
+
+
+def current_by_app(status: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in str(status.get("currentVersion") or "").split(","):
+        if ":" in part:
+            app, version = part.split(":", 1)
+            out[app.strip()] = version.strip()
+    return out
+
+
+def is_downgrade(target: str, current: dict[str, str]) -> bool:
+    """Is ``target`` below what is applied? Unknown (nothing applied, unknown app) counts as no."""
+    if not target:
+        return False
+    app, _, version = target.rpartition(":")
+    apps = [app] if app else list(current)
+    return any(a in current and version_number(version) < version_number(current[a]) for a in apps)
+
+
+def versions_status(report: Report, cap: int) -> dict[str, Any]:
+    flat = [{"app": app, "version": v} for app, state in sorted(report.apps.items()) for v in state.versions]
+    return {
+        "currentVersion": report.current_version() or "",
+        "appliedVersions": flat[-cap:] if cap else [],
+        "appliedCount": sum(state.count for state in report.apps.values()),
+    }
+
+
+# ---------------------------------------------------------------- the decision
+
+
+def validate(spec: dict[str, Any]) -> str | None:
+    """Last line of defence behind the CRD schema (an old CRD, a cluster without CEL)."""
+    if not str(spec.get("image") or "").strip():
+        return "spec.image is required"
+    if (spec.get("tool") or "aerich") not in ("aerich", "tortoise"):
+        return f"spec.tool must be aerich or tortoise, got {spec.get('tool')!r}"
+    db = spec.get("database") or {}
+    if bool(db.get("urlSecretRef")) == bool(db.get("secretRef")):
+        return "set exactly one of spec.database.urlSecretRef or spec.database.secretRef"
+    ref = db.get("urlSecretRef") or db.get("secretRef") or {}
+    if not ref.get("name") or ("urlSecretRef" in db and not ref.get("key")):
+        return "spec.database names no Secret (name and key are required)"
+    if spec.get("allowDowngrade") and not spec.get("target"):
+        return "allowDowngrade: true needs spec.target"
+    return None
+
+
+def _last_run(job: dict[str, Any], result: Result | None, settings: Settings) -> dict[str, Any]:
+    meta = job.get("metadata") or {}
+    jspec = job.get("spec") or {}
+    containers = ((jspec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    run: dict[str, Any] = {
+        "job": meta.get("name", ""),
+        "runHash": (meta.get("labels") or {}).get(c.RUN_HASH_LABEL, ""),
+        "image": containers[0].get("image", ""),
+        "command": (meta.get("annotations") or {}).get(j.COMMAND_ANNOTATION, ""),
+        "outcome": RUNNING,
+    }
+    if started := (job.get("status") or {}).get("startTime"):
+        run["startedAt"] = started
+    if result is not None:
+        run["outcome"] = result.outcome
+        if result.completed_at:
+            run["completedAt"] = result.completed_at
+        if result.report is not None:
+            run["applied"] = result.report.applied[-20:]
+            run["appliedCount"] = result.report.applied_count
+        run["message"] = result.message or _success_message(result.report)
+    return run
+
+
+def _success_message(report: Report | None) -> str:
+    if report is None:
+        return ""
+    now_at = report.current_version() or "an empty schema"
+    verb = "Reverted" if report.command == "downgrade" else "Applied"
+    if report.applied_count:
+        return f"{verb} {report.applied_count} migration(s); now at {now_at}"
+    return f"Up to date at {now_at} (nothing to apply)"
+
+
+def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        if old.get(key) != value:
+            patch[key] = value
+    return patch
+
+
+def decide(
+    cr: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    settings: Settings,
+) -> Plan:
+    """What to do now for one DatabaseMigration, given everything observed about it."""
+    meta = cr.get("metadata") or {}
+    spec = cr.get("spec") or {}
+    old = dict(cr.get("status") or {})
+    name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
+    generation = int(meta.get("generation") or 0)
+    uid = str(meta.get("uid") or "")
+    actions: list[Action] = []
+    events: list[EmitEvent] = []
+
+    ours = [
+        job
+        for job in jobs
+        if (job.get("metadata") or {}).get("labels", {}).get(c.MIGRATION_LABEL) == name
+        and _owned(job, uid, c.KIND)
+        and not (job.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    ours.sort(key=_order_key, reverse=True)  # newest first
+    active = [job for job in ours if _finished(job) is None]
+    finished = [job for job in ours if _finished(job) is not None]
+    hash_ = j.run_hash(cr)
+    desired_name = j.job_name(name, hash_)
+    hint = RERUN_HINT.format(name=name, namespace=namespace)
+
+    new: dict[str, Any] = {
+        k: old[k] for k in ("currentVersion", "appliedVersions", "appliedCount", "lastRun") if k in old
+    }
+    old_run = dict(old.get("lastRun") or {})
+
+    # The applied versions come from the newest finished Job that left a report (deterministic, so
+    # reading it again after a restart gives the same answer).
+    results: dict[str, Result] = {}
+    for job in finished:
+        results[job["metadata"]["name"]] = read_result(job, _pods_of(job, pods), settings)
+    for job in finished:
+        report = results[job["metadata"]["name"]].report
+        if report is not None and report.apps:
+            new.update(versions_status(report, settings.applied_versions_cap))
+            break
+    # lastRun describes the newest Job (running or finished); without Jobs, what status remembers.
+    head = ours[0] if ours else None
+    if head is not None:
+        new["lastRun"] = _last_run(head, results.get(head["metadata"]["name"]), settings)
+    run = dict(new.get("lastRun") or {})
+    if (
+        head is not None
+        and head in finished
+        and (old_run.get("job"), old_run.get("outcome")) != (run.get("job"), run.get("outcome"))
+    ):
+        head_result = results[head["metadata"]["name"]]
+        if head_result.reason is Reason.APPLIED:
+            events.append(EmitEvent("Normal", "Applied", f"Job {run['job']}: {run.get('message', '')}"))
+        else:
+            events.append(
+                EmitEvent("Warning", head_result.reason.value, f"Job {run['job']}: {head_result.message}")
+            )
+
+    phase: Phase
+    verdict: Verdict
+    problem = validate(spec)
+    if active:
+        job = active[0]
+        jname = job["metadata"]["name"]
+        jpods = _pods_of(job, pods)
+        stuck = next((p for p in map(pod_problem, jpods) if p), None)
+        superseded = jname != desired_name
+        running = any((pod.get("status") or {}).get("phase") == "Running" for pod in jpods)
+        if superseded and stuck and _never_started(jpods):
+            actions.append(DeleteJob(jname, "superseded by a new spec before its container ever started"))
+            events.append(
+                EmitEvent(
+                    "Normal",
+                    "RunSuperseded",
+                    f"Deleted Job {jname}: it never started ({stuck[0].value}) and the spec changed",
+                )
+            )
+            phase, verdict = (
+                Phase.PENDING,
+                progressing(
+                    Reason.REPLACING_JOB,
+                    f"Job {jname} never started ({stuck[0].value}); replacing it with a run of the new spec",
+                ),
+            )
+        elif stuck:
+            phase, verdict = Phase.PENDING, stalled(stuck[0], f"Job {jname}: {stuck[1]}")
+        elif superseded:
+            phase, verdict = (
+                Phase.RUNNING,
+                progressing(
+                    Reason.WAITING_FOR_PREVIOUS_RUN,
+                    f"the spec changed while Job {jname} runs; the new run starts when it ends (a running "
+                    "migration is never interrupted)",
+                ),
+            )
+        else:
+            attempts = int((job.get("status") or {}).get("failed") or 0) + 1
+            phase = Phase.RUNNING if running else Phase.PENDING
+            verdict = progressing(
+                Reason.JOB_RUNNING,
+                f"Job {jname} is running the migrations (attempt {attempts} "
+                f"of {int((job.get('spec') or {}).get('backoffLimit', 0)) + 1})",
+            )
+    elif problem:
+        phase, verdict = Phase.FAILED, stalled(Reason.INVALID_SPEC, problem)
+    elif run.get("runHash") == hash_ and run.get("outcome") not in (None, "", RUNNING):
+        # The desired run is done: its verdict stands until the spec changes or a rerun is asked for.
+        if run.get("outcome") == Outcome.SUCCEEDED.value:
+            phase, verdict = Phase.SUCCEEDED, ready(run.get("message") or "Applied")
+        else:
+            found = results.get(str(run.get("job")))
+            reason = found.reason if found else _reason_of(str(run.get("outcome")))
+            phase, verdict = (
+                Phase.FAILED,
+                stalled(
+                    reason,
+                    f"Job {run.get('job')} failed: {run.get('message') or reason.value}. Fix the cause, then "
+                    f"change the spec or ask for a rerun: {hint}",
+                ),
+            )
+    elif any(job["metadata"]["name"] == desired_name for job in finished):
+        # An old Job of the same run exists but a newer run happened since (A → B → A): its result is
+        # stale, so remove it and run again under the same deterministic name.
+        actions.append(DeleteJob(desired_name, "stale result of an older run of the same spec"))
+        phase, verdict = (
+            Phase.PENDING,
+            progressing(
+                Reason.REPLACING_JOB, f"re-running {desired_name}: a newer run happened since it ran"
+            ),
+        )
+    else:
+        target = str(spec.get("target") or "")
+        downgrade = is_downgrade(target, current_by_app(new))
+        if downgrade and not spec.get("allowDowngrade"):
+            phase, verdict = (
+                Phase.FAILED,
+                stalled(
+                    Reason.DOWNGRADE_NOT_ALLOWED,
+                    f"spec.target {target} is below the applied version {new.get('currentVersion')}; set "
+                    "spec.allowDowngrade: true to revert the newer migrations, or raise the target",
+                ),
+            )
+        else:
+            command = "downgrade" if downgrade else "upgrade"
+            manifest = j.build_job(cr, hash_=hash_, command=command, settings=settings)
+            actions.append(CreateJob(manifest))
+            what = f"{command} to {target}" if target else f"{command} to the newest migration"
+            events.append(
+                EmitEvent(
+                    "Normal", "RunStarted", f"Created Job {desired_name} ({what}, image {spec.get('image')})"
+                )
+            )
+            phase, verdict = (
+                Phase.PENDING,
+                progressing(Reason.JOB_CREATED, f"created Job {desired_name} ({what})"),
+            )
+
+    # Stalled transitions are worth a Warning even when no Job ended (stuck Pod, refused downgrade).
+    old_stalled = [cond for cond in old.get("conditions") or [] if cond.get("type") == c.STALLED]
+    was = old_stalled[0] if old_stalled else {}
+    repeated = was.get("status") == "True" and was.get("reason") == verdict.reason.value
+    if verdict.kind == "stalled" and not repeated and not any(e.type == "Warning" for e in events):
+        events.append(EmitEvent("Warning", verdict.reason.value, verdict.message))
+
+    # History: keep the newest historyLimit finished Jobs (never the one whose result stands).
+    limit = max(1, int(spec.get("historyLimit") or settings.history_limit))
+    deleting = {a.name for a in actions if isinstance(a, DeleteJob)}
+    for job in finished[limit:]:
+        jname = job["metadata"]["name"]
+        if jname not in deleting and job is not head and jname != desired_name:
+            actions.append(DeleteJob(jname, f"beyond spec.historyLimit ({limit})"))
+
+    new["observedGeneration"] = generation
+    new["phase"] = phase.value
+    new["conditions"] = conditions(verdict, old.get("conditions"), generation, now)
+    patch = _merge_patch(old, new)
+    # Order: act first, then record; events last (they describe what happened).
+    if patch:
+        actions.append(PatchStatus(patch))
+    actions.extend(events)
+    return Plan(actions=actions, status=new)
+
+
+def _reason_of(outcome: str) -> Reason:
+    try:
+        return OUTCOME_REASONS[Outcome(outcome)]
+    except ValueError:
+        try:
+            return Reason(outcome)
+        except ValueError:
+            return Reason.JOB_FAILED
+
+
+__all__ = ["Action", "CreateJob", "DeleteJob", "EmitEvent", "PatchStatus", "Plan", "decide", "timestamp"]

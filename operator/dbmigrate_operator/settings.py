@@ -1,0 +1,69 @@
+"""Operator settings from environment variables (the chart sets them); one frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Every DatabaseMigration is re-checked this often even without any event (a missed watch
+    # event must not strand a run). The checks are spread over the interval, not fired at once.
+    resync_seconds: float = 300.0
+    # Namespaces to watch; empty = the whole cluster.
+    namespaces: tuple[str, ...] = ()
+    # Standalone: no kopf peering (one replica). With peering, replicas elect an active one.
+    standalone: bool = True
+    peering_name: str = "dbmigrate-operator"
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    log_format: str = "full"  # kopf's: plain | full | json
+    verbose: bool = False
+    # Used when a CR leaves spec.historyLimit / spec.job.* unset (the CRD defaults them too).
+    history_limit: int = 3
+    backoff_limit: int = 2
+    active_deadline_seconds: int = 1800
+    # status.appliedVersions keeps at most this many entries (the newest); appliedCount stays exact.
+    applied_versions_cap: int = 50
+    # Longest database error text copied into a condition message.
+    message_chars: int = 1024
+    # The runner's executable inside migration images (built FROM the migrations base image).
+    runner_command: tuple[str, ...] = ("dbmigrate-runner",)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        namespaces = tuple(n.strip() for n in env.get("DBMIGRATE_NAMESPACES", "").split(",") if n.strip())
+        liveness = env.get("DBMIGRATE_LIVENESS_ENDPOINT")
+        return cls(
+            resync_seconds=_number(env, "DBMIGRATE_RESYNC_SECONDS", cls.resync_seconds, 5),
+            namespaces=namespaces,
+            standalone=_bool(env.get("DBMIGRATE_STANDALONE"), cls.standalone),
+            peering_name=env.get("DBMIGRATE_PEERING_NAME", "").strip() or cls.peering_name,
+            liveness_endpoint=cls.liveness_endpoint if liveness is None else (liveness.strip() or None),
+            log_format=(env.get("DBMIGRATE_LOG_FORMAT", "").strip().lower() or cls.log_format),
+            verbose=_bool(env.get("DBMIGRATE_VERBOSE"), False),
+            applied_versions_cap=int(
+                _number(env, "DBMIGRATE_APPLIED_VERSIONS_CAP", cls.applied_versions_cap, 1)
+            ),
+        )
