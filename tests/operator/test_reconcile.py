@@ -1,0 +1,385 @@
+"""The decision logic as pure functions: (CR, Jobs, Pods, now) → actions and status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from dbmigrate_operator import constants as c
+from dbmigrate_operator.jobs import job_name, run_hash
+from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, Plan, decide
+from dbmigrate_operator.settings import Settings
+from dbmigrate_runner.report import Outcome
+from tests.operator.builders import (
+    T0,
+    admit,
+    completed,
+    failed,
+    failure_report,
+    make_cr,
+    merge,
+    running_pod,
+    started,
+    success_report,
+    terminated_pod,
+    unschedulable_pod,
+    waiting_pod,
+)
+
+S = Settings()
+V1, V2, V3 = "0_20260101000000_init", "1_20260102000000_add_bio", "2_20260103000000_add_index"
+
+
+def cond(plan_or_status: Plan | dict[str, Any], type_: str) -> dict[str, Any]:
+    status = plan_or_status.status if isinstance(plan_or_status, Plan) else plan_or_status
+    return next(x for x in status["conditions"] if x["type"] == type_)
+
+
+def true_condition(plan: Plan) -> dict[str, Any]:
+    trues = [x for x in plan.status["conditions"] if x["status"] == "True"]
+    assert len(trues) == 1, plan.status["conditions"]
+    return trues[0]
+
+
+def apply(cr: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """The CR after its status patch was applied by the API server."""
+    out = dict(cr)
+    for action in plan.of(PatchStatus):
+        out["status"] = merge(out.get("status") or {}, action.patch)
+    return out
+
+
+def settle(cr: dict[str, Any], jobs: list[dict[str, Any]], pods: list[dict[str, Any]],
+           now: Any = T0) -> tuple[dict[str, Any], Plan]:
+    """Decide, apply the status, decide again: the second pass must change nothing (idempotence)."""
+    plan = decide(cr, jobs, pods, now, S)
+    cr = apply(cr, plan)
+    again = decide(cr, jobs, pods, now + timedelta(seconds=30), S)
+    assert again.actions == [a for a in again.actions if isinstance(a, DeleteJob)] == [], again.actions
+    return cr, plan
+
+
+def first_job(cr: dict[str, Any]) -> dict[str, Any]:
+    plan = decide(cr, [], [], T0, S)
+    (create,) = plan.of(CreateJob)
+    return admit(create.manifest, T0)
+
+
+# ------------------------------------------------------------------ the happy path
+
+
+def test_new_cr_creates_one_job_and_says_so() -> None:
+    cr = make_cr()
+    plan = decide(cr, [], [], T0, S)
+    (create,) = plan.of(CreateJob)
+    assert create.manifest["metadata"]["name"] == job_name("shop-db", run_hash(cr))
+    assert plan.status["phase"] == "Pending"
+    assert true_condition(plan)["type"] == c.RECONCILING and true_condition(plan)["reason"] == "JobCreated"
+    assert all(x["observedGeneration"] == 1 for x in plan.status["conditions"])
+    assert [e.reason for e in plan.of(EmitEvent)] == ["RunStarted"]
+    # the created Job is visible next time: no second Job, whatever wakes us up
+    cr = apply(cr, plan)
+    job = admit(create.manifest, T0)
+    again = decide(cr, [job], [], T0 + timedelta(seconds=1), S)
+    assert again.of(CreateJob) == []
+
+
+def test_running_job_is_reported_and_repeats_are_silent() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, plan = settle(cr, [job], [running_pod(job, T0)])
+    assert plan.status["phase"] == "Running"
+    assert true_condition(plan)["reason"] == "JobRunning"
+    assert plan.status["lastRun"]["outcome"] == "Running"
+    assert plan.of(CreateJob) == []
+
+
+def test_success_writes_versions_last_run_and_ready() -> None:
+    cr = make_cr()
+    job = completed(first_job(cr), T0 + timedelta(minutes=1))
+    pod = terminated_pod(job, 0, success_report([V1, V2]), T0 + timedelta(minutes=1))
+    cr, plan = settle(cr, [job], [pod])
+    status = plan.status
+    assert status["phase"] == "Succeeded"
+    ready = cond(plan, c.READY)
+    assert ready["status"] == "True" and ready["reason"] == "Applied" and ready["observedGeneration"] == 1
+    assert cond(plan, c.STALLED)["status"] == "False" and cond(plan, c.RECONCILING)["status"] == "False"
+    assert status["currentVersion"] == f"models:{V2}"
+    assert status["appliedVersions"] == [{"app": "models", "version": V1}, {"app": "models", "version": V2}]
+    assert status["appliedCount"] == 2
+    run = status["lastRun"]
+    assert run["job"] == job["metadata"]["name"] and run["outcome"] == "Succeeded"
+    assert run["image"] == cr["spec"]["image"] and run["applied"] == [f"models:{V1}", f"models:{V2}"]
+    assert run["completedAt"] and run["startedAt"]
+    assert "Applied 2 migration(s)" in ready["message"]
+    (event,) = plan.of(EmitEvent)
+    assert (event.type, event.reason) == ("Normal", "Applied")
+
+
+def test_applied_versions_are_capped_but_counted() -> None:
+    versions = [f"{i}_2026010100000{i % 10}_m{i}" for i in range(80)]
+    cr = make_cr()
+    job = completed(first_job(cr), T0)
+    plan = decide(cr, [job], [terminated_pod(job, 0, success_report(versions, applied=[]), T0)], T0, S)
+    assert plan.status["appliedCount"] == 80
+    assert len(plan.status["appliedVersions"]) == S.applied_versions_cap
+    assert plan.status["appliedVersions"][-1]["version"] == versions[-1]
+    assert plan.status["currentVersion"] == f"models:{versions[-1]}"
+
+
+def test_restarted_operator_finds_the_finished_job_and_creates_no_duplicate() -> None:
+    """Status still says Running (written before the restart); the Job finished meanwhile."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, _ = settle(cr, [job], [running_pod(job, T0)])
+    done = completed(job, T0 + timedelta(minutes=2))
+    pod = terminated_pod(done, 0, success_report([V1]), T0 + timedelta(minutes=2))
+    cr, plan = settle(cr, [done], [pod], now=T0 + timedelta(minutes=5))
+    assert plan.of(CreateJob) == []
+    assert plan.status["phase"] == "Succeeded" and plan.status["currentVersion"] == f"models:{V1}"
+
+
+# ------------------------------------------------------------------ spec changes and reruns
+
+
+def test_spec_change_while_running_waits_then_starts_the_new_run() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr = make_cr(generation=2, image="registry.example.com/shop-migrations:1.5.0", status=cr.get("status"))
+    plan = decide(cr, [job], [running_pod(job, T0)], T0, S)
+    assert plan.of(CreateJob) == [] and plan.of(DeleteJob) == []  # never interrupt a running migration
+    assert true_condition(plan)["reason"] == "WaitingForPreviousRun"
+    assert plan.status["observedGeneration"] == 2 and cond(plan, c.READY)["status"] == "False"
+    cr = apply(cr, plan)
+    # the old run ends: its result is recorded and the new run starts
+    done = completed(job, T0 + timedelta(minutes=1))
+    pod = terminated_pod(done, 0, success_report([V1]), T0 + timedelta(minutes=1))
+    plan = decide(cr, [done], [pod], T0 + timedelta(minutes=1), S)
+    (create,) = plan.of(CreateJob)
+    assert create.manifest["metadata"]["name"] != job["metadata"]["name"]
+    assert create.manifest["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.5.0")
+    assert plan.status["currentVersion"] == f"models:{V1}"
+    assert plan.status["lastRun"]["job"] == job["metadata"]["name"]
+
+
+def test_superseded_job_that_never_started_is_replaced() -> None:
+    cr = make_cr(image="registry.example.com/typo:1")
+    job = started(first_job(cr), T0)
+    pod = waiting_pod(job, "ImagePullBackOff", 'Back-off pulling image "registry.example.com/typo:1"')
+    fixed = make_cr(generation=2, image="registry.example.com/shop-migrations:1.4.2")
+    plan = decide(fixed, [job], [pod], T0, S)
+    assert [a.name for a in plan.of(DeleteJob)] == [job["metadata"]["name"]]
+    assert plan.of(CreateJob) == []  # the next pass, once the Job is gone
+    assert true_condition(plan)["reason"] == "ReplacingJob"
+
+
+def test_rerun_annotation_starts_a_new_job_after_a_failure() -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0)
+    pod = terminated_pod(job, 5, failure_report(Outcome.MIGRATION_FAILED, "boom", kind="X"), T0)
+    cr, _ = settle(cr, [job], [pod])
+    cr["metadata"]["annotations"] = {c.RERUN_ANNOTATION: "1767225600"}
+    plan = decide(cr, [job], [pod], T0 + timedelta(minutes=1), S)
+    (create,) = plan.of(CreateJob)
+    assert create.manifest["metadata"]["name"] != job["metadata"]["name"]
+
+
+def test_going_back_to_an_earlier_spec_reruns_instead_of_reusing_a_stale_result() -> None:
+    cr_a = make_cr()
+    job_a = completed(first_job(cr_a), T0)
+    pod_a = terminated_pod(job_a, 0, success_report([V1]), T0)
+    cr_b = make_cr(generation=2, image="registry.example.com/shop-migrations:2.0.0", status=cr_a.get("status"))
+    plan = decide(cr_b, [job_a], [pod_a], T0, S)
+    job_b = completed(admit(plan.of(CreateJob)[0].manifest, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=2))
+    pod_b = terminated_pod(job_b, 0, success_report([V1, V2]), T0 + timedelta(minutes=2))
+    cr_b, _ = settle(apply(cr_b, plan), [job_a, job_b], [pod_a, pod_b], now=T0 + timedelta(minutes=2))
+    # back to A: A's old Job holds a result from before B; it is replaced, not reused
+    cr_a2 = make_cr(generation=3, status=cr_b["status"])
+    plan = decide(cr_a2, [job_a, job_b], [pod_a, pod_b], T0 + timedelta(minutes=3), S)
+    assert [a.name for a in plan.of(DeleteJob)] == [job_a["metadata"]["name"]]
+    assert plan.status["currentVersion"] == f"models:{V2}"  # what the newest run saw
+    assert plan.status["phase"] != "Succeeded"
+
+
+# ------------------------------------------------------------------ failures
+
+
+def test_failed_migration_is_stalled_with_the_database_error_and_no_retry() -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0, reason="PodFailurePolicy", failures=1)
+    text = 'column "bio" of relation "user" already exists'
+    pod = terminated_pod(job, 5, failure_report(Outcome.MIGRATION_FAILED, text, versions=[V1],
+                                                kind="DuplicateColumnError", migration=f"models:{V2}"), T0)
+    cr, plan = settle(cr, [job], [pod])
+    assert plan.status["phase"] == "Failed"
+    stalled = cond(plan, c.STALLED)
+    assert stalled["status"] == "True" and stalled["reason"] == "MigrationFailed"
+    assert text in stalled["message"] and f"models:{V2}" in stalled["message"]
+    assert f'kubectl annotate dbm shop-db -n shop {c.RERUN_ANNOTATION}="$(date +%s)" --overwrite' in stalled["message"]
+    assert cond(plan, c.READY)["status"] == "False" and cond(plan, c.RECONCILING)["status"] == "False"
+    (event,) = plan.of(EmitEvent)
+    assert (event.type, event.reason) == ("Warning", "MigrationFailed") and text in event.message
+    assert plan.status["currentVersion"] == f"models:{V1}"  # what the failed run left applied
+    # settle() proved the second pass creates nothing: no hot retry loop
+
+
+@pytest.mark.parametrize(("outcome", "code", "reason"), [
+    (Outcome.DATABASE_UNREACHABLE, 3, "DatabaseUnreachable"),
+    (Outcome.LOCK_TIMEOUT, 4, "LockTimeout"),
+    (Outcome.CONFIG_ERROR, 2, "ConfigError"),
+    (Outcome.DOWNGRADE_REFUSED, 6, "DowngradeNotAllowed"),
+    (Outcome.INTERNAL_ERROR, 1, "RunnerError"),
+])
+def test_each_runner_outcome_has_its_reason(outcome: Outcome, code: int, reason: str) -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0)
+    pod = terminated_pod(job, code, failure_report(outcome, f"the {reason} text"), T0)
+    _, plan = settle(cr, [job], [pod])
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", reason)
+    assert f"the {reason} text" in stalled["message"]
+
+
+def test_long_database_errors_are_truncated() -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0)
+    pod = terminated_pod(job, 5, failure_report(Outcome.MIGRATION_FAILED, "x" * 1400), T0)
+    plan = decide(cr, [job], [pod], T0, S)
+    msg = cond(plan, c.STALLED)["message"]
+    assert "x" * 1000 in msg and "x" * 1100 not in msg and "…" in msg
+
+
+def test_deadline_exceeded() -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0, reason="DeadlineExceeded")
+    _, plan = settle(cr, [job], [])
+    stalled = cond(plan, c.STALLED)
+    assert stalled["reason"] == "DeadlineExceeded" and "1800s" in stalled["message"]
+
+
+def test_crash_without_report_names_the_container_state() -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0)
+    pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
+    _, plan = settle(cr, [job], [pod])
+    stalled = cond(plan, c.STALLED)
+    assert stalled["reason"] == "RunnerError" and "OOMKilled" in stalled["message"]
+
+
+def test_garbage_termination_message_is_not_trusted() -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0)
+    pod = terminated_pod(job, 5, "Traceback (most recent call last): ...", T0)
+    plan = decide(cr, [job], [pod], T0, S)
+    stalled = cond(plan, c.STALLED)
+    assert stalled["reason"] == "MigrationFailed" and "not JSON" in stalled["message"]
+
+
+# ------------------------------------------------------------------ stuck pods, surfaced at once
+
+
+@pytest.mark.parametrize(("pod_fn", "reason", "fragment"), [
+    (lambda job: waiting_pod(job, "CreateContainerConfigError", 'secret "shop-db" not found'),
+     "SecretNotFound", 'secret "shop-db" not found'),
+    (lambda job: waiting_pod(job, "CreateContainerConfigError", "couldn't find key url in Secret shop/shop-db"),
+     "SecretNotFound", "couldn't find key url in Secret shop/shop-db"),
+    (lambda job: waiting_pod(job, "ErrImagePull", 'failed to pull image "registry.example.com/x:1": not found'),
+     "ImagePullFailed", "registry.example.com/x:1"),
+    (lambda job: waiting_pod(job, "ImagePullBackOff", 'Back-off pulling image "registry.example.com/x:1"'),
+     "ImagePullFailed", "Back-off pulling image"),
+    (lambda job: unschedulable_pod(job, "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity"),
+     "Unschedulable", "didn't match Pod's node affinity"),
+])
+def test_stuck_pods_are_stalled_immediately(pod_fn: Any, reason: str, fragment: str) -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, plan = settle(cr, [job], [pod_fn(job)])
+    assert plan.status["phase"] == "Pending"
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", reason)
+    assert fragment in stalled["message"]
+    assert cond(plan, c.RECONCILING)["status"] == "False"
+    (event,) = plan.of(EmitEvent)
+    assert (event.type, event.reason) == ("Warning", reason)
+    assert plan.of(CreateJob) == [] and plan.of(DeleteJob) == []
+    # the Secret appears, the Pod runs: the condition clears by itself
+    plan = decide(cr, [job], [running_pod(job, T0)], T0 + timedelta(minutes=1), S)
+    assert true_condition(plan)["reason"] == "JobRunning"
+
+
+# ------------------------------------------------------------------ downgrades
+
+
+def at_v3(**spec: Any) -> dict[str, Any]:
+    status = {"currentVersion": f"models:{V3}", "appliedCount": 3,
+              "appliedVersions": [{"app": "models", "version": v} for v in (V1, V2, V3)]}
+    return make_cr(generation=2, status=status, **spec)
+
+
+def test_downgrade_without_permission_is_refused_without_a_job() -> None:
+    cr, plan = settle(at_v3(target=V2), [], [])
+    assert plan.of(CreateJob) == []
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "DowngradeNotAllowed")
+    assert "allowDowngrade" in stalled["message"]
+    assert [(e.type, e.reason) for e in plan.of(EmitEvent)] == [("Warning", "DowngradeNotAllowed")]
+
+
+def test_downgrade_with_permission_runs_the_runner_downgrade() -> None:
+    plan = decide(at_v3(target=f"models:{V1}", allowDowngrade=True), [], [], T0, S)
+    (create,) = plan.of(CreateJob)
+    args = create.manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "downgrade" and args[args.index("--target") + 1] == f"models:{V1}"
+
+
+def test_target_at_or_above_the_applied_version_is_an_upgrade() -> None:
+    for target in (V3, "3_20260104000000_next", "5"):
+        (create,) = decide(at_v3(target=target), [], [], T0, S).of(CreateJob)
+        assert create.manifest["spec"]["template"]["spec"]["containers"][0]["args"][0] == "upgrade"
+
+
+# ------------------------------------------------------------------ the rest
+
+
+def test_invalid_spec_is_stalled_without_a_job() -> None:
+    cr = make_cr(database={"urlSecretRef": {"name": "a", "key": "url"}, "secretRef": {"name": "b"}})
+    _, plan = settle(cr, [], [])
+    assert plan.of(CreateJob) == []
+    assert cond(plan, c.STALLED)["reason"] == "InvalidSpec"
+
+
+def test_history_keeps_the_newest_finished_jobs() -> None:
+    cr = make_cr(historyLimit=2)
+    jobs, pods = [], []
+    for i in range(5):  # five earlier runs (reruns), the newest is the desired one
+        annotated = make_cr(historyLimit=2, annotations={c.RERUN_ANNOTATION: str(i)})
+        job = completed(admit(decide(annotated, [], [], T0, S).of(CreateJob)[0].manifest, T0 + timedelta(i)),
+                        T0 + timedelta(i, 60))
+        jobs.append(job)
+        pods.append(terminated_pod(job, 0, success_report([V1]), T0 + timedelta(i, 60)))
+    cr = make_cr(historyLimit=2, annotations={c.RERUN_ANNOTATION: "4"})
+    plan = decide(cr, jobs, pods, T0 + timedelta(days=6), S)
+    assert sorted(a.name for a in plan.of(DeleteJob)) == sorted(j["metadata"]["name"] for j in jobs[:3])
+    assert plan.of(CreateJob) == [] and plan.status["phase"] == "Succeeded"
+
+
+def test_other_crs_jobs_and_foreign_owners_are_ignored() -> None:
+    cr = make_cr()
+    other = first_job(make_cr(name="other-db", uid="other-uid"))
+    impostor = first_job(cr)
+    impostor["metadata"]["ownerReferences"][0]["uid"] = "a-previous-incarnation"
+    plan = decide(cr, [completed(other, T0), completed(impostor, T0)], [], T0, S)
+    assert len(plan.of(CreateJob)) == 1 and plan.of(DeleteJob) == []
+
+
+def test_status_patch_is_a_merge_patch_of_changed_keys_only() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, _ = settle(cr, [job], [running_pod(job, T0)])
+    done = completed(job, T0 + timedelta(minutes=1))
+    plan = decide(cr, [done], [terminated_pod(done, 0, success_report([V1]), T0)], T0, S)
+    (patch,) = plan.of(PatchStatus)
+    assert "observedGeneration" not in patch.patch  # unchanged
+    assert {"phase", "conditions", "lastRun", "currentVersion"} <= set(patch.patch)
