@@ -186,7 +186,7 @@ def build_job(cr: dict[str, Any], *, hash_: str, command: str, settings: Setting
                             "values": list(FINAL_EXIT_CODES),
                         },
                     },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },
             "template": {"metadata": template_meta, "spec": pod_spec},
