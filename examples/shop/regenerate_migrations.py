@@ -28,35 +28,35 @@ from tortoise import fields
 from tortoise.models import Model
 
 '''
-CUSTOMER = '''
+CUSTOMER = """
 class Customer(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=100)
     email = fields.CharField(max_length=255, unique=True)
 {extra}
-'''
-PRODUCT = '''
+"""
+PRODUCT = """
 class Product(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=200)
     price = fields.DecimalField(max_digits=10, decimal_places=2)
 {extra}
-'''
-ORDER = '''
+"""
+ORDER = """
 class Order(Model):
     id = fields.IntField(primary_key=True)
     customer = fields.ForeignKeyField("models.Customer", related_name="orders")
     created_at = fields.DatetimeField(auto_now_add=True)
     total = fields.DecimalField(max_digits=12, decimal_places=2, default=0)
-'''
-REVIEW = '''
+"""
+REVIEW = """
 class Review(Model):
     id = fields.IntField(primary_key=True)
     product = fields.ForeignKeyField("models.Product", related_name="reviews")
     customer = fields.ForeignKeyField("models.Customer", related_name="reviews")
     rating = fields.SmallIntField()
     body = fields.TextField(default="")
-'''
+"""
 
 
 def models(stage: int) -> str:
@@ -83,8 +83,12 @@ def main() -> None:
         dbs = {"aerich": pg.create_database(), "tortoise": pg.create_database()}
 
         def run(tool: str, *args: str) -> None:
-            env = {**os.environ, "PYTHONPATH": str(work), "DATABASE_URL": pg.url(dbs[tool]),
-                   "AERICH_NO_TORTOISE_V1_WARNING": "1"}
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(work),
+                "DATABASE_URL": pg.url(dbs[tool]),
+                "AERICH_NO_TORTOISE_V1_WARNING": "1",
+            }
             subprocess.run([str(bindir / tool), *args], cwd=work, env=env, check=True)
 
         for stage in (1, 2, 3):
@@ -97,8 +101,10 @@ def main() -> None:
             run("tortoise", "makemigrations", "--name", STAGE_NAMES[stage])
             run("tortoise", "migrate")
 
-        for src, dst in ((work / "migrations", HERE / "migrations"),
-                         (work / "shop" / "migrations", HERE / "shop" / "migrations")):
+        for src, dst in (
+            (work / "migrations", HERE / "migrations"),
+            (work / "shop" / "migrations", HERE / "shop" / "migrations"),
+        ):
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         (HERE / "shop" / "models.py").write_text(models(3))

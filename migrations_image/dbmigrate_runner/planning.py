@@ -146,7 +146,10 @@ def plan_downgrade(app: str, on_disk: Sequence[str], applied: Sequence[str], tar
 
 
 def plan_run(
-    command: str, disk: Mapping[str, Sequence[str]], applied: Mapping[str, Sequence[str]], target: Target | None
+    command: str,
+    disk: Mapping[str, Sequence[str]],
+    applied: Mapping[str, Sequence[str]],
+    target: Target | None,
 ) -> Plan:
     """A target names one app; only that app moves. Without a target every selected app goes to head."""
     plans: list[AppPlan] = []

@@ -22,7 +22,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUNNER = Path(sys.executable).parent / "dbmigrate-runner"
 
 SHOP_VERSIONS = {
-    "aerich": [p.stem for p in sorted((SHOP / "migrations" / "models").glob("*.py"), key=lambda p: int(p.stem.split("_")[0]))],
+    "aerich": [
+        p.stem
+        for p in sorted(
+            (SHOP / "migrations" / "models").glob("*.py"), key=lambda p: int(p.stem.split("_")[0])
+        )
+    ],
     "tortoise": sorted(p.stem for p in (SHOP / "shop" / "migrations").glob("0*.py")),
 }
 SHOP_TABLE = {"aerich": "aerich", "tortoise": "tortoise_migrations"}
@@ -47,15 +52,25 @@ class Result:
 
 
 def runner_env(database_url: str | None, report: Path, **extra: str) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", ""), "DBMIGRATE_REPORT_PATH": str(report), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DBMIGRATE_REPORT_PATH": str(report),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     env.update(extra)
     return env
 
 
-def start(args: list[str], env: dict[str, str], cwd: Path, python_flags: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    cmd = [sys.executable, *python_flags, "-m", "dbmigrate_runner", *args] if python_flags else [str(RUNNER), *args]
+def start(
+    args: list[str], env: dict[str, str], cwd: Path, python_flags: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
+    cmd = (
+        [sys.executable, *python_flags, "-m", "dbmigrate_runner", *args]
+        if python_flags
+        else [str(RUNNER), *args]
+    )
     return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -109,12 +124,15 @@ class Runner:
     def columns(self, table: str) -> list[str]:
         out = self.postgres.psql(
             self.database,
-            f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position",
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_name = '{table}' ORDER BY ordinal_position",
         )
         return out.splitlines()
 
     def tables(self) -> list[str]:
-        out = self.postgres.psql(self.database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        out = self.postgres.psql(
+            self.database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        )
         return out.splitlines()
 
 

@@ -48,7 +48,8 @@ def test_upgrade_to_target_then_head_and_noop(shop: Runner, tool: str) -> None:
 
     again = shop("upgrade")
     assert again.rc == 0
-    assert again.report.applied == [] and again.report.applied_count == 0
+    assert again.report.applied == []
+    assert again.report.applied_count == 0
     assert again.report.apps == head.report.apps
     assert again.events("plan.noop")
     assert shop.applied() == versions
@@ -121,16 +122,22 @@ def test_status_is_read_only(shop: Runner, tool: str) -> None:
     assert fresh.rc == 0
     assert shop.tables() == []  # no bootstrap, nothing created
     [line] = fresh.events("status")
-    assert line["pending"] == versions and line["applied"] == []
+    assert line["pending"] == versions
+    assert line["applied"] == []
 
     assert shop("upgrade", "--target", versions[0]).rc == 0
-    before = shop.postgres.psql(shop.database, f"SELECT * FROM {'aerich' if tool == 'aerich' else 'tortoise_migrations'}")
+    before = shop.postgres.psql(
+        shop.database, f"SELECT * FROM {'aerich' if tool == 'aerich' else 'tortoise_migrations'}"
+    )
     status = shop("status")
     assert status.rc == 0
     [line] = status.events("status")
-    assert line["applied"] == versions[:1] and line["pending"] == versions[1:]
+    assert line["applied"] == versions[:1]
+    assert line["pending"] == versions[1:]
     assert status.report.apps["models"].current == versions[0]
-    after = shop.postgres.psql(shop.database, f"SELECT * FROM {'aerich' if tool == 'aerich' else 'tortoise_migrations'}")
+    after = shop.postgres.psql(
+        shop.database, f"SELECT * FROM {'aerich' if tool == 'aerich' else 'tortoise_migrations'}"
+    )
     assert before == after
 
 
@@ -156,9 +163,12 @@ def test_no_op_run_imports_neither_tortoise_nor_aerich(shop: Runner) -> None:
     proc = start(["upgrade"], shop.env(report), shop.cwd, python_flags=("-X", "importtime"))
     result = finish(proc, report, shop.postgres.password)
     assert result.rc == 0
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line
+    }
     assert "asyncpg" in imported
-    assert "tortoise" not in imported and "aerich" not in imported
+    assert "tortoise" not in imported
+    assert "aerich" not in imported
 
 
 def test_report_stays_under_the_limit_with_500_migrations(postgres, database, tmp_path, tool: str) -> None:  # type: ignore[no-untyped-def]
@@ -171,8 +181,9 @@ def test_report_stays_under_the_limit_with_500_migrations(postgres, database, tm
     assert len(result.report_text.encode()) <= MAX_BYTES
     report = result.report
     state = report.apps["models"]
-    assert state.count == 500 and state.current == project.versions[-1]
+    assert state.count == 500
+    assert state.current == project.versions[-1]
     assert state.omitted + len(state.versions) == 500
-    assert state.versions == project.versions[-len(state.versions):]
+    assert state.versions == project.versions[-len(state.versions) :]
     assert report.applied_count == 500
     assert len(runner.applied()) == 500

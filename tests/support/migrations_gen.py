@@ -81,7 +81,11 @@ class GeneratedProject:
 
 def _sql(i: int) -> tuple[str, str]:
     table = "item" if i == 0 else f"gen_{i}"
-    cols = '"id" SERIAL NOT NULL PRIMARY KEY, "name" VARCHAR(100) NOT NULL' if i == 0 else '"id" SERIAL PRIMARY KEY'
+    cols = (
+        '"id" SERIAL NOT NULL PRIMARY KEY, "name" VARCHAR(100) NOT NULL'
+        if i == 0
+        else '"id" SERIAL PRIMARY KEY'
+    )
     return f'CREATE TABLE "{table}" ({cols});', f'DROP TABLE "{table}";'
 
 

@@ -17,6 +17,10 @@ TORTOISE_ORM = {
 TORTOISE_ORM_BUILTIN = {
     "connections": {"default": DATABASE_URL},
     "apps": {
-        "models": {"models": ["shop.models"], "default_connection": "default", "migrations": "shop.migrations"}
+        "models": {
+            "models": ["shop.models"],
+            "default_connection": "default",
+            "migrations": "shop.migrations",
+        }
     },
 }

@@ -24,6 +24,7 @@ class Order(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     total = fields.DecimalField(max_digits=12, decimal_places=2, default=0)
 
+
 class Review(Model):
     id = fields.IntField(primary_key=True)
     product = fields.ForeignKeyField("models.Product", related_name="reviews")

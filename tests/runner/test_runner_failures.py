@@ -1,0 +1,163 @@
+"""Failures before any migration runs: database unreachable, wrong credentials, bad configuration."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from dbmigrate_runner.report import Outcome
+from tests.runner.conftest import SHOP, Result, finish, runner_env, start
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.postgres
+
+WRONG = "Wr0ng-Secret-Value"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(
+    env: dict[str, str], args: list[str], cwd: Path, report: Path, secret: str, timeout: float = 60
+) -> Result:
+    return finish(start(args, env, cwd), report, secret, timeout=timeout)
+
+
+def test_unreachable_database_fails_after_the_wait_deadline(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    url = f"postgres://app:{WRONG}@127.0.0.1:{_closed_port()}/shop"
+    result = run(runner_env(url, report), ["upgrade", "--wait-timeout", "1.5"], SHOP, report, WRONG)
+    assert result.rc == Outcome.DATABASE_UNREACHABLE.exit_code == 3
+    assert result.report.outcome is Outcome.DATABASE_UNREACHABLE
+    assert result.report.error is not None
+    assert "not reachable within 1.5s" in result.report.error.message
+    assert result.events("database.waiting")
+
+
+def test_wrong_password_fails_fast_as_config_error(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    env = runner_env(postgres.url(database, password=WRONG), report, DBMIGRATE_WAIT_TIMEOUT="300")
+    # A retry loop would run into the 300 s wait deadline; the 30 s subprocess timeout catches that.
+    result = run(env, ["upgrade"], SHOP, report, WRONG, timeout=30)
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code == 2
+    assert result.report.error is not None
+    assert result.report.error.kind == "InvalidPasswordError"
+    assert "password authentication failed" in result.report.error.message
+    assert postgres.password not in result.stdout + result.report_text
+
+
+def test_unknown_database_is_a_config_error(postgres: PostgresServer, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    result = run(runner_env(postgres.url("no_such_db"), report), ["upgrade"], SHOP, report, postgres.password)
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code
+    assert result.report.error is not None
+    assert result.report.error.kind == "InvalidCatalogNameError"
+
+
+def test_split_credentials_work_and_the_password_never_shows(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    env = runner_env(
+        None,
+        report,
+        DB_HOST=postgres.host,
+        DB_PORT=str(postgres.port),
+        DB_NAME=database,
+        DB_USER=postgres.user,
+        DB_PASS=postgres.password,
+        DBMIGRATE_LOG_LEVEL="debug",
+    )
+    result = run(env, ["upgrade", "--tool", "tortoise"], SHOP, report, postgres.password)
+    assert result.rc == 0, result.stdout
+    assert result.report.apps["models"].count == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["upgrade", "--config", "nosuch.module.TORTOISE_ORM"], "cannot import"),
+        (["upgrade", "--config", "shop.config.NOT_THERE"], "has no attribute"),
+        (["upgrade", "--config", "TORTOISE_ORM"], "not an import path"),
+        (["upgrade", "--tool", "flyway"], "invalid choice"),
+        (["upgrade", "--app", "nosuchapp"], "unknown app"),
+        (["upgrade", "--target", "models:42_nope"], "matches no migration"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_configuration_exits_with_config_error(
+    postgres: PostgresServer, database: str, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    report = tmp_path / "r.json"
+    result = run(runner_env(postgres.url(database), report), args, SHOP, report, postgres.password)
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout
+    assert result.report.outcome is Outcome.CONFIG_ERROR
+    assert result.report.error is not None
+    assert fragment in result.report.error.message
+
+
+def test_no_config_anywhere(postgres: PostgresServer, database: str, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    result = run(runner_env(postgres.url(database), report), ["upgrade"], tmp_path, report, postgres.password)
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code
+    assert result.report.error is not None
+    assert "no Tortoise config" in result.report.error.message
+
+
+def test_missing_credentials(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    result = run(runner_env(None, report), ["upgrade"], SHOP, report, "unused-secret")
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code
+    assert result.report.error is not None
+    assert "DATABASE_URL" in result.report.error.message
+
+
+def test_lock_timeout_when_another_session_holds_the_lock(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from dbmigrate_runner.database import LOCK_KEY
+
+    holder = subprocess.Popen(
+        [
+            str(postgres.bindir / "psql"),
+            "-X",
+            "-q",
+            "-h",
+            str(postgres.socket_dir),
+            "-p",
+            str(postgres.port),
+            "-U",
+            postgres.user,
+            "-d",
+            database,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        holder.stdin.write(f"SELECT pg_advisory_lock({LOCK_KEY});\n\\echo locked\n")
+        holder.stdin.flush()
+        while holder.stdout.readline().strip() != "locked":
+            pass
+        report = tmp_path / "r.json"
+        env = runner_env(postgres.url(database), report, DBMIGRATE_LOCK_TIMEOUT="1")
+        result = run(env, ["upgrade"], SHOP, report, postgres.password)
+        assert result.rc == Outcome.LOCK_TIMEOUT.exit_code == 4
+        assert result.report.outcome is Outcome.LOCK_TIMEOUT
+        assert result.events("lock.waiting")
+        assert postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
+    finally:
+        holder.kill()
+        holder.wait()
