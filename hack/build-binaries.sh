@@ -33,14 +33,16 @@ export GOTOOLCHAIN=local
 NICE=(nice -n 10)
 PAR="${DBMIGRATE_BUILD_PAR:-2}"
 
-build() { # build <module-dir> <ldflags> <pkg>...: go build into a temp dir, then move
-  local dir="$1" ldflags="$2"; shift 2
+build() { # build <module-dir> <ldflags> <out> <pkg>...: go build into a temp dir, then move
+  local dir="$1" ldflags="$2" out="$3"; shift 3
   local tmp; tmp="$(mktemp -d "$BIN/.build.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
   local start=$SECONDS
-  echo ">> building $* (in $dir)" >&2
-  (cd "$dir" && "${NICE[@]}" go build -p "$PAR" -ldflags "$ldflags" -o "$tmp/" "$@") >&2
+  echo ">> building $* (in ${dir#"$ROOT"/})" >&2
+  (cd "$dir" && "${NICE[@]}" go build -p "$PAR" -ldflags "$ldflags" -o "$tmp/$out" "$@") >&2
   mv "$tmp"/* "$BIN/"
-  rmdir "$tmp"
+  rm -rf "$tmp"
+  trap - EXIT
   echo ">> built in $((SECONDS - start))s" >&2
 }
 
@@ -52,15 +54,14 @@ if missing kube-apiserver kube-controller-manager kube-scheduler kubectl; then
   cv="-X k8s.io/client-go/pkg/version"
   ld="-s -w $v.gitVersion=$K8S_VERSION $v.gitMajor=1 $v.gitMinor=$minor $v.gitTreeState=clean"
   ld+=" $cv.gitVersion=$K8S_VERSION $cv.gitMajor=1 $cv.gitMinor=$minor $cv.gitTreeState=clean"
-  build "$HACK/k8s" "$ld" \
+  build "$HACK/k8s" "$ld" "" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 fi
 if missing etcd; then
-  build "$HACK/etcd" "-s -w" go.etcd.io/etcd/server/v3
-  mv "$BIN/v3" "$BIN/etcd" 2>/dev/null || true
+  build "$HACK/etcd" "-s -w" etcd go.etcd.io/etcd/server/v3
 fi
 if missing helm; then
-  build "$HACK/helm" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  build "$HACK/helm" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm
 fi
 echo "$BIN"

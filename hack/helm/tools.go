@@ -1,7 +1,50 @@
 //go:build tools
 
-// Package tools pins helm's command package deps so `go mod tidy` keeps
-// them; we build the upstream main package helm.sh/helm/v3/cmd/helm itself.
+// Package tools pins the imports of helm.sh/helm/v3/cmd/helm (a main package, which can't be
+// imported) so that `go mod tidy` keeps every go.sum entry that building it needs.
 package tools
 
-import _ "helm.sh/helm/v3/pkg/action"
+import (
+	_ "github.com/Masterminds/semver/v3"
+	_ "github.com/gofrs/flock"
+	_ "github.com/gosuri/uitable"
+	_ "github.com/moby/term"
+	_ "github.com/pkg/errors"
+	_ "github.com/spf13/cobra"
+	_ "github.com/spf13/cobra/doc"
+	_ "github.com/spf13/pflag"
+	_ "golang.org/x/term"
+	_ "golang.org/x/text/cases"
+	_ "golang.org/x/text/language"
+	_ "helm.sh/helm/v3/pkg/action"
+	_ "helm.sh/helm/v3/pkg/chart"
+	_ "helm.sh/helm/v3/pkg/chart/loader"
+	_ "helm.sh/helm/v3/pkg/chartutil"
+	_ "helm.sh/helm/v3/pkg/cli"
+	_ "helm.sh/helm/v3/pkg/cli/output"
+	_ "helm.sh/helm/v3/pkg/cli/values"
+	_ "helm.sh/helm/v3/pkg/downloader"
+	_ "helm.sh/helm/v3/pkg/getter"
+	_ "helm.sh/helm/v3/pkg/helmpath"
+	_ "helm.sh/helm/v3/pkg/kube"
+	_ "helm.sh/helm/v3/pkg/kube/fake"
+	_ "helm.sh/helm/v3/pkg/lint/support"
+	_ "helm.sh/helm/v3/pkg/plugin"
+	_ "helm.sh/helm/v3/pkg/plugin/installer"
+	_ "helm.sh/helm/v3/pkg/postrender"
+	_ "helm.sh/helm/v3/pkg/pusher"
+	_ "helm.sh/helm/v3/pkg/registry"
+	_ "helm.sh/helm/v3/pkg/release"
+	_ "helm.sh/helm/v3/pkg/releaseutil"
+	_ "helm.sh/helm/v3/pkg/repo"
+	_ "helm.sh/helm/v3/pkg/storage/driver"
+	_ "helm.sh/helm/v3/pkg/time"
+	_ "k8s.io/apimachinery/pkg/apis/meta/v1"
+	_ "k8s.io/apimachinery/pkg/labels"
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+	_ "k8s.io/client-go/tools/clientcmd"
+	_ "k8s.io/client-go/util/homedir"
+	_ "k8s.io/klog/v2"
+	_ "k8s.io/kubectl/pkg/cmd/get"
+	_ "sigs.k8s.io/yaml"
+)
