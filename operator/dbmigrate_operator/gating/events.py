@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,13 +78,17 @@ def build_event(
     now: datetime.datetime | None = None,
 ) -> dict[str, Any]:
     """A core/v1 Event body about `about`."""
-    stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now or datetime.datetime.now(datetime.UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Named like client-go's recorder does (object name + time) plus randomness, not generateName:
+    # a name we choose works with every API implementation and cannot collide in practice.
+    name = f"{about.name[:200]}.{int(now.timestamp() * 1e9):x}{secrets.token_hex(3)}"
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{about.name[:200]}.", "namespace": about.namespace},
+        "metadata": {"name": name, "namespace": about.namespace},
         "involvedObject": about.as_involved_object(),
         "reason": reason,
         "message": message,

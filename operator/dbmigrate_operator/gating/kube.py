@@ -55,7 +55,10 @@ def new_api_client() -> kubernetes.client.ApiClient:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # The client reads $KUBECONFIG once at import time; read it now (tests and tools set it late).
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+        )
     return kubernetes.client.ApiClient(configuration)
 
 

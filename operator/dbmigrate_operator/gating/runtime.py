@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import kopf
+import kubernetes.config
 
 from dbmigrate_operator.gating import server
 from dbmigrate_operator.gating.kube import KubeApi, describe_error, new_api_client
@@ -36,7 +37,10 @@ async def start_gating(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     serving = server.build_server(config)
     settings.admission.server = serving.server
     settings.admission.managed = None  # never let kopf edit (and on exit strip) webhook configurations
-    api_client = await asyncio.to_thread(new_api_client)
+    try:
+        api_client = await asyncio.to_thread(new_api_client)
+    except kubernetes.config.ConfigException as e:  # retrying will not fix a missing configuration
+        raise kopf.PermanentError(f"no Kubernetes API configuration: {e}") from e
     api = KubeApi(api_client)
     runtime = Runtime(api=api, releaser=Releaser(api), settings=config, api_client=api_client)
     if config.register:
