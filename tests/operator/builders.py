@@ -68,8 +68,15 @@ def pod_for(job: dict[str, Any], suffix: str = "a1b2c", **status: Any) -> dict[s
             "namespace": meta["namespace"],
             "uid": f"pod-{meta['name']}-{suffix}",
             "labels": labels,
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
-                                 "controller": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
         },
         "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
         "status": status,
@@ -78,35 +85,75 @@ def pod_for(job: dict[str, Any], suffix: str = "a1b2c", **status: Any) -> dict[s
 
 def running_pod(job: dict[str, Any], started: datetime, suffix: str = "a1b2c") -> dict[str, Any]:
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
-    return pod_for(job, suffix, phase="Running", startTime=ts(started), containerStatuses=[
-        {"name": c.CONTAINER_NAME, "image": image, "ready": True, "state": {"running": {"startedAt": ts(started)}}}
-    ])
+    return pod_for(
+        job,
+        suffix,
+        phase="Running",
+        startTime=ts(started),
+        containerStatuses=[
+            {
+                "name": c.CONTAINER_NAME,
+                "image": image,
+                "ready": True,
+                "state": {"running": {"startedAt": ts(started)}},
+            }
+        ],
+    )
 
 
 def waiting_pod(job: dict[str, Any], reason: str, message: str, suffix: str = "a1b2c") -> dict[str, Any]:
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
-    return pod_for(job, suffix, phase="Pending", containerStatuses=[
-        {"name": c.CONTAINER_NAME, "image": image, "ready": False,
-         "state": {"waiting": {"reason": reason, "message": message}}}
-    ])
+    return pod_for(
+        job,
+        suffix,
+        phase="Pending",
+        containerStatuses=[
+            {
+                "name": c.CONTAINER_NAME,
+                "image": image,
+                "ready": False,
+                "state": {"waiting": {"reason": reason, "message": message}},
+            }
+        ],
+    )
 
 
 def unschedulable_pod(job: dict[str, Any], message: str, suffix: str = "a1b2c") -> dict[str, Any]:
-    return pod_for(job, suffix, phase="Pending", conditions=[
-        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
-    ])
+    return pod_for(
+        job,
+        suffix,
+        phase="Pending",
+        conditions=[
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+        ],
+    )
 
 
-def terminated_pod(job: dict[str, Any], exit_code: int, message: str | None, finished: datetime,
-                   suffix: str = "a1b2c", reason: str | None = None) -> dict[str, Any]:
+def terminated_pod(
+    job: dict[str, Any],
+    exit_code: int,
+    message: str | None,
+    finished: datetime,
+    suffix: str = "a1b2c",
+    reason: str | None = None,
+) -> dict[str, Any]:
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
-    state: dict[str, Any] = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-                             "finishedAt": ts(finished), "startedAt": ts(finished - timedelta(seconds=5))}
+    state: dict[str, Any] = {
+        "exitCode": exit_code,
+        "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+        "finishedAt": ts(finished),
+        "startedAt": ts(finished - timedelta(seconds=5)),
+    }
     if message is not None:
         state["message"] = message
-    return pod_for(job, suffix, phase="Succeeded" if exit_code == 0 else "Failed", containerStatuses=[
-        {"name": c.CONTAINER_NAME, "image": image, "ready": False, "state": {"terminated": state}}
-    ])
+    return pod_for(
+        job,
+        suffix,
+        phase="Succeeded" if exit_code == 0 else "Failed",
+        containerStatuses=[
+            {"name": c.CONTAINER_NAME, "image": image, "ready": False, "state": {"terminated": state}}
+        ],
+    )
 
 
 def started(job: dict[str, Any], at: datetime) -> dict[str, Any]:
@@ -117,41 +164,88 @@ def started(job: dict[str, Any], at: datetime) -> dict[str, Any]:
 
 def completed(job: dict[str, Any], at: datetime) -> dict[str, Any]:
     job = started(job, at - timedelta(seconds=10))
-    job["status"].update({"active": 0, "succeeded": 1, "completionTime": ts(at), "conditions": [
-        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": ts(at)},
-        {"type": "Complete", "status": "True", "lastTransitionTime": ts(at)},
-    ]})
+    job["status"].update(
+        {
+            "active": 0,
+            "succeeded": 1,
+            "completionTime": ts(at),
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": ts(at)},
+                {"type": "Complete", "status": "True", "lastTransitionTime": ts(at)},
+            ],
+        }
+    )
     return job
 
 
-def failed(job: dict[str, Any], at: datetime, reason: str = "BackoffLimitExceeded", failures: int = 3) -> dict[str, Any]:
+def failed(
+    job: dict[str, Any], at: datetime, reason: str = "BackoffLimitExceeded", failures: int = 3
+) -> dict[str, Any]:
     job = started(job, at - timedelta(seconds=10))
-    job["status"].update({"active": 0, "failed": failures, "conditions": [
-        {"type": "FailureTarget", "status": "True", "reason": reason, "lastTransitionTime": ts(at)},
-        {"type": "Failed", "status": "True", "reason": reason, "message": "Job has reached the specified backoff "
-         "limit" if reason == "BackoffLimitExceeded" else "Job was active longer than specified deadline",
-         "lastTransitionTime": ts(at)},
-    ]})
+    job["status"].update(
+        {
+            "active": 0,
+            "failed": failures,
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": reason, "lastTransitionTime": ts(at)},
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": reason,
+                    "message": "Job has reached the specified backoff limit"
+                    if reason == "BackoffLimitExceeded"
+                    else "Job was active longer than specified deadline",
+                    "lastTransitionTime": ts(at),
+                },
+            ],
+        }
+    )
     return job
 
 
-def success_report(versions: list[str], applied: list[str] | None = None, app: str = "models",
-                   command: str = "upgrade") -> str:
+def success_report(
+    versions: list[str], applied: list[str] | None = None, app: str = "models", command: str = "upgrade"
+) -> str:
     applied = [f"{app}:{v}" for v in versions] if applied is None else applied
-    return encode(Report(
-        outcome=Outcome.SUCCEEDED, tool="aerich", command=command,
-        apps={app: AppState(current=versions[-1] if versions else None, count=len(versions), versions=versions)},
-        applied=applied, applied_count=len(applied), duration_ms=1234,
-    ))
+    return encode(
+        Report(
+            outcome=Outcome.SUCCEEDED,
+            tool="aerich",
+            command=command,
+            apps={
+                app: AppState(
+                    current=versions[-1] if versions else None, count=len(versions), versions=versions
+                )
+            },
+            applied=applied,
+            applied_count=len(applied),
+            duration_ms=1234,
+        )
+    )
 
 
-def failure_report(outcome: Outcome, message: str, versions: list[str] | None = None, kind: str = "Error",
-                   migration: str | None = None, app: str = "models") -> str:
+def failure_report(
+    outcome: Outcome,
+    message: str,
+    versions: list[str] | None = None,
+    kind: str = "Error",
+    migration: str | None = None,
+    app: str = "models",
+) -> str:
     apps = {}
     if versions is not None:
-        apps = {app: AppState(current=versions[-1] if versions else None, count=len(versions), versions=versions)}
-    return encode(Report(outcome=outcome, tool="aerich", command="upgrade", apps=apps,
-                         error=ErrorInfo(kind=kind, message=message, migration=migration)))
+        apps = {
+            app: AppState(current=versions[-1] if versions else None, count=len(versions), versions=versions)
+        }
+    return encode(
+        Report(
+            outcome=outcome,
+            tool="aerich",
+            command="upgrade",
+            apps=apps,
+            error=ErrorInfo(kind=kind, message=message, migration=migration),
+        )
+    )
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

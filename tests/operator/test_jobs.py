@@ -24,13 +24,20 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 
 def full_cr() -> dict[str, Any]:
     return make_cr(
-        tool="tortoise", config="app.config.TORTOISE_ORM", apps=["models", "billing"], target="models:3",
+        tool="tortoise",
+        config="app.config.TORTOISE_ORM",
+        apps=["models", "billing"],
+        target="models:3",
         job={
-            "backoffLimit": 4, "activeDeadlineSeconds": 600, "serviceAccountName": "migrator",
+            "backoffLimit": 4,
+            "activeDeadlineSeconds": 600,
+            "serviceAccountName": "migrator",
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": 1073741824}},
-            "nodeSelector": {"pool": "batch"}, "imagePullSecrets": [{"name": "regcred"}],
+            "nodeSelector": {"pool": "batch"},
+            "imagePullSecrets": [{"name": "regcred"}],
             "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
-            "env": [{"name": "LOG_LEVEL", "value": "debug"}], "podLabels": {"team": "shop", c.MIGRATION_LABEL: "x"},
+            "env": [{"name": "LOG_LEVEL", "value": "debug"}],
+            "podLabels": {"team": "shop", c.MIGRATION_LABEL: "x"},
             "podAnnotations": {"sidecar.istio.io/inject": "false"},
         },
     )
@@ -46,15 +53,30 @@ def test_runner_arguments_and_job_settings() -> None:
     cr = full_cr()
     job = build_job(cr, hash_=run_hash(cr), command="upgrade", settings=S)
     assert container(job)["command"] == ["dbmigrate-runner"]
-    assert container(job)["args"] == ["upgrade", "--tool", "tortoise", "--config", "app.config.TORTOISE_ORM",
-                                      "--app", "models", "--app", "billing", "--target", "models:3"]
-    assert job["spec"]["backoffLimit"] == 4 and job["spec"]["activeDeadlineSeconds"] == 600
+    assert container(job)["args"] == [
+        "upgrade",
+        "--tool",
+        "tortoise",
+        "--config",
+        "app.config.TORTOISE_ORM",
+        "--app",
+        "models",
+        "--app",
+        "billing",
+        "--target",
+        "models:3",
+    ]
+    assert job["spec"]["backoffLimit"] == 4
+    assert job["spec"]["activeDeadlineSeconds"] == 600
     assert "ttlSecondsAfterFinished" not in job["spec"]
     pod = job["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "migrator" and pod["nodeSelector"] == {"pool": "batch"}
-    assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "migrator"
+    assert pod["nodeSelector"] == {"pool": "batch"}
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["restartPolicy"] == "Never"
     labels = job["spec"]["template"]["metadata"]["labels"]
-    assert labels["team"] == "shop" and labels[c.MIGRATION_LABEL] == "shop-db"  # ours win
+    assert labels["team"] == "shop"
+    assert labels[c.MIGRATION_LABEL] == "shop-db"
     assert job["spec"]["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
     assert {"name": "LOG_LEVEL", "value": "debug"} in container(job)["env"]
 
@@ -63,13 +85,21 @@ def test_defaults() -> None:
     cr = make_cr()
     job = build_job(cr, hash_=run_hash(cr), command="upgrade", settings=S)
     assert container(job)["args"] == ["upgrade", "--tool", "aerich"]
-    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 1800
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 1800
     meta = job["metadata"]
-    assert meta["labels"][c.MIGRATION_LABEL] == "shop-db" and meta["labels"][c.RUN_HASH_LABEL] == run_hash(cr)
+    assert meta["labels"][c.MIGRATION_LABEL] == "shop-db"
+    assert meta["labels"][c.RUN_HASH_LABEL] == run_hash(cr)
     assert meta["labels"][c.MANAGED_BY_LABEL] == c.MANAGED_BY
     (owner,) = meta["ownerReferences"]
-    assert owner == {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": "shop-db", "uid": cr["metadata"]["uid"],
-                     "controller": True, "blockOwnerDeletion": False}
+    assert owner == {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": "shop-db",
+        "uid": cr["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
 
 
 def test_restricted_pod_security_and_termination_message() -> None:
@@ -84,17 +114,23 @@ def test_restricted_pod_security_and_termination_message() -> None:
     assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"name": "tmp", "mountPath": "/tmp"} in ctr["volumeMounts"]
     assert any(v["name"] == "tmp" and "emptyDir" in v for v in pod["volumes"])
-    assert ctr["terminationMessagePolicy"] == "File" and ctr["terminationMessagePath"] == "/dev/termination-log"
+    assert ctr["terminationMessagePolicy"] == "File"
+    assert ctr["terminationMessagePath"] == "/dev/termination-log"
     assert pod["automountServiceAccountToken"] is False
 
 
 def test_credentials_only_through_secret_key_refs() -> None:
     url = make_cr()
-    (env,) = [e for e in container(build_job(url, hash_="h", command="upgrade", settings=S))["env"]
-              if e["name"] == "DATABASE_URL"]
+    (env,) = [
+        e
+        for e in container(build_job(url, hash_="h", command="upgrade", settings=S))["env"]
+        if e["name"] == "DATABASE_URL"
+    ]
     assert env == {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "url"}}}
     split = make_cr(database={"secretRef": {"name": "pg", "passwordKey": "pw"}})
-    envs = {e["name"]: e for e in container(build_job(split, hash_="h", command="upgrade", settings=S))["env"]}
+    envs = {
+        e["name"]: e for e in container(build_job(split, hash_="h", command="upgrade", settings=S))["env"]
+    }
     assert envs["DB_PASS"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "pw"}
     assert envs["DB_HOST"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "host"}
     assert {"DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASS"} <= set(envs)
@@ -105,7 +141,8 @@ def test_credentials_only_through_secret_key_refs() -> None:
 def test_job_name_is_deterministic_short_and_dns_safe() -> None:
     assert job_name("shop-db", "0123456789") == "shop-db-0123456789"
     long = job_name("a" * 63, "0123456789")
-    assert len(long) <= 63 and long.endswith("-0123456789")
+    assert len(long) <= 63
+    assert long.endswith("-0123456789")
     assert job_name("shop.db.v2", "0123456789") == "shop-db-v2-0123456789"
     assert job_name("x" * 51 + "-yyyy", "0123456789") == "x" * 51 + "-0123456789"  # no "--"
 
@@ -117,8 +154,19 @@ def test_hash_covers_what_decides_the_outcome_and_nothing_else() -> None:
     # CRD defaults applied by the API server do not change the run
     assert run_hash(make_cr(tool="aerich", allowDowngrade=False)) == h
     assert run_hash(make_cr(database={"secretRef": {"name": "pg"}})) == run_hash(
-        make_cr(database={"secretRef": {"name": "pg", "hostKey": "host", "portKey": "port", "nameKey": "name",
-                                        "userKey": "user", "passwordKey": "password"}}))
+        make_cr(
+            database={
+                "secretRef": {
+                    "name": "pg",
+                    "hostKey": "host",
+                    "portKey": "port",
+                    "nameKey": "name",
+                    "userKey": "user",
+                    "passwordKey": "password",
+                }
+            }
+        )
+    )
     changed = [
         make_cr(image="registry.example.com/shop-migrations:1.4.3"),
         make_cr(tool="tortoise"),
@@ -131,7 +179,8 @@ def test_hash_covers_what_decides_the_outcome_and_nothing_else() -> None:
         make_cr(uid="another-incarnation"),
     ]
     hashes = {run_hash(cr) for cr in changed}
-    assert len(hashes) == len(changed) and h not in hashes
+    assert len(hashes) == len(changed)
+    assert h not in hashes
     # how the Job runs is not what it does: no new run for new resources or labels
     assert run_hash(make_cr(job={"resources": {"limits": {"memory": "1Gi"}}, "podLabels": {"a": "b"}})) == h
     assert run_hash(make_cr(apps=["b", "a"])) == run_hash(make_cr(apps=["a", "b"]))

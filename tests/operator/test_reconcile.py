@@ -51,8 +51,9 @@ def apply(cr: dict[str, Any], plan: Plan) -> dict[str, Any]:
     return out
 
 
-def settle(cr: dict[str, Any], jobs: list[dict[str, Any]], pods: list[dict[str, Any]],
-           now: Any = T0) -> tuple[dict[str, Any], Plan]:
+def settle(
+    cr: dict[str, Any], jobs: list[dict[str, Any]], pods: list[dict[str, Any]], now: Any = T0
+) -> tuple[dict[str, Any], Plan]:
     """Decide, apply the status, decide again: the second pass must change nothing (idempotence)."""
     plan = decide(cr, jobs, pods, now, S)
     cr = apply(cr, plan)
@@ -76,7 +77,8 @@ def test_new_cr_creates_one_job_and_says_so() -> None:
     (create,) = plan.of(CreateJob)
     assert create.manifest["metadata"]["name"] == job_name("shop-db", run_hash(cr))
     assert plan.status["phase"] == "Pending"
-    assert true_condition(plan)["type"] == c.RECONCILING and true_condition(plan)["reason"] == "JobCreated"
+    assert true_condition(plan)["type"] == c.RECONCILING
+    assert true_condition(plan)["reason"] == "JobCreated"
     assert all(x["observedGeneration"] == 1 for x in plan.status["conditions"])
     assert [e.reason for e in plan.of(EmitEvent)] == ["RunStarted"]
     # the created Job is visible next time: no second Job, whatever wakes us up
@@ -104,15 +106,21 @@ def test_success_writes_versions_last_run_and_ready() -> None:
     status = plan.status
     assert status["phase"] == "Succeeded"
     ready = cond(plan, c.READY)
-    assert ready["status"] == "True" and ready["reason"] == "Applied" and ready["observedGeneration"] == 1
-    assert cond(plan, c.STALLED)["status"] == "False" and cond(plan, c.RECONCILING)["status"] == "False"
+    assert ready["status"] == "True"
+    assert ready["reason"] == "Applied"
+    assert ready["observedGeneration"] == 1
+    assert cond(plan, c.STALLED)["status"] == "False"
+    assert cond(plan, c.RECONCILING)["status"] == "False"
     assert status["currentVersion"] == f"models:{V2}"
     assert status["appliedVersions"] == [{"app": "models", "version": V1}, {"app": "models", "version": V2}]
     assert status["appliedCount"] == 2
     run = status["lastRun"]
-    assert run["job"] == job["metadata"]["name"] and run["outcome"] == "Succeeded"
-    assert run["image"] == cr["spec"]["image"] and run["applied"] == [f"models:{V1}", f"models:{V2}"]
-    assert run["completedAt"] and run["startedAt"]
+    assert run["job"] == job["metadata"]["name"]
+    assert run["outcome"] == "Succeeded"
+    assert run["image"] == cr["spec"]["image"]
+    assert run["applied"] == [f"models:{V1}", f"models:{V2}"]
+    assert run["completedAt"]
+    assert run["startedAt"]
     assert "Applied 2 migration(s)" in ready["message"]
     (event,) = plan.of(EmitEvent)
     assert (event.type, event.reason) == ("Normal", "Applied")
@@ -138,7 +146,8 @@ def test_restarted_operator_finds_the_finished_job_and_creates_no_duplicate() ->
     pod = terminated_pod(done, 0, success_report([V1]), T0 + timedelta(minutes=2))
     cr, plan = settle(cr, [done], [pod], now=T0 + timedelta(minutes=5))
     assert plan.of(CreateJob) == []
-    assert plan.status["phase"] == "Succeeded" and plan.status["currentVersion"] == f"models:{V1}"
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["currentVersion"] == f"models:{V1}"
 
 
 # ------------------------------------------------------------------ spec changes and reruns
@@ -149,9 +158,11 @@ def test_spec_change_while_running_waits_then_starts_the_new_run() -> None:
     job = started(first_job(cr), T0)
     cr = make_cr(generation=2, image="registry.example.com/shop-migrations:1.5.0", status=cr.get("status"))
     plan = decide(cr, [job], [running_pod(job, T0)], T0, S)
-    assert plan.of(CreateJob) == [] and plan.of(DeleteJob) == []  # never interrupt a running migration
+    assert plan.of(CreateJob) == []
+    assert plan.of(DeleteJob) == []
     assert true_condition(plan)["reason"] == "WaitingForPreviousRun"
-    assert plan.status["observedGeneration"] == 2 and cond(plan, c.READY)["status"] == "False"
+    assert plan.status["observedGeneration"] == 2
+    assert cond(plan, c.READY)["status"] == "False"
     cr = apply(cr, plan)
     # the old run ends: its result is recorded and the new run starts
     done = completed(job, T0 + timedelta(minutes=1))
@@ -190,9 +201,13 @@ def test_going_back_to_an_earlier_spec_reruns_instead_of_reusing_a_stale_result(
     cr_a = make_cr()
     job_a = completed(first_job(cr_a), T0)
     pod_a = terminated_pod(job_a, 0, success_report([V1]), T0)
-    cr_b = make_cr(generation=2, image="registry.example.com/shop-migrations:2.0.0", status=cr_a.get("status"))
+    cr_b = make_cr(
+        generation=2, image="registry.example.com/shop-migrations:2.0.0", status=cr_a.get("status")
+    )
     plan = decide(cr_b, [job_a], [pod_a], T0, S)
-    job_b = completed(admit(plan.of(CreateJob)[0].manifest, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=2))
+    job_b = completed(
+        admit(plan.of(CreateJob)[0].manifest, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=2)
+    )
     pod_b = terminated_pod(job_b, 0, success_report([V1, V2]), T0 + timedelta(minutes=2))
     cr_b, _ = settle(apply(cr_b, plan), [job_a, job_b], [pod_a, pod_b], now=T0 + timedelta(minutes=2))
     # back to A: A's old Job holds a result from before B; it is replaced, not reused
@@ -210,28 +225,48 @@ def test_failed_migration_is_stalled_with_the_database_error_and_no_retry() -> N
     cr = make_cr()
     job = failed(first_job(cr), T0, reason="PodFailurePolicy", failures=1)
     text = 'column "bio" of relation "user" already exists'
-    pod = terminated_pod(job, 5, failure_report(Outcome.MIGRATION_FAILED, text, versions=[V1],
-                                                kind="DuplicateColumnError", migration=f"models:{V2}"), T0)
+    pod = terminated_pod(
+        job,
+        5,
+        failure_report(
+            Outcome.MIGRATION_FAILED,
+            text,
+            versions=[V1],
+            kind="DuplicateColumnError",
+            migration=f"models:{V2}",
+        ),
+        T0,
+    )
     cr, plan = settle(cr, [job], [pod])
     assert plan.status["phase"] == "Failed"
     stalled = cond(plan, c.STALLED)
-    assert stalled["status"] == "True" and stalled["reason"] == "MigrationFailed"
-    assert text in stalled["message"] and f"models:{V2}" in stalled["message"]
-    assert f'kubectl annotate dbm shop-db -n shop {c.RERUN_ANNOTATION}="$(date +%s)" --overwrite' in stalled["message"]
-    assert cond(plan, c.READY)["status"] == "False" and cond(plan, c.RECONCILING)["status"] == "False"
+    assert stalled["status"] == "True"
+    assert stalled["reason"] == "MigrationFailed"
+    assert text in stalled["message"]
+    assert f"models:{V2}" in stalled["message"]
+    assert (
+        f'kubectl annotate dbm shop-db -n shop {c.RERUN_ANNOTATION}="$(date +%s)" --overwrite'
+        in stalled["message"]
+    )
+    assert cond(plan, c.READY)["status"] == "False"
+    assert cond(plan, c.RECONCILING)["status"] == "False"
     (event,) = plan.of(EmitEvent)
-    assert (event.type, event.reason) == ("Warning", "MigrationFailed") and text in event.message
+    assert (event.type, event.reason) == ("Warning", "MigrationFailed")
+    assert text in event.message
     assert plan.status["currentVersion"] == f"models:{V1}"  # what the failed run left applied
     # settle() proved the second pass creates nothing: no hot retry loop
 
 
-@pytest.mark.parametrize(("outcome", "code", "reason"), [
-    (Outcome.DATABASE_UNREACHABLE, 3, "DatabaseUnreachable"),
-    (Outcome.LOCK_TIMEOUT, 4, "LockTimeout"),
-    (Outcome.CONFIG_ERROR, 2, "ConfigError"),
-    (Outcome.DOWNGRADE_REFUSED, 6, "DowngradeNotAllowed"),
-    (Outcome.INTERNAL_ERROR, 1, "RunnerError"),
-])
+@pytest.mark.parametrize(
+    ("outcome", "code", "reason"),
+    [
+        (Outcome.DATABASE_UNREACHABLE, 3, "DatabaseUnreachable"),
+        (Outcome.LOCK_TIMEOUT, 4, "LockTimeout"),
+        (Outcome.CONFIG_ERROR, 2, "ConfigError"),
+        (Outcome.DOWNGRADE_REFUSED, 6, "DowngradeNotAllowed"),
+        (Outcome.INTERNAL_ERROR, 1, "RunnerError"),
+    ],
+)
 def test_each_runner_outcome_has_its_reason(outcome: Outcome, code: int, reason: str) -> None:
     cr = make_cr()
     job = failed(first_job(cr), T0)
@@ -248,7 +283,9 @@ def test_long_database_errors_are_truncated() -> None:
     pod = terminated_pod(job, 5, failure_report(Outcome.MIGRATION_FAILED, "x" * 1400), T0)
     plan = decide(cr, [job], [pod], T0, S)
     msg = cond(plan, c.STALLED)["message"]
-    assert "x" * 1000 in msg and "x" * 1100 not in msg and "…" in msg
+    assert "x" * 1000 in msg
+    assert "x" * 1100 not in msg
+    assert "…" in msg
 
 
 def test_deadline_exceeded() -> None:
@@ -256,7 +293,8 @@ def test_deadline_exceeded() -> None:
     job = failed(first_job(cr), T0, reason="DeadlineExceeded")
     _, plan = settle(cr, [job], [])
     stalled = cond(plan, c.STALLED)
-    assert stalled["reason"] == "DeadlineExceeded" and "1800s" in stalled["message"]
+    assert stalled["reason"] == "DeadlineExceeded"
+    assert "1800s" in stalled["message"]
 
 
 def test_crash_without_report_names_the_container_state() -> None:
@@ -265,7 +303,8 @@ def test_crash_without_report_names_the_container_state() -> None:
     pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
     _, plan = settle(cr, [job], [pod])
     stalled = cond(plan, c.STALLED)
-    assert stalled["reason"] == "RunnerError" and "OOMKilled" in stalled["message"]
+    assert stalled["reason"] == "RunnerError"
+    assert "OOMKilled" in stalled["message"]
 
 
 def test_garbage_termination_message_is_not_trusted() -> None:
@@ -274,24 +313,51 @@ def test_garbage_termination_message_is_not_trusted() -> None:
     pod = terminated_pod(job, 5, "Traceback (most recent call last): ...", T0)
     plan = decide(cr, [job], [pod], T0, S)
     stalled = cond(plan, c.STALLED)
-    assert stalled["reason"] == "MigrationFailed" and "not JSON" in stalled["message"]
+    assert stalled["reason"] == "MigrationFailed"
+    assert "not JSON" in stalled["message"]
 
 
 # ------------------------------------------------------------------ stuck pods, surfaced at once
 
 
-@pytest.mark.parametrize(("pod_fn", "reason", "fragment"), [
-    (lambda job: waiting_pod(job, "CreateContainerConfigError", 'secret "shop-db" not found'),
-     "SecretNotFound", 'secret "shop-db" not found'),
-    (lambda job: waiting_pod(job, "CreateContainerConfigError", "couldn't find key url in Secret shop/shop-db"),
-     "SecretNotFound", "couldn't find key url in Secret shop/shop-db"),
-    (lambda job: waiting_pod(job, "ErrImagePull", 'failed to pull image "registry.example.com/x:1": not found'),
-     "ImagePullFailed", "registry.example.com/x:1"),
-    (lambda job: waiting_pod(job, "ImagePullBackOff", 'Back-off pulling image "registry.example.com/x:1"'),
-     "ImagePullFailed", "Back-off pulling image"),
-    (lambda job: unschedulable_pod(job, "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity"),
-     "Unschedulable", "didn't match Pod's node affinity"),
-])
+@pytest.mark.parametrize(
+    ("pod_fn", "reason", "fragment"),
+    [
+        (
+            lambda job: waiting_pod(job, "CreateContainerConfigError", 'secret "shop-db" not found'),
+            "SecretNotFound",
+            'secret "shop-db" not found',
+        ),
+        (
+            lambda job: waiting_pod(
+                job, "CreateContainerConfigError", "couldn't find key url in Secret shop/shop-db"
+            ),
+            "SecretNotFound",
+            "couldn't find key url in Secret shop/shop-db",
+        ),
+        (
+            lambda job: waiting_pod(
+                job, "ErrImagePull", 'failed to pull image "registry.example.com/x:1": not found'
+            ),
+            "ImagePullFailed",
+            "registry.example.com/x:1",
+        ),
+        (
+            lambda job: waiting_pod(
+                job, "ImagePullBackOff", 'Back-off pulling image "registry.example.com/x:1"'
+            ),
+            "ImagePullFailed",
+            "Back-off pulling image",
+        ),
+        (
+            lambda job: unschedulable_pod(
+                job, "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity"
+            ),
+            "Unschedulable",
+            "didn't match Pod's node affinity",
+        ),
+    ],
+)
 def test_stuck_pods_are_stalled_immediately(pod_fn: Any, reason: str, fragment: str) -> None:
     cr = make_cr()
     job = started(first_job(cr), T0)
@@ -303,7 +369,8 @@ def test_stuck_pods_are_stalled_immediately(pod_fn: Any, reason: str, fragment: 
     assert cond(plan, c.RECONCILING)["status"] == "False"
     (event,) = plan.of(EmitEvent)
     assert (event.type, event.reason) == ("Warning", reason)
-    assert plan.of(CreateJob) == [] and plan.of(DeleteJob) == []
+    assert plan.of(CreateJob) == []
+    assert plan.of(DeleteJob) == []
     # the Secret appears, the Pod runs: the condition clears by itself
     plan = decide(cr, [job], [running_pod(job, T0)], T0 + timedelta(minutes=1), S)
     assert true_condition(plan)["reason"] == "JobRunning"
@@ -313,13 +380,16 @@ def test_stuck_pods_are_stalled_immediately(pod_fn: Any, reason: str, fragment: 
 
 
 def at_v3(**spec: Any) -> dict[str, Any]:
-    status = {"currentVersion": f"models:{V3}", "appliedCount": 3,
-              "appliedVersions": [{"app": "models", "version": v} for v in (V1, V2, V3)]}
+    status = {
+        "currentVersion": f"models:{V3}",
+        "appliedCount": 3,
+        "appliedVersions": [{"app": "models", "version": v} for v in (V1, V2, V3)],
+    }
     return make_cr(generation=2, status=status, **spec)
 
 
 def test_downgrade_without_permission_is_refused_without_a_job() -> None:
-    cr, plan = settle(at_v3(target=V2), [], [])
+    _cr, plan = settle(at_v3(target=V2), [], [])
     assert plan.of(CreateJob) == []
     stalled = cond(plan, c.STALLED)
     assert (stalled["status"], stalled["reason"]) == ("True", "DowngradeNotAllowed")
@@ -331,7 +401,8 @@ def test_downgrade_with_permission_runs_the_runner_downgrade() -> None:
     plan = decide(at_v3(target=f"models:{V1}", allowDowngrade=True), [], [], T0, S)
     (create,) = plan.of(CreateJob)
     args = create.manifest["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "downgrade" and args[args.index("--target") + 1] == f"models:{V1}"
+    assert args[0] == "downgrade"
+    assert args[args.index("--target") + 1] == f"models:{V1}"
 
 
 def test_target_at_or_above_the_applied_version_is_an_upgrade() -> None:
@@ -355,14 +426,17 @@ def test_history_keeps_the_newest_finished_jobs() -> None:
     jobs, pods = [], []
     for i in range(5):  # five earlier runs (reruns), the newest is the desired one
         annotated = make_cr(historyLimit=2, annotations={c.RERUN_ANNOTATION: str(i)})
-        job = completed(admit(decide(annotated, [], [], T0, S).of(CreateJob)[0].manifest, T0 + timedelta(i)),
-                        T0 + timedelta(i, 60))
+        job = completed(
+            admit(decide(annotated, [], [], T0, S).of(CreateJob)[0].manifest, T0 + timedelta(i)),
+            T0 + timedelta(i, 60),
+        )
         jobs.append(job)
         pods.append(terminated_pod(job, 0, success_report([V1]), T0 + timedelta(i, 60)))
     cr = make_cr(historyLimit=2, annotations={c.RERUN_ANNOTATION: "4"})
     plan = decide(cr, jobs, pods, T0 + timedelta(days=6), S)
     assert sorted(a.name for a in plan.of(DeleteJob)) == sorted(j["metadata"]["name"] for j in jobs[:3])
-    assert plan.of(CreateJob) == [] and plan.status["phase"] == "Succeeded"
+    assert plan.of(CreateJob) == []
+    assert plan.status["phase"] == "Succeeded"
 
 
 def test_other_crs_jobs_and_foreign_owners_are_ignored() -> None:
@@ -371,7 +445,8 @@ def test_other_crs_jobs_and_foreign_owners_are_ignored() -> None:
     impostor = first_job(cr)
     impostor["metadata"]["ownerReferences"][0]["uid"] = "a-previous-incarnation"
     plan = decide(cr, [completed(other, T0), completed(impostor, T0)], [], T0, S)
-    assert len(plan.of(CreateJob)) == 1 and plan.of(DeleteJob) == []
+    assert len(plan.of(CreateJob)) == 1
+    assert plan.of(DeleteJob) == []
 
 
 def test_status_patch_is_a_merge_patch_of_changed_keys_only() -> None:
