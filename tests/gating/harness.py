@@ -174,10 +174,8 @@ async def running_operator(
         await asyncio.to_thread(thread.join, 20)
 
 
-async def wait_for_port(
-    port: int, thread: threading.Thread, failure: list[BaseException], timeout: float = 30
-) -> None:
-    async with asyncio.timeout(timeout):
+async def wait_for_port(port: int, thread: threading.Thread, failure: list[BaseException]) -> None:
+    async with asyncio.timeout(30):
         while True:
             if not thread.is_alive():
                 raise RuntimeError(f"the operator exited: {failure!r}")
@@ -208,7 +206,11 @@ def admission_review(pod: dict[str, Any], *, dry_run: bool = False) -> dict[str,
             "userInfo": {
                 "username": "system:serviceaccount:kube-system:replicaset-controller",
                 "uid": str(uuid.uuid4()),
-                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+                "groups": [
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:kube-system",
+                    "system:authenticated",
+                ],
             },
             "object": pod,
             "oldObject": None,

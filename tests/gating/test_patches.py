@@ -21,7 +21,10 @@ def test_removes_only_our_gate_and_keeps_the_others_in_order() -> None:
     patch = remove_gate_patch(before)
     assert patch is not None
     after = jsonpatch.apply_patch(before, patch)
-    assert after["spec"]["schedulingGates"] == [{"name": "kueue.x-k8s.io/admission"}, {"name": "example.com/other"}]
+    assert after["spec"]["schedulingGates"] == [
+        {"name": "kueue.x-k8s.io/admission"},
+        {"name": "example.com/other"},
+    ]
 
 
 def test_guards_the_index_with_a_test_op() -> None:

@@ -62,12 +62,14 @@ class TestRequirementOf:
     def test_version_pin(self) -> None:
         got = requirement_of({WAIT_FOR_LABEL: "shop-db"}, {WAIT_FOR_VERSION_ANNOTATION: " 1_x_add "})
         assert got == Requirement("shop-db", version="1_x_add")
-        assert got is not None and got.pin == "1_x_add"
+        assert got is not None
+        assert got.pin == "1_x_add"
 
     def test_app_and_version_pin(self) -> None:
         got = requirement_of({WAIT_FOR_LABEL: "shop-db"}, {WAIT_FOR_VERSION_ANNOTATION: "models:1_x_add"})
         assert got == Requirement("shop-db", version="1_x_add", app="models")
-        assert got is not None and got.pin == "models:1_x_add"
+        assert got is not None
+        assert got.pin == "models:1_x_add"
 
     @pytest.mark.parametrize(("text", "version"), [(":1_x", "1_x"), ("models:", "models")])
     def test_degenerate_pins_keep_the_text_as_version(self, text: str, version: str) -> None:
@@ -134,11 +136,17 @@ class TestVersionPin:
 
     def test_app_must_match_when_given(self) -> None:
         other = {"app": "billing", "version": V2["version"]}
-        assert not evaluate(Requirement("db", version=V2["version"], app="models"), migration(applied=[other])).met
-        assert evaluate(Requirement("db", version=V2["version"], app="billing"), migration(applied=[other])).met
+        assert not evaluate(
+            Requirement("db", version=V2["version"], app="models"), migration(applied=[other])
+        ).met
+        assert evaluate(
+            Requirement("db", version=V2["version"], app="billing"), migration(applied=[other])
+        ).met
 
     def test_unapplied_version_is_unmet_and_names_it(self) -> None:
-        verdict = evaluate(Requirement("shop-db", version=V2["version"], app="models"), migration(applied=[V1]))
+        verdict = evaluate(
+            Requirement("shop-db", version=V2["version"], app="models"), migration(applied=[V1])
+        )
         assert not verdict.met
         assert verdict.reason == "VersionNotApplied"
         assert f"models:{V2['version']}" in verdict.message
@@ -158,6 +166,26 @@ class TestVersionPin:
 
     def test_pin_against_missing_migration_is_unmet(self) -> None:
         assert not evaluate(Requirement("shop-db", version="1"), None).met
+
+    def test_pin_older_than_a_capped_list_counts_by_its_number(self) -> None:
+        body = migration(applied=[V2])  # the operator keeps only the newest entries
+        body["status"]["appliedCount"] = 2
+        assert evaluate(Requirement("db", version=V1["version"], app="models"), body).met
+        assert evaluate(Requirement("db", version=V1["version"]), body).met  # a single app
+        newer = Requirement("db", version="2_20260103000000_next", app="models")
+        assert not evaluate(newer, body).met
+
+    def test_numbers_are_not_trusted_when_the_list_is_complete(self) -> None:
+        body = migration(applied=[V2])
+        body["status"]["appliedCount"] = 1
+        assert not evaluate(Requirement("db", version=V1["version"], app="models"), body).met
+
+    def test_capped_list_with_several_apps_needs_the_app_name(self) -> None:
+        body = migration(applied=[V2])
+        body["status"]["appliedCount"] = 5
+        body["status"]["currentVersion"] = f"billing:3_x,models:{V2['version']}"
+        assert not evaluate(Requirement("db", version=V1["version"]), body).met
+        assert evaluate(Requirement("db", version=V1["version"], app="models"), body).met
 
     @pytest.mark.parametrize("applied", [None, "1_x", {"app": "models", "version": "1_x"}, [None, "1_x"]])
     def test_malformed_applied_versions_are_unmet(self, applied: Any) -> None:

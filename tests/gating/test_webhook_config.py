@@ -39,7 +39,11 @@ def test_hardening() -> None:
     assert hook["objectSelector"] == {"matchExpressions": [{"key": WAIT_FOR_LABEL, "operator": "Exists"}]}
     assert hook["namespaceSelector"] == {
         "matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["dbmigrate-system", "kube-system"]}
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["dbmigrate-system", "kube-system"],
+            }
         ]
     }
     assert hook["failurePolicy"] == "Fail"
@@ -47,7 +51,13 @@ def test_hardening() -> None:
     assert hook["matchPolicy"] == "Equivalent"
     assert hook["timeoutSeconds"] <= 10
     assert hook["rules"] == [
-        {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"], "scope": "Namespaced"}
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "operations": ["CREATE"],
+            "scope": "Namespaced",
+        }
     ]
 
 
@@ -69,5 +79,8 @@ def test_client_configs_route_to_the_handler_id() -> None:
 def test_cli_prints_the_same_object(capsys: pytest.CaptureFixture[str]) -> None:
     import yaml
 
-    assert webhook_config.main(["--namespace", "dbmigrate-system", "--service", "dbmigrate-operator-webhook"]) == 0
+    assert (
+        webhook_config.main(["--namespace", "dbmigrate-system", "--service", "dbmigrate-operator-webhook"])
+        == 0
+    )
     assert yaml.safe_load(capsys.readouterr().out) == render()

@@ -28,8 +28,20 @@ from tests.gating.harness import (
 
 OTHER_GATE = "example.com/other-controller"
 DM_PATH = f"/apis/dbmigrate.dev/v1alpha1/namespaces/{NAMESPACE}/databasemigrations"
-RS_OWNER = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9", "uid": "uid-rs", "controller": True}
-DEPLOY_OWNER = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "uid-deploy", "controller": True}
+RS_OWNER = {
+    "apiVersion": "apps/v1",
+    "kind": "ReplicaSet",
+    "name": "web-7d9",
+    "uid": "uid-rs",
+    "controller": True,
+}
+DEPLOY_OWNER = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "name": "web",
+    "uid": "uid-deploy",
+    "controller": True,
+}
 
 
 @pytest.fixture
@@ -50,9 +62,10 @@ def pod_in(k: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
     return dict(k.objects["v1/pods", NAMESPACE, name])
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
+async def eventually(check: Callable[[], bool]) -> None:
+    """Poll the emulator's state (it has no change notifications for direct reads)."""
+    async with asyncio.timeout(15):
+        while not check():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
@@ -146,7 +159,12 @@ def put_deployment_pods(k: kmock.KubernetesEmulator) -> None:
     k.objects["apps/v1/replicasets", NAMESPACE, "web-7d9"] = {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
-        "metadata": {"name": "web-7d9", "namespace": NAMESPACE, "uid": "uid-rs", "ownerReferences": [DEPLOY_OWNER]},
+        "metadata": {
+            "name": "web-7d9",
+            "namespace": NAMESPACE,
+            "uid": "uid-rs",
+            "ownerReferences": [DEPLOY_OWNER],
+        },
     }
     gated = (OTHER_GATE, SCHEDULING_GATE)
     k.objects["v1/pods", NAMESPACE, "web-1"] = make_pod("web-1", gates=gated, owner=RS_OWNER)
@@ -185,7 +203,9 @@ async def test_pods_wait_with_events_then_are_released_when_ready(
     assert events_about(k, "plain-1") == []
 
 
-async def test_the_sweep_releases_a_pod_no_event_would(k: kmock.KubernetesEmulator, operator: Operator) -> None:
+async def test_the_sweep_releases_a_pod_no_event_would(
+    k: kmock.KubernetesEmulator, operator: Operator
+) -> None:
     await k.post(DM_PATH, json=migration_body(ready=True))
     # Stored without any API event and without the webhook: only the periodic sweep can see it.
     k.objects["v1/pods", NAMESPACE, "web-1"] = make_pod("web-1", gates=(SCHEDULING_GATE,))

@@ -133,10 +133,12 @@ class Releaser:
         self,
         api: GatingApi,
         *,
+        namespaces: tuple[str, ...] = (),
         nudge_delay: float = 1.0,
         on_error: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.api = api
+        self.namespaces = namespaces  # empty: the whole cluster
         self.nudge_delay = nudge_delay
         self._on_error = on_error
         self._announced: dict[str, str] = {}  # pod uid -> last message
@@ -186,7 +188,9 @@ class Releaser:
 
     async def sweep(self) -> None:
         """One pass over every gated pod of the cluster."""
-        pods = await asyncio.to_thread(self.api.list_waiting_pods, None, None)
+        pods: list[dict[str, Any]] = []
+        for namespace in self.namespaces or (None,):
+            pods.extend(await asyncio.to_thread(self.api.list_waiting_pods, namespace, None))
         groups = group_by_migration(pods)
         seen: set[str] = set()
         for (namespace, name), group in groups.items():

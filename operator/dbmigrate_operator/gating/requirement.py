@@ -7,6 +7,7 @@ the pod that was gated and the pod that gets released are judged by the same rul
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -105,7 +106,7 @@ def evaluate(requirement: Requirement, migration: Mapping[str, Any] | None) -> V
 
 def _evaluate_pin(requirement: Requirement, status: Mapping[str, Any], what: str) -> Verdict:
     pin = requirement.pin
-    if _is_applied(requirement, status.get("appliedVersions")):
+    if _is_applied(requirement, status.get("appliedVersions")) or _is_below_current(requirement, status):
         return Verdict(True, "VersionApplied", f"version {pin} is applied by {what}")
     current = status.get("currentVersion")
     current_text = f" (current version: {current})" if current else " (no version applied yet)"
@@ -135,6 +136,37 @@ def _is_applied(requirement: Requirement, applied: Any) -> bool:
         if requirement.app is None or entry.get("app") == requirement.app:
             return True
     return False
+
+
+def _version_number(version: str) -> int | None:
+    """Both tools prefix versions with a sortable number (aerich `3_2026..._x`, tortoise `0003_x`)."""
+    match = re.match(r"(\d+)", version)
+    return int(match.group(1)) if match else None
+
+
+def _is_below_current(requirement: Requirement, status: Mapping[str, Any]) -> bool:
+    """For a capped status.appliedVersions (the newest N, see appliedCount) only: an older pin
+    cannot be found in the list, but migrations apply in order, so a pin numbered at or below the
+    app's current version is applied. Never used when the list is complete.
+    """
+    applied = status.get("appliedVersions")
+    count = status.get("appliedCount")
+    listed = len(applied) if isinstance(applied, list) else 0
+    if not isinstance(count, int) or count <= listed or requirement.version is None:
+        return False
+    current: dict[str, str] = {}
+    for part in str(status.get("currentVersion") or "").split(","):
+        app, sep, version = part.partition(":")
+        if sep and app.strip():
+            current[app.strip()] = version.strip()
+    if requirement.app is not None:
+        app = requirement.app
+    elif len(current) == 1:
+        (app,) = current
+    else:
+        return False  # ambiguous without the app name
+    pinned, newest = _version_number(requirement.version), _version_number(current.get(app, ""))
+    return pinned is not None and newest is not None and pinned <= newest
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:

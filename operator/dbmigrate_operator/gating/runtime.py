@@ -14,6 +14,7 @@ from dbmigrate_operator.gating import server
 from dbmigrate_operator.gating.kube import KubeApi, describe_error, new_api_client
 from dbmigrate_operator.gating.release import Releaser
 from dbmigrate_operator.gating.state import MEMO_KEY, Runtime, runtime_of
+from dbmigrate_operator.settings import Settings as OperatorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ async def start_gating(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     except kubernetes.config.ConfigException as e:  # retrying will not fix a missing configuration
         raise kopf.PermanentError(f"no Kubernetes API configuration: {e}") from e
     api = KubeApi(api_client)
-    runtime = Runtime(api=api, releaser=Releaser(api), settings=config, api_client=api_client)
+    # The operator may be limited to some namespaces (DBMIGRATE_NAMESPACES); sweep only those then.
+    releaser = Releaser(api, namespaces=OperatorSettings.from_env().namespaces)
+    runtime = Runtime(api=api, releaser=releaser, settings=config, api_client=api_client)
     if config.register:
         configuration = server.local_configuration(config, serving.ca_bundle)
         await asyncio.to_thread(server.register, api_client, configuration)
