@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -105,6 +106,11 @@ def write_report(report: Report, path: Path, mask: Masker) -> None:
         log.warning("report.unwritable", f"cannot write the report to {path}: {exc.strerror}", path=str(path))
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Kubernetes stops a Job with SIGTERM: unwind like Ctrl-C: lock released, report written."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     from dbmigrate_runner import runner
 
@@ -114,6 +120,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     log.mask = mask
     log.level = JsonLogger(level=(env.get("DBMIGRATE_LOG_LEVEL") or "info").lower()).level
     route_stdlib_logging(log)
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
     settings: Settings | None = None
     state = runner.RunState()
@@ -128,7 +135,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except RunnerError as exc:
         error = exc
     except KeyboardInterrupt:
-        error = RunnerError("interrupted")
+        error = RunnerError("interrupted by SIGTERM/SIGINT", kind="Interrupted")
     except BaseException as exc:  # the report must still be written
         if isinstance(exc, SystemExit) and exc.code in (0, None):  # --help
             return 0

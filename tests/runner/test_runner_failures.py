@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dbmigrate_runner.database import LOCK_KEY
 from dbmigrate_runner.report import Outcome
 from tests.runner.conftest import SHOP, Result, finish, runner_env, start
 from tests.support.postgres import PostgresServer
@@ -119,31 +124,14 @@ def test_missing_credentials(tmp_path: Path) -> None:
     assert "DATABASE_URL" in result.report.error.message
 
 
-def test_lock_timeout_when_another_session_holds_the_lock(
-    postgres: PostgresServer, database: str, tmp_path: Path
-) -> None:
-    import subprocess
-
-    from dbmigrate_runner.database import LOCK_KEY
-
+@contextlib.contextmanager
+def lock_held_elsewhere(postgres: PostgresServer, database: str) -> Iterator[None]:
+    """Another session (psql) holds the runner's advisory lock."""
     holder = subprocess.Popen(
-        [
-            str(postgres.bindir / "psql"),
-            "-X",
-            "-q",
-            "-h",
-            str(postgres.socket_dir),
-            "-p",
-            str(postgres.port),
-            "-U",
-            postgres.user,
-            "-d",
-            database,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+        [str(postgres.bindir / "psql"), "-X", "-q", "-A", "-t", "-h", str(postgres.socket_dir),
+         "-p", str(postgres.port), "-U", postgres.user, "-d", database],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
         assert holder.stdin is not None
         assert holder.stdout is not None
@@ -151,13 +139,39 @@ def test_lock_timeout_when_another_session_holds_the_lock(
         holder.stdin.flush()
         while holder.stdout.readline().strip() != "locked":
             pass
-        report = tmp_path / "r.json"
-        env = runner_env(postgres.url(database), report, DBMIGRATE_LOCK_TIMEOUT="1")
-        result = run(env, ["upgrade"], SHOP, report, postgres.password)
-        assert result.rc == Outcome.LOCK_TIMEOUT.exit_code == 4
-        assert result.report.outcome is Outcome.LOCK_TIMEOUT
-        assert result.events("lock.waiting")
-        assert postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
+        yield
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_lock_timeout_when_another_session_holds_the_lock(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    with lock_held_elsewhere(postgres, database):
+        report = tmp_path / "r.json"
+        env = runner_env(postgres.url(database), report, DBMIGRATE_LOCK_TIMEOUT="1")
+        result = run(env, ["upgrade"], SHOP, report, postgres.password)
+    assert result.rc == Outcome.LOCK_TIMEOUT.exit_code == 4
+    assert result.report.outcome is Outcome.LOCK_TIMEOUT
+    assert result.events("lock.waiting")
+    assert postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
+
+
+def test_sigterm_still_writes_a_report(postgres: PostgresServer, database: str, tmp_path: Path) -> None:
+    with lock_held_elsewhere(postgres, database):
+        report = tmp_path / "r.json"
+        proc = start(
+            ["upgrade"], runner_env(postgres.url(database), report, DBMIGRATE_LOCK_TIMEOUT="60"), SHOP
+        )
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if '"lock.waiting"' in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        result = finish(proc, report, postgres.password, timeout=30)
+    assert result.rc == Outcome.INTERNAL_ERROR.exit_code, "".join(seen) + result.stdout
+    assert result.report.error is not None
+    assert result.report.error.kind == "Interrupted"
