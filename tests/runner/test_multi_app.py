@@ -1,0 +1,108 @@
+"""Two apps in one config: app selection, aerich table bootstrap, tortoise cross-app dependencies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.runner.conftest import Runner
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.postgres
+
+CONFIG = """\
+import os
+
+URL = os.environ["DATABASE_URL"]
+TORTOISE_ORM = {
+    "connections": {"default": URL},
+    "apps": {
+        "models": {"models": ["multi.models", "aerich.models"]},
+        "users": {"models": ["multi.users"]},
+    },
+}
+TORTOISE_ORM_BUILTIN = {
+    "connections": {"default": URL},
+    "apps": {
+        "models": {"models": ["multi.models"], "migrations": "multi.models_migrations"},
+        "users": {"models": ["multi.users"], "migrations": "multi.users_migrations"},
+    },
+}
+"""
+AERICH = '''\
+async def upgrade(db) -> str:
+    return """{up}"""
+
+
+async def downgrade(db) -> str:
+    return """{down}"""
+'''
+TORTOISE = """\
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+
+
+class Migration(migrations.Migration):
+    dependencies = {deps!r}
+    operations = [ops.RunSQL({up!r}, reverse_sql={down!r})]
+"""
+AERICH_TABLE = (
+    'CREATE TABLE IF NOT EXISTS "aerich" ("id" SERIAL NOT NULL PRIMARY KEY, "version" VARCHAR(255) NOT NULL, '
+    '"app" VARCHAR(100) NOT NULL, "content" JSONB NOT NULL);'
+)
+
+
+def make_project(root: Path) -> None:
+    pkg = root / "multi"
+    pkg.mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[tool.aerich]\ntortoise_orm = "multi.config.TORTOISE_ORM"\nlocation = "./migrations"\n\n'
+        '[tool.tortoise]\ntortoise_orm = "multi.config.TORTOISE_ORM_BUILTIN"\n'
+    )
+    (pkg / "__init__.py").write_text("")
+    (pkg / "config.py").write_text(CONFIG)
+    model = "from tortoise import fields\nfrom tortoise.models import Model\n\n\nclass {0}(Model):\n"
+    model += "    id = fields.IntField(primary_key=True)\n"
+    (pkg / "models.py").write_text(model.format("Item"))
+    (pkg / "users.py").write_text(model.format("Account"))
+    item = ('CREATE TABLE "item" ("id" SERIAL PRIMARY KEY);', 'DROP TABLE "item";')
+    account = ('CREATE TABLE "account" ("id" SERIAL PRIMARY KEY);', 'DROP TABLE "account";')
+    for app, (up, down) in (("models", item), ("users", account)):
+        folder = root / "migrations" / app
+        folder.mkdir(parents=True)
+        # Like `aerich init-db`: only the app holding aerich.models creates the aerich table.
+        sql = up + (AERICH_TABLE if app == "models" else "")
+        (folder / "0_20260101000000_init.py").write_text(AERICH.format(up=sql, down=down))
+        tpkg = pkg / f"{app}_migrations"
+        tpkg.mkdir()
+        (tpkg / "__init__.py").write_text("")
+        deps = [("models", "0001_init")] if app == "users" else []
+        (tpkg / "0001_init.py").write_text(TORTOISE.format(deps=deps, up=up, down=down))
+
+
+@pytest.fixture
+def multi(postgres: PostgresServer, database: str, tmp_path: Path, tool: str) -> Runner:
+    make_project(tmp_path / "proj")
+    return Runner(postgres, database, tmp_path / "proj", tmp_path, tool)
+
+
+def test_app_selection_bootstrap_and_dependencies(multi: Runner, tool: str) -> None:
+    first = multi("upgrade", "--app", "users")
+    assert first.rc == 0, first.stdout
+    name = "0_20260101000000_init" if tool == "aerich" else "0001_init"
+    if tool == "aerich":
+        # users' migration does not create the aerich table: the runner bootstrapped it.
+        assert first.report.applied == [f"users:{name}"]
+        assert "item" not in multi.tables()
+    else:
+        # users:0001 depends on models:0001, so the executor applies that first.
+        assert first.report.applied == [f"models:{name}", f"users:{name}"]
+    assert first.report.apps["users"].versions == [name]
+
+    second = multi("upgrade")
+    assert second.rc == 0, second.stdout
+    assert set(second.report.apps) == {"models", "users"}
+    assert all(state.versions == [name] for state in second.report.apps.values())
+    table = "aerich" if tool == "aerich" else "tortoise_migrations"
+    assert multi.postgres.psql(multi.database, f"SELECT count(*) FROM {table}") == "2"
