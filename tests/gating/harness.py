@@ -52,14 +52,52 @@ def gating_registry() -> kopf.OperatorRegistry:
             if ours(handler):
                 getattr(registry, sub).append(handler)
 
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=_SERVER_URL["url"], insecure=True)
-
+    # kopf and our kubernetes client then read the same $KUBECONFIG, set by the test.
+    kopf.on.login(registry=registry, id="login-kubeconfig")(kopf.login_with_kubeconfig)
     return registry
 
 
-_SERVER_URL: dict[str, str] = {}
+class KopfThread:
+    """kopf in its own thread and event loop.
+
+    At exit kopf cancels every task of its loop that it did not see at start; in the test's loop
+    that would include pytest's own fixture tasks, hence a dedicated loop.
+    """
+
+    def __init__(self, registry: kopf.OperatorRegistry) -> None:
+        self.registry = registry
+        self.stop = threading.Event()
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="kopf", daemon=True)
+
+    def _run(self) -> None:
+        settings = kopf.OperatorSettings()
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 10
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=self.registry,
+                    settings=settings,
+                    standalone=True,
+                    clusterwide=True,
+                    stop_flag=self.stop,
+                    memo=kopf.Memo(),
+                )
+            )
+        except BaseException as e:
+            self.failure.append(e)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        self.thread.join(20)
+
+    def check_alive(self) -> None:
+        if not self.thread.is_alive():
+            raise RuntimeError(f"the operator exited: {self.failure!r}")
 
 
 def declare_resources(k: kmock.KubernetesEmulator) -> None:
@@ -121,7 +159,6 @@ async def running_operator(
 ) -> AsyncIterator[Operator]:
     """Start kopf with the gating handlers against kmock; stop it on exit."""
     server_url = str(k.url).rstrip("/")
-    _SERVER_URL["url"] = server_url
     write_kubeconfig(tmp_path / "kubeconfig", server_url)
     made = tls.self_signed(["127.0.0.1"])
     (tmp_path / "tls.crt").write_bytes(made.cert_pem)
@@ -140,52 +177,24 @@ async def running_operator(
     )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = kopf.OperatorSettings()
-    settings.posting.enabled = False
-    settings.watching.server_timeout = 10
-    # kopf runs in its own thread and loop: at exit it cancels every task of its loop that it did
-    # not see at start, which in the test's loop would include pytest's own fixture tasks.
-    ready, stop = threading.Event(), threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=gating_registry(),
-                    settings=settings,
-                    standalone=True,
-                    clusterwide=True,
-                    ready_flag=ready,
-                    stop_flag=stop,
-                    memo=kopf.Memo(),
-                )
-            )
-        except BaseException as e:
-            failure.append(e)
-
-    thread = threading.Thread(target=run, name="kopf", daemon=True)
-    thread.start()
+    kopf_thread = KopfThread(gating_registry())
+    kopf_thread.start()
     try:
-        await wait_for_port(port, thread, failure)
+        async with asyncio.timeout(30):
+            while not port_open(port):
+                kopf_thread.check_alive()
+                await asyncio.sleep(0.05)
         yield Operator(port, made.cert_pem)
     finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 20)
+        await asyncio.to_thread(kopf_thread.join)
 
 
-async def wait_for_port(port: int, thread: threading.Thread, failure: list[BaseException]) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            if not thread.is_alive():
-                raise RuntimeError(f"the operator exited: {failure!r}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
+def port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def admission_review(pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
