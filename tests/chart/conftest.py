@@ -1,0 +1,97 @@
+"""Render the Helm chart with the project's own helm (built from hack/helm by tests/cluster)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.binaries import ensure_binaries
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "dbmigrate-operator"
+KUBE_VERSION = "1.34.4"
+RELEASE = "dbm"
+NAMESPACE = "dbmigrate-system"
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> Path:
+    helm = ensure_binaries(sys.stderr) / "helm"
+    assert helm.is_file(), f"helm was not built into {helm.parent} (hack/build-binaries.sh)"
+    return helm
+
+
+@dataclass
+class Rendered:
+    docs: list[dict[str, Any]]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = self.of_kind(kind)
+        assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+        return found[0]
+
+    def kinds(self) -> set[str]:
+        return {d["kind"] for d in self.docs}
+
+
+def helm_args(values: dict[str, Any] | None, sets: list[str] | None, tmp: Path) -> list[str]:
+    args: list[str] = []
+    if values:
+        path = tmp / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        args += ["-f", str(path)]
+    for item in sets or []:
+        args += ["--set", item]
+    return args
+
+
+RenderFn = Callable[..., Rendered]
+
+
+@pytest.fixture
+def helm(helm_bin: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(helm_bin), *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+        )
+
+    return run
+
+
+@pytest.fixture
+def render(helm_bin: Path, tmp_path: Path) -> RenderFn:
+    """`helm template` the chart (CRDs included) with extra values; fails the test on a helm error."""
+
+    def run(values: dict[str, Any] | None = None, *sets: str, namespace: str = NAMESPACE) -> Rendered:
+        done = subprocess.run(
+            [
+                str(helm_bin),
+                "template",
+                RELEASE,
+                str(CHART),
+                "--namespace",
+                namespace,
+                "--kube-version",
+                KUBE_VERSION,
+                "--include-crds",
+                *helm_args(values, list(sets), tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return Rendered([d for d in yaml.safe_load_all(done.stdout) if d])
+
+    return run

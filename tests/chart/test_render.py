@@ -1,0 +1,352 @@
+"""helm lint, helm template validated against the Kubernetes schemas, and the chart's promises."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from cryptography import x509
+
+from tests.chart.conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE, RenderFn, helm_args
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "single-replica": {"replicaCount": 1, "peering": {"enabled": False}},
+    "namespaced": {"watchNamespaces": ["shop", "billing"]},
+    "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
+    "cert-manager-cluster-issuer": {
+        "webhook": {
+            "certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}
+        }
+    },
+    "no-webhook": {"webhook": {"enabled": False}},
+    "everything-set": {
+        "replicaCount": 3,
+        "image": {"digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "serviceAccount": {"create": False, "name": "existing-sa"},
+        "priorityClassName": "system-cluster-critical",
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "dbmigrate-operator"}},
+            }
+        ],
+        "podAnnotations": {"prometheus.io/scrape": "false"},
+        "podLabels": {"team": "platform"},
+        "extraEnv": [{"name": "DBMIGRATE_APPLIED_VERSIONS_CAP", "value": "20"}],
+        "webhook": {
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": 3,
+            "excludedNamespaces": ["kube-system", "ops"],
+        },
+        "podDisruptionBudget": {"minAvailable": 2},
+    },
+}
+# Kinds that are not built into Kubernetes: checked by their own CRDs (ours, kopf's) or by cert-manager.
+CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "Issuer", "Certificate"}
+# The oldest supported minor (DESIGN.md: clusters from 1.29) and the one the tests run.
+VALIDATE_VERSIONS = ["1.29.0", KUBE_VERSION]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_strict(
+    helm: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, scenario: str
+) -> None:
+    done = helm(
+        "lint",
+        str(CHART),
+        "--strict",
+        "--kube-version",
+        KUBE_VERSION,
+        *helm_args(SCENARIOS[scenario], [], tmp_path),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_objects_match_the_kubernetes_schemas(render: RenderFn, scenario: str) -> None:
+    rendered = render(SCENARIOS[scenario])
+    assert {"Deployment", "ServiceAccount", "CustomResourceDefinition"} <= rendered.kinds() | {
+        "ServiceAccount"
+    }
+    for doc in rendered.docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        for version in VALIDATE_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_custom_objects_belong_to_known_crds(render: RenderFn) -> None:
+    """Peering objects must match the kopf CRDs the chart ships (group, kind, scope)."""
+    for scenario in ("default", "namespaced"):
+        rendered = render(SCENARIOS[scenario])
+        crds = {
+            (c["spec"]["group"], c["spec"]["names"]["kind"]): c["spec"]["scope"]
+            for c in rendered.of_kind("CustomResourceDefinition")
+        }
+        for doc in rendered.docs:
+            if doc["kind"] in {"ClusterKopfPeering", "KopfPeering"}:
+                group = doc["apiVersion"].split("/")[0]
+                scope = crds[(group, doc["kind"])]
+                assert ("namespace" in doc["metadata"]) == (scope == "Namespaced"), doc
+
+
+BAD_VALUES = [
+    (["replicaCount=0"], "/replicaCount", "minimum"),
+    (["replicaCount=two"], "/replicaCount", "integer"),
+    (["webhook.failurePolicy=Maybe"], "/webhook/failurePolicy", "Fail"),
+    (["webhook.timeoutSeconds=60"], "/webhook/timeoutSeconds", "maximum"),
+    (["webhook.port=80"], "/webhook/port", "minimum"),
+    (["watchNamespaces[0]=Not_A_Namespace"], "/watchNamespaces/0", "pattern"),
+    (["logFormat=xml"], "/logFormat", "plain"),
+    (["imageTag=1.0"], "imageTag", "not allowed"),
+    (["image.digest=latest"], "/image/digest", "pattern"),
+    (["image.pullPolicy=Sometimes"], "/image/pullPolicy", "IfNotPresent"),
+    (["podSecurityContext.runAsNonRoot=false"], "/podSecurityContext/runAsNonRoot", "true"),
+    (["securityContext.privileged=true"], "/securityContext/privileged", "false"),
+    (["resyncSeconds=1"], "/resyncSeconds", "minimum"),
+    (["webhook.certManager.issuerRef.kind=Vault"], "/webhook/certManager/issuerRef", ""),
+    (["webhook.certManager.duration=1year"], "/webhook/certManager/duration", "pattern"),
+    (["extraEnv[0].value=x"], "/extraEnv/0", "name"),
+]
+
+
+@pytest.mark.parametrize(("sets", "where", "why"), BAD_VALUES, ids=[b[0][0] for b in BAD_VALUES])
+def test_schema_rejects_bad_values_with_a_clear_message(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    sets: list[str],
+    where: str,
+    why: str,
+) -> None:
+    done = helm(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *helm_args(None, sets, tmp_path)
+    )
+    assert done.returncode != 0, f"{sets} was accepted"
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert where in done.stderr, done.stderr
+    assert why in done.stderr, done.stderr
+
+
+def test_several_replicas_without_peering_fail_with_the_reason(
+    helm: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    sets = ["replicaCount=2", "peering.enabled=false"]
+    done = helm(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *helm_args(None, sets, tmp_path)
+    )
+    assert done.returncode != 0
+    assert "needs peering.enabled=true" in done.stderr
+
+
+def test_chart_refuses_clusters_older_than_1_29(
+    helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    done = helm("template", RELEASE, str(CHART), "--kube-version", "1.28.9")
+    assert done.returncode != 0
+    assert "kubeVersion" in done.stderr
+
+
+# --- the Deployment -------------------------------------------------------------------------
+
+
+def _container(rendered: Any) -> dict[str, Any]:
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return dict(container)
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_pod_meets_the_restricted_pod_security_standard(render: RenderFn) -> None:
+    rendered = render()
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    container = _container(rendered)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in sc["capabilities"]
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(key)
+    assert all("hostPath" not in v for v in pod["volumes"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
+
+
+def test_pod_runs_as_the_images_user(render: RenderFn) -> None:
+    """runAsUser must equal the Dockerfile's USER, or file permissions in the image would not fit."""
+    from tests.images.conftest import OPERATOR_DOCKERFILE
+    from tests.images.dockerfile_model import load
+
+    user = load(OPERATOR_DOCKERFILE).final.last("USER")
+    assert user is not None
+    uid, _, gid = user.value.partition(":")
+    pod = render().one("Deployment")["spec"]["template"]["spec"]
+    assert str(pod["securityContext"]["runAsUser"]) == uid
+    assert str(pod["securityContext"]["runAsGroup"]) == gid
+
+
+def test_ports_probes_and_service_agree(render: RenderFn) -> None:
+    rendered = render()
+    container = _container(rendered)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = _env(container)
+    assert env["DBMIGRATE_LIVENESS_ENDPOINT"] == f"http://0.0.0.0:{ports['health']}/healthz"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    assert int(env["DBMIGRATE_WEBHOOK_PORT"]) == ports["webhook"]
+    service = rendered.one("Service")
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+
+
+def test_every_operator_setting_the_chart_passes_is_read_by_the_operator(render: RenderFn) -> None:
+    """A renamed variable in the operator must not leave the chart setting a dead one."""
+    source = "\n".join(p.read_text() for p in (CHART.parents[1] / "operator").rglob("*.py"))
+    for scenario in SCENARIOS:
+        env = _env(_container(render(SCENARIOS[scenario])))
+        for name in env:
+            assert f'"{name}"' in source, f"{scenario}: the chart sets {name}, which the operator never reads"
+
+
+def test_certificate_files_are_where_the_operator_looks(render: RenderFn) -> None:
+    from dbmigrate_operator.gating import server
+
+    rendered = render()
+    container = _container(rendered)
+    env = _env(container)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
+    assert mount["mountPath"] == server.DEFAULT_CERT_DIR
+    assert mount["readOnly"] is True
+    assert env["DBMIGRATE_WEBHOOK_CERT_FILE"] == server.WebhookSettings().cert_file
+    assert env["DBMIGRATE_WEBHOOK_KEY_FILE"] == server.WebhookSettings().key_file
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
+    assert volume["secret"]["secretName"] == rendered.one("Secret")["metadata"]["name"]
+
+
+def test_peering_replicas_pdb_and_peering_object(render: RenderFn) -> None:
+    rendered = render()
+    assert rendered.one("Deployment")["spec"]["replicas"] >= 2
+    env = _env(_container(rendered))
+    assert env["DBMIGRATE_STANDALONE"] == "false"
+    peering = rendered.one("ClusterKopfPeering")
+    assert peering["metadata"]["name"] == env["DBMIGRATE_PEERING_NAME"]
+    pdb = rendered.one("PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == rendered.one("Deployment")["spec"]["selector"]
+    strategy = rendered.one("Deployment")["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0, "a rollout must never leave the webhook without a replica"
+
+
+def test_single_replica_runs_standalone_without_pdb(render: RenderFn) -> None:
+    rendered = render(SCENARIOS["single-replica"])
+    assert _env(_container(rendered))["DBMIGRATE_STANDALONE"] == "true"
+    assert not rendered.of_kind("PodDisruptionBudget")
+    assert not rendered.of_kind("ClusterKopfPeering")
+
+
+def test_watch_namespaces_get_a_peering_object_each(render: RenderFn) -> None:
+    rendered = render(SCENARIOS["namespaced"])
+    env = _env(_container(rendered))
+    assert env["DBMIGRATE_NAMESPACES"] == "shop,billing"
+    peerings = rendered.of_kind("KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["billing", "shop"]
+    assert {p["metadata"]["name"] for p in peerings} == {env["DBMIGRATE_PEERING_NAME"]}
+    assert not rendered.of_kind("ClusterKopfPeering")
+
+
+def test_scheduling_settings_pass_through(render: RenderFn) -> None:
+    values = SCENARIOS["everything-set"]
+    rendered = render(values)
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    for key in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "priorityClassName"):
+        assert pod[key] == values[key], key
+    assert pod["serviceAccountName"] == "existing-sa"
+    assert not rendered.of_kind("ServiceAccount")
+    assert (
+        _container(rendered)["image"]
+        == f"ghcr.io/dbmigrate-operator/dbmigrate-operator@{values['image']['digest']}"
+    )
+
+
+def test_default_affinity_spreads_replicas_over_nodes(render: RenderFn) -> None:
+    pod = render().one("Deployment")["spec"]["template"]["spec"]
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+# --- the self-generated webhook certificate -------------------------------------------------
+
+
+def test_generated_certificate_is_signed_by_the_ca_in_the_webhook_configuration(render: RenderFn) -> None:
+    rendered = render()
+    secret = rendered.one("Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    cert.verify_directly_issued_by(ca)
+    (webhook,) = rendered.one("MutatingWebhookConfiguration")["webhooks"]
+    assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
+    service = rendered.one("Service")["metadata"]["name"]
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert f"{service}.{NAMESPACE}.svc" in names  # the name the API server dials
+
+
+def test_cert_manager_mode_lets_cert_manager_issue_and_inject(render: RenderFn) -> None:
+    rendered = render(SCENARIOS["cert-manager"])
+    assert not rendered.of_kind("Secret"), "the chart must not generate a certificate as well"
+    certificate = rendered.one("Certificate")
+    issuer = rendered.one("Issuer")
+    assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+    configuration = rendered.one("MutatingWebhookConfiguration")
+    meta = certificate["metadata"]
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{meta['namespace']}/{meta['name']}"
+    )
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    service = rendered.one("Service")["metadata"]["name"]
+    assert f"{service}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+
+
+def test_cert_manager_with_an_existing_issuer_creates_none(render: RenderFn) -> None:
+    rendered = render(SCENARIOS["cert-manager-cluster-issuer"])
+    assert not rendered.of_kind("Issuer")
+    assert rendered.one("Certificate")["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+
+
+def test_without_webhook_nothing_webhook_related_is_rendered(render: RenderFn) -> None:
+    rendered = render(SCENARIOS["no-webhook"])
+    assert not {"Service", "Secret", "MutatingWebhookConfiguration", "Certificate"} & rendered.kinds()
+    env = _env(_container(rendered))
+    assert not [name for name in env if name.startswith("DBMIGRATE_WEBHOOK_")]
