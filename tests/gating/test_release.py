@@ -1,0 +1,146 @@
+"""The release pass against a fake API: conflicts, Event de-duplication, owner chain, sweep."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from dbmigrate_operator.constants import SCHEDULING_GATE
+from dbmigrate_operator.gating.kube import Conflict
+from dbmigrate_operator.gating.release import Releaser, decide, fingerprint, group_by_migration
+from tests.gating.harness import gates_of, make_pod, migration_body
+
+RS_OWNER = {
+    "apiVersion": "apps/v1",
+    "kind": "ReplicaSet",
+    "name": "web-1a",
+    "uid": "rs-1",
+    "controller": True,
+}
+DEPLOY_OWNER = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "name": "web",
+    "uid": "d-1",
+    "controller": True,
+}
+
+
+class FakeApi:
+    """In-memory GatingApi: applies JSON patches like the API server, 422 on a failed `test` op."""
+
+    def __init__(self, pods: list[dict[str, Any]], migration: dict[str, Any] | None) -> None:
+        self.pods = {p["metadata"]["name"]: p for p in pods}
+        self.migration = migration
+        self.events: list[dict[str, Any]] = []
+        self.patches: list[tuple[str, list[dict[str, Any]]]] = []
+        self.before_patch: list[Any] = []  # callables run before the next patch (simulated races)
+
+    def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
+        return copy.deepcopy(self.migration)
+
+    def list_waiting_pods(self, namespace: str | None, migration: str | None) -> list[dict[str, Any]]:
+        return [copy.deepcopy(p) for p in self.pods.values()]  # ignores selectors, like kmock
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.pods.get(name))
+
+    def patch_pod(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+        import jsonpatch
+
+        if self.before_patch:
+            self.before_patch.pop(0)()
+        self.patches.append((name, patch))
+        try:
+            self.pods[name] = jsonpatch.apply_patch(self.pods[name], patch)
+        except jsonpatch.JsonPatchTestFailed:
+            raise Conflict("422") from None
+
+    def get_replicaset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": name, "namespace": namespace, "ownerReferences": [DEPLOY_OWNER]}}
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def about(api: FakeApi, kind: str) -> list[dict[str, Any]]:
+    return [e for e in api.events if e["involvedObject"]["kind"] == kind]
+
+
+async def test_a_conflicting_patch_is_retried_on_a_fresh_read() -> None:
+    api = FakeApi([make_pod("web-1", gates=("a", SCHEDULING_GATE))], migration_body(ready=True))
+
+    def reorder() -> None:  # another controller rewrites the list between our read and our write
+        api.pods["web-1"]["spec"]["schedulingGates"] = [{"name": SCHEDULING_GATE}, {"name": "b"}]
+
+    api.before_patch.append(reorder)
+    assert await Releaser(api).reconcile("shop", "shop-db")
+    assert gates_of(api.pods["web-1"]) == ["b"]
+    assert len(api.patches) == 2
+
+
+async def test_waiting_is_announced_once_per_message() -> None:
+    pods = [make_pod(f"web-{i}", gates=(SCHEDULING_GATE,), owner=RS_OWNER) for i in range(3)]
+    api = FakeApi(pods, migration_body(ready=False))
+    releaser = Releaser(api)
+    await releaser.reconcile("shop", "shop-db")
+    await releaser.reconcile("shop", "shop-db")
+    assert len(about(api, "Pod")) == 3
+    assert len(about(api, "ReplicaSet")) == 1
+    assert len(about(api, "Deployment")) == 1
+    assert all(e["reason"] == "WaitingForMigration" for e in api.events)
+
+    failed = migration_body(ready=False)
+    failed["status"]["phase"] = "Failed"
+    api.migration = failed
+    await releaser.reconcile("shop", "shop-db")
+    assert [e["type"] for e in about(api, "Deployment")] == ["Normal", "Warning"]
+
+
+async def test_release_says_so_and_touches_nothing_else() -> None:
+    waiting = make_pod("web-1", gates=(SCHEDULING_GATE,), owner=RS_OWNER)
+    other = make_pod("other-1", wait_for="other-db", gates=(SCHEDULING_GATE,))
+    api = FakeApi([waiting, other], migration_body(ready=True))
+    assert await Releaser(api).reconcile("shop", "shop-db")
+    assert gates_of(api.pods["web-1"]) == []
+    assert gates_of(api.pods["other-1"]) == [SCHEDULING_GATE]
+    assert {e["reason"] for e in api.events} == {"MigrationSatisfied"}
+    assert [e["involvedObject"]["name"] for e in about(api, "Pod")] == ["web-1"]
+
+
+async def test_the_sweep_groups_pods_by_migration() -> None:
+    pods = [
+        make_pod("a-1", wait_for="a-db", gates=(SCHEDULING_GATE,)),
+        make_pod("b-1", wait_for="b-db", gates=(SCHEDULING_GATE,)),
+        make_pod("c-1", wait_for="a-db"),  # not gated: ignored
+    ]
+    assert sorted(group_by_migration(pods)) == [("shop", "a-db"), ("shop", "b-db")]
+    api = FakeApi(pods, migration_body(ready=True))
+    await Releaser(api).sweep()
+    assert gates_of(api.pods["a-1"]) == gates_of(api.pods["b-1"]) == []
+
+
+async def test_a_migration_event_with_unchanged_inputs_is_skipped() -> None:
+    api = FakeApi([make_pod("web-1", gates=(SCHEDULING_GATE,))], migration_body(ready=False))
+    releaser = Releaser(api)
+    body = migration_body(ready=False)
+    await releaser.on_migration_event("shop", "shop-db", body)
+    api.pods["web-1"]["metadata"]["uid"] = "another"  # would be announced again if a pass ran
+    await releaser.on_migration_event("shop", "shop-db", copy.deepcopy(body))
+    assert len(api.events) == 1
+    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True))
+    assert gates_of(api.pods["web-1"]) == []
+
+
+def test_decide_skips_pods_being_deleted() -> None:
+    pod = make_pod("web-1", gates=(SCHEDULING_GATE,))
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert decide([pod], "shop-db", migration_body(ready=True)) == []
+
+
+def test_fingerprint_ignores_irrelevant_status_changes() -> None:
+    a, b = migration_body(ready=False), migration_body(ready=False)
+    b["status"]["lastRun"] = {"startedAt": "2026-01-01T00:00:00Z"}
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(a) != fingerprint(migration_body(ready=True))
+    assert fingerprint(None) != fingerprint(a)

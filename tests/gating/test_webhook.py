@@ -1,0 +1,81 @@
+"""The webhook's decision, and its fail-closed behaviour, without a server (see test_wiring.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from dbmigrate_operator.constants import SCHEDULING_GATE
+from dbmigrate_operator.gating.webhook import decide
+from tests.gating.harness import make_pod, migration_body
+
+
+def fetching(result: Mapping[str, Any] | BaseException | None) -> Any:
+    calls: list[tuple[str, str]] = []
+
+    async def fetch(namespace: str, name: str) -> Mapping[str, Any] | None:
+        calls.append((namespace, name))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    fetch.calls = calls  # type: ignore[attr-defined]
+    return fetch
+
+
+async def test_unmet_gates_with_the_reason() -> None:
+    fetch = fetching(None)
+    admission = await decide(make_pod("web-1"), fetch)
+    assert admission.gate
+    assert fetch.calls == [("shop", "shop-db")]
+    assert admission.warning is not None
+    assert "shop-db" in admission.warning
+
+
+async def test_met_admits_ungated() -> None:
+    admission = await decide(make_pod("web-1"), fetching(migration_body(ready=True)))
+    assert not admission.gate
+    assert admission.deny is None
+
+
+@pytest.mark.parametrize("error", [TimeoutError(), ConnectionRefusedError(), RuntimeError("boom")])
+async def test_api_trouble_gates_the_pod(error: BaseException) -> None:
+    admission = await decide(make_pod("web-1"), fetching(error))
+    assert admission.gate
+    assert admission.warning is not None
+    assert "could not read" in admission.warning
+
+
+async def test_pods_not_opted_in_are_not_looked_at() -> None:
+    fetch = fetching(RuntimeError("must not be called"))
+    admission = await decide(make_pod("web-1", wait_for=None), fetch)
+    assert not admission.gate
+    assert fetch.calls == []
+
+
+async def test_already_gated_pod_is_left_as_is() -> None:
+    fetch = fetching(None)
+    admission = await decide(make_pod("web-1", gates=(SCHEDULING_GATE,)), fetch)
+    assert not admission.gate
+    assert fetch.calls == []
+
+
+async def test_missing_namespace_gates_without_reading() -> None:
+    pod = make_pod("web-1")
+    del pod["metadata"]["namespace"]
+    fetch = fetching(migration_body(ready=True))
+    admission = await decide(pod, fetch)
+    assert admission.gate
+    assert fetch.calls == []
+
+
+async def test_node_name_pods_are_denied_when_unmet_only() -> None:
+    pod = make_pod("web-1")
+    pod["spec"]["nodeName"] = "node-1"
+    denied = await decide(pod, fetching(None))
+    assert denied.deny is not None
+    assert not denied.gate
+    admitted = await decide(pod, fetching(migration_body(ready=True)))
+    assert admitted.deny is None
