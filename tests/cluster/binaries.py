@@ -23,8 +23,10 @@ def k8s_version() -> str:
     """The k8s.io/kubernetes version pinned in hack/k8s/go.mod."""
     for line in (REPO / "hack" / "k8s" / "go.mod").read_text().splitlines():
         parts = line.split()
-        if parts[:2] == ["require", "k8s.io/kubernetes"]:
-            return parts[2]
+        if parts[:1] == ["require"]:
+            parts = parts[1:]
+        if len(parts) >= 2 and parts[0] == "k8s.io/kubernetes" and parts[1].startswith("v"):
+            return parts[1]
     raise RuntimeError("k8s.io/kubernetes not required in hack/k8s/go.mod")
 
 

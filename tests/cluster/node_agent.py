@@ -22,6 +22,7 @@ import argparse
 import base64
 import contextlib
 import ctypes
+import faulthandler
 import datetime
 import json
 import logging
@@ -598,11 +599,11 @@ class Agent:
             return
         self.confirmed.add(meta["uid"])
         with contextlib.suppress(ApiException):
+            # Options go in the body: the apiserver ignores query parameters when a body is sent.
             self.core.delete_namespaced_pod(
                 meta["name"],
                 meta["namespace"],
-                grace_period_seconds=0,
-                body={"preconditions": {"uid": meta["uid"]}},
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
             )
 
     def handle(self, pod: Json) -> None:
@@ -669,6 +670,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
     agent = Agent(args.kubeconfig, args.node_name, args.image_map_file, args.work_dir)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks to the log
     signal.signal(signal.SIGTERM, agent.shutdown)
     signal.signal(signal.SIGINT, agent.shutdown)
     agent.register()
