@@ -54,7 +54,7 @@ RunIn = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def run_in(
-    image: ImageState, *argv: str, env: dict[str, str] | None = None
+    image: ImageState, *argv: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run a command the way the container would: image env, image workdir, no host PYTHONPATH."""
     command = list(argv)
@@ -74,6 +74,6 @@ def run_in(
         env=merged,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )

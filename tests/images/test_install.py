@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ def _imports(image: ImageState, module: str) -> bool:
 
 def test_operator_image_entrypoint_help(operator_image: ImageState) -> None:
     assert operator_image.entrypoint == ["dbmigrate-operator"]
-    done = run_in(operator_image, *operator_image.entrypoint, "--help")
+    try:
+        done = run_in(operator_image, *operator_image.entrypoint, "--help", timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`dbmigrate-operator --help` did not print usage and exit: it started the operator")
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower()
 
