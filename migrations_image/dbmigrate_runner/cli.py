@@ -131,6 +131,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         mask.add(settings.db.password)
         if args.log_level:
             log.level = JsonLogger(level=settings.log_level).level
+            route_stdlib_logging(log)
         asyncio.run(runner.run(settings, state))
     except RunnerError as exc:
         error = exc

@@ -33,9 +33,9 @@ class JsonLogger:
     def emit(self, level: int, event: str, msg: str, **fields: Any) -> None:
         if level < self.level:
             return
+        now = time.time()
         record = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            + f".{int(time.time() * 1000) % 1000:03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
             "level": logging.getLevelName(level).lower(),
             "event": event,
             "msg": msg,
@@ -83,7 +83,8 @@ def route_stdlib_logging(target: JsonLogger) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(_Bridge(target))
-    root.setLevel(max(target.level, logging.INFO) if target.level > logging.DEBUG else logging.DEBUG)
+    root.setLevel(target.level)
+    # Tortoise logs every SQL statement at debug level; keep that out even with --log-level debug.
     for noisy in ("tortoise.db_client", "asyncio"):
         logging.getLogger(noisy).setLevel(max(target.level, logging.WARNING))
     logging.captureWarnings(True)

@@ -71,7 +71,7 @@ class TortoiseTool:
         try:
             for executor in self.executors:
                 await executor.loader.build_graph()
-        except (ImportError, ValueError) as exc:
+        except Exception as exc:  # a broken or missing migration module is a defect of the image
             raise ConfigError(f"cannot load the migration graph: {type(exc).__name__}: {exc}") from exc
 
     async def bootstrap(self) -> None:
