@@ -187,3 +187,23 @@ def test_report_stays_under_the_limit_with_500_migrations(postgres, database, tm
     assert state.versions == project.versions[-len(state.versions) :]
     assert report.applied_count == 500
     assert len(runner.applied()) == 500
+
+
+def test_downgrade_to_zero(shop: Runner, tool: str) -> None:
+    versions = SHOP_VERSIONS[tool]
+    assert shop("upgrade").rc == 0
+    result = shop("downgrade", "--target", "zero")
+    reverted = [f"models:{v}" for v in reversed(versions)]
+    if tool == "tortoise":
+        assert result.rc == 0, result.stdout
+        assert result.report.applied == reverted
+        assert shop.applied() == []
+        assert shop.tables() == ["tortoise_migrations"]
+    else:
+        # `aerich init-db` writes an empty downgrade for the first migration: it cannot be reverted.
+        assert result.rc == Outcome.MIGRATION_FAILED.exit_code
+        assert result.report.applied == reverted[:2]
+        assert result.report.error is not None
+        assert result.report.error.migration == reverted[2]
+        assert "no downgrade SQL" in result.report.error.message
+        assert shop.applied() == versions[:1]
