@@ -7,13 +7,14 @@ there is work.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from dbmigrate_runner import database
-from dbmigrate_runner.errors import RunnerError
+from dbmigrate_runner.errors import LockTimeout, RunnerError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target
 from dbmigrate_runner.project import Project, discover, load_project
@@ -51,7 +52,8 @@ def build_report(settings: Settings, state: RunState, started: float, error: Run
         outcome=outcome,
         tool=settings.tool,
         command=settings.command,
-        apps=app_states(state.final_applied or {}, state.apps),
+        # Unknown (not read) stays empty, so nobody mistakes "not read" for "nothing applied".
+        apps=app_states(state.final_applied, state.apps) if state.final_applied is not None else {},
         applied=list(state.applied_now),
         applied_count=len(state.applied_now),
         duration_ms=int((time.monotonic() - started) * 1000),
@@ -86,7 +88,13 @@ async def run(settings: Settings, state: RunState) -> None:
         if settings.command == "status":
             await _status(tool, conn, disk, state)
             return
-        waited = await database.acquire_lock(conn, settings.lock_timeout)
+        try:
+            waited = await database.acquire_lock(conn, settings.lock_timeout)
+        except LockTimeout:
+            # Reading is safe without the lock; the report then still tells what is applied.
+            with contextlib.suppress(asyncpg.PostgresError):
+                state.final_applied = await _read_applied(tool, conn)
+            raise
         log.info(
             "lock.acquired", "holding the migration lock", key=database.LOCK_KEY, waited_s=round(waited, 3)
         )

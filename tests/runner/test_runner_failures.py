@@ -41,6 +41,7 @@ def test_unreachable_database_fails_after_the_wait_deadline(tmp_path: Path) -> N
     assert result.report.outcome is Outcome.DATABASE_UNREACHABLE
     assert result.report.error is not None
     assert "not reachable within 1.5s" in result.report.error.message
+    assert result.report.apps == {}  # not read: unknown, not "nothing applied"
     assert result.events("database.waiting")
 
 
@@ -155,6 +156,7 @@ def test_lock_timeout_when_another_session_holds_the_lock(
     assert result.rc == Outcome.LOCK_TIMEOUT.exit_code == 4
     assert result.report.outcome is Outcome.LOCK_TIMEOUT
     assert result.events("lock.waiting")
+    assert result.report.apps["models"].count == 0  # read without the lock: fresh database
     assert postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
 
 
