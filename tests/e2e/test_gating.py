@@ -209,8 +209,8 @@ def pod_body(name: str, *, wait_for: str | None, version: str | None = None) -> 
 def deployment_body(
     name: str, *, wait_for: str | None, version: str | None = None, replicas: int = 2
 ) -> dict[str, Any]:
-    template = pod_body(name, wait_for=wait_for, version=version)
-    template["metadata"].pop("name")
+    pod = pod_body(name, wait_for=wait_for, version=version)
+    template = {"metadata": {k: v for k, v in pod["metadata"].items() if k != "name"}, "spec": pod["spec"]}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
