@@ -26,6 +26,8 @@ ETCD_VERSION="$(modver "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(modver "$HACK/helm/go.mod" helm.sh/helm/v3)"
 BIN="${DBMIGRATE_K8S_CACHE:-$ROOT/.cache/k8s}/$K8S_VERSION/bin"
 mkdir -p "$BIN"
+exec 9>"$BIN/.lock"
+flock 9  # concurrent test runs wait for one build instead of compiling twice
 
 # Share the 2 cores politely with whatever else runs; lean, reproducible binaries.
 export GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false"

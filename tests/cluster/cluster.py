@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from tests.cluster import pki as pkimod
-from tests.cluster.binaries import REPO, ensure_binaries
+from tests.cluster.binaries import REPO, ensure_binaries, k8s_version
 
 NODE_NAME = "dbmigrate-node"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -437,6 +437,7 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                 "KUBERNETES_SERVICE_PORT": str(api_port),
+                "DBMIGRATE_NODE_VERSION": k8s_version(),
             },
         )
         _wait(lambda: _node_ready(cluster), 60, f"node {NODE_NAME} Ready", procs, logs)

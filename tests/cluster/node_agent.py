@@ -22,8 +22,8 @@ import argparse
 import base64
 import contextlib
 import ctypes
-import faulthandler
 import datetime
+import faulthandler
 import json
 import logging
 import os
@@ -176,10 +176,7 @@ class Container:
         elif self.started_at:
             state = {"running": {"startedAt": self.started_at}}
         else:
-            state = {
-                "waiting": self.waiting
-                or {"reason": "PodInitializing" if not self.init else "ContainerCreating"}
-            }
+            state = {"waiting": self.waiting or {"reason": "ContainerCreating"}}
         running = "running" in state
         out: Json = {
             "name": self.name,

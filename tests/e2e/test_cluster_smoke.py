@@ -145,12 +145,37 @@ def test_job_runs_mapped_image_with_secret_env(
     assert len(job_pods(core, namespace, "fails")) == 1  # backoffLimit 0, restartPolicy Never
 
 
+def test_job_retries_are_new_pods_and_pod_failure_policy_sees_exit_codes(
+    cluster: Cluster, namespace: str, core: Any, report_image: str
+) -> None:
+    exit1 = [{"name": "EXIT_CODE", "value": "1"}]
+    apply(cluster, namespace, job("retry", report_image, exit1, backoff=1))
+    final = job("final", report_image, [{"name": "EXIT_CODE", "value": "3"}], backoff=5)
+    final["spec"]["podFailurePolicy"] = {
+        "rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In", "values": [3]}}
+        ]
+    }
+    apply(cluster, namespace, final)
+
+    def failed_reason(name: str) -> str | None:
+        got = json.loads(cluster.kubectl("get", "job", name, "-n", namespace, "-o", "json").stdout)
+        conds = got["status"].get("conditions") or []
+        return next((c["reason"] for c in conds if c["type"] == "Failed" and c["status"] == "True"), None)
+
+    assert wait_for(lambda: failed_reason("final"), what="final job to fail") == "PodFailurePolicy"
+    assert len(job_pods(core, namespace, "final")) == 1
+    assert wait_for(lambda: failed_reason("retry"), 90, what="retry job to fail") == "BackoffLimitExceeded"
+    pods = job_pods(core, namespace, "retry")
+    assert len(pods) == 2  # restartPolicy Never: one pod per attempt
+    assert {p.status.phase for p in pods} == {"Failed"}
+
+
 def test_missing_secret_or_key_is_create_container_config_error(
     cluster: Cluster, namespace: str, core: Any, report_image: str
 ) -> None:
     env = [{"name": "DB_URL", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "url"}}}]
     apply(cluster, namespace, job("nosecret", report_image, env))
-    w = wait_for(lambda: waiting(core, namespace, "nosecret"), what="waiting state")
     wait_for(
         lambda: (w := waiting(core, namespace, "nosecret")) and w.reason == "CreateContainerConfigError",
         what="CreateContainerConfigError",
@@ -174,8 +199,10 @@ def test_missing_secret_or_key_is_create_container_config_error(
 
 def test_unmapped_job_image_is_err_image_pull(cluster: Cluster, namespace: str, core: Any) -> None:
     apply(cluster, namespace, job("pull", "registry.example.com/not-there:9", []))
-    w = wait_for(lambda: waiting(core, namespace, "pull"), what="waiting state")
-    assert w.reason in ("ErrImagePull", "ImagePullBackOff")
+    pulling = ("ErrImagePull", "ImagePullBackOff")
+    w = wait_for(
+        lambda: (w := waiting(core, namespace, "pull")) and w.reason in pulling and w, what="ErrImagePull"
+    )
     assert 'Failed to pull image "registry.example.com/not-there:9"' in w.message
     wait_for(
         lambda: (w := waiting(core, namespace, "pull")) and w.reason == "ImagePullBackOff", what="back-off"
