@@ -79,3 +79,46 @@ async def test_node_name_pods_are_denied_when_unmet_only() -> None:
     assert not denied.gate
     admitted = await decide(pod, fetching(migration_body(ready=True)))
     assert admitted.deny is None
+
+
+async def call_handler(pod: dict[str, Any], memo: Any) -> tuple[list[str], dict[str, Any]]:
+    """Call the kopf handler as kopf does; return the warnings and the pod as patched."""
+    import logging
+
+    import jsonpatch
+    import kopf
+
+    from dbmigrate_operator.gating.webhook import gate_pods
+
+    body = kopf.Body(pod)
+    patch = kopf.Patch(body=body)
+    warnings: list[str] = []
+    await gate_pods(
+        body=body, patch=patch, dryrun=False, warnings=warnings, memo=memo, logger=logging.getLogger("t")
+    )
+    return warnings, jsonpatch.apply_patch(pod, patch.as_json_patch())
+
+
+async def test_handler_failure_gates_the_pod_instead_of_erroring() -> None:
+    import kopf
+
+    # No runtime in the memo: as if startup had not run, or any bug before the decision.
+    warnings, patched = await call_handler(make_pod("web-1", gates=("other",)), kopf.Memo())
+    assert [g["name"] for g in patched["spec"]["schedulingGates"]] == ["other", SCHEDULING_GATE]
+    assert any("webhook failed" in w for w in warnings)
+
+
+async def test_handler_denies_with_an_admission_error() -> None:
+    import kopf
+
+    from dbmigrate_operator.gating.release import Releaser
+    from dbmigrate_operator.gating.server import WebhookSettings
+    from dbmigrate_operator.gating.state import MEMO_KEY, Runtime
+    from tests.gating.test_release import FakeApi
+
+    api = FakeApi([], None)
+    memo = kopf.Memo({MEMO_KEY: Runtime(api=api, releaser=Releaser(api), settings=WebhookSettings())})
+    pod = make_pod("web-1")
+    pod["spec"]["nodeName"] = "node-1"
+    with pytest.raises(kopf.AdmissionError, match=r"nodeName"):
+        await call_handler(pod, memo)

@@ -89,11 +89,16 @@ class KubeApi:
 
     def list_waiting_pods(self, namespace: str | None, migration: str | None) -> list[dict[str, Any]]:
         selector = f"{WAIT_FOR_LABEL}={migration}" if migration else WAIT_FOR_LABEL
+        # A gated pod is never scheduled, so it is Pending: the field selector keeps the running
+        # opted-in pods (most of them, most of the time) out of every list.
+        pending = "status.phase=Pending"
         if namespace is None:
-            response = self.core.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
+            response = self.core.list_pod_for_all_namespaces(
+                label_selector=selector, field_selector=pending, _preload_content=False
+            )
         else:
             response = self.core.list_namespaced_pod(
-                namespace, label_selector=selector, _preload_content=False
+                namespace, label_selector=selector, field_selector=pending, _preload_content=False
             )
         items: list[dict[str, Any]] = _json(response).get("items") or []
         return items
