@@ -7,6 +7,7 @@ there is work.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -120,16 +121,24 @@ async def run(settings: Settings, state: RunState) -> None:
                 apply=[f"{p.app}:{v}" for p in plan.apps for v in p.to_apply],
                 revert=[f"{p.app}:{v}" for p in plan.apps for v in p.to_revert],
             )
+            state.final_applied = None  # stale from here on until read back
             try:
                 await _execute(
                     settings, tool, plan, target, project_apps=state.apps, state=state, project=project
                 )
             finally:
-                state.final_applied = await _read_applied(tool, conn)
+                # Best effort: a failure here must not hide the run's own error (the report then says
+                # "unknown" with an empty apps map).
+                with contextlib.suppress(Exception):
+                    state.final_applied = await _read_applied(tool, conn)
         finally:
-            await database.release_lock(conn)
+            with contextlib.suppress(Exception):
+                await database.release_lock(conn)
     finally:
-        await conn.close()
+        try:
+            await asyncio.wait_for(conn.close(), 5)
+        except Exception:
+            conn.terminate()
 
 
 def _target(settings: Settings, disk: dict[str, list[str]], applied: dict[str, list[str]]) -> Target | None:
