@@ -104,6 +104,7 @@ def test_shop_image_migrates_a_fresh_database_and_then_is_a_no_op(
 
     assert shop_image.entrypoint is not None
     assert shop_image.cmd == ["upgrade"]
+    before = _tree(shop_image)
     first = run(*shop_image.entrypoint, *shop_image.cmd)
     assert first.outcome is Outcome.SUCCEEDED
     assert first.applied_count == len(MIGRATIONS[tool])
@@ -115,3 +116,14 @@ def test_shop_image_migrates_a_fresh_database_and_then_is_a_no_op(
     status = run(*shop_image.entrypoint, "status")
     assert status.apps["models"].current == MIGRATIONS[tool][-1]
     assert status.applied == []
+    # nothing was written into the image: it runs on a read-only root filesystem in the Job
+    assert _tree(shop_image) == before
+
+
+def _tree(image: ImageState) -> dict[str, float]:
+    """Every file under the image's own folders (/app, /opt) with its modification time."""
+    files: dict[str, float] = {}
+    for top in ("/app", "/opt"):
+        root = image.host_path(top)
+        files.update({str(p): p.stat().st_mtime for p in root.rglob("*")})
+    return files
