@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -68,6 +69,9 @@ async def _read_applied(tool: MigrationTool, conn: asyncpg.Connection) -> dict[s
 
 async def run(settings: Settings, state: RunState) -> None:
     """Raises :class:`RunnerError` on any known failure; ``state`` keeps what is known for the report."""
+    # Configs commonly build their db_url from DATABASE_URL at import time; with the split form
+    # (DB_HOST, ...) provide it, so such a config imports. The runner's own connection wins anyway.
+    os.environ.setdefault("DATABASE_URL", settings.db.url())
     project = load_project(settings.tool, settings.project_dir, settings.config, settings.location)
     disk = discover(project, settings.apps)
     state.apps = list(disk)

@@ -63,6 +63,12 @@ class DbParams:
             credentials["ssl"] = self.ssl
         return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
 
+    def url(self) -> str:
+        """A libpq URL (password percent-encoded): what app configs usually read from DATABASE_URL."""
+        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
+        query = f"?sslmode={quote(self.ssl)}" if self.ssl else ""
+        return f"postgres://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
+
     def describe(self) -> str:
         """Safe for logs: no password."""
         return f"{self.user}@{self.host}:{self.port}/{self.database}"

@@ -106,3 +106,17 @@ def test_app_selection_bootstrap_and_dependencies(multi: Runner, tool: str) -> N
     assert all(state.versions == [name] for state in second.report.apps.values())
     table = "aerich" if tool == "aerich" else "tortoise_migrations"
     assert multi.postgres.psql(multi.database, f"SELECT count(*) FROM {table}") == "2"
+
+
+def test_split_credentials_satisfy_a_config_that_requires_database_url(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    from tests.runner.conftest import finish, runner_env, start
+
+    make_project(tmp_path / "proj")
+    report = tmp_path / "r.json"
+    env = runner_env(None, report, DB_HOST=postgres.host, DB_PORT=str(postgres.port), DB_NAME=database,
+                     DB_USER=postgres.user, DB_PASS=postgres.password, DBMIGRATE_TOOL="tortoise")  # fmt: skip
+    result = finish(start(["upgrade"], env, tmp_path / "proj"), report, postgres.password)
+    assert result.rc == 0, result.stdout
+    assert set(result.report.apps) == {"models", "users"}

@@ -98,3 +98,8 @@ def test_runner_connection_replaces_every_configured_connection() -> None:
     assert set(out["connections"]) == {"default", "other"}
     assert all(c["credentials"]["host"] == "h" for c in out["connections"].values())
     assert config["connections"]["default"] == "postgres://x:y@old/db"  # the original is untouched
+
+
+def test_url_round_trip_with_special_characters() -> None:
+    db = db_params_from_env({"DB_HOST": "h", "DB_NAME": "n b", "DB_USER": "u@x", "DB_PASS": "p:w/@?"})
+    assert parse_database_url(db.url()) == db
