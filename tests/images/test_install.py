@@ -127,3 +127,43 @@ def _tree(image: ImageState) -> dict[str, float]:
         root = image.host_path(top)
         files.update({str(p): p.stat().st_mtime for p in root.rglob("*")})
     return files
+
+
+@pytest.mark.postgres
+def test_the_operators_job_runs_in_the_example_image(
+    shop_image: ImageState, postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """The container the operator puts in its Job (command, args, env) works with our images."""
+    from dbmigrate_operator.jobs import build_job
+    from dbmigrate_operator.settings import Settings
+
+    cr = {
+        "apiVersion": "dbmigrate.dev/v1alpha1",
+        "kind": "DatabaseMigration",
+        "metadata": {"name": "shop-db", "namespace": "shop", "uid": "0000", "generation": 1},
+        "spec": {
+            "image": "registry.example.com/shop-migrations:1.4.2",
+            "tool": "aerich",
+            "database": {"urlSecretRef": {"name": "shop-db", "key": "url"}},
+        },
+    }
+    job = build_job(cr, hash_="0123456789", command="upgrade", settings=Settings())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    secrets = {("shop-db", "url"): postgres.url(database)}
+    env = {}
+    for item in container["env"]:
+        if "valueFrom" in item:  # what the kubelet does with a secretKeyRef
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secrets[(ref["name"], ref["key"])]
+        else:
+            env[item["name"]] = item["value"]
+    report_path = tmp_path / "termination-log"
+    env["DBMIGRATE_REPORT_PATH"] = str(report_path)  # stands in for container["terminationMessagePath"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert env["HOME"] == shop_image.env["HOME"]
+
+    done = run_in(shop_image, *container["command"], *container["args"], env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = decode(report_path.read_text())
+    assert report.outcome is Outcome.SUCCEEDED
+    assert report.apps["models"].current == MIGRATIONS["aerich"][-1]
