@@ -46,7 +46,8 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespa
         "--wait",
         "--timeout=120s",
     ]
-    cluster.helm("install", release, *args)
+    installed = cluster.helm("install", release, *args)
+    assert f"Watching: {app_namespace}" in installed.stdout  # NOTES.txt
     try:
         for crd in (
             "databasemigrations.dbmigrate.dev",
