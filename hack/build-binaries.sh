@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build the e2e test cluster binaries (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl, helm) from Go modules
-# pinned under hack/, into .cache/k8s/<k8s-version>/bin/. Only missing
+# pinned under hack/, into a per-version cache (see below). Only missing
 # binaries are built, so a warm run is instant. Prints the bin dir last.
+#
+# The cache is ~/.cache/dbmigrate-operator/k8s/<version>/bin (DBMIGRATE_K8S_CACHE replaces the
+# part before <version>).
 #
 #   hack/build-binaries.sh            # build what is missing
 #   DBMIGRATE_K8S_BIN=/path ...       # use prebuilt binaries, build nothing
@@ -24,7 +27,8 @@ modver() { # modver <go.mod> <module>: the required version of a module
 K8S_VERSION="$(modver "$HACK/k8s/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(modver "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(modver "$HACK/helm/go.mod" helm.sh/helm/v3)"
-BIN="${DBMIGRATE_K8S_CACHE:-$ROOT/.cache/k8s}/$K8S_VERSION/bin"
+# Outside the work tree, so fresh clones (CI) on the same machine reuse the binaries.
+BIN="${DBMIGRATE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbmigrate-operator/k8s}/$K8S_VERSION/bin"
 mkdir -p "$BIN"
 exec 9>"$BIN/.lock"
 flock 9  # concurrent test runs wait for one build instead of compiling twice

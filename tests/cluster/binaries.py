@@ -1,7 +1,8 @@
 """Find or build the control-plane binaries (etcd, kube-*, kubectl, helm).
 
 They are built from Go modules pinned under hack/ by hack/build-binaries.sh and cached per
-version under .cache/k8s/<version>/bin/, so only the first run on a machine pays the build.
+version under ~/.cache/dbmigrate-operator/k8s/<version>/bin/ (outside the work tree, so fresh
+clones such as CI's reuse them): only the first run on a machine pays the build.
 DBMIGRATE_K8S_BIN or KUBEBUILDER_ASSETS point at prebuilt binaries instead.
 """
 
@@ -40,7 +41,8 @@ def cached_bin_dir() -> Path:
     prebuilt = _prebuilt()
     if prebuilt:
         return prebuilt
-    cache = Path(os.environ.get("DBMIGRATE_K8S_CACHE", REPO / ".cache" / "k8s"))
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = Path(os.environ.get("DBMIGRATE_K8S_CACHE") or xdg / "dbmigrate-operator" / "k8s")
     return cache / k8s_version() / "bin"
 
 
