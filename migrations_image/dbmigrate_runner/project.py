@@ -68,16 +68,17 @@ def import_config(path: str) -> dict[str, Any]:
     if len(parts) < 2 or not all(parts):
         raise ConfigError(f"config {path!r} is not an import path like 'app.config.TORTOISE_ORM'")
     value: Any = None
-    last_error: Exception | None = None
+    last_error: ModuleNotFoundError | None = None
     for split in range(len(parts) - 1, 0, -1):
         module_name, attrs = ".".join(parts[:split]), parts[split:]
         try:
             value = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name) and last_error is None:
-                last_error = exc
-            elif exc.name and not module_name.startswith(exc.name):
+            missing = exc.name or ""
+            if missing != module_name and not module_name.startswith(missing + "."):
+                # The module exists but imports something that does not: say so, do not guess further.
                 raise ConfigError(f"config module {module_name!r} failed to import: {exc}") from None
+            last_error = last_error or exc
             continue
         except Exception as exc:
             raise ConfigError(
@@ -85,6 +86,8 @@ def import_config(path: str) -> dict[str, Any]:
             ) from None
         for attr in attrs:
             value = getattr(value, attr, None)
+            if value is None and last_error is not None:
+                raise ConfigError(f"config {path!r}: cannot import {last_error.name!r} ({last_error})")
             if value is None:
                 raise ConfigError(f"config {path!r}: {module_name!r} has no attribute {'.'.join(attrs)!r}")
         break

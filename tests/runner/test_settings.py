@@ -103,3 +103,22 @@ def test_runner_connection_replaces_every_configured_connection() -> None:
 def test_url_round_trip_with_special_characters() -> None:
     db = db_params_from_env({"DB_HOST": "h", "DB_NAME": "n b", "DB_USER": "u@x", "DB_PASS": "p:w/@?"})
     assert parse_database_url(db.url()) == db
+
+
+def test_import_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbmigrate_runner.project import import_config
+
+    pkg = tmp_path / "cfgpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "good.py").write_text("class Settings:\n    ORM = {'apps': {'models': {'models': ['x']}}}\n")
+    (pkg / "broken.py").write_text("import cfgdep_missing\nORM = {}\n")
+    (pkg / "notorm.py").write_text("ORM = {'connections': {}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_config("cfgpkg.good.Settings.ORM")["apps"] == {"models": {"models": ["x"]}}
+    with pytest.raises(ConfigError, match="No module named 'cfgdep_missing'"):
+        import_config("cfgpkg.broken.ORM")
+    with pytest.raises(ConfigError, match="not a Tortoise config"):
+        import_config("cfgpkg.notorm.ORM")
+    with pytest.raises(ConfigError, match="cannot import"):
+        import_config("cfgpkg.nothere.ORM")
