@@ -122,3 +122,14 @@ def test_import_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         import_config("cfgpkg.notorm.ORM")
     with pytest.raises(ConfigError, match="cannot import"):
         import_config("cfgpkg.nothere.ORM")
+
+
+def test_database_error_finds_the_postgres_error_in_a_chain() -> None:
+    import asyncpg
+
+    from dbmigrate_runner.tools.base import database_error
+
+    outer = RuntimeError("wrapped")  # like tortoise's OperationalError around asyncpg's error
+    outer.__cause__ = asyncpg.exceptions.UndefinedTableError('relation "x" does not exist')
+    assert database_error(outer) == ("UndefinedTableError", 'relation "x" does not exist')
+    assert database_error(ValueError("plain")) == ("ValueError", "plain")
