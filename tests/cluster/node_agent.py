@@ -275,6 +275,8 @@ class PodWorker(threading.Thread):
                 self.gone = True
                 return
             log.warning("status patch of %s failed: %s", self.meta["name"], exc.reason)
+        except Exception as exc:  # connection trouble: the next publish carries the full status
+            log.warning("status patch of %s failed: %s", self.meta["name"], exc)
 
     # -- containers ---------------------------------------------------------------------------
     def prepare(self, c: Container) -> tuple[list[str], dict[str, str], str | None] | None:

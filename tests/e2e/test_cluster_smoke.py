@@ -145,6 +145,23 @@ def test_job_runs_mapped_image_with_secret_env(
     assert len(job_pods(core, namespace, "fails")) == 1  # backoffLimit 0, restartPolicy Never
 
 
+def test_container_command_is_found_on_the_image_path(
+    cluster: Cluster, namespace: str, core: Any, tmp_path: Path
+) -> None:
+    """Like the operator's Job (`command: [dbmigrate-runner]`): the map's env PATH finds the command."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (tmp_path / "report.py").write_text(REPORT_SCRIPT)
+    tool = bindir / "report-tool"
+    tool.write_text(f'#!/bin/sh\nexec {sys.executable} {tmp_path / "report.py"} "$@"\n')
+    tool.chmod(0o755)
+    image = "registry.example.com/tool-image:2"
+    cluster.map_image(image, ["/bin/false"], env={"PATH": f"{bindir}:/usr/bin:/bin", "MODE": "from-map"})
+    apply(cluster, namespace, job("cmd", image, [], command=["report-tool", "$(MODE)"]))
+    state = wait_for(lambda: terminated(core, namespace, "cmd"), what="command job pod to terminate")
+    assert (state.exit_code, json.loads(state.message)["argv"]) == (0, ["from-map"])
+
+
 def test_job_retries_are_new_pods_and_pod_failure_policy_sees_exit_codes(
     cluster: Cluster, namespace: str, core: Any, report_image: str
 ) -> None:
