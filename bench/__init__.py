@@ -1,0 +1,1 @@
+"""Benchmarks of dbmigrate-operator (`make bench`, `python -m bench`): see docs/benchmarks.md."""

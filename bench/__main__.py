@@ -1,0 +1,96 @@
+"""``python -m bench [FIGURE ...] [--quick] [--reps N] [--record/--no-record]`` (``make bench``).
+
+Runs the selected figures (all by default), prints a table per figure, writes
+``bench/results/<timestamp>.json`` and, for full runs (or with ``--record``), updates the figures'
+blocks in docs/benchmarks.md. Never part of ``make test``: nothing here passes or fails on timings;
+the exit code is non-zero only when a figure could not be measured at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import applyn, cluster_figures, noop
+from bench.context import Context
+from bench.core import REPO, FigureResult, load, machine
+from bench.report import console_table, record_docs, write_json
+
+FIGURES: dict[str, Callable[[Context], FigureResult]] = {
+    "noop": noop.run,
+    "applyn": applyn.run,
+    "react": cluster_figures.react,
+    "scale": cluster_figures.scale,
+    "webhook": cluster_figures.webhook,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "figures", nargs="*", metavar="FIGURE", help=f"figures to run (default: all): {', '.join(FIGURES)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller sizes")
+    parser.add_argument("--reps", type=int, help="repetitions per figure (overrides the defaults)")
+    parser.add_argument("--crs", type=int, help="scale figure: number of DatabaseMigrations")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="update docs/benchmarks.md (default: yes, unless --quick or --reps)",
+    )
+    args = parser.parse_args(argv)
+    unknown = [f for f in args.figures if f not in FIGURES]
+    if unknown:
+        parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    selected = args.figures or list(FIGURES)
+    record = args.record if args.record is not None else not (args.quick or args.reps)
+
+    ctx = Context(quick=args.quick, reps=args.reps, options={"crs": args.crs})
+    run = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "machine": machine(),
+        "load_before": load(),
+    }
+    results: list[FigureResult] = []
+    failed: list[str] = []
+    try:
+        for name in selected:
+            began = time.monotonic()
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            try:
+                fig = FIGURES[name](ctx)
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+                continue
+            fig.extra["elapsed_s"] = round(time.monotonic() - began, 1)
+            fig.extra["load_after"] = load()["loadavg"]
+            results.append(fig)
+            print(console_table(fig), flush=True)
+            print(f"  ({fig.extra['elapsed_s']} s)\n", flush=True)
+    finally:
+        ctx.close()
+    run["load_after"] = load()
+    if results:
+        path = write_json(args.results_dir, run, results)
+        print(f"[bench] results: {path}", file=sys.stderr)
+        if record:
+            record_docs(args.doc, results, run)
+            print(f"[bench] recorded in {args.doc}", file=sys.stderr)
+    if failed:
+        print(f"[bench] could not measure: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

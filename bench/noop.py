@@ -1,0 +1,146 @@
+"""Figure 1: the cost of a deploy when the database is already at head.
+
+Every pod start with an init container, and every operator-run Job after a no-change sync, pays
+this. Measured as fresh processes against the example shop app (examples/shop), in rotating order
+within each repetition so that load drift on the shared machine hits every command alike:
+
+* runner (aerich / tortoise): ``dbmigrate-runner upgrade`` in a fresh process;
+* (a) ``aerich upgrade`` (its CLI);
+* (b) the seeds' init-container entrypoint, bench/baselines/init_container.sh;
+* (c) ``tortoise migrate`` (tortoise-orm's own CLI, the ``tortoise`` console script);
+* the interpreter floor, ``python -c pass``, for scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from bench.context import Context
+from bench.core import REPO, VENV_BIN, FigureResult, Sample, run_timed
+
+SHOP = REPO / "examples" / "shop"
+BASELINES = Path(__file__).resolve().parent / "baselines"
+
+
+def _commands(ctx: Context, report: Path) -> dict[str, tuple[list[str], str]]:
+    """label -> (argv, database key)."""
+    runner = str(VENV_BIN / "dbmigrate-runner")
+    return {
+        "runner (aerich)": ([runner, "upgrade", "--tool", "aerich", "--report-path", str(report)], "aerich"),
+        "aerich upgrade": ([str(VENV_BIN / "aerich"), "upgrade"], "aerich"),
+        "init-container script": (["bash", str(BASELINES / "init_container.sh")], "aerich"),
+        "runner (tortoise)": (
+            [runner, "upgrade", "--tool", "tortoise", "--report-path", str(report)],
+            "tortoise",
+        ),
+        "tortoise migrate": ([str(VENV_BIN / "tortoise"), "migrate"], "tortoise"),
+        "python -c pass": ([str(VENV_BIN / "python"), "-c", "pass"], "aerich"),
+    }
+
+
+def _env(ctx: Context, database: str) -> dict[str, str]:
+    pg = ctx.postgres
+    return ctx.base_env() | {
+        # As in the migrations image: the app directory on PYTHONPATH, our venv's tools on PATH.
+        "PYTHONPATH": str(SHOP),
+        "PATH": os.pathsep.join([str(VENV_BIN), str(pg.bindir), ctx.base_env().get("PATH", "")]),
+        "DATABASE_URL": pg.url(database),
+        "DB_HOST": pg.host,
+        "DB_PORT": str(pg.port),
+        "DB_USER": pg.user,
+        "DB_PASS": pg.password,
+        "DB_NAME": database,
+    }
+
+
+def orm_imports(ctx: Context, database: str, report: Path) -> dict[str, object]:
+    """Run the no-op runner once under ``-X importtime``: which top-level packages it imported."""
+    sample = run_timed(
+        [
+            str(VENV_BIN / "python"),
+            "-X",
+            "importtime",
+            "-m",
+            "dbmigrate_runner",
+            "upgrade",
+            "--tool",
+            "aerich",
+            "--report-path",
+            str(report),
+        ],
+        env=_env(ctx, database),
+        cwd=SHOP,
+    )
+    cumulative: dict[str, int] = {}  # top-level imports only (nested ones are part of these)
+    every: set[str] = set()
+    for line in sample.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)", line)
+        if m:
+            every.add(m.group(4).split(".")[0])
+            if len(m.group(3)) == 1:
+                cumulative[m.group(4)] = int(m.group(2))
+    top = sorted(cumulative.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "imports_tortoise": "tortoise" in every,
+        "imports_aerich": "aerich" in every,
+        "top_level_imports_ms": {name: round(us / 1000, 1) for name, us in top},
+    }
+
+
+def run(ctx: Context) -> FigureResult:
+    reps = ctx.repetitions(full=7, quick=3)
+    fig = FigureResult("noop", "No-op deploy (database already at head), fresh process each")
+    pg = ctx.postgres
+    databases = {"aerich": pg.create_database(), "tortoise": pg.create_database()}
+    report = ctx.scratch / "noop-report.json"
+    commands = _commands(ctx, report)
+    # Bring both databases to head with the runner (untimed), then one warm-up run of each command.
+    for tool, db in databases.items():
+        run_timed(commands[f"runner ({tool})"][0], env=_env(ctx, db), cwd=SHOP)
+    for argv, db in commands.values():
+        run_timed(argv, env=_env(ctx, databases[db]), cwd=SHOP)
+
+    labels = list(commands)
+    samples: dict[str, list[Sample]] = {label: [] for label in labels}
+    in_process_ms: dict[str, list[float]] = {"runner (aerich)": [], "runner (tortoise)": []}
+    for rep in range(reps):
+        order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
+        for label in order:
+            argv, db = commands[label]
+            sample = run_timed(argv, env=_env(ctx, databases[db]), cwd=SHOP)
+            samples[label].append(sample)
+            if label in in_process_ms:
+                data = json.loads(report.read_text())
+                if data["applied_count"] != 0 or data["outcome"] != "Succeeded":
+                    raise RuntimeError(f"{label}: expected a no-op, got {data}")
+                in_process_ms[label].append(data["duration_ms"] / 1000)
+
+    for label in labels:
+        fig.add(label, "s", [s.wall_s for s in samples[label]], cpu=[s.cpu_s for s in samples[label]])
+    for label, values in in_process_ms.items():
+        fig.add(f"{label}: report duration_ms", "s", values)
+    fig.ratio("runner (aerich) / aerich upgrade", "runner (aerich)", "aerich upgrade", limit=0.5)
+    fig.ratio(
+        "runner (aerich) / init-container script", "runner (aerich)", "init-container script", limit=0.3
+    )
+    fig.ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate")
+    fig.ratio("runner (aerich) / aerich upgrade", "runner (aerich)", "aerich upgrade", limit=0.5, cpu=True)
+    fig.ratio(
+        "runner (aerich) / init-container script",
+        "runner (aerich)",
+        "init-container script",
+        limit=0.3,
+        cpu=True,
+    )
+    fig.ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate", cpu=True)
+    fig.extra["peak_rss_mb"] = {label: max(s.maxrss_mb for s in samples[label]) for label in labels}
+    fig.extra["runner_imports"] = orm_imports(ctx, databases["aerich"], report)
+    imports = fig.extra["runner_imports"]
+    fig.notes.append(
+        "runner no-op path imports tortoise: "
+        f"{imports['imports_tortoise']}, aerich: {imports['imports_aerich']} (python -X importtime)"
+    )
+    return fig
