@@ -19,11 +19,17 @@ SHOP_DOCKERFILE = ROOT / "examples" / "shop" / "Dockerfile"
 
 def _replay_image(dockerfile: Path, root: Path) -> ImageState:
     """Replay every stage of ``dockerfile`` (build context: the repository root) into ``root``."""
-    python = root / "base-python"
-    subprocess.run([sys.executable, "-m", "venv", str(python)], check=True, timeout=300)
+    # The base image's interpreter: this test's Python (a real, non-venv one, as uv insists on for
+    # UV_PYTHON_PREFERENCE=only-system) behind a venv that gives `python -m pip` a place to install to.
+    system = root / "base-python" / "bin"
+    system.mkdir(parents=True)
+    real = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    (system / "python3.11").symlink_to(real)
+    pip_venv = root / "base-pip"
+    subprocess.run([sys.executable, "-m", "venv", str(pip_venv)], check=True, timeout=300)
     parsed = load(dockerfile)
     log: list[str] = []
-    state = base_state(root, python / "bin")
+    state = base_state(root, [pip_venv / "bin", system])
     final = state
     for stage in parsed.stages:
         # every stage starts FROM the same python base; stages share the root, as COPY --from expects

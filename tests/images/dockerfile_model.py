@@ -131,9 +131,10 @@ def rewrite(text: str, root: Path) -> str:
     return _IMAGE_PATH.sub(lambda m: f"{root}/{m.group(1)}", text)
 
 
-def base_state(root: Path, python_bin: Path) -> ImageState:
-    """Stand-in for the python base image: its PATH leads to a fresh interpreter (a venv with pip)."""
-    return ImageState(root=root, env={"PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin"})
+def base_state(root: Path, python_bins: list[Path]) -> ImageState:
+    """Stand-in for the python base image: its PATH leads to the given interpreter folders first."""
+    path = ":".join([*map(str, python_bins), "/usr/local/bin", "/usr/bin", "/bin"])
+    return ImageState(root=root, env={"PATH": path})
 
 
 def _host_environ() -> dict[str, str]:
