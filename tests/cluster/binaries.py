@@ -62,7 +62,7 @@ def ensure_binaries(progress: TextIO | None = None) -> Path:
         return bin_dir
     out = progress or sys.stderr
     print(
-        f"\n[cluster] building {', '.join(absent)} into {bin_dir} (cold build: ~20-30 min on 2 cores)",
+        f"\n[cluster] building {', '.join(absent)} into {bin_dir} (a cold build takes ~10-20 min on 2 cores)",
         file=out,
         flush=True,
     )
