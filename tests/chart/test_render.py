@@ -350,3 +350,32 @@ def test_without_webhook_nothing_webhook_related_is_rendered(render: RenderFn) -
     assert not {"Service", "Secret", "MutatingWebhookConfiguration", "Certificate"} & rendered.kinds()
     env = _env(_container(rendered))
     assert not [name for name in env if name.startswith("DBMIGRATE_WEBHOOK_")]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_operator_parses_the_settings_the_chart_gives_it(render: RenderFn, scenario: str) -> None:
+    """Feed the rendered env to the operator's own settings readers, as the pod would."""
+    from dbmigrate_operator.gating.server import WebhookSettings
+    from dbmigrate_operator.settings import Settings
+
+    values = SCENARIOS[scenario]
+    container = _container(render(values))
+    env = {}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}, item
+            env[item["name"]] = NAMESPACE
+        else:
+            env[item["name"]] = item["value"]
+    settings = Settings.from_env(env)
+    assert settings.namespaces == tuple(values.get("watchNamespaces", ()))
+    assert settings.standalone is (not values.get("peering", {}).get("enabled", True))
+    assert settings.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    assert settings.log_format == "json"
+    assert settings.resync_seconds == 300
+    if values.get("webhook", {}).get("enabled", True):
+        webhook = WebhookSettings.from_env(env)
+        assert webhook.operator_namespace == NAMESPACE
+        assert webhook.port == 9443
+        assert webhook.failure_policy == values.get("webhook", {}).get("failurePolicy", "Fail")
+        assert webhook.register is False, "in a cluster the chart owns the webhook configuration"

@@ -23,7 +23,7 @@ def _imports(image: ImageState, module: str) -> bool:
 def test_operator_image_entrypoint_help(operator_image: ImageState) -> None:
     assert operator_image.entrypoint == ["dbmigrate-operator"]
     try:
-        done = run_in(operator_image, *operator_image.entrypoint, "--help", timeout=60)
+        done = run_in(operator_image, *operator_image.entrypoint, "--help", timeout=30)
     except subprocess.TimeoutExpired:
         pytest.fail("`dbmigrate-operator --help` did not print usage and exit: it started the operator")
     assert done.returncode == 0, done.stderr
