@@ -13,6 +13,7 @@ The plan itself (graph order, cross-app dependencies) still comes from the execu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,21 @@ from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import OnDone, crash_hook, database_error, group_rows, with_runner_connection
 
 TABLE = "tortoise_migrations"
+
+
+async def _record(client: Any, app: str, name: str, *, applied: bool) -> None:
+    """The recorder's row change, on ``client`` (the migration's transaction).
+
+    Plain SQL instead of ``MigrationRecorder(client)``: constructing a recorder defines a model class,
+    which costs several milliseconds per migration.
+    """
+    if applied:
+        await client.execute_query(
+            f'INSERT INTO "{TABLE}" ("app", "name", "applied_at") VALUES ($1, $2, $3)',
+            [app, name, datetime.now(UTC)],
+        )
+    else:
+        await client.execute_query(f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "name" = $2', [app, name])
 
 
 class TortoiseTool:
@@ -89,7 +105,6 @@ class TortoiseTool:
     async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
         from tortoise.migrations.executor import MigrationTarget
         from tortoise.migrations.graph import MigrationKey
-        from tortoise.migrations.recorder import MigrationRecorder
         from tortoise.transactions import in_transaction
 
         for executor in self.executors:
@@ -119,7 +134,7 @@ class TortoiseTool:
                         async with in_transaction(executor.connection.connection_name) as txn:
                             editor.client = txn
                             await migration.apply(state, schema_editor=editor)
-                            await MigrationRecorder(txn).record_applied(key.app_label, key.name)
+                            await _record(txn, key.app_label, key.name, applied=True)
                     else:
                         await migration.apply(state, schema_editor=editor)
                         await executor.recorder.record_applied(key.app_label, key.name)
@@ -133,7 +148,6 @@ class TortoiseTool:
     async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
         from tortoise.migrations.executor import MigrationTarget
         from tortoise.migrations.graph import MigrationKey
-        from tortoise.migrations.recorder import MigrationRecorder
         from tortoise.transactions import in_transaction
 
         for executor in self.executors:
@@ -155,7 +169,7 @@ class TortoiseTool:
                         async with in_transaction(executor.connection.connection_name) as txn:
                             editor.client = txn
                             await migration.unapply(cache[key], schema_editor=editor)
-                            await MigrationRecorder(txn).record_unapplied(key.app_label, key.name)
+                            await _record(txn, key.app_label, key.name, applied=False)
                     else:
                         await migration.unapply(cache[key], schema_editor=editor)
                         await executor.recorder.record_unapplied(key.app_label, key.name)
