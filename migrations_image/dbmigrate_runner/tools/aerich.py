@@ -36,6 +36,7 @@ class AerichTool:
         self.project: Project | None = None
         self.config: dict[str, Any] = {}
         self._table_ready = False
+        self._describe: dict[str, dict[str, Any]] = {}
 
     async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
         if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{TABLE}"'):
@@ -115,7 +116,12 @@ class AerichTool:
                             await conn.execute_script(sql)
                         await self._ensure_table(conn)
                         state_text = getattr(module, "MODELS_STATE", None)
-                        state = decompress_dict(state_text) if state_text else get_models_describe(app)
+                        if state_text:
+                            state = decompress_dict(state_text)
+                        else:  # old-format file: the current models, as aerich does (computed once)
+                            if app not in self._describe:
+                                self._describe[app] = get_models_describe(app)
+                            state = self._describe[app]
                         await Aerich.create(version=f"{version}.py", app=app, content=state, using_db=conn)
 
                     if getattr(module, "RUN_IN_TRANSACTION", True):
