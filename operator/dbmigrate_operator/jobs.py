@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from dbmigrate_operator import constants as c
@@ -14,6 +15,8 @@ HASH_CHARS = 10
 MAX_NAME = 63
 COMMAND_ANNOTATION = f"{c.GROUP}/command"
 GENERATION_ANNOTATION = f"{c.GROUP}/generation"
+# Sub-second creation order: creationTimestamp has whole seconds, and "newest Job" must be exact.
+CREATED_ANNOTATION = f"{c.GROUP}/created-at"
 DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "50m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
@@ -100,7 +103,9 @@ def labels_for(cr_name: str, hash_: str) -> dict[str, str]:
     }
 
 
-def build_job(cr: dict[str, Any], *, hash_: str, command: str, settings: Settings) -> dict[str, Any]:
+def build_job(
+    cr: dict[str, Any], *, hash_: str, command: str, settings: Settings, now: datetime | None = None
+) -> dict[str, Any]:
     """The Job manifest for one run: restricted Pod Security, report in the termination message."""
     meta = cr["metadata"]
     spec = cr.get("spec") or {}
@@ -160,6 +165,7 @@ def build_job(cr: dict[str, Any], *, hash_: str, command: str, settings: Setting
             "annotations": {
                 COMMAND_ANNOTATION: command,
                 GENERATION_ANNOTATION: str(meta.get("generation", "")),
+                CREATED_ANNOTATION: (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             },
             "ownerReferences": [
                 {

@@ -97,9 +97,10 @@ def _owned(obj: dict[str, Any], uid: str, kind: str) -> bool:
     return any(r.get("uid") == uid and r.get("kind") == kind for r in refs) if uid else True
 
 
-def _order_key(job: dict[str, Any]) -> tuple[str, str]:
+def _order_key(job: dict[str, Any]) -> tuple[str, str, str]:
     meta = job.get("metadata") or {}
-    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+    created = str((meta.get("annotations") or {}).get(j.CREATED_ANNOTATION) or "")
+    return (str(meta.get("creationTimestamp") or ""), created, str(meta.get("name") or ""))
 
 
 def _pods_of(job: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -498,7 +499,7 @@ def decide(
             )
         else:
             command = "downgrade" if downgrade else "upgrade"
-            manifest = j.build_job(cr, hash_=hash_, command=command, settings=settings)
+            manifest = j.build_job(cr, hash_=hash_, command=command, settings=settings, now=now)
             actions.append(CreateJob(manifest))
             what = f"{command} to {target}" if target else f"{command} to the newest migration"
             events.append(

@@ -28,6 +28,7 @@ import kubernetes.client
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator.handlers import Controller, register
+from dbmigrate_operator.jobs import CREATED_ANNOTATION
 from dbmigrate_operator.settings import Settings
 from tests.operator.builders import ts
 
@@ -127,7 +128,13 @@ class FakeCluster:
             for j in self.objects("jobs", namespace)
             if j["metadata"].get("labels", {}).get(c.MIGRATION_LABEL) == cr_name
         ]
-        return sorted(jobs, key=lambda j: j["metadata"]["creationTimestamp"])
+        return sorted(
+            jobs,
+            key=lambda j: (
+                j["metadata"]["creationTimestamp"],
+                j["metadata"]["annotations"].get(CREATED_ANNOTATION, ""),
+            ),
+        )
 
     def requests(self, method: str, path_part: str) -> list[Any]:
         return [

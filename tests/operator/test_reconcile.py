@@ -458,3 +458,22 @@ def test_status_patch_is_a_merge_patch_of_changed_keys_only() -> None:
     (patch,) = plan.of(PatchStatus)
     assert "observedGeneration" not in patch.patch  # unchanged
     assert {"phase", "conditions", "lastRun", "currentVersion"} <= set(patch.patch)
+
+
+def test_jobs_created_in_the_same_second_are_ordered_exactly() -> None:
+    """creationTimestamp has whole seconds; a fast rerun must not make the old Job look newest."""
+    cr = make_cr()
+    old = completed(first_job(cr), T0)
+    rerun_cr = make_cr(annotations={c.RERUN_ANNOTATION: "5"})  # its Job name sorts before the old one
+    manifest = decide(rerun_cr, [old], [], T0 + timedelta(milliseconds=300), S).of(CreateJob)[0].manifest
+    new = completed(admit(manifest, T0), T0)  # same creationTimestamp as the old one
+    assert new["metadata"]["name"] < old["metadata"]["name"]
+    pods = [
+        terminated_pod(old, 0, success_report([V1]), T0),
+        terminated_pod(new, 0, success_report([V1, V2]), T0),
+    ]
+    _, plan = settle(rerun_cr, [old, new], pods)
+    assert plan.of(DeleteJob) == []
+    assert plan.of(CreateJob) == []
+    assert plan.status["lastRun"]["job"] == new["metadata"]["name"]
+    assert plan.status["currentVersion"] == f"models:{V2}"
