@@ -1,0 +1,286 @@
+"""The controller against the real control plane (tests/cluster): real API server (status
+subresource, label selectors, generation, defaulting), real Job controller (podFailurePolicy,
+backoff), real scheduler and garbage collector, the node agent as kubelet.
+
+The operator runs in-process with a ServiceAccount bound to exactly the ClusterRole rules of
+charts/dbmigrate-operator/files/rbac-rules.yaml, so a missing permission fails here. The migration
+image is mapped to a stand-in ``dbmigrate-runner`` that writes the report it is given (the real
+runner against PostgreSQL is covered by the runner's and the e2e suite's tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes.client
+import kubernetes.config
+import pytest
+import yaml
+
+from dbmigrate_operator import constants as c
+from dbmigrate_operator.handlers import register
+from dbmigrate_operator.settings import Settings
+from dbmigrate_runner.report import Outcome
+from tests.operator.builders import failure_report, make_cr, success_report
+from tests.operator.crd_support import CRD_PATH, ROOT
+from tests.operator.scenarios import V1, V2, V3
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+RBAC_RULES = ROOT / "charts" / "dbmigrate-operator" / "files" / "rbac-rules.yaml"
+IMAGE = "registry.example.com/fake-migrations:1.0.0"
+FAKE_RUNNER = """#!{python}
+import os, sys
+with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
+    f.write(os.environ.get("FAKE_REPORT", ""))
+print("fake runner", sys.argv[1:], "url set:", bool(os.environ.get("DATABASE_URL")))
+sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
+"""
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (KeyError, IndexError, StopIteration) as exc:
+            last = exc
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what} ({last!r})")
+
+
+class Operator:
+    """kopf in its own thread and event loop, as the operator ServiceAccount."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=self.config)
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        registry = kopf.OperatorRegistry()
+        register(registry, Settings(resync_seconds=10), api_config=self.config)
+        cfg = self.config
+        token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=cfg.host, ca_path=cfg.ssl_ca_cert, token=token)
+
+        try:
+            asyncio.run(
+                kopf.operator(registry=registry, clusterwide=True, standalone=True, stop_flag=self.stop_flag)
+            )
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+    def __enter__(self) -> Operator:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+        assert self.error is None, self.error
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{c.PLURAL}.{c.GROUP}", "--timeout=60s")
+    ns = cluster.create_namespace("dbmigrate-system")
+    role = f"dbmigrate-operator-{uuid.uuid4().hex[:6]}"
+    rules = yaml.safe_load(RBAC_RULES.read_text())
+    objs = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns}],
+        },
+    ]
+    for obj in objs:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    bindir = tmp_path_factory.mktemp("fake-image-bin")
+    runner = bindir / "dbmigrate-runner"
+    runner.write_text(FAKE_RUNNER.format(python=sys.executable))
+    runner.chmod(runner.stat().st_mode | stat.S_IEXEC)
+    cluster.map_image(IMAGE, ["dbmigrate-runner"], env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    path: Path = cluster.service_account_kubeconfig(ns, "operator")
+    return path
+
+
+@pytest.fixture
+def operator(operator_kubeconfig: Path) -> Iterator[Operator]:
+    with Operator(operator_kubeconfig) as op:
+        yield op
+
+
+def get(cluster: Any, namespace: str, *what: str) -> Any:
+    return json.loads(cluster.kubectl("get", "-n", namespace, "-o", "json", *what).stdout)
+
+
+def true_condition(cluster: Any, namespace: str, name: str) -> tuple[str, str]:
+    status = get(cluster, namespace, "dbm", name).get("status") or {}
+    trues = [x for x in status.get("conditions", []) if x["status"] == "True"]
+    assert len(trues) <= 1, trues
+    return (trues[0]["type"], trues[0]["reason"]) if trues else ("", "")
+
+
+def apply_cr(cluster: Any, namespace: str, name: str, env: dict[str, str] | None = None, **spec: Any) -> None:
+    cr = make_cr(name, namespace, image=IMAGE, **spec)
+    del cr["metadata"]["uid"], cr["metadata"]["generation"]
+    if env:
+        cr["spec"]["job"] = {
+            **cr["spec"].get("job", {}),
+            "env": [{"name": k, "value": v} for k, v in env.items()],
+        }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(cr))
+
+
+def secret(cluster: Any, namespace: str) -> None:
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "shop-db",
+        "-n",
+        namespace,
+        "--from-literal=url=postgres://shop:not-a-real-password@db.invalid:5432/shop",
+    )
+
+
+def jobs_of(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    return list(get(cluster, namespace, "jobs", "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
+
+
+def test_run_applies_and_a_spec_change_runs_again(cluster: Any, namespace: str, operator: Operator) -> None:
+    secret(cluster, namespace)
+    apply_cr(cluster, namespace, "shop-db", env={"FAKE_REPORT": success_report([V1, V2])})
+    wait_for(lambda: true_condition(cluster, namespace, "shop-db") == ("Ready", "Applied"), what="Applied")
+    status = get(cluster, namespace, "dbm", "shop-db")["status"]
+    assert status["currentVersion"] == f"models:{V2}"
+    assert status["phase"] == "Succeeded"
+    assert status["observedGeneration"] == 1
+    assert status["lastRun"]["command"] == "upgrade"
+    (job,) = jobs_of(cluster, namespace, "shop-db")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == c.KIND
+    # the printer columns read the status
+    row = cluster.kubectl("get", "dbm", "shop-db", "-n", namespace, "--no-headers").stdout.split()
+    assert row[1:4] == ["True", f"models:{V2}", "Succeeded"]
+    events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=shop-db")["items"]
+    assert {"RunStarted", "Applied"} <= {e["reason"] for e in events}
+    # a new image: a second Job, a second result
+    patch = {
+        "spec": {
+            "image": IMAGE.replace("1.0.0", "1.0.0"),
+            "target": V3,
+            "job": {"env": [{"name": "FAKE_REPORT", "value": success_report([V1, V2, V3])}]},
+        }
+    }
+    cluster.kubectl("patch", "dbm", "shop-db", "-n", namespace, "--type", "merge", "-p", json.dumps(patch))
+    wait_for(lambda: len(jobs_of(cluster, namespace, "shop-db")) == 2, what="second job")
+    wait_for(
+        lambda: get(cluster, namespace, "dbm", "shop-db")["status"].get("currentVersion") == f"models:{V3}",
+        what="V3 applied",
+    )
+    status = get(cluster, namespace, "dbm", "shop-db")["status"]
+    assert status["observedGeneration"] == 2
+    assert true_condition(cluster, namespace, "shop-db") == (
+        "Ready",
+        "Applied",
+    )
+    # deleting the CR: the garbage collector removes its Jobs, the operator writes nothing
+    cluster.kubectl("delete", "dbm", "shop-db", "-n", namespace, "--wait=true")
+    wait_for(lambda: jobs_of(cluster, namespace, "shop-db") == [], what="jobs garbage-collected")
+
+
+def test_failed_migration_fails_fast_and_stays_failed(
+    cluster: Any, namespace: str, operator: Operator
+) -> None:
+    secret(cluster, namespace)
+    report = failure_report(
+        Outcome.MIGRATION_FAILED,
+        'column "bio" already exists',
+        versions=[V1],
+        kind="DuplicateColumnError",
+        migration=f"models:{V2}",
+    )
+    apply_cr(cluster, namespace, "shop-db", env={"FAKE_REPORT": report, "FAKE_EXIT": "5"})
+    wait_for(
+        lambda: true_condition(cluster, namespace, "shop-db") == ("Stalled", "MigrationFailed"),
+        what="MigrationFailed",
+    )
+    status = get(cluster, namespace, "dbm", "shop-db")["status"]
+    stalled = next(x for x in status["conditions"] if x["type"] == "Stalled")
+    assert 'column "bio" already exists' in stalled["message"]
+    assert status["phase"] == "Failed"
+    (job,) = jobs_of(cluster, namespace, "shop-db")
+    assert job["status"].get("failed") == 1  # podFailurePolicy: exit 5 is final, no pointless retries
+    pods = get(cluster, namespace, "pods", "-l", f"{c.MIGRATION_LABEL}=shop-db")["items"]
+    assert len(pods) == 1
+    time.sleep(3)
+    assert len(jobs_of(cluster, namespace, "shop-db")) == 1  # and no hot loop from the operator
+
+
+@pytest.mark.parametrize(
+    ("case", "reason", "fragment"),
+    [
+        ("secret", "SecretNotFound", 'secret "shop-db" not found'),
+        ("image", "ImagePullFailed", "registry.example.com/not-mapped:9.9.9"),
+        ("node", "Unschedulable", "didn't match Pod's node affinity/selector"),
+    ],
+)
+def test_stuck_pods_are_reported_at_once(
+    cluster: Any, namespace: str, operator: Operator, case: str, reason: str, fragment: str
+) -> None:
+    spec: dict[str, Any] = {}
+    if case != "secret":
+        secret(cluster, namespace)
+    if case == "node":
+        spec["job"] = {"nodeSelector": {"dbmigrate.dev/no-such-pool": "true"}}
+    apply_cr(cluster, namespace, "shop-db", **spec)
+    if case == "image":
+        cluster.kubectl(
+            "patch",
+            "dbm",
+            "shop-db",
+            "-n",
+            namespace,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": {"image": "registry.example.com/not-mapped:9.9.9"}}),
+        )
+    wait_for(
+        lambda: true_condition(cluster, namespace, "shop-db") == ("Stalled", reason), timeout=60, what=reason
+    )
+    stalled = next(
+        x for x in get(cluster, namespace, "dbm", "shop-db")["status"]["conditions"] if x["type"] == "Stalled"
+    )
+    assert fragment in stalled["message"]
+    if case == "secret":  # the Secret arrives: the Pod starts and the run goes on by itself
+        secret(cluster, namespace)
+        wait_for(lambda: true_condition(cluster, namespace, "shop-db")[0] != "Stalled", what="unstuck")
