@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import yaml
 
@@ -48,3 +49,29 @@ def test_example_applications_order_operator_before_app() -> None:
     assert wave["dbmigrate-operator"] < wave["shop"]
     assert by_name["dbmigrate-operator"]["spec"]["source"]["path"] == "charts/dbmigrate-operator"
     assert (ROOT / "charts" / "dbmigrate-operator" / "Chart.yaml").is_file()
+
+
+def test_example_operator_values_satisfy_the_chart_schema() -> None:
+    import json
+
+    import jsonschema
+
+    apps = {
+        a["metadata"]["name"]: a
+        for a in yaml.safe_load_all((ROOT / "examples/argocd/application.yaml").read_text())
+    }
+    values = apps["dbmigrate-operator"]["spec"]["source"]["helm"]["valuesObject"]
+    schema = json.loads((ROOT / "charts/dbmigrate-operator/values.schema.json").read_text())
+    defaults = yaml.safe_load((ROOT / "charts/dbmigrate-operator/values.yaml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(_merged(defaults, values))  # as helm merges them
+    # cert-manager: the chart's own certificate would be regenerated on every Argo CD render
+    assert values["webhook"]["certManager"]["enabled"] is True
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
