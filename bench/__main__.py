@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller sizes")
     parser.add_argument("--reps", type=int, help="repetitions per figure (overrides the defaults)")
     parser.add_argument("--crs", type=int, help="scale figure: number of DatabaseMigrations")
+    parser.add_argument("--keep-scratch", action="store_true", help="keep logs and projects for debugging")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument(
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     selected = args.figures or list(FIGURES)
     record = args.record if args.record is not None else not (args.quick or args.reps)
 
-    ctx = Context(quick=args.quick, reps=args.reps, options={"crs": args.crs})
+    ctx = Context(
+        quick=args.quick, reps=args.reps, options={"crs": args.crs, "keep_scratch": args.keep_scratch}
+    )
     run = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick,

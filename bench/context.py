@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,15 @@ class Context:
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
         return {k: os.environ[k] for k in keep if k in os.environ} | {"PYTHONDONTWRITEBYTECODE": "1"}
 
+    def on_close(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` at close, before the servers started earlier are stopped."""
+        self._stack.callback(fn)
+
     def close(self) -> None:
         self._stack.close()
+        if self.options.get("keep_scratch"):
+            print(f"[bench] scratch kept in {self.scratch}", file=sys.stderr)
+            return
         import shutil
 
         shutil.rmtree(self.scratch, ignore_errors=True)

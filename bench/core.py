@@ -173,6 +173,12 @@ class FigureResult:
         self.ratios.append(r)
         return r
 
+    def target(self, label: str, value: float, limit: float | None) -> Ratio:
+        """A figure checked against an absolute target (or, with ``limit`` None, just reported)."""
+        r = Ratio(label, value, limit)
+        self.ratios.append(r)
+        return r
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for r, d in zip(self.ratios, data["ratios"], strict=True):

@@ -39,14 +39,14 @@ def _row_cells(row: Row) -> list[str]:
 
 
 ROW_HEAD = ["quantity", "median", "p99", "min – max", "CPU (median)", "n"]
-RATIO_HEAD = ["ratio (same run)", "value", "target", "met"]
+RATIO_HEAD = ["ratio (same run) or figure", "value", "target", "met"]
 
 
 def _ratio_cells(fig: FigureResult) -> list[list[str]]:
     out = []
     for r in fig.ratios:
         met = {None: "", True: "yes", False: "**MISSED**"}[r.met]
-        out.append([r.label, f"{r.value:.3f}", "" if r.limit is None else f"≤ {r.limit:g}", met])
+        out.append([r.label, f"{r.value:.3g}", "" if r.limit is None else f"≤ {r.limit:g}", met])
     return out
 
 

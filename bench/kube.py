@@ -1,0 +1,496 @@
+"""The operator on the real local control plane, for figures 3-5: setup, watches, metrics.
+
+The operator runs as its real console script (``dbmigrate-operator``) under a ServiceAccount of
+its own. A FlowSchema that matches only that ServiceAccount makes the API server count the
+operator's requests apart from everyone else's (``apiserver_flowcontrol_dispatched_requests_total``
+by ``flow_schema``), so API requests per CR need no proxy and no audit log. Migration Jobs run a
+stand-in ``dbmigrate-runner`` (a shell script copying a prepared success report to the
+termination message), mapped by the node agent's image map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.context import Context
+from bench.core import REPO, VENV_BIN
+from dbmigrate_operator.constants import (
+    GROUP,
+    MIGRATION_LABEL,
+    PLURAL,
+    SCHEDULING_GATE,
+    VERSION,
+    WAIT_FOR_LABEL,
+)
+from dbmigrate_runner.report import AppState, Outcome, Report, encode
+
+IMAGE = "bench.dbmigrate.dev/migrations:1"  # mapped to the stand-in runner
+APP_IMAGE = "bench.dbmigrate.dev/app:1"  # unmapped: the node agent reports such pods Running
+OPERATOR_NS = "dbmigrate-system"
+OPERATOR_SA = "dbmigrate-operator"
+PEERING = "dbmigrate-operator"
+FLOW_SCHEMA = "dbmigrate-bench-operator"
+RUN_LABEL = "bench.dbmigrate.dev/run"
+CRD = REPO / "crds" / "databasemigrations.dbmigrate.dev.yaml"
+PEERING_CRDS = REPO / "charts" / "dbmigrate-operator" / "crds" / "kopf-peering.yaml"
+VERSION_NAME = "0_20260101000000_init"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Operator:
+    """The running operator process and what the figures need to observe it."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    resync_seconds: float
+    verbose: bool
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def webhook_requests(self) -> int:
+        """Requests the webhook server answered, from its aiohttp access log lines."""
+        return sum(
+            1 for line in self.log.read_text(errors="replace").splitlines() if "POST /gate-pods" in line
+        )
+
+
+@dataclass
+class Kube:
+    """One control plane plus our operator, shared by the cluster figures of a bench run."""
+
+    ctx: Context
+    api: Any
+    operator: Operator
+    kubeconfig: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def metrics(self) -> str:
+        cluster = self.ctx.cluster
+        context = ssl.create_default_context(cafile=str(cluster.ca_cert))
+        pki = cluster.data_dir / "pki"
+        context.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+        with urllib.request.urlopen(f"{cluster.server}/metrics", context=context, timeout=30) as resp:
+            return str(resp.read().decode())
+
+    def operator_requests(self) -> float:
+        """Requests the API server dispatched for the operator's ServiceAccount (its FlowSchema)."""
+        return metric_sum(
+            self.metrics(), "apiserver_flowcontrol_dispatched_requests_total", {"flow_schema": FLOW_SCHEMA}
+        )
+
+    # -- objects ---------------------------------------------------------------------------------
+    def namespace(self, prefix: str) -> str:
+        from kubernetes import client
+
+        name = self.ctx.cluster.create_namespace(f"bench-{prefix}")
+        core: Any = client.CoreV1Api(self.api)
+        core.create_namespaced_secret(
+            name, {"metadata": {"name": "db"}, "stringData": {"url": "postgres://u:p@db.invalid:5432/db"}}
+        )
+        return name
+
+    def migration(self, namespace: str, name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "DatabaseMigration",
+            "metadata": {"name": name, "namespace": namespace, "labels": {RUN_LABEL: self.run_id}},
+            "spec": {
+                "image": IMAGE,
+                "tool": "aerich",
+                "database": {"urlSecretRef": {"name": "db", "key": "url"}},
+            },
+        }
+
+    def create_migration(self, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        client.CustomObjectsApi(self.api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, self.migration(namespace, name), _preload_content=False
+        )
+
+    def gated_pod(self, namespace: str, name: str, wait_for: str | None) -> dict[str, Any]:
+        labels = {RUN_LABEL: self.run_id}
+        if wait_for:
+            labels[WAIT_FOR_LABEL] = wait_for
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"containers": [{"name": "app", "image": APP_IMAGE}], "terminationGracePeriodSeconds": 0},
+        }
+
+    def delete_namespaces(self, names: list[str]) -> None:
+        for name in names:
+            self.ctx.cluster.delete_namespace(name)
+
+
+def metric_sum(text: str, name: str, match: dict[str, str]) -> float:
+    """Sum of a Prometheus text-format metric over the series whose labels include ``match``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', line.split("}", 1)[0]))
+        if all(labels.get(k) == v for k, v in match.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _stand_in_runner(directory: Path) -> Path:
+    """A `dbmigrate-runner` that succeeds at once with a real report (the operator decodes it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    report = Report(
+        outcome=Outcome.SUCCEEDED,
+        tool="aerich",
+        command="upgrade",
+        apps={"models": AppState(current=VERSION_NAME, count=1, versions=[VERSION_NAME])},
+        applied=[f"models:{VERSION_NAME}"],
+        applied_count=1,
+        duration_ms=1,
+    )
+    (directory / "report.json").write_text(encode(report))
+    script = directory / "dbmigrate-runner"
+    script.write_text(f'#!/bin/sh\nexec cp {directory / "report.json"} "$DBMIGRATE_REPORT_PATH"\n')
+    script.chmod(0o755)
+    return directory
+
+
+def _apply(ctx: Context, manifest: dict[str, Any]) -> None:
+    ctx.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def start(ctx: Context, *, verbose: bool = False) -> Kube:
+    """Cluster (shared), CRD, operator identity and FlowSchema, stand-in image, operator process.
+
+    ``verbose`` runs the operator at INFO level, which the webhook figure needs (the webhook
+    server's access log is how its requests are counted); the other figures run it as shipped.
+    """
+    existing = ctx.options.get("_kube")
+    if isinstance(existing, Kube):
+        if existing.operator.verbose == verbose:
+            return existing
+        _stop(existing.operator.proc)
+        existing.operator = _launch(ctx, existing.kubeconfig, verbose)
+        return existing
+    cluster = ctx.cluster
+    # As the chart ships it: kopf peering on (DBMIGRATE_STANDALONE=false), its CRDs and object.
+    # (Standalone, `dbmigrate-operator` passes a peering name, which makes kopf pause every watch
+    # until peering CRDs it never looks for in standalone mode appear: it would never react.)
+    cluster.kubectl("apply", "-f", str(CRD), "-f", str(PEERING_CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    _apply(ctx, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}})
+    cluster.kubectl("create", "namespace", OPERATOR_NS, check=False)
+    # cluster-admin for brevity: RBAC evaluation cost does not depend on the rules' breadth here.
+    cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        "bench-operator",
+        "--clusterrole=cluster-admin",
+        f"--serviceaccount={OPERATOR_NS}:{OPERATOR_SA}",
+        check=False,
+    )
+    _apply(ctx, FLOW_SCHEMA_MANIFEST)
+    kubeconfig = cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA, expiration_seconds=6 * 3600)
+    fakebin = _stand_in_runner(ctx.scratch / "fake-runner")
+    cluster.map_image(
+        IMAGE,
+        ["dbmigrate-runner"],
+        cmd=["upgrade"],
+        env={"PATH": f"{fakebin}{os.pathsep}/usr/bin{os.pathsep}/bin"},
+    )
+    kube = Kube(ctx, cluster.api_client(), _launch(ctx, kubeconfig, verbose), kubeconfig)
+    ctx.options["_kube"] = kube
+    ctx.on_close(lambda: _stop(kube.operator.proc))
+    _warm_up(kube)
+    return kube
+
+
+def _warm_up(kube: Kube) -> None:
+    """One migration through to Ready, so peering's start-up pause is over before anything is timed."""
+    from kubernetes import client
+
+    custom: Any = client.CustomObjectsApi(kube.api)
+    ns = kube.namespace("warmup")
+    kube.create_migration(ns, "warmup")
+
+    def ready() -> bool:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "warmup")
+        return any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (obj.get("status") or {}).get("conditions") or []
+        )
+
+    _wait(ready, 120, "the warm-up DatabaseMigration Ready")
+    kube.delete_namespaces([ns])
+
+
+FLOW_SCHEMA_MANIFEST = {
+    "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+    "kind": "FlowSchema",
+    "metadata": {"name": FLOW_SCHEMA},
+    "spec": {
+        # What a ServiceAccount gets by default (FlowSchema service-accounts), just counted apart.
+        "priorityLevelConfiguration": {"name": "workload-low"},
+        "matchingPrecedence": 500,
+        "distinguisherMethod": {"type": "ByUser"},
+        "rules": [
+            {
+                "subjects": [
+                    {
+                        "kind": "ServiceAccount",
+                        "serviceAccount": {"name": OPERATOR_SA, "namespace": OPERATOR_NS},
+                    }
+                ],
+                "resourceRules": [
+                    {
+                        "verbs": ["*"],
+                        "apiGroups": ["*"],
+                        "resources": ["*"],
+                        "namespaces": ["*"],
+                        "clusterScope": True,
+                    }
+                ],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            }
+        ],
+    },
+}
+
+
+def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
+    resync = float(ctx.options.get("resync_seconds") or 300)
+    log = ctx.scratch / f"operator-{'verbose' if verbose else 'quiet'}.log"
+    webhook_port, health_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "DBMIGRATE_RESYNC_SECONDS": f"{resync:g}",
+        "DBMIGRATE_STANDALONE": "false",
+        "DBMIGRATE_PEERING_NAME": PEERING,
+        "DBMIGRATE_WEBHOOK_REGISTER": "true",
+        "DBMIGRATE_WEBHOOK_LISTEN_HOST": "127.0.0.1",
+        "DBMIGRATE_WEBHOOK_PORT": str(webhook_port),
+        "DBMIGRATE_OPERATOR_NAMESPACE": OPERATOR_NS,
+        "DBMIGRATE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health_port}/healthz",
+        "DBMIGRATE_VERBOSE": "true" if verbose else "false",
+        "DBMIGRATE_LOG_FORMAT": "plain",
+    }
+    env.pop("DBMIGRATE_NAMESPACES", None)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "dbmigrate-operator")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    cluster = ctx.cluster
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"operator exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2) as r:
+            return bool(r.status == 200)
+
+    _wait(healthy, 90, "the operator's liveness endpoint")
+    url = f"https://127.0.0.1:{webhook_port}/"
+    _wait(
+        lambda: url in cluster.kubectl("get", "mutatingwebhookconfigurations", "-o", "json").stdout,
+        60,
+        "the webhook configuration pointing at this operator",
+    )
+    return Operator(proc, log, resync, verbose)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Watcher:
+    """First-seen times of what the figures wait for, from cluster-wide watches in threads.
+
+    Client-side timestamps (``time.monotonic``) when the event arrives: the API's own timestamps
+    have one-second resolution. Keys are ``namespace/name`` of the DatabaseMigration.
+    """
+
+    def __init__(self, kube: Kube, namespaces: set[str]) -> None:
+        self.kube, self.namespaces = kube, namespaces
+        self.lock = threading.Lock()
+        self.job_created: dict[str, float] = {}
+        self.job_complete: dict[str, float] = {}  # the Job controller's Complete condition
+        self.pod_succeeded: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self.gated: dict[str, float] = {}  # app pod name -> first seen with our gate
+        self.released: dict[str, float] = {}  # app pod name -> first seen without it, after gated
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listed: list[threading.Event] = []
+
+    def __enter__(self) -> Watcher:
+        from kubernetes import client
+
+        custom, batch, core = (
+            client.CustomObjectsApi(self.kube.api),
+            client.BatchV1Api(self.kube.api),
+            client.CoreV1Api(self.kube.api),
+        )
+        streams: list[tuple[Callable[..., Any], dict[str, Any], Callable[[dict[str, Any], float], None]]] = [
+            (
+                custom.list_cluster_custom_object,
+                {
+                    "group": GROUP,
+                    "version": VERSION,
+                    "plural": PLURAL,
+                    "label_selector": f"{RUN_LABEL}={self.kube.run_id}",
+                },
+                self._on_migration,
+            ),
+            (batch.list_job_for_all_namespaces, {"label_selector": MIGRATION_LABEL}, self._on_job),
+            (core.list_pod_for_all_namespaces, {}, self._on_pod),
+        ]
+        for fn, kwargs, handler in streams:
+            listed = threading.Event()
+            self._listed.append(listed)
+            t = threading.Thread(target=self._run, args=(fn, kwargs, handler, listed), daemon=True)
+            t.start()
+            self._threads.append(t)
+        for listed in self._listed:
+            if not listed.wait(60):
+                raise TimeoutError(f"watch did not start: {self.errors[-1:]}")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        handler: Callable[[dict[str, Any], float], None],
+        listed: threading.Event,
+    ) -> None:
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            try:
+                listed_now = fn(limit=1, **kwargs)
+                rv = (
+                    listed_now["metadata"]["resourceVersion"]
+                    if isinstance(listed_now, dict)
+                    else listed_now.metadata.resource_version
+                )
+                listed.set()
+                w: Any = watch.Watch()  # type: ignore[no-untyped-call]
+                for event in w.stream(fn, resource_version=rv, timeout_seconds=120, **kwargs):
+                    at = time.monotonic()
+                    if self._stop.is_set():
+                        w.stop()
+                        break
+                    obj = event["raw_object"]
+                    if obj.get("metadata", {}).get("namespace") in self.namespaces:
+                        handler(obj, at)
+            except Exception as exc:  # keep watching; a gap only delays first-seen times
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.5)
+
+    def _first(self, table: dict[str, float], key: str, at: float) -> None:
+        with self.lock:
+            table.setdefault(key, at)
+
+    def _on_migration(self, obj: dict[str, Any], at: float) -> None:
+        meta, status = obj["metadata"], obj.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if (
+                cond.get("type") == "Ready"
+                and cond.get("status") == "True"
+                and status.get("observedGeneration") == meta.get("generation")
+            ):
+                self._first(self.ready, f"{meta['namespace']}/{meta['name']}", at)
+
+    def _on_job(self, obj: dict[str, Any], at: float) -> None:
+        meta = obj["metadata"]
+        owner = (meta.get("labels") or {}).get(MIGRATION_LABEL)
+        if owner:
+            key = f"{meta['namespace']}/{owner}"
+            self._first(self.job_created, key, at)
+            for cond in (obj.get("status") or {}).get("conditions") or []:
+                if cond.get("type") == "Complete" and cond.get("status") == "True":
+                    self._first(self.job_complete, key, at)
+
+    def _on_pod(self, obj: dict[str, Any], at: float) -> None:
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        key = f"{meta['namespace']}/{meta['name']}"
+        if MIGRATION_LABEL in labels and (obj.get("status") or {}).get("phase") == "Succeeded":
+            self._first(self.pod_succeeded, f"{meta['namespace']}/{labels[MIGRATION_LABEL]}", at)
+        if WAIT_FOR_LABEL in labels:
+            gates = {g.get("name") for g in (obj.get("spec") or {}).get("schedulingGates") or []}
+            if SCHEDULING_GATE in gates:
+                self._first(self.gated, key, at)
+            elif key in self.gated:
+                self._first(self.released, key, at)
+
+    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if check():
+                    return True
+            time.sleep(0.1)
+        print(f"[bench] timed out after {timeout:.0f}s waiting for {what}", flush=True)
+        return False
+
+
+@contextlib.contextmanager
+def namespaces(kube: Kube, prefix: str, count: int) -> Iterator[list[str]]:
+    names = [kube.namespace(f"{prefix}{i}") for i in range(count)]
+    try:
+        yield names
+    finally:
+        kube.delete_namespaces(names)
