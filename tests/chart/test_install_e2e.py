@@ -46,7 +46,16 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespa
         "--wait",
         "--timeout=120s",
     ]
+    # The real PodSecurity admission plugin enforces the restricted standard on the operator's pods:
+    # `--wait` only returns once they exist, which they would not if they broke it.
+    cluster.kubectl(
+        "label", "namespace", namespace,
+        "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/warn=restricted",
+    )  # fmt: skip
     installed = cluster.helm("install", release, *args)
+    assert "PodSecurity" not in installed.stderr, installed.stderr
+    pods = _get(cluster, "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+    assert len(pods) == 2
     assert f"Watching: {app_namespace}" in installed.stdout  # NOTES.txt
     try:
         for crd in (
