@@ -1,18 +1,60 @@
 """``dbmigrate-operator``: run kopf with the controller and pod gating handlers.
 
-Settings come from the environment (see :mod:`dbmigrate_operator.settings` and docs/operator.md).
+Configured by environment variables (see :mod:`dbmigrate_operator.settings` and docs/operator.md);
+the command line only offers ``--help`` and ``--version``.
 """
 
 from __future__ import annotations
+
+import argparse
+import logging
+import random
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 import kopf
 
 from dbmigrate_operator.settings import Settings
 
 LOG_FORMATS = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
+ENVIRONMENT = """\
+environment:
+  DBMIGRATE_NAMESPACES          namespaces to watch, comma-separated (default: the whole cluster)
+  DBMIGRATE_RESYNC_SECONDS      re-check every DatabaseMigration this often (default 300)
+  DBMIGRATE_STANDALONE          true (default): one replica; false: kopf peering between replicas
+  DBMIGRATE_PEERING_NAME        kopf peering object (default dbmigrate-operator)
+  DBMIGRATE_PEERING_PRIORITY    this replica's peering priority (default: random per process)
+  DBMIGRATE_LIVENESS_ENDPOINT   kopf liveness URL (default http://0.0.0.0:8080/healthz; empty: off)
+  DBMIGRATE_LOG_FORMAT          plain | full | json (default full)
+  DBMIGRATE_VERBOSE             true: debug logging
+  pod gating (webhook) settings: see docs
+"""
 
 
-def main() -> None:
+def _version() -> str:
+    try:
+        return version("dbmigrate-operator")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def parse_args(argv: Sequence[str] | None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="dbmigrate-operator",
+        description="Kubernetes operator that applies Tortoise ORM migrations (DatabaseMigration resources) "
+        "and gates opted-in pods until their schema is there.",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _, unknown = parser.parse_known_args(argv)
+    if unknown:  # configuration is environment-only; say so instead of failing a Pod on a stray arg
+        logging.getLogger("dbmigrate_operator").warning("ignoring command-line arguments %s", unknown)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parse_args(argv)
     settings = Settings.from_env()
     kopf.configure(
         verbose=settings.verbose, log_format=LOG_FORMATS.get(settings.log_format, kopf.LogFormat.FULL)
@@ -21,9 +63,13 @@ def main() -> None:
     import dbmigrate_operator.gating
     import dbmigrate_operator.handlers  # noqa: F401
 
+    priority = settings.peering_priority
+    if priority is None:  # distinct per replica, or kopf would pause them all (equal priorities)
+        priority = random.SystemRandom().randint(1, 2**30)
     kopf.run(
         standalone=settings.standalone,
         peering_name=settings.peering_name,
+        priority=priority,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=settings.liveness_endpoint,

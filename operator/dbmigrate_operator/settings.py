@@ -26,6 +26,16 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
+def _int_or_none(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     # Every DatabaseMigration is re-checked this often even without any event (a missed watch
@@ -36,6 +46,9 @@ class Settings:
     # Standalone: no kopf peering (one replica). With peering, replicas elect an active one.
     standalone: bool = True
     peering_name: str = "dbmigrate-operator"
+    # kopf pauses every operator that sees a live peer of higher *or equal* priority, so replicas of
+    # one Deployment need distinct ones: None = a random one per process (see __main__).
+    peering_priority: int | None = None
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     log_format: str = "full"  # kopf's: plain | full | json
     verbose: bool = False
@@ -60,6 +73,7 @@ class Settings:
             namespaces=namespaces,
             standalone=_bool(env.get("DBMIGRATE_STANDALONE"), cls.standalone),
             peering_name=env.get("DBMIGRATE_PEERING_NAME", "").strip() or cls.peering_name,
+            peering_priority=_int_or_none(env, "DBMIGRATE_PEERING_PRIORITY"),
             liveness_endpoint=cls.liveness_endpoint if liveness is None else (liveness.strip() or None),
             log_format=(env.get("DBMIGRATE_LOG_FORMAT", "").strip().lower() or cls.log_format),
             verbose=_bool(env.get("DBMIGRATE_VERBOSE"), False),

@@ -55,3 +55,25 @@ def test_main_runs_kopf_with_both_parts_registered(monkeypatch: pytest.MonkeyPat
     ids = {h.id for h in registry._watching.get_all_handlers()}
     assert {"dbmigrate-migration", "dbmigrate-job", "dbmigrate-pod"} <= ids
     assert "release-gated-pods" in ids  # the gating part is wired in too
+
+
+def test_replicas_get_distinct_peering_priorities_unless_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    monkeypatch.setenv("DBMIGRATE_STANDALONE", "false")
+    entry.main([])
+    entry.main([])
+    assert calls[0]["priority"] != calls[1]["priority"]
+    monkeypatch.setenv("DBMIGRATE_PEERING_PRIORITY", "7")
+    entry.main([])
+    assert calls[2]["priority"] == 7
+
+
+def test_help_prints_usage_and_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        entry.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dbmigrate-operator")
+    assert "DBMIGRATE_RESYNC_SECONDS" in out
