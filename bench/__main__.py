@@ -9,6 +9,7 @@ the exit code is non-zero only when a figure could not be measured at all.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -29,6 +30,11 @@ FIGURES: dict[str, Callable[[Context], FigureResult]] = {
 }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the operator, the control plane and PostgreSQL are stopped."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -37,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller sizes")
     parser.add_argument("--reps", type=int, help="repetitions per figure (overrides the defaults)")
     parser.add_argument("--crs", type=int, help="scale figure: number of DatabaseMigrations")
+    parser.add_argument("--pace", type=float, help="react figure: seconds between two DatabaseMigrations")
     parser.add_argument("--keep-scratch", action="store_true", help="keep logs and projects for debugging")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -53,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     selected = args.figures or list(FIGURES)
     record = args.record if args.record is not None else not (args.quick or args.reps)
 
+    signal.signal(signal.SIGTERM, _interrupt)
     ctx = Context(
-        quick=args.quick, reps=args.reps, options={"crs": args.crs, "keep_scratch": args.keep_scratch}
+        quick=args.quick,
+        reps=args.reps,
+        options={"crs": args.crs, "react_pace": args.pace, "keep_scratch": args.keep_scratch},
     )
     run = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

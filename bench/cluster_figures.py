@@ -34,7 +34,7 @@ def _complete(fig: FigureResult, what: str, got: int, want: int) -> None:
 
 def react(ctx: Context) -> FigureResult:
     n = ctx.repetitions(full=200, quick=30)
-    pace = float(ctx.options.get("react_pace") or 0.3)
+    pace = float(ctx.options.get("react_pace") or 0.6)
     fig = FigureResult("react", f"Operator reaction times, {n} DatabaseMigrations applied {pace:g} s apart")
     kube = start(ctx)
     from kubernetes import client

@@ -38,7 +38,7 @@ from dbmigrate_operator.constants import (
 from dbmigrate_runner.report import AppState, Outcome, Report, encode
 
 IMAGE = "bench.dbmigrate.dev/migrations:1"  # mapped to the stand-in runner
-APP_IMAGE = "bench.dbmigrate.dev/app:1"  # unmapped: the node agent reports such pods Running
+APP_IMAGE = "bench.dbmigrate.dev/app:1"  # mapped to `true`: released app pods finish at once
 OPERATOR_NS = "dbmigrate-system"
 OPERATOR_SA = "dbmigrate-operator"
 PEERING = "dbmigrate-operator"
@@ -146,7 +146,12 @@ class Kube:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"containers": [{"name": "app", "image": APP_IMAGE}], "terminationGracePeriodSeconds": 0},
+            # Run to completion: a long-running pod would keep a node-agent thread busy per pod.
+            "spec": {
+                "containers": [{"name": "app", "image": APP_IMAGE}],
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+            },
         }
 
     def delete_namespaces(self, names: list[str]) -> None:
@@ -232,6 +237,7 @@ def start(ctx: Context, *, verbose: bool = False) -> Kube:
     _apply(ctx, FLOW_SCHEMA_MANIFEST)
     kubeconfig = cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA, expiration_seconds=6 * 3600)
     fakebin = _stand_in_runner(ctx.scratch / "fake-runner")
+    cluster.map_image(APP_IMAGE, ["true"])
     cluster.map_image(
         IMAGE,
         ["dbmigrate-runner"],
@@ -323,6 +329,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
     cluster = ctx.cluster
 
@@ -340,6 +347,15 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
         "the webhook configuration pointing at this operator",
     )
     return Operator(proc, log, resync, verbose)
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL the operator if the bench process dies without cleaning up (Linux)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
