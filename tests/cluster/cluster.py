@@ -35,6 +35,7 @@ from tests.cluster import pki as pkimod
 from tests.cluster.binaries import REPO, ensure_binaries, k8s_version
 
 NODE_NAME = "dbmigrate-node"
+DATA_PREFIX = "dbmigrate-k8s-"
 SERVICE_CIDR = "10.0.0.0/24"
 ADMISSION_PLUGINS = ",".join(
     [
@@ -245,6 +246,25 @@ class Cluster:
         )
 
 
+def _remove_stale_data_dirs() -> None:
+    """Delete data dirs of earlier clusters whose processes are all gone (a SIGKILLed test run)."""
+    for pids_file in Path(tempfile.gettempdir()).glob(f"{DATA_PREFIX}*/pids.json"):
+        with contextlib.suppress(OSError, ValueError):
+            pids = json.loads(pids_file.read_text()).values()
+            if time.time() - pids_file.stat().st_mtime > 60 and not any(_alive(p) for p in pids):
+                shutil.rmtree(pids_file.parent, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _kill_group(pid: int, grace: float = 10) -> None:
     """SIGTERM the process group, SIGKILL it after `grace` seconds."""
     with contextlib.suppress(ProcessLookupError):
@@ -296,7 +316,8 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
     """Build binaries if needed, start the control plane and node agent, wait until usable."""
     bin_dir = ensure_binaries(progress)
     began = time.monotonic()
-    data_dir = Path(data_dir or tempfile.mkdtemp(prefix="dbmigrate-k8s-"))
+    _remove_stale_data_dirs()
+    data_dir = Path(data_dir or tempfile.mkdtemp(prefix=DATA_PREFIX))
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pki = pkimod.generate(data_dir / "pki", NODE_NAME)
@@ -328,6 +349,7 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
             )
         procs[name] = proc
         cluster.pids[name] = proc.pid
+        (data_dir / "pids.json").write_text(json.dumps(cluster.pids))
 
     try:
         launch(
