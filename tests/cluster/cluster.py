@@ -215,6 +215,16 @@ class Cluster:
         tmp.write_text(json.dumps(images, indent=1))
         tmp.replace(self.image_map_file)
 
+    def map_service(self, namespace: str, name: str, local_port: int, port: int | None = None) -> None:
+        """Route the apiserver's calls to Service `namespace/name` (e.g. a webhook's
+        `clientConfig.service`; `port` = the Service port, default any) to 127.0.0.1:`local_port`."""
+        path = self.data_dir / "service-map.json"
+        services = json.loads(path.read_text()) if path.exists() else {}
+        services[f"{namespace}/{name}" + (f":{port}" if port else "")] = local_port
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(services, indent=1))
+        tmp.replace(path)
+
     def stop(self, remove: bool = True) -> None:
         """Stop every component (node agent first, etcd last) and remove the data dir."""
         for name in ("node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
@@ -331,6 +341,26 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
         return path
 
     admin = client_kubeconfig("admin")
+    # The apiserver's traffic to Services (webhooks) goes through the node agent's proxy.
+    egress_socket = data_dir / "egress.sock"
+    egress_config = data_dir / "egress-selector.yaml"
+    egress_config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "apiserver.k8s.io/v1beta1",
+                "kind": "EgressSelectorConfiguration",
+                "egressSelections": [
+                    {
+                        "name": "cluster",
+                        "connection": {
+                            "proxyProtocol": "HTTPConnect",
+                            "transport": {"uds": {"udsName": str(egress_socket)}},
+                        },
+                    }
+                ],
+            }
+        )
+    )
     image_map = data_dir / "image-map.json"
     image_map.write_text("{}")
     cluster = Cluster(bin_dir, data_dir, server, admin, image_map)
@@ -386,7 +416,7 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--endpoint-reconciler-type=none",
-                "--enable-aggregator-routing=true",
+                f"--egress-selector-config-file={egress_config}",
                 "--allow-privileged=true",
                 f"--cert-dir={data_dir / 'apiserver-certs'}",
                 "--profiling=false",
@@ -454,6 +484,8 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
                 f"--node-name={NODE_NAME}",
                 f"--image-map-file={image_map}",
                 f"--work-dir={data_dir / 'pods'}",
+                f"--egress-socket={egress_socket}",
+                f"--service-map-file={data_dir / 'service-map.json'}",
             ],
             env={
                 **os.environ,

@@ -11,6 +11,8 @@
   reads terminationMessagePath). Unmapped images: `restartPolicy: Always` pods (Deployments) just
   report Running/Ready; others (Jobs) report `ErrImagePull`, then `ImagePullBackOff`.
 - Pod deletion kills the process group, then confirms the deletion (grace 0) as kubelet does.
+- With --egress-socket it also runs the apiserver's egress proxy (service_proxy.py), so webhooks
+  with `clientConfig.service` reach local processes.
 
 Image map entry: {"<image>": {"entrypoint": [...], "cmd": [...], "cwd": "...", "env": {...}}}
 (a bare list means the entrypoint). Lookup is by exact image, then by image without tag/digest.
@@ -39,6 +41,8 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
+
+from tests.cluster.service_proxy import ServiceProxy
 
 MAX_MESSAGE = 4096  # kubelet: MaxContainerTerminationMessageLength
 LOG_FALLBACK_BYTES, LOG_FALLBACK_LINES = 2048, 80
@@ -666,12 +670,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--node-name", default="dbmigrate-node")
     parser.add_argument("--image-map-file", type=Path, default=None)
     parser.add_argument("--work-dir", type=Path, default=Path("pods"))
+    parser.add_argument("--egress-socket", type=Path, help="serve the apiserver's cluster egress here")
+    parser.add_argument("--service-map-file", type=Path, default=Path("service-map.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
     agent = Agent(args.kubeconfig, args.node_name, args.image_map_file, args.work_dir)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks to the log
     signal.signal(signal.SIGTERM, agent.shutdown)
     signal.signal(signal.SIGINT, agent.shutdown)
+    if args.egress_socket:
+        proxy = ServiceProxy(args.egress_socket, args.service_map_file, agent.core)
+        threading.Thread(target=proxy.serve_forever, daemon=True, name="egress-proxy").start()
     agent.register()
     log.info("node %s registered", args.node_name)
     agent.serve()

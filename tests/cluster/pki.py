@@ -154,3 +154,32 @@ def generate(directory: Path, node_name: str) -> Pki:
         )
     )
     return pki
+
+
+def serving_cert(
+    directory: Path, dns_names: list[str], ips: tuple[str, ...] = ("127.0.0.1",)
+) -> tuple[bytes, Path, Path]:
+    """A throwaway CA and a serving cert signed by it, e.g. for a webhook server in a test.
+
+    Returns (CA PEM for a caBundle, cert path, key path).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("dbmigrate-test-serving-ca")
+    ca = (
+        _builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans = [*(x509.DNSName(d) for d in dns_names), *(x509.IPAddress(ipaddress.ip_address(i)) for i in ips)]
+    cert = (
+        _builder(_name(dns_names[0] if dns_names else ips[0]), ca_name, key.public_key())
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return ca.public_bytes(serialization.Encoding.PEM), cert_path, key_path

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.server
 import json
 import os
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +20,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster import NODE_NAME, Cluster
+from tests.cluster.pki import serving_cert
 
 pytestmark = pytest.mark.e2e
 
@@ -313,3 +319,88 @@ def test_helm_installs_a_chart(cluster: Cluster, namespace: str, tmp_path: Path)
     got = cluster.kubectl("get", "cm", "demo-cm", "-n", namespace, "-o", "jsonpath={.data.v}")
     assert got.stdout == "hello"
     assert subprocess.run([str(cluster.bin_dir / "helm"), "version"], capture_output=True).returncode == 0
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Mutating webhook: labels the pod with the path it was reached by."""
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        patch = [
+            {"op": "add", "path": "/metadata/labels/hooked", "value": self.path.split("?")[0].strip("/")}
+        ]
+        response = {
+            "uid": review["request"]["uid"],
+            "allowed": True,
+            "patchType": "JSONPatch",
+            "patch": base64.b64encode(json.dumps(patch).encode()).decode(),
+        }
+        body = json.dumps(
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_webhooks_reach_local_servers_by_service_and_by_url(
+    cluster: Cluster, namespace: str, core: Any, tmp_path: Path
+) -> None:
+    ca, cert, key = serving_cert(tmp_path, [f"hook.{namespace}.svc"])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    core.create_namespaced_service(
+        namespace, {"metadata": {"name": "hook"}, "spec": {"ports": [{"port": 443, "targetPort": 8443}]}}
+    )
+    cluster.map_service(namespace, "hook", port)
+
+    def hook(via: str, client_config: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": f"{via}.hook.test",
+            "clientConfig": {**client_config, "caBundle": base64.b64encode(ca).decode()},
+            "rules": [
+                {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}
+            ],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "objectSelector": {"matchLabels": {"via": via}},
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 5,
+        }
+
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": f"hook-{namespace}"},
+        "webhooks": [
+            hook("service", {"service": {"namespace": namespace, "name": "hook", "path": "/service"}}),
+            hook("url", {"url": f"https://127.0.0.1:{port}/url"}),
+        ],
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
+    try:
+        for via in ("service", "url"):
+            pod = {
+                "metadata": {"name": via, "labels": {"via": via}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            }
+            created = wait_for(functools.partial(_create, core, namespace, pod), what=f"{via} webhook")
+            assert created.metadata.labels["hooked"] == via
+    finally:
+        cluster.kubectl("delete", "mutatingwebhookconfiguration", f"hook-{namespace}")
+        server.shutdown()
+
+
+def _create(core: Any, namespace: str, pod: dict[str, Any]) -> Any:
+    """Create, or None while the webhook configuration is not in effect yet."""
+    created = core.create_namespaced_pod(namespace, pod, dry_run="All")
+    return created if (created.metadata.labels or {}).get("hooked") else None
