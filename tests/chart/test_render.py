@@ -381,12 +381,6 @@ def test_operator_parses_the_settings_the_chart_gives_it(render: RenderFn, scena
         assert webhook.register is False, "in a cluster the chart owns the webhook configuration"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: dbmigrate_operator.__main__ passes no peering priority to kopf.run, so replicas "
-    "of one Deployment share priority 0 and kopf pauses them all; needs a per-process priority "
-    "(e.g. random unless DBMIGRATE_PEERING_PRIORITY is set). Remove this mark when it does.",
-)
 def test_replicas_started_from_the_chart_get_distinct_peering_priorities(
     render: RenderFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -403,7 +397,7 @@ def test_replicas_started_from_the_chart_get_distinct_peering_priorities(
     for item in container["env"]:
         monkeypatch.setenv(item["name"], item.get("value", NAMESPACE))
     for _replica in range(2):
-        entry.main()
+        entry.main([])
     assert [c["standalone"] for c in calls] == [False, False]
     priorities = [c.get("priority") for c in calls]
     assert None not in priorities, "the operator passes no peering priority to kopf: replicas would pause"

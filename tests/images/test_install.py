@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,6 @@ def _imports(image: ImageState, module: str) -> bool:
     return done.returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: dbmigrate-operator takes no arguments, so `--help` starts the operator instead of "
-    "printing usage. Remove this mark when the entry point handles --help.",
-)
 def test_operator_image_entrypoint_help(operator_image: ImageState) -> None:
     assert operator_image.entrypoint == ["dbmigrate-operator"]
     try:
@@ -33,6 +29,11 @@ def test_operator_image_entrypoint_help(operator_image: ImageState) -> None:
         pytest.fail("`dbmigrate-operator --help` did not print usage and exit: it started the operator")
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower()
+    version = run_in(operator_image, *operator_image.entrypoint, "--version", timeout=30)
+    assert version.returncode == 0, version.stderr
+    # the installed distribution's metadata, so the image knows its own version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert version.stdout.split() == ["dbmigrate-operator", project["version"]]
 
 
 def test_operator_image_imports_the_controller(operator_image: ImageState) -> None:
