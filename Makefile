@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: demo test lint unit e2e venv postgres bench clean
+.PHONY: demo demo-stop test lint unit e2e venv postgres bench clean
 
 venv: .venv/.synced
 .venv/.synced: pyproject.toml uv.lock
@@ -31,6 +31,9 @@ e2e: venv postgres
 
 demo: venv postgres
 	$(PY) -m scripts.demo
+
+demo-stop: venv
+	$(PY) -m scripts.demo stop
 
 bench: venv postgres
 	$(PY) -m bench
