@@ -4,8 +4,8 @@
 # pinned under hack/, into a per-version cache (see below). Only missing
 # binaries are built, so a warm run is instant. Prints the bin dir last.
 #
-# The cache is ~/.cache/dbmigrate-operator/k8s/<version>/bin (DBMIGRATE_K8S_CACHE replaces the
-# part before <version>).
+# The cache is ~/.cache/dbmigrate-operator/k8s/<versions>/bin, <versions> naming the pinned
+# k8s, etcd and helm versions (DBMIGRATE_K8S_CACHE replaces the part before <versions>).
 #
 #   hack/build-binaries.sh            # build what is missing
 #   DBMIGRATE_K8S_BIN=/path ...       # use prebuilt binaries, build nothing
@@ -28,7 +28,8 @@ K8S_VERSION="$(modver "$HACK/k8s/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(modver "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(modver "$HACK/helm/go.mod" helm.sh/helm/v3)"
 # Outside the work tree, so fresh clones (CI) on the same machine reuse the binaries.
-BIN="${DBMIGRATE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbmigrate-operator/k8s}/$K8S_VERSION/bin"
+VERSIONS="$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"  # tests/cluster/binaries.py agrees
+BIN="${DBMIGRATE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbmigrate-operator/k8s}/$VERSIONS/bin"
 mkdir -p "$BIN"
 exec 9>"$BIN/.lock"
 flock 9  # concurrent test runs wait for one build instead of compiling twice

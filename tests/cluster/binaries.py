@@ -1,7 +1,7 @@
 """Find or build the control-plane binaries (etcd, kube-*, kubectl, helm).
 
 They are built from Go modules pinned under hack/ by hack/build-binaries.sh and cached per
-version under ~/.cache/dbmigrate-operator/k8s/<version>/bin/ (outside the work tree, so fresh
+version under ~/.cache/dbmigrate-operator/k8s/<versions>/bin/ (outside the work tree, so fresh
 clones such as CI's reuse them): only the first run on a machine pays the build.
 DBMIGRATE_K8S_BIN or KUBEBUILDER_ASSETS point at prebuilt binaries instead.
 """
@@ -20,15 +20,26 @@ REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 OPTIONAL = ("helm",)
 
 
-def k8s_version() -> str:
-    """The k8s.io/kubernetes version pinned in hack/k8s/go.mod."""
-    for line in (REPO / "hack" / "k8s" / "go.mod").read_text().splitlines():
+def pinned_version(module_dir: str, module: str) -> str:
+    """The version of `module` required in hack/<module_dir>/go.mod."""
+    for line in (REPO / "hack" / module_dir / "go.mod").read_text().splitlines():
         parts = line.split()
         if parts[:1] == ["require"]:
             parts = parts[1:]
-        if len(parts) >= 2 and parts[0] == "k8s.io/kubernetes" and parts[1].startswith("v"):
+        if len(parts) >= 2 and parts[0] == module and parts[1].startswith("v"):
             return parts[1]
-    raise RuntimeError("k8s.io/kubernetes not required in hack/k8s/go.mod")
+    raise RuntimeError(f"{module} not required in hack/{module_dir}/go.mod")
+
+
+def k8s_version() -> str:
+    return pinned_version("k8s", "k8s.io/kubernetes")
+
+
+def cache_key() -> str:
+    """Names the cache dir after every pinned version (as hack/build-binaries.sh does)."""
+    etcd = pinned_version("etcd", "go.etcd.io/etcd/server/v3")
+    helm = pinned_version("helm", "helm.sh/helm/v3")
+    return f"{k8s_version()}-etcd-{etcd}-helm-{helm}"
 
 
 def _prebuilt() -> Path | None:
@@ -43,7 +54,7 @@ def cached_bin_dir() -> Path:
         return prebuilt
     xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     cache = Path(os.environ.get("DBMIGRATE_K8S_CACHE") or xdg / "dbmigrate-operator" / "k8s")
-    return cache / k8s_version() / "bin"
+    return cache / cache_key() / "bin"
 
 
 def missing(bin_dir: Path) -> list[str]:
