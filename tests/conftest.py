@@ -19,3 +19,10 @@ def postgres() -> Iterator[PostgresServer]:
 def database(postgres: PostgresServer) -> str:
     """Name of a fresh, empty database on the session server."""
     return postgres.create_database()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real PostgreSQL, so `make unit` can leave them out."""
+    for item in items:
+        if {"postgres", "database"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
