@@ -14,9 +14,11 @@ import yaml
 
 from tests.cluster.binaries import ensure_binaries
 from tests.cluster.fixtures import cluster, namespace, pytest_collection_modifyitems
+from tests.images.conftest import operator_image
 
-# The real control plane for test_install_e2e.py (same session cluster as tests/e2e).
-__all__ = ["cluster", "namespace", "pytest_collection_modifyitems"]
+# The real control plane for test_install_e2e.py (same session cluster as tests/e2e), and the
+# operator image replayed by tests/images.
+__all__ = ["cluster", "namespace", "operator_image", "pytest_collection_modifyitems"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "dbmigrate-operator"

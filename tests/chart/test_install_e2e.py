@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.chart.conftest import CHART
 from tests.cluster import Cluster
+from tests.images.dockerfile_model import ImageState
 
 pytestmark = pytest.mark.e2e
 
@@ -98,3 +105,92 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespa
         cluster.helm("uninstall", release, "-n", namespace, "--wait", check=False)
     gone = cluster.kubectl("get", "mutatingwebhookconfiguration", fullname, check=False)
     assert gone.returncode != 0
+
+
+def test_operator_from_the_image_runs_with_the_charts_namespaced_install(
+    cluster: Cluster, namespace: str, app_namespace: str, operator_image: ImageState, tmp_path: Path
+) -> None:
+    """The operator as installed in the image, with the identity, RBAC, peering object and
+    certificate a namespaced `helm install` made, and the env the chart's Deployment sets."""
+    release = f"dbm-{uuid.uuid4().hex[:6]}"
+    fullname = f"{release}-dbmigrate-operator"
+    cluster.helm(
+        "install", release, str(CHART), "-n", namespace,
+        "--set", f"watchNamespaces={{{app_namespace}}}", "--wait", "--timeout=120s",
+    )  # fmt: skip
+    proc: subprocess.Popen[bytes] | None = None
+    log = tmp_path / "operator.log"
+    try:
+        deployment = _get(cluster, "deployment", fullname, "-n", namespace)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value", namespace) for e in container["env"]}  # fieldRef: the namespace
+        secret = _get(cluster, "secret", f"{fullname}-webhook-tls", "-n", namespace)["data"]
+        for key in ("tls.crt", "tls.key"):
+            (tmp_path / key).write_bytes(base64.b64decode(secret[key]))
+        health, webhook = free_port(), free_port()
+        env.update(
+            {  # only what a pod has and a local process does not: its own IP/ports and mounted files
+                "DBMIGRATE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health}/healthz",
+                "DBMIGRATE_WEBHOOK_LISTEN_HOST": "127.0.0.1",
+                "DBMIGRATE_WEBHOOK_PORT": str(webhook),
+                "DBMIGRATE_WEBHOOK_CERT_FILE": str(tmp_path / "tls.crt"),
+                "DBMIGRATE_WEBHOOK_KEY_FILE": str(tmp_path / "tls.key"),
+                "KUBECONFIG": str(cluster.service_account_kubeconfig(namespace, fullname, create=False)),
+            }
+        )
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(operator_image.host_path("/opt/venv/bin/dbmigrate-operator"))],
+                env={**operator_image.host_env(), "LANG": "C.UTF-8", **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=tmp_path,
+            )
+
+        def healthy() -> bool:
+            assert proc is not None
+            assert proc.poll() is None, f"the operator exited:\n{log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        _wait(healthy, 120, "the operator's liveness endpoint")
+        # kopf announced itself in the namespaced peering object the chart created (RBAC: patch)
+        _wait(
+            lambda: bool(_get(cluster, "kopfpeering", fullname, "-n", app_namespace).get("status")),
+            60,
+            "the replica's entry in the KopfPeering",
+        )
+        # the webhook serves the chart's certificate, valid for the Service's DNS name
+        context = ssl.create_default_context(cadata=base64.b64decode(secret["ca.crt"]).decode())
+        service = f"{fullname}-webhook.{namespace}.svc"
+        with (
+            socket.create_connection(("127.0.0.1", webhook), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=service) as tls_socket,
+        ):
+            assert tls_socket.version()
+        assert "Forbidden" not in log.read_text(), log.read_text()[-3000:]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        cluster.helm("uninstall", release, "-n", namespace, "--wait", check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.5)
