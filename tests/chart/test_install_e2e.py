@@ -1,9 +1,10 @@
 """`helm install` / `upgrade` / `uninstall` of the chart on the real local control plane.
 
 The real API server checks what `helm template` cannot: CRD structural schemas, RBAC objects
-(escalation checks), the webhook configuration, and `lookup` keeping the generated certificate
-across upgrades. The operator image is not mapped on the node agent, so its pods only report
-Ready; running the operator itself is tests/e2e's job.
+(escalation checks), Pod Security admission, the webhook configuration, and `lookup` keeping the
+generated certificate across upgrades. The node agent does not run the chart's pods (the image is
+not mapped), so the second test runs the operator from the replayed image as a local process with
+everything the install made for it: ServiceAccount token, RBAC, peering object, certificate, env.
 """
 
 from __future__ import annotations
