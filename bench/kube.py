@@ -433,27 +433,43 @@ class Watcher:
     ) -> None:
         from kubernetes import watch
 
+        rv: str | None = None
         while not self._stop.is_set():
             try:
-                listed_now = fn(limit=1, **kwargs)
-                rv = (
-                    listed_now["metadata"]["resourceVersion"]
-                    if isinstance(listed_now, dict)
-                    else listed_now.metadata.resource_version
-                )
-                listed.set()
+                if rv is None:
+                    # (Re)start: a full list, handled like events, so nothing in a gap is missed.
+                    rv = self._list(fn, kwargs, handler)
+                    listed.set()
                 w: Any = watch.Watch()  # type: ignore[no-untyped-call]
-                for event in w.stream(fn, resource_version=rv, timeout_seconds=120, **kwargs):
+                for event in w.stream(
+                    fn, resource_version=rv, timeout_seconds=120, allow_watch_bookmarks=True, **kwargs
+                ):
                     at = time.monotonic()
                     if self._stop.is_set():
                         w.stop()
                         break
                     obj = event["raw_object"]
-                    if obj.get("metadata", {}).get("namespace") in self.namespaces:
+                    rv = obj.get("metadata", {}).get("resourceVersion") or rv
+                    if (
+                        event["type"] != "BOOKMARK"
+                        and obj.get("metadata", {}).get("namespace") in self.namespaces
+                    ):
                         handler(obj, at)
-            except Exception as exc:  # keep watching; a gap only delays first-seen times
+            except Exception as exc:  # e.g. 410 Gone: list again
                 self.errors.append(f"{type(exc).__name__}: {exc}")
+                rv = None
                 time.sleep(0.5)
+
+    def _list(
+        self, fn: Callable[..., Any], kwargs: dict[str, Any], handler: Callable[[dict[str, Any], float], None]
+    ) -> str:
+        response = fn(_preload_content=False, **kwargs)
+        at = time.monotonic()
+        data = json.loads(response.data)
+        for obj in data.get("items") or []:
+            if obj.get("metadata", {}).get("namespace") in self.namespaces:
+                handler(obj, at)
+        return str(data["metadata"]["resourceVersion"])
 
     def _first(self, table: dict[str, float], key: str, at: float) -> None:
         with self.lock:
