@@ -1,0 +1,347 @@
+"""`make demo`: the whole product on a local Kubernetes control plane, left running.
+
+Starts (detached) the test control plane of tests/cluster (building its binaries if missing) and a
+throwaway PostgreSQL, installs the CRD and the operator's identity as the chart does (a
+ServiceAccount with exactly the chart's ClusterRole), starts `dbmigrate-operator` as that account
+with the pod-gating webhook registered, then applies a gated Deployment (examples/demo/) and the
+example DatabaseMigration (examples/databasemigration.yaml, its Secret pointed at the demo
+database), printing our kubectl's real output as the pods go from SchedulingGated to Running.
+
+    python -m scripts.demo [start]   # make demo
+    python -m scripts.demo env       # print the export lines again
+    python -m scripts.demo stop      # make demo-stop: operator, cluster and PostgreSQL, state removed
+
+State (pids, paths, the operator's log) lives in .cache/demo/ (or --state-dir, DBMIGRATE_DEMO_DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbmigrate_operator import constants as c
+from tests.cluster import Cluster
+from tests.cluster.binaries import REPO
+from tests.cluster.cluster import start as start_cluster
+
+DEFAULT_STATE_DIR = REPO / ".cache" / "demo"
+NAMESPACE = "shop"  # the namespace of examples/databasemigration.yaml
+APP_MANIFEST = REPO / "examples" / "demo" / "shop-web.yaml"
+APP_SELECTOR = "app=shop-web"
+PEERING = "dbmigrate-operator"
+WEBHOOK_NAME = "dbmigrate-operator-demo"
+TIMEOUT = 300.0
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def step(n: int, total: int, text: str) -> None:
+    say(f"\n[{n}/{total}] {text}")
+
+
+class Demo:
+    """The running demo's pieces, recorded in `state.json` as soon as each one exists."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.file = state_dir / "state.json"
+        self.state: dict[str, Any] = json.loads(self.file.read_text()) if self.file.exists() else {}
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.touch(mode=0o600)  # it holds the demo database's password
+        tmp.write_text(json.dumps(self.state, indent=1))
+        tmp.replace(self.file)
+
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster.from_state(self.state["cluster"])
+
+    def kubectl(self, *args: str, show: bool = True, input: str | None = None, check: bool = True) -> str:
+        """Our kubectl as admin; `show` prints the command line and its real output."""
+        res = self.cluster.kubectl(*args, input=input, check=check)
+        if show:
+            say(f"$ kubectl {shlex.join(args)}")
+            for line in (res.stdout + res.stderr).rstrip().splitlines():
+                say(f"  {line}")
+        return str(res.stdout)
+
+    def exports(self) -> list[str]:
+        cluster = self.cluster
+        return [
+            f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}",
+            f"export PATH={shlex.quote(str(cluster.bin_dir))}:$PATH",
+        ]
+
+
+def _watch(demo: Demo, args: Sequence[str], done: Callable[[str], bool], what: str) -> str:
+    """Print `kubectl get ...` each time its output changes (the AGE column aside) until `done`."""
+    deadline = time.monotonic() + TIMEOUT
+    last = None
+    while True:
+        out = demo.kubectl(*args, show=False, check=False)
+        key = [line.split()[:-1] for line in out.splitlines()]  # AGE (last column) ticks every second
+        if key != last:
+            last = key
+            say(f"$ kubectl {shlex.join(args)}")
+            for line in out.rstrip().splitlines():
+                say(f"  {line}")
+        if done(out):
+            return out
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {TIMEOUT:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def _rows(out: str) -> list[list[str]]:
+    return [line.split() for line in out.splitlines()[1:] if line.strip()]
+
+
+def start(demo: Demo) -> None:
+    from dbmigrate_operator.gating import server, tls
+    from scripts import pg
+    from tests.e2e import stack
+
+    if demo.file.exists():
+        sys.exit(f"a demo is already running (state in {demo.dir}); `make demo-stop` first")
+    demo.dir.mkdir(parents=True, exist_ok=True)
+    demo.save()
+    began = time.monotonic()
+    total = 7
+    say("dbmigrate-operator demo: a Tortoise ORM app's migrations applied by the operator on Kubernetes")
+
+    step(
+        1, total, "Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, node agent)"
+    )
+    cluster = start_cluster(detach=True, progress=sys.stderr)
+    demo.state["cluster"] = cluster.state()
+    demo.save()
+    say(f"  up at {cluster.server}")
+    demo.kubectl("get", "nodes")
+
+    step(2, total, "PostgreSQL (throwaway, loopback only)")
+    postgres = pg.start()
+    demo.state["postgres"] = postgres.to_json()
+    demo.save()
+    server_ = postgres.server
+    server_.create_database("shop")
+    say(f"  up at 127.0.0.1:{postgres.port}, empty database `shop`")
+
+    step(3, total, "The DatabaseMigration CRD")
+    demo.kubectl("apply", "--server-side", "-f", str(stack.CRD.relative_to(REPO)))
+    stack.install_crd(cluster)
+
+    step(4, total, "The operator: the chart's identity, its own process, pod gating webhook registered")
+    kubeconfig = stack.install_operator_identity(cluster)
+    say(
+        f"  ServiceAccount {stack.OPERATOR_NAMESPACE}/{stack.OPERATOR_SA} bound to a ClusterRole with exactly"
+    )
+    say(f"  {stack.RBAC_RULES.relative_to(REPO)} (no Secrets access); kopf peering as the chart runs it")
+    stack.install_peering(cluster, PEERING)
+    certs = demo.dir / "webhook-tls"
+    certs.mkdir(exist_ok=True)
+    made = tls.self_signed(["127.0.0.1", "localhost"])
+    (certs / "tls.crt").write_bytes(made.cert_pem)
+    (certs / "tls.key").touch(mode=0o600)
+    (certs / "tls.key").write_bytes(made.key_pem)
+    stack.map_runner_image(cluster, stack.EXAMPLE_IMAGE, stack.SHOP)
+    operator = stack.OperatorProcess(
+        kubeconfig,
+        demo.dir / "operator.log",
+        env={
+            "DBMIGRATE_WEBHOOK_CERT_FILE": str(certs / "tls.crt"),
+            "DBMIGRATE_WEBHOOK_KEY_FILE": str(certs / "tls.key"),
+            "DBMIGRATE_GATE_SWEEP_SECONDS": "10",
+        },
+        detach=True,
+        peering=PEERING,
+    )
+    try:
+        operator.start()
+    finally:
+        if operator.proc is not None:
+            demo.state["operator"] = {"pid": operator.pid, "log": str(operator.log)}
+            demo.save()
+    say(f"  dbmigrate-operator pid {operator.pid}, log {operator.log}")
+    # As the chart does: the installer (admin), not the operator, owns the webhook configuration.
+    settings = server.WebhookSettings(
+        listen_host="127.0.0.1", port=operator.webhook_port, operator_namespace=stack.OPERATOR_NAMESPACE
+    )
+    configuration = server.local_configuration(settings, made.cert_pem)
+    configuration["metadata"]["name"] = WEBHOOK_NAME
+    with cluster.api_client() as api:
+        server.register(api, configuration)
+    say(f"  MutatingWebhookConfiguration {WEBHOOK_NAME} -> {settings.url}/gate-pods")
+    say(f"  the migration image {stack.EXAMPLE_IMAGE} runs dbmigrate-runner on examples/shop")
+
+    step(
+        5, total, "The app first (as `kubectl apply -f dir/` or Argo CD may deliver it before its migration)"
+    )
+    example = list(yaml.safe_load_all(stack.EXAMPLE.read_text()))
+    namespace = next(d for d in example if d["kind"] == "Namespace")
+    demo.kubectl("apply", "-f", "-", input=yaml.safe_dump(namespace), show=False)
+    _wait_for_webhook(cluster)
+    demo.kubectl("apply", "-f", str(APP_MANIFEST.relative_to(REPO)))
+    _watch(
+        demo,
+        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
+        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "SchedulingGated" for r in rows),
+        "the app's pods to be SchedulingGated",
+    )
+    say("  held by the scheduling gate dbmigrate.dev/migration: the schema they need is not there yet")
+
+    step(6, total, "The migration: examples/databasemigration.yaml (its Secret's url -> the demo database)")
+    docs = stack.example_documents(NAMESPACE, server_.url("shop"))
+    out = stack.apply_docs(cluster, docs)
+    say(f"$ kubectl apply -f -   # {stack.EXAMPLE.relative_to(REPO)}, Secret url: the demo database")
+    for line in out.rstrip().splitlines():
+        say(f"  {line}")
+    _watch(
+        demo,
+        ["get", "dbmigrations", "-n", NAMESPACE],
+        lambda out: any(r[:2] == ["shop-db", "True"] for r in _rows(out)),
+        "the DatabaseMigration to be Ready",
+    )
+    demo.kubectl("get", "jobs", "-n", NAMESPACE)
+    say("# aerich's tracking table in PostgreSQL: SELECT app, version FROM aerich ORDER BY id")
+    for line in server_.psql("shop", "SELECT app, version FROM aerich ORDER BY id").splitlines():
+        say(f"  {line}")
+
+    step(7, total, "The app's pods released by the operator")
+    _watch(
+        demo,
+        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
+        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "Running" for r in rows),
+        "the app's pods to be Running",
+    )
+    demo.kubectl("get", "dbm", "-n", NAMESPACE, "-o", "wide")
+
+    say(f"\nDemo ready in {time.monotonic() - began:.0f}s and left running. Try it:")
+    for line in demo.exports():
+        say(f"  {line}")
+    say(f"  kubectl describe dbm shop-db -n {NAMESPACE}")
+    say(f"  kubectl get events -n {NAMESPACE}")
+    say(f"  operator log: {operator.log}")
+    say("Stop it (operator, cluster, PostgreSQL; state removed): make demo-stop")
+
+
+def _wait_for_webhook(cluster: Cluster) -> None:
+    """The API server picks up a new webhook configuration asynchronously: probe with a dry run."""
+    from tests.e2e import stack
+
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": NAMESPACE, "labels": {c.WAIT_FOR_LABEL: "shop-db"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.example.com/probe:1"}]},
+    }
+
+    def gated() -> bool:
+        res = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe))
+        gates = json.loads(res.stdout)["spec"].get("schedulingGates") or []
+        return any(g["name"] == c.SCHEDULING_GATE for g in gates)
+
+    stack.wait_for(gated, 60, "the gating webhook to serve")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(pid: int, grace: float = 15) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop(demo: Demo) -> None:
+    """Everything the state file names, each step on its own (a half-started demo stops too)."""
+    import shutil
+
+    from scripts import pg
+
+    if not demo.file.exists():
+        say(f"no demo state in {demo.dir}: nothing to stop")
+        return
+    state = demo.state
+    if "operator" in state:
+        _kill_group(int(state["operator"]["pid"]))
+        say(f"operator (pid {state['operator']['pid']}) stopped")
+    if "cluster" in state:
+        demo.cluster.stop()
+        say("control plane stopped, its data removed")
+    if "postgres" in state:
+        pg.stop(pg.DetachedPostgres(**state["postgres"]))
+        say("PostgreSQL stopped, its data removed")
+    shutil.rmtree(demo.dir, ignore_errors=True)
+    say(f"state removed ({demo.dir})")
+
+
+def pids(state: dict[str, Any]) -> list[int]:
+    """Every top-level process the demo started (for checks that they are gone)."""
+    found = [int(p) for p in (state.get("cluster") or {}).get("pids", {}).values()]
+    if "operator" in state:
+        found.append(int(state["operator"]["pid"]))
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", nargs="?", default="start", choices=["start", "stop", "env"])
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("DBMIGRATE_DEMO_DIR") or DEFAULT_STATE_DIR),
+        help=f"where the running demo is recorded (default {DEFAULT_STATE_DIR.relative_to(REPO)})",
+    )
+    args = parser.parse_args(argv)
+    demo = Demo(args.state_dir.resolve())
+    if args.command == "stop":
+        stop(demo)
+    elif args.command == "env":
+        if "cluster" not in demo.state:
+            sys.exit("no demo is running (make demo)")
+        for line in demo.exports():
+            print(line)
+    else:
+        try:
+            start(demo)
+        except BaseException as e:
+            log = Path(demo.state.get("operator", {}).get("log", "/nonexistent"))
+            if log.exists():
+                say(f"\n--- operator log tail ({log}) ---\n{log.read_text(errors='replace')[-3000:]}")
+            say(f"\ndemo failed: {e!r}; stopping what was started")
+            stop(demo)
+            raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
