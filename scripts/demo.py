@@ -136,6 +136,7 @@ def start(demo: Demo) -> None:
     step(2, total, "PostgreSQL (throwaway, loopback only)")
     postgres = pg.start()
     demo.state["postgres"] = postgres.to_json()
+    demo.state["postgres_pid"] = postgres.pid()
     demo.save()
     server_ = postgres.server
     server_.create_database("shop")
@@ -258,21 +259,20 @@ def _wait_for_webhook(cluster: Cluster) -> None:
     stack.wait_for(gated, 60, "the gating webhook to serve")
 
 
-def _alive(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (our detached processes are reaped by init)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _kill_group(pid: int, grace: float = 15) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_running(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
@@ -306,6 +306,8 @@ def pids(state: dict[str, Any]) -> list[int]:
     found = [int(p) for p in (state.get("cluster") or {}).get("pids", {}).values()]
     if "operator" in state:
         found.append(int(state["operator"]["pid"]))
+    if state.get("postgres_pid"):
+        found.append(int(state["postgres_pid"]))
     return found
 
 
