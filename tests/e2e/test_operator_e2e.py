@@ -11,6 +11,7 @@ here). One operator process for the module; each test has its own namespace and 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -164,7 +165,7 @@ def test_new_image_runs_again_keeps_history_and_deletion_leaves_the_database(e2e
     e2e.cluster.kubectl("patch", "dbm", NAME, "-n", e2e.ns, "--type", "merge", "-p", json.dumps(patch))
     status = e2e.wait_ready(generation=2)
     assert status["currentVersion"] == "models:3_20991230000000_add_note"
-    assert status["lastRun"]["applied"] == [{"app": "models", "version": "3_20991230000000_add_note"}]
+    assert status["lastRun"]["applied"] == ["models:3_20991230000000_add_note"]
     assert (
         stack.applied_pairs(status) == e2e.tracking() == [("models", v) for v in stack.shop_versions(newer)]
     )
@@ -222,6 +223,23 @@ def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> Non
     assert row[1] == "False"
     assert row[3] == "Failed"
     e2e.no_password_anywhere()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="when the failed run's Pod is gone (pod GC, node drain, namespace teardown) the operator "
+    "re-derives the result from the Job alone: Stalled/MigrationFailed becomes JobFailed, the database "
+    "message is lost",
+)
+def test_failed_result_survives_the_pod(e2e: E2E) -> None:
+    broken = stack.shop_copy(e2e.tmp / "shop-broken", aerich={BROKEN.name: BROKEN.read_text()})
+    e2e.apply_example(image=e2e.image(broken))
+    e2e.wait(lambda: e2e.condition() == ("Stalled", "MigrationFailed"), "Stalled/MigrationFailed")
+    selector = f"{c.MIGRATION_LABEL}={NAME}"
+    e2e.cluster.kubectl("delete", "pods", "-n", e2e.ns, "-l", selector, "--wait=true")
+    time.sleep(5)  # the Pod deletion event and a reconcile or two
+    assert e2e.condition() == ("Stalled", "MigrationFailed")
+    assert "no_such_table" in stack.condition(e2e.cluster, e2e.ns, NAME, "Stalled")["message"]
 
 
 def test_missing_secret_is_reported_at_once_and_clears_when_it_arrives(e2e: E2E) -> None:
@@ -284,3 +302,24 @@ def test_tortoise_tool_on_a_fresh_database(e2e: E2E) -> None:
     assert e2e.pg.psql(e2e.db, "SELECT to_regclass('aerich') IS NULL") == "t"
     row = e2e.cluster.kubectl("get", "dbm", NAME, "-n", e2e.ns, "--no-headers").stdout.split()
     assert row[1:4] == ["True", f"models:{versions[-1]}", "Succeeded"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="dbmigrate-operator passes peering_name to kopf.run even when standalone: kopf then marks "
+    "peering mandatory and pauses every watch until peering CRDs it never looks for appear",
+)
+def test_standalone_operator_reacts(e2e: E2E) -> None:
+    # DBMIGRATE_STANDALONE=true (the default, one replica, what `.venv/bin/dbmigrate-operator`
+    # runs locally), in place of the module's peering operator for the length of this test.
+    standalone = OperatorProcess(e2e.op.kubeconfig, e2e.op.log, env={"DBMIGRATE_RESYNC_SECONDS": "30"})
+    e2e.op.stop()
+    try:
+        standalone.start()
+        e2e.apply_example()
+        try:
+            stack.wait_for(lambda: e2e.condition() == ("Ready", "Applied"), 30, "Ready/Applied")
+        finally:
+            standalone.stop()
+    finally:
+        e2e.op.start()
