@@ -4,7 +4,8 @@ The real API server checks what `helm template` cannot: CRD structural schemas, 
 (escalation checks), Pod Security admission, the webhook configuration, and `lookup` keeping the
 generated certificate across upgrades. The node agent does not run the chart's pods (the image is
 not mapped), so the second test runs the operator from the replayed image as a local process with
-everything the install made for it: ServiceAccount token, RBAC, peering object, certificate, env.
+everything the install made for it: ServiceAccount token, RBAC, peering object, certificate, env;
+the API server then reaches it through the chart's webhook configuration and gates a pod.
 """
 
 from __future__ import annotations
@@ -173,6 +174,18 @@ def test_operator_from_the_image_runs_with_the_charts_namespaced_install(
             context.wrap_socket(raw, server_hostname=service) as tls_socket,
         ):
             assert tls_socket.version()
+        # and the API server, following the chart's MutatingWebhookConfiguration (Service, path, CA
+        # bundle) to this process, gets an opted-in pod gated
+        cluster.map_service(namespace, f"{fullname}-webhook", webhook, 443)
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "app", "labels": {"dbmigrate.dev/wait-for": "shop-db"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example.com/shop:1"}]},
+        }
+        cluster.kubectl("create", "-n", app_namespace, "-f", "-", input=json.dumps(pod))
+        created = _get(cluster, "pod", "app", "-n", app_namespace)
+        assert created["spec"]["schedulingGates"] == [{"name": "dbmigrate.dev/migration"}]
         assert "Forbidden" not in log.read_text(), log.read_text()[-3000:]
     finally:
         if proc is not None:
