@@ -39,3 +39,12 @@ def test_documented_defaults_match_values_yaml() -> None:
     assert _lookup("webhook.excludedNamespaces") == ["kube-system"]
     assert (_lookup("resyncSeconds"), _lookup("gateSweepSeconds")) == (300, 30)
     assert "| `300`, `30` |" in DOC
+
+
+def test_chart_app_version_is_the_project_version() -> None:
+    """The default image tag is appVersion: it must name the release the chart ships with."""
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]
