@@ -272,7 +272,7 @@ def test_invalid_resources_are_refused_by_kubectl_apply(e2e: E2E) -> None:
 
 
 def test_operator_killed_mid_run_resumes_without_a_second_job(e2e: E2E) -> None:
-    slow = stack.aerich_migration("SELECT pg_sleep(10);")
+    slow = stack.aerich_migration("SELECT pg_sleep(6);")
     project = stack.shop_copy(e2e.tmp / "shop-slow", aerich={"3_20991230000000_slow.py": slow})
     e2e.apply_example(image=e2e.image(project))
     e2e.wait(lambda: e2e.status().get("phase") == "Running", "the run under way")
@@ -318,7 +318,7 @@ def test_standalone_operator_reacts(e2e: E2E) -> None:
         standalone.start()
         e2e.apply_example()
         try:
-            stack.wait_for(lambda: e2e.condition() == ("Ready", "Applied"), 30, "Ready/Applied")
+            stack.wait_for(lambda: e2e.condition() == ("Ready", "Applied"), 20, "Ready/Applied")
         finally:
             standalone.stop()
     finally:
