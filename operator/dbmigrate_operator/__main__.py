@@ -11,6 +11,7 @@ import logging
 import random
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import kopf
 
@@ -63,17 +64,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     import dbmigrate_operator.gating
     import dbmigrate_operator.handlers  # noqa: F401
 
-    priority = settings.peering_priority
-    if priority is None:  # distinct per replica, or kopf would pause them all (equal priorities)
-        priority = random.SystemRandom().randint(1, 2**30)
-    kopf.run(
-        standalone=settings.standalone,
-        peering_name=settings.peering_name,
-        priority=priority,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=settings.liveness_endpoint,
-    )
+    kopf.run(**kopf_run_kwargs(settings))
+
+
+def kopf_run_kwargs(settings: Settings) -> dict[str, Any]:
+    """The arguments for ``kopf.run``: peering ones only when peering is wanted.
+
+    kopf treats any ``peering_name`` as "peering is mandatory" and pauses every watch until its
+    peering resources exist, even with ``standalone=True``; so a standalone operator passes none.
+    """
+    kwargs: dict[str, Any] = {
+        "standalone": settings.standalone,
+        "clusterwide": not settings.namespaces,
+        "namespaces": settings.namespaces,
+        "liveness_endpoint": settings.liveness_endpoint,
+    }
+    if not settings.standalone:
+        priority = settings.peering_priority
+        if priority is None:  # distinct per replica, or kopf would pause them all (equal priorities)
+            priority = random.SystemRandom().randint(1, 2**30)
+        kwargs.update(peering_name=settings.peering_name, priority=priority)
+    return kwargs
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 import kopf
@@ -64,10 +66,43 @@ def test_replicas_get_distinct_peering_priorities_unless_one_is_set(monkeypatch:
     monkeypatch.setenv("DBMIGRATE_STANDALONE", "false")
     entry.main([])
     entry.main([])
+    assert calls[0]["peering_name"] == "dbmigrate-operator"
     assert calls[0]["priority"] != calls[1]["priority"]
     monkeypatch.setenv("DBMIGRATE_PEERING_PRIORITY", "7")
     entry.main([])
     assert calls[2]["priority"] == 7
+
+
+def test_standalone_passes_no_peering_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    # kopf reads any peering_name as "peering is mandatory" and then pauses every watch until its
+    # peering resources exist, even with standalone=True: the default one-replica operator never reacted.
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    monkeypatch.delenv("DBMIGRATE_STANDALONE", raising=False)
+    monkeypatch.setenv("DBMIGRATE_PEERING_PRIORITY", "7")
+    entry.main([])
+    (kwargs,) = calls
+    assert kwargs["standalone"] is True
+    assert "peering_name" not in kwargs
+    assert "priority" not in kwargs
+
+
+@pytest.mark.parametrize("standalone", [True, False])
+async def test_kopf_itself_reads_our_arguments_as_meant(standalone: bool) -> None:
+    """Hand the arguments to kopf's own setup and read back its peering decision (no cluster needed)."""
+    settings = dataclasses.replace(Settings(), standalone=standalone, liveness_endpoint=None)
+    kopf_settings = kopf.OperatorSettings()
+    tasks = await kopf.spawn_tasks(
+        settings=kopf_settings, registry=kopf.OperatorRegistry(), **entry.kopf_run_kwargs(settings)
+    )
+    for task in tasks:  # spawned but never run: stop them before they touch anything
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert kopf_settings.peering.standalone is standalone
+    assert kopf_settings.peering.mandatory is (not standalone)  # mandatory + standalone = paused forever
+    if not standalone:
+        assert kopf_settings.peering.name == "dbmigrate-operator"
 
 
 def test_help_prints_usage_and_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
