@@ -304,11 +304,6 @@ def test_tortoise_tool_on_a_fresh_database(e2e: E2E) -> None:
     assert row[1:4] == ["True", f"models:{versions[-1]}", "Succeeded"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dbmigrate-operator passes peering_name to kopf.run even when standalone: kopf then marks "
-    "peering mandatory and pauses every watch until peering CRDs it never looks for appear",
-)
 def test_standalone_operator_reacts(e2e: E2E) -> None:
     # DBMIGRATE_STANDALONE=true (the default, one replica, what `.venv/bin/dbmigrate-operator`
     # runs locally), in place of the module's peering operator for the length of this test.
