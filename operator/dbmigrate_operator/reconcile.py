@@ -178,6 +178,7 @@ class Result:
     report: Report | None
     message: str
     completed_at: str | None
+    from_pod: bool = False  # read from a terminated container (report or exit code), not the Job alone
 
 
 def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Settings) -> Result:
@@ -203,9 +204,14 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
     completed = (job.get("status") or {}).get("completionTime") or cond.get("lastTransitionTime")
     if done == "Complete":
         if report is not None and report.ok:
-            return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", completed)
+            return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", completed, True)
         return Result(
-            Outcome.SUCCEEDED.value, Reason.APPLIED, None, "the Job succeeded but left no report", completed
+            Outcome.SUCCEEDED.value,
+            Reason.APPLIED,
+            None,
+            "the Job succeeded but left no report",
+            completed,
+            bool(last),
         )
     if report is not None and not report.ok:
         reason = OUTCOME_REASONS.get(report.outcome, Reason.RUNNER_ERROR)
@@ -216,7 +222,7 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
                 f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
             )
             msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
-        return Result(report.outcome.value, reason, report, msg, completed)
+        return Result(report.outcome.value, reason, report, msg, completed, True)
     if cond.get("reason") == "DeadlineExceeded":
         return Result(
             Reason.DEADLINE_EXCEEDED.value,
@@ -237,6 +243,7 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
             None,
             f"the migration container ended with {what} (exit code {code}) and no readable report{detail}",
             completed,
+            True,
         )
     return Result(
         Reason.JOB_FAILED.value,
@@ -247,6 +254,27 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
         ),
         completed,
     )
+
+
+def recorded_run(old_run: dict[str, Any], job: dict[str, Any]) -> bool:
+    """Does status.lastRun already hold this very Job's finished outcome?
+
+    Same name, run hash and start time (a Job re-created under the same name starts anew), and an
+    outcome other than Running: the result was learned while the Pod could still be read.
+    """
+    meta = job.get("metadata") or {}
+    started = (job.get("status") or {}).get("startTime")
+    return (
+        old_run.get("outcome") not in (None, "", RUNNING)
+        and old_run.get("job") == meta.get("name")
+        and old_run.get("runHash") == (meta.get("labels") or {}).get(c.RUN_HASH_LABEL, "")
+        and (not started or not old_run.get("startedAt") or old_run.get("startedAt") == started)
+    )
+
+
+def _result_of_record(run: dict[str, Any]) -> Result:
+    outcome = str(run.get("outcome"))
+    return Result(outcome, _reason_of(outcome), None, str(run.get("message") or ""), run.get("completedAt"))
 
 
 # ---------------------------------------------------------------- versions
@@ -385,20 +413,34 @@ def decide(
     }
     old_run = dict(old.get("lastRun") or {})
 
-    # The applied versions come from the newest finished Job that left a report (deterministic, so
-    # reading it again after a restart gives the same answer).
+    # A result learned from a Pod's report is never unlearned: once that Pod is gone (Pod GC, node
+    # drain), the Job alone says far less (JobFailed, no database error), so the outcome status.lastRun
+    # recorded for this very Job stands. Status is the record, so a restarted operator agrees.
     results: dict[str, Result] = {}
+    kept: set[str] = set()
     for job in finished:
-        results[job["metadata"]["name"]] = read_result(job, _pods_of(job, pods), settings)
+        jname = job["metadata"]["name"]
+        fresh = read_result(job, _pods_of(job, pods), settings)
+        if not fresh.from_pod and recorded_run(old_run, job):
+            results[jname] = _result_of_record(old_run)
+            kept.add(jname)
+        else:
+            results[jname] = fresh
+    # The applied versions come from the newest finished Job that left a report (deterministic, so
+    # reading it again after a restart gives the same answer). A newer finished Job whose report can no
+    # longer be read ends the search: what status holds is newer than any older Job's report.
     for job in finished:
-        report = results[job["metadata"]["name"]].report
-        if report is not None and report.apps:
-            new.update(versions_status(report, settings.applied_versions_cap))
+        result = results[job["metadata"]["name"]]
+        if result.report is None:
+            break
+        if result.report.apps:
+            new.update(versions_status(result.report, settings.applied_versions_cap))
             break
     # lastRun describes the newest Job (running or finished); without Jobs, what status remembers.
     head = ours[0] if ours else None
     if head is not None:
-        new["lastRun"] = _last_run(head, results.get(head["metadata"]["name"]), settings)
+        hname = head["metadata"]["name"]
+        new["lastRun"] = old_run if hname in kept else _last_run(head, results.get(hname), settings)
     run = dict(new.get("lastRun") or {})
     if (
         head is not None

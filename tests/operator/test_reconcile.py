@@ -317,6 +317,83 @@ def test_garbage_termination_message_is_not_trusted() -> None:
     assert "not JSON" in stalled["message"]
 
 
+# ------------------------------------------------------------------ results outlive their Pods
+
+
+def _failed_migration(cr: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    job = failed(first_job(cr), T0, reason="PodFailurePolicy", failures=1)
+    text = 'relation "no_such_table" does not exist'
+    report = failure_report(Outcome.MIGRATION_FAILED, text, versions=[V1], migration=f"models:{V2}")
+    return job, terminated_pod(job, 5, report, T0), text
+
+
+def test_failed_result_survives_its_pod() -> None:
+    """Pod GC, a node drain: the Job alone would say JobFailed and lose the database's words."""
+    cr = make_cr()
+    job, pod, text = _failed_migration(cr)
+    cr, before = settle(cr, [job], [pod])
+    assert cond(before, c.STALLED)["reason"] == "MigrationFailed"
+    later = T0 + timedelta(hours=1)
+    cr, plan = settle(cr, [job], [], now=later)  # the Pod is gone
+    assert plan.actions == []  # nothing re-learned: no status write, no new Warning, no Job
+    assert plan.status == before.status
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "MigrationFailed")
+    assert text in stalled["message"]
+    assert plan.status["lastRun"]["outcome"] == "MigrationFailed"
+    assert plan.status["currentVersion"] == f"models:{V1}"
+    # A restarted operator has nothing but the API's objects; status is the record, so it agrees.
+    restarted = decide(make_cr(status=cr["status"]), [job], [], later + timedelta(minutes=5), S)
+    assert restarted.actions == []
+    assert cond(restarted, c.STALLED)["reason"] == "MigrationFailed"
+
+
+def test_succeeded_result_and_versions_survive_the_pod() -> None:
+    cr = make_cr()
+    old = completed(
+        admit(
+            decide(make_cr(annotations={c.RERUN_ANNOTATION: "0"}), [], [], T0, S).of(CreateJob)[0].manifest,
+            T0,
+        ),
+        T0 + timedelta(minutes=1),
+    )
+    old_pod = terminated_pod(old, 0, success_report([V1]), T0 + timedelta(minutes=1))  # still around
+    job = completed(admit(first_job(cr), T0 + timedelta(hours=1)), T0 + timedelta(hours=1, minutes=1))
+    pod = terminated_pod(job, 0, success_report([V1, V2, V3]), T0 + timedelta(hours=1, minutes=1), "x9y8z")
+    cr, before = settle(cr, [old, job], [old_pod, pod])
+    assert before.status["currentVersion"] == f"models:{V3}"
+    cr, plan = settle(cr, [old, job], [old_pod], now=T0 + timedelta(days=1))  # the newest run's Pod is gone
+    assert plan.actions == []
+    assert plan.status == before.status  # not the older run's V1, not "left no report"
+    assert true_condition(plan)["type"] == c.READY
+    assert plan.status["appliedVersions"][-1] == {"app": "models", "version": V3}
+    assert plan.status["lastRun"]["applied"] == [f"models:{v}" for v in (V1, V2, V3)]
+    restarted = decide(make_cr(status=cr["status"]), [old, job], [old_pod], T0 + timedelta(days=2), S)
+    assert restarted.actions == []
+    assert restarted.status == before.status
+
+
+def test_a_record_of_another_job_instance_is_not_borrowed() -> None:
+    """Same name, but the Job was re-created (it started at another time): the record is not its own."""
+    cr = make_cr()
+    job, pod, _ = _failed_migration(cr)
+    cr, _ = settle(cr, [job], [pod])
+    again = failed(job, T0 + timedelta(hours=2))
+    plan = decide(cr, [again], [], T0 + timedelta(hours=3), S)
+    assert cond(plan, c.STALLED)["reason"] == "JobFailed"
+
+
+def test_a_pod_seen_later_still_improves_a_result_read_from_the_job_alone() -> None:
+    cr = make_cr()
+    job = failed(first_job(cr), T0)
+    cr, plan = settle(cr, [job], [])  # the Job failed before its Pod's state was seen
+    assert cond(plan, c.STALLED)["reason"] == "JobFailed"
+    pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
+    cr, plan = settle(cr, [job], [pod])
+    assert cond(plan, c.STALLED)["reason"] == "RunnerError"
+    assert "OOMKilled" in cond(plan, c.STALLED)["message"]
+
+
 # ------------------------------------------------------------------ stuck pods, surfaced at once
 
 
