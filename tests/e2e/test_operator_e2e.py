@@ -225,12 +225,6 @@ def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> Non
     e2e.no_password_anywhere()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the failed run's Pod is gone (pod GC, node drain, namespace teardown) the operator "
-    "re-derives the result from the Job alone: Stalled/MigrationFailed becomes JobFailed, the database "
-    "message is lost",
-)
 def test_failed_result_survives_the_pod(e2e: E2E) -> None:
     broken = stack.shop_copy(e2e.tmp / "shop-broken", aerich={BROKEN.name: BROKEN.read_text()})
     e2e.apply_example(image=e2e.image(broken))
