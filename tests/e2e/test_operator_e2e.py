@@ -307,7 +307,7 @@ def test_standalone_operator_reacts(e2e: E2E) -> None:
         standalone.start()
         e2e.apply_example()
         try:
-            stack.wait_for(lambda: e2e.condition() == ("Ready", "Applied"), 20, "Ready/Applied")
+            e2e.wait_ready()
         finally:
             standalone.stop()
     finally:
