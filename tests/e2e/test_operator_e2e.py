@@ -224,11 +224,7 @@ def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> Non
     assert row[3] == "Failed"
     e2e.no_password_anywhere()
 
-
-def test_failed_result_survives_the_pod(e2e: E2E) -> None:
-    broken = stack.shop_copy(e2e.tmp / "shop-broken", aerich={BROKEN.name: BROKEN.read_text()})
-    e2e.apply_example(image=e2e.image(broken))
-    e2e.wait(lambda: e2e.condition() == ("Stalled", "MigrationFailed"), "Stalled/MigrationFailed")
+    # The result outlives its Pod (pod GC, node drain): it is not re-derived from the Job alone.
     selector = f"{c.MIGRATION_LABEL}={NAME}"
     e2e.cluster.kubectl("delete", "pods", "-n", e2e.ns, "-l", selector, "--wait=true")
     time.sleep(5)  # the Pod deletion event and a reconcile or two
