@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller sizes")
     parser.add_argument("--reps", type=int, help="repetitions per figure (overrides the defaults)")
     parser.add_argument("--crs", type=int, help="scale figure: number of DatabaseMigrations")
+    parser.add_argument("--resync", type=float, help="operator's DBMIGRATE_RESYNC_SECONDS (default 60)")
     parser.add_argument("--pace", type=float, help="react figure: seconds between two DatabaseMigrations")
     parser.add_argument("--keep-scratch", action="store_true", help="keep logs and projects for debugging")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
@@ -64,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(
         quick=args.quick,
         reps=args.reps,
-        options={"crs": args.crs, "react_pace": args.pace, "keep_scratch": args.keep_scratch},
+        options={
+            "crs": args.crs,
+            "react_pace": args.pace,
+            "resync_seconds": args.resync,
+            "keep_scratch": args.keep_scratch,
+        },
     )
     run = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -33,15 +33,12 @@ def _env(ctx: Context, root: Path, database: str) -> dict[str, str]:
     }
 
 
-def _runner_split(stdout: str, report: Path) -> tuple[float, float]:
-    """(in-process total, time spent applying migrations) in seconds, from the report and the log."""
+def _runner_split(stdout: str, report: Path) -> tuple[float, float, float]:
+    """(in-process total, applying migrations, taking the lock) in seconds, from the report and log."""
     total = json.loads(report.read_text())["duration_ms"] / 1000
-    migrating = next(
-        json.loads(line)["duration_ms"] / 1000
-        for line in stdout.splitlines()
-        if line.startswith("{") and json.loads(line).get("event") == "migrations.done"
-    )
-    return total, migrating
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    events = {rec.get("event"): rec for rec in map(json.loads, lines)}
+    return total, events["migrations.done"]["duration_ms"] / 1000, float(events["lock.acquired"]["waited_s"])
 
 
 def run(ctx: Context) -> FigureResult:
@@ -66,6 +63,7 @@ def run(ctx: Context) -> FigureResult:
             walls: dict[str, list[float]] = {"runner": [], "cli": []}
             cpus: dict[str, list[float]] = {"runner": [], "cli": []}
             outside: list[float] = []
+            lock: list[float] = []
             share: list[float] = []
             for rep in range(reps):
                 order = [("runner", runner_argv), ("cli", cli_argv)]
@@ -80,8 +78,9 @@ def run(ctx: Context) -> FigureResult:
                     walls[who].append(sample.wall_s)
                     cpus[who].append(sample.cpu_s)
                     if who == "runner":
-                        total, migrating = _runner_split(sample.stdout, report)
+                        total, migrating, locking = _runner_split(sample.stdout, report)
                         outside.append(total - migrating)
+                        lock.append(locking)
                         share.append(100 * (total - migrating) / sample.wall_s)
                     pg.psql("postgres", f'DROP DATABASE "{db}"')
             label = f"{tool} N={n}"
@@ -89,6 +88,7 @@ def run(ctx: Context) -> FigureResult:
             fig.add(f"{label}: {' '.join(CLI[tool])}", "s", walls["cli"], cpu=cpus["cli"])
             fig.add(f"{label}: runner outside migrations", "s", outside)
             fig.add(f"{label}: runner outside migrations, share of wall", "%", share)
+            fig.add(f"{label}: runner taking the lock", "s", lock)
             for cpu in (False, True):
                 fig.ratio(
                     f"{label}: runner / {' '.join(CLI[tool])}",
