@@ -164,9 +164,29 @@ def _never_started(pods: list[dict[str, Any]]) -> bool:
             return False
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             state = cs.get("state") or {}
-            if "running" in state or "terminated" in state or cs.get("lastState", {}).get("terminated"):
+            if "running" in state or "terminated" in state or (cs.get("lastState") or {}).get("terminated"):
                 return False
     return True
+
+
+def _has_run(job: dict[str, Any], pods: list[dict[str, Any]], old: dict[str, Any]) -> bool:
+    """Has this Job's migration started? Then its phase is Running until the Job ends, never Pending again.
+
+    Any sign counts: a container that ran (even if it already ended and the Job controller has not
+    caught up), an attempt the Job counted, or status already saying Running for this very Job (an
+    evicted attempt's Pod may be gone and is not counted as a failure).
+    """
+    jstatus = job.get("status") or {}
+    if any(int(jstatus.get(key) or 0) for key in ("failed", "succeeded", "ready")):
+        return True
+    if pods and not _never_started(pods):
+        return True
+    run = old.get("lastRun") or {}
+    return (
+        old.get("phase") == Phase.RUNNING.value
+        and run.get("job") == (job.get("metadata") or {}).get("name")
+        and run.get("startedAt") == jstatus.get("startTime")
+    )
 
 
 @dataclass(frozen=True)
@@ -464,7 +484,7 @@ def decide(
         jpods = _pods_of(job, pods)
         stuck = next((p for p in map(pod_problem, jpods) if p), None)
         superseded = jname != desired_name
-        running = any((pod.get("status") or {}).get("phase") == "Running" for pod in jpods)
+        under_way = Phase.RUNNING if _has_run(job, jpods, old) else Phase.PENDING
         if superseded and stuck and _never_started(jpods):
             actions.append(DeleteJob(jname, "superseded by a new spec before its container ever started"))
             events.append(
@@ -482,7 +502,7 @@ def decide(
                 ),
             )
         elif stuck:
-            phase, verdict = Phase.PENDING, stalled(stuck[0], f"Job {jname}: {stuck[1]}")
+            phase, verdict = under_way, stalled(stuck[0], f"Job {jname}: {stuck[1]}")
         elif superseded:
             phase, verdict = (
                 Phase.RUNNING,
@@ -494,7 +514,7 @@ def decide(
             )
         else:
             attempts = int((job.get("status") or {}).get("failed") or 0) + 1
-            phase = Phase.RUNNING if running else Phase.PENDING
+            phase = under_way
             verdict = progressing(
                 Reason.JOB_RUNNING,
                 f"Job {jname} is running the migrations (attempt {attempts} "

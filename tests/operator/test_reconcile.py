@@ -20,6 +20,7 @@ from tests.operator.builders import (
     failure_report,
     make_cr,
     merge,
+    pod_for,
     running_pod,
     started,
     success_report,
@@ -96,6 +97,71 @@ def test_running_job_is_reported_and_repeats_are_silent() -> None:
     assert true_condition(plan)["reason"] == "JobRunning"
     assert plan.status["lastRun"]["outcome"] == "Running"
     assert plan.of(CreateJob) == []
+
+
+PHASE_ORDER = {"Pending": 0, "Running": 1, "Succeeded": 2, "Failed": 2}
+
+
+@pytest.mark.parametrize("exit_code", [0, 5])
+def test_phase_never_goes_back_while_the_job_controller_catches_up(exit_code: int) -> None:
+    """The container ended but the Job has no Complete/Failed condition yet: still Running, not Pending."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    end = T0 + timedelta(minutes=1)
+    if exit_code:
+        message = failure_report(Outcome.MIGRATION_FAILED, "boom")
+        done = failed(job, end, reason="PodFailurePolicy", failures=1)
+    else:
+        message = success_report([V1])
+        done = completed(job, end)
+    seen = []
+    for jobs, pods in [
+        ([job], []),
+        ([job], [running_pod(job, T0)]),
+        ([job], [terminated_pod(job, exit_code, message, end)]),  # the Job controller has not caught up
+        ([done], [terminated_pod(done, exit_code, message, end)]),
+    ]:
+        cr, plan = settle(cr, jobs, pods, now=end)
+        seen.append(plan.status["phase"])
+    assert seen == ["Pending", "Running", "Running", "Failed" if exit_code else "Succeeded"]
+    assert [PHASE_ORDER[p] for p in seen] == sorted(PHASE_ORDER[p] for p in seen)
+
+
+def test_a_run_whose_container_ended_unseen_is_running() -> None:
+    """A fast run: the first Pod state the operator sees is already terminated."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    _, plan = settle(cr, [job], [terminated_pod(job, 0, success_report([V1]), T0)])
+    assert plan.status["phase"] == "Running"
+    assert true_condition(plan)["reason"] == "JobRunning"
+    assert plan.status["lastRun"]["outcome"] == "Running"
+
+
+def test_a_retry_waiting_for_its_pod_stays_running() -> None:
+    """Attempt 1 failed (retryable), attempt 2's Pod is not running yet: the run is still in progress."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, plan = settle(cr, [job], [running_pod(job, T0)])
+    assert plan.status["phase"] == "Running"
+    job["status"]["failed"] = 1
+    first = terminated_pod(job, 2, failure_report(Outcome.DATABASE_UNREACHABLE, "refused"), T0)
+    second = pod_for(job, "z9y8x", phase="Pending")
+    for pods in ([first, second], [second]):  # the failed Pod may already be gone
+        _, plan = settle(cr, [job], pods)
+        assert plan.status["phase"] == "Running"
+        assert "attempt 2 of 3" in true_condition(plan)["message"]
+
+
+def test_an_evicted_attempt_does_not_send_the_run_back_to_pending() -> None:
+    """An evicted Pod counts as no failure (podFailurePolicy Ignore) and may be gone: status remembers."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, plan = settle(cr, [job], [running_pod(job, T0)])
+    assert plan.status["phase"] == "Running"
+    _, plan = settle(cr, [job], [pod_for(job, "z9y8x", phase="Pending")])
+    assert plan.status["phase"] == "Running"
+    # a restarted operator reads the same status
+    assert decide(make_cr(status=cr["status"]), [job], [], T0, S).status["phase"] == "Running"
 
 
 def test_success_writes_versions_last_run_and_ready() -> None:
