@@ -3,6 +3,10 @@
 Register with `pytest_plugins = ["tests.cluster.fixtures"]` in the root conftest. Binaries are
 built at collection time when e2e tests are selected: a cold build takes far longer than a test's
 timeout, and collection is not under pytest-timeout.
+
+Remote mode (tests/cluster/remote.py): with DBMIGRATE_E2E_KUBECONFIG set, `cluster` is a
+`RemoteCluster` on that cluster, nothing local is started, and tests marked
+`@pytest.mark.local_cluster("<capability>")` are skipped with that capability as the reason.
 """
 
 from __future__ import annotations
@@ -15,17 +19,34 @@ import pytest
 
 from tests.cluster.binaries import ensure_binaries
 from tests.cluster.cluster import Cluster, running_cluster
+from tests.cluster.remote import MARKER, client_binaries, configured_kubeconfig, remote_cluster, skip_reason
+
+_done = pytest.StashKey[bool]()  # the hook is re-exported by several conftests: act once
 
 
 @pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.stash.get(_done, False):
+        return
+    config.stash[_done] = True
+    remote = configured_kubeconfig()
+    for item in items:
+        mark = item.get_closest_marker(MARKER)
+        if mark is None:
+            continue
+        capability = mark.args[0] if mark.args else mark.kwargs.get("capability")
+        if not isinstance(capability, str) or not capability.strip():
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER} needs the capability, as a string")
+        if remote:
+            item.add_marker(pytest.mark.skip(reason=skip_reason(capability)))
     if any(item.get_closest_marker("e2e") for item in items):
+        build = client_binaries if remote else ensure_binaries  # remote: only kubectl and helm
         capman = config.pluginmanager.getplugin("capturemanager")
         if capman is None:
-            ensure_binaries(sys.stderr)
+            build(sys.stderr)
             return
         with capman.global_and_fixture_disabled():
-            ensure_binaries(sys.stderr)
+            build(sys.stderr)
 
 
 _shared: list[Cluster] = []  # one cluster even if this module is registered twice (plugin + conftest)
@@ -33,11 +54,13 @@ _shared: list[Cluster] = []  # one cluster even if this module is registered twi
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """Real etcd + kube-apiserver + controller-manager + scheduler + node agent, torn down at the end."""
+    """Real etcd + kube-apiserver + controller-manager + scheduler + node agent, torn down at the end;
+    in remote mode the cluster DBMIGRATE_E2E_KUBECONFIG names, left running."""
     if _shared:
         yield _shared[0]
         return
-    with running_cluster() as c:
+    remote = configured_kubeconfig()
+    with remote_cluster(remote) if remote else running_cluster() as c:
         _shared.append(c)
         try:
             yield c
