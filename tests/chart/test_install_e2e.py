@@ -42,6 +42,9 @@ def app_namespace(cluster: Cluster) -> Iterator[str]:
     cluster.delete_namespace(name)
 
 
+@pytest.mark.local_cluster(
+    "node agent: the chart's operator pods (image not published) shown Running, as helm --wait needs"
+)
 def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespace: str) -> None:
     release = f"dbm-{uuid.uuid4().hex[:6]}"
     fullname = f"{release}-dbmigrate-operator"  # the chart's default naming
@@ -109,6 +112,7 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespa
     assert gone.returncode != 0
 
 
+@pytest.mark.local_cluster("map_service: the API server reaches the operator's webhook on a loopback port")
 def test_operator_from_the_image_runs_with_the_charts_namespaced_install(
     cluster: Cluster, namespace: str, app_namespace: str, operator_image: ImageState, tmp_path: Path
 ) -> None:
