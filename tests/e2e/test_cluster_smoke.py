@@ -23,6 +23,8 @@ from tests.cluster import NODE_NAME, Cluster
 from tests.cluster.pki import serving_cert
 
 pytestmark = pytest.mark.e2e
+NODE_AGENT = "node agent: the local kubelet stand-in (its node, its pod semantics)"
+MAPPED = "map_image: Job pods run as local processes"
 
 REPORT_SCRIPT = """
 import json, os, sys, time
@@ -99,6 +101,7 @@ def waiting(core: Any, namespace: str, name: str) -> Any:
     return statuses[0].state.waiting if statuses and statuses[0].state.waiting else None
 
 
+@pytest.mark.local_cluster(NODE_AGENT)
 def test_control_plane_is_real_and_node_ready(cluster: Cluster) -> None:
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"].startswith("v1.")
@@ -109,6 +112,7 @@ def test_control_plane_is_real_and_node_ready(cluster: Cluster) -> None:
     assert node["status"]["allocatable"]["pods"] == "110"
 
 
+@pytest.mark.local_cluster(NODE_AGENT)
 def test_deployment_pods_become_running_and_ready(cluster: Cluster, namespace: str, core: Any) -> None:
     cluster.kubectl("create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", "-n", namespace)
     cluster.kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=90s", timeout=100)
@@ -121,6 +125,7 @@ def test_deployment_pods_become_running_and_ready(cluster: Cluster, namespace: s
         assert pod.status.container_statuses[0].state.running is not None
 
 
+@pytest.mark.local_cluster(MAPPED)
 def test_job_runs_mapped_image_with_secret_env(
     cluster: Cluster, namespace: str, core: Any, report_image: str
 ) -> None:
@@ -151,6 +156,7 @@ def test_job_runs_mapped_image_with_secret_env(
     assert len(job_pods(core, namespace, "fails")) == 1  # backoffLimit 0, restartPolicy Never
 
 
+@pytest.mark.local_cluster(MAPPED)
 def test_container_command_is_found_on_the_image_path(
     cluster: Cluster, namespace: str, core: Any, tmp_path: Path
 ) -> None:
@@ -168,6 +174,7 @@ def test_container_command_is_found_on_the_image_path(
     assert (state.exit_code, json.loads(state.message)["argv"]) == (0, ["from-map"])
 
 
+@pytest.mark.local_cluster(MAPPED)
 def test_job_retries_are_new_pods_and_pod_failure_policy_sees_exit_codes(
     cluster: Cluster, namespace: str, core: Any, report_image: str
 ) -> None:
@@ -194,6 +201,7 @@ def test_job_retries_are_new_pods_and_pod_failure_policy_sees_exit_codes(
     assert {p.status.phase for p in pods} == {"Failed"}
 
 
+@pytest.mark.local_cluster(MAPPED)
 def test_missing_secret_or_key_is_create_container_config_error(
     cluster: Cluster, namespace: str, core: Any, report_image: str
 ) -> None:
@@ -220,6 +228,7 @@ def test_missing_secret_or_key_is_create_container_config_error(
     assert json.loads(state.message)["url"] == "late"
 
 
+@pytest.mark.local_cluster(NODE_AGENT)
 def test_unmapped_job_image_is_err_image_pull(cluster: Cluster, namespace: str, core: Any) -> None:
     apply(cluster, namespace, job("pull", "registry.example.com/not-there:9", []))
     pulling = ("ErrImagePull", "ImagePullBackOff")
@@ -232,6 +241,7 @@ def test_unmapped_job_image_is_err_image_pull(cluster: Cluster, namespace: str, 
     )
 
 
+@pytest.mark.local_cluster(NODE_AGENT)
 def test_scheduling_gate_keeps_pod_pending_until_removed(cluster: Cluster, namespace: str, core: Any) -> None:
     pod = {
         "metadata": {"name": "gated"},
@@ -258,6 +268,7 @@ def test_scheduling_gate_keeps_pod_pending_until_removed(cluster: Cluster, names
     assert core.read_namespaced_pod("gated", namespace).spec.node_name == NODE_NAME
 
 
+@pytest.mark.local_cluster(MAPPED)
 def test_pod_deletion_kills_the_process(
     cluster: Cluster, namespace: str, core: Any, report_image: str, tmp_path: Path
 ) -> None:
@@ -347,6 +358,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.local_cluster("map_service and loopback webhooks: the API server calls a local server")
 def test_webhooks_reach_local_servers_by_service_and_by_url(
     cluster: Cluster, namespace: str, core: Any, tmp_path: Path
 ) -> None:
