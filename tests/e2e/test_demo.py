@@ -22,7 +22,12 @@ from scripts.demo import pids, process_running
 from tests.cluster.binaries import REPO
 from tests.e2e.stack import shop_versions
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.postgres,
+    pytest.mark.timeout(600),
+    pytest.mark.local_cluster("make demo: starts its own local control plane, PostgreSQL and operator"),
+]
 
 
 def demo(command: str, state_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
