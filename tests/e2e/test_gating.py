@@ -35,7 +35,13 @@ from tests.cluster import Cluster
 from tests.cluster.binaries import REPO
 from tests.gating.harness import KopfThread, gating_registry, port_open
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.local_cluster(
+        "loopback webhook: the API server calls the in-process webhook on https://127.0.0.1, and the node"
+        " agent shows pods of unmapped images Running"
+    ),
+]
 
 CRD = REPO / "crds" / "databasemigrations.dbmigrate.dev.yaml"
 SCOPE_LABEL = "e2e.dbmigrate.dev/gating"  # our webhook configurations only see labelled namespaces
