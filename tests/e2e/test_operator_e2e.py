@@ -28,7 +28,14 @@ from tests.e2e.stack import EXAMPLE_IMAGE, SHOP, OperatorProcess
 from tests.operator.crd_support import invalid_cases
 from tests.support.postgres import PostgresServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.postgres,
+    pytest.mark.timeout(300),
+    pytest.mark.local_cluster(
+        "map_image: migration Job pods run the real runner as local processes against PostgreSQL on loopback"
+    ),
+]
 NAME = "shop-db"  # the DatabaseMigration (and Secret) of examples/databasemigration.yaml
 BROKEN = (
     Path(__file__).parents[1] / "runner" / "fixtures" / "failing" / "aerich" / "3_20991231000000_broken.py"
