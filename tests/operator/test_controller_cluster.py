@@ -35,7 +35,11 @@ from tests.operator.builders import failure_report, make_cr, success_report
 from tests.operator.crd_support import CRD_PATH, ROOT
 from tests.operator.scenarios import V1, V2, V3
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(600),
+    pytest.mark.local_cluster("map_image: migration Job pods run a stand-in runner as local processes"),
+]
 RBAC_RULES = ROOT / "charts" / "dbmigrate-operator" / "files" / "rbac-rules.yaml"
 IMAGE = "registry.example.com/fake-migrations:1.0.0"
 FAKE_RUNNER = """#!{python}
