@@ -105,27 +105,66 @@ class PostgresServer:
         return name
 
 
-@contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    user = _run_user()
-    root = Path(tempfile.mkdtemp(prefix="dbmigrate-pg-"))
-    data, sock = root / "data", root / "sock"
+@dataclass(frozen=True)
+class Instance:
+    """A started server's directory and how to reach and stop it (shared with scripts/pg.py)."""
+
+    root: Path  # data/, sock/ and log live here
+    port: int
+    bindir: Path
+    run_user: str | None  # the non-root account that owns it, when we are root
+
+    def server(self, password: str = PASSWORD) -> PostgresServer:
+        return PostgresServer(
+            host="127.0.0.1",
+            port=self.port,
+            socket_dir=self.root / "sock",
+            bindir=self.bindir,
+            password=password,
+        )
+
+    def stop(self) -> None:
+        """Immediate shutdown and removal of the directory; fine to call twice or after a failed start."""
+        if (self.root / "data").exists():
+            with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
+                _run_as(
+                    self.run_user,
+                    self.root,
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _run_as(user: str | None, cwd: Path, *args: str) -> None:
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, cwd=cwd)
+
+
+def start_instance(password: str, *, prefix: str = "dbmigrate-pg-", options: str = "") -> Instance:
+    """initdb + `pg_ctl start` (the server daemonizes) in a fresh directory; removed again on failure.
+
+    The directory is under /tmp, not the caller's: the non-root account must reach it.
+    """
+    bindir, user = find_bindir(), _run_user()
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    instance = Instance(root=root, port=_free_port(), bindir=bindir, run_user=user)
+    data, sock, pwfile = root / "data", root / "sock", root / "pw"
     sock.mkdir()
-    pwfile = root / "pw"
-    pwfile.write_text(PASSWORD + "\n")
+    pwfile.write_text(password + "\n")
     if user:
         pw = pwd.getpwnam(user)
         for p in (root, sock, pwfile):
             os.chown(p, pw.pw_uid, pw.pw_gid)
-    prefix = ["runuser", "-u", user, "--"] if user else []
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, cwd=root)
-
     try:
-        run(
+        _run_as(
+            user,
+            root,
             str(bindir / "initdb"),
             "-D",
             str(data),
@@ -139,13 +178,34 @@ def running_postgres() -> Iterator[PostgresServer]:
             "UTF8",
             "--no-sync",
         )
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off -c max_connections=200"
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start")
-        yield PostgresServer(host="127.0.0.1", port=port, socket_dir=sock, bindir=bindir)
+        pwfile.unlink()
+        opts = f"-c listen_addresses=127.0.0.1 -p {instance.port} -k {sock} -c fsync=off {options}".strip()
+        _run_as(
+            user,
+            root,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+        )
+    except BaseException:
+        instance.stop()
+        raise
+    return instance
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    instance = start_instance(PASSWORD, options="-c max_connections=200")
+    try:
+        yield instance.server()
     finally:
-        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        instance.stop()
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
