@@ -87,7 +87,7 @@ def test_record_docs_replaces_only_its_block(tmp_path: Path) -> None:
     assert "old" not in text
     assert text.startswith("# B\n\nintro\n")
     assert text.rstrip().endswith("analysis")
-    assert "| thing / base | 0.500 | ≤ 0.3 | **MISSED** |" in text
+    assert "| thing / base | 0.5 | ≤ 0.3 | **MISSED** |" in text
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -96,3 +96,20 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 99) == 198
     assert percentile([5.0], 99) == 5.0
     assert Stat.of([3.0, 1.0, 2.0]).median == 2.0
+
+
+def test_metric_sum_matches_labels() -> None:
+    from bench.kube import metric_sum
+
+    text = "\n".join(
+        [
+            "# HELP apiserver_flowcontrol_dispatched_requests_total x",
+            'apiserver_flowcontrol_dispatched_requests_total{flow_schema="a",priority_level="p"} 3',
+            'apiserver_flowcontrol_dispatched_requests_total{flow_schema="b",priority_level="p"} 5',
+            'apiserver_flowcontrol_dispatched_requests_total{flow_schema="a",priority_level="q"} 4',
+            'apiserver_flowcontrol_dispatched_requests_total_other{flow_schema="a"} 100',
+        ]
+    )
+    assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {"flow_schema": "a"}) == 7
+    assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {}) == 12
+    assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {"flow_schema": "c"}) == 0
