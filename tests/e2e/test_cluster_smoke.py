@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from kubernetes import client
 
 from tests.cluster import NODE_NAME, Cluster
 from tests.cluster.pki import serving_cert
+from tests.e2e.stack import wait_for
 
 pytestmark = pytest.mark.e2e
 NODE_AGENT = "node agent: the local kubelet stand-in (its node, its pod semantics)"
@@ -35,16 +35,6 @@ with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
     json.dump({"url": os.environ.get("DB_URL"), "mode": os.environ.get("MODE"), "argv": sys.argv[1:]}, f)
 sys.exit(int(os.environ.get("EXIT_CODE", "0")))
 """
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

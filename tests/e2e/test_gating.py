@@ -10,10 +10,9 @@ controller that would normally write that status.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from dbmigrate_operator.constants import (
 )
 from dbmigrate_operator.gating import server, tls, webhook_config
 from tests.cluster import Cluster
-from tests.cluster.binaries import REPO
+from tests.e2e.stack import free_port, install_crd, wait_for
 from tests.gating.harness import KopfThread, gating_registry, port_open
 
 pytestmark = [
@@ -43,21 +42,10 @@ pytestmark = [
     ),
 ]
 
-CRD = REPO / "crds" / "databasemigrations.dbmigrate.dev.yaml"
 SCOPE_LABEL = "e2e.dbmigrate.dev/gating"  # our webhook configurations only see labelled namespaces
 IMAGE = "registry.example.com/shop-web:1"  # unmapped: the node agent reports such pods Running
 V1 = {"app": "models", "version": "0_20260101000000_init"}
 V2 = {"app": "models", "version": "1_20260102000000_add_bio"}
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def raw(response: Any) -> Any:
@@ -231,16 +219,9 @@ def deployment_body(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def gating(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gating]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    install_crd(cluster)
     tmp: Path = tmp_path_factory.mktemp("gating")
     made = tls.self_signed(["127.0.0.1"])
     (tmp / "tls.crt").write_bytes(made.cert_pem)

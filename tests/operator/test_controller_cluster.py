@@ -16,8 +16,7 @@ import stat
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,18 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator.handlers import register
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import Outcome
+from tests.e2e.stack import (
+    condition,
+    events_of,
+    get_json,
+    install_crd,
+    install_operator_identity,
+    jobs_of,
+    status_of,
+    true_condition,
+    wait_for,
+)
 from tests.operator.builders import failure_report, make_cr, success_report
-from tests.operator.crd_support import CRD_PATH, ROOT
 from tests.operator.scenarios import V1, V2, V3
 
 pytestmark = [
@@ -40,7 +49,6 @@ pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.local_cluster("map_image: migration Job pods run a stand-in runner as local processes"),
 ]
-RBAC_RULES = ROOT / "charts" / "dbmigrate-operator" / "files" / "rbac-rules.yaml"
 IMAGE = "registry.example.com/fake-migrations:1.0.0"
 FAKE_RUNNER = """#!{python}
 import os, sys
@@ -49,20 +57,6 @@ with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
 print("fake runner", sys.argv[1:], "url set:", bool(os.environ.get("DATABASE_URL")))
 sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 """
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (KeyError, IndexError, StopIteration) as exc:
-            last = exc
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} ({last!r})")
 
 
 class Operator:
@@ -105,34 +99,13 @@ class Operator:
 
 @pytest.fixture(scope="module")
 def operator_kubeconfig(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{c.PLURAL}.{c.GROUP}", "--timeout=60s")
-    ns = cluster.create_namespace("dbmigrate-system")
-    role = f"dbmigrate-operator-{uuid.uuid4().hex[:6]}"
-    rules = yaml.safe_load(RBAC_RULES.read_text())
-    objs = [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": role},
-            "rules": rules,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns}],
-        },
-    ]
-    for obj in objs:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    install_crd(cluster)
+    path = install_operator_identity(cluster, cluster.create_namespace("dbmigrate-system"), "operator")
     bindir = tmp_path_factory.mktemp("fake-image-bin")
     runner = bindir / "dbmigrate-runner"
     runner.write_text(FAKE_RUNNER.format(python=sys.executable))
     runner.chmod(runner.stat().st_mode | stat.S_IEXEC)
     cluster.map_image(IMAGE, ["dbmigrate-runner"], env={"PATH": f"{bindir}:/usr/bin:/bin"})
-    path: Path = cluster.service_account_kubeconfig(ns, "operator")
     return path
 
 
@@ -140,17 +113,6 @@ def operator_kubeconfig(cluster: Any, tmp_path_factory: pytest.TempPathFactory) 
 def operator(operator_kubeconfig: Path) -> Iterator[Operator]:
     with Operator(operator_kubeconfig) as op:
         yield op
-
-
-def get(cluster: Any, namespace: str, *what: str) -> Any:
-    return json.loads(cluster.kubectl("get", "-n", namespace, "-o", "json", *what).stdout)
-
-
-def true_condition(cluster: Any, namespace: str, name: str) -> tuple[str, str]:
-    status = get(cluster, namespace, "dbm", name).get("status") or {}
-    trues = [x for x in status.get("conditions", []) if x["status"] == "True"]
-    assert len(trues) <= 1, trues
-    return (trues[0]["type"], trues[0]["reason"]) if trues else ("", "")
 
 
 def apply_cr(cluster: Any, namespace: str, name: str, env: dict[str, str] | None = None, **spec: Any) -> None:
@@ -176,15 +138,11 @@ def secret(cluster: Any, namespace: str) -> None:
     )
 
 
-def jobs_of(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    return list(get(cluster, namespace, "jobs", "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
-
-
 def test_run_applies_and_a_spec_change_runs_again(cluster: Any, namespace: str, operator: Operator) -> None:
     secret(cluster, namespace)
     apply_cr(cluster, namespace, "shop-db", env={"FAKE_REPORT": success_report([V1, V2])})
     wait_for(lambda: true_condition(cluster, namespace, "shop-db") == ("Ready", "Applied"), what="Applied")
-    status = get(cluster, namespace, "dbm", "shop-db")["status"]
+    status = status_of(cluster, namespace, "shop-db")
     assert status["currentVersion"] == f"models:{V2}"
     assert status["phase"] == "Succeeded"
     assert status["observedGeneration"] == 1
@@ -194,7 +152,7 @@ def test_run_applies_and_a_spec_change_runs_again(cluster: Any, namespace: str, 
     # the printer columns read the status
     row = cluster.kubectl("get", "dbm", "shop-db", "-n", namespace, "--no-headers").stdout.split()
     assert row[1:4] == ["True", f"models:{V2}", "Succeeded"]
-    events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=shop-db")["items"]
+    events = events_of(cluster, namespace, "shop-db")
     assert {"RunStarted", "Applied"} <= {e["reason"] for e in events}
     # a new image: a second Job, a second result
     patch = {
@@ -207,10 +165,10 @@ def test_run_applies_and_a_spec_change_runs_again(cluster: Any, namespace: str, 
     cluster.kubectl("patch", "dbm", "shop-db", "-n", namespace, "--type", "merge", "-p", json.dumps(patch))
     wait_for(lambda: len(jobs_of(cluster, namespace, "shop-db")) == 2, what="second job")
     wait_for(
-        lambda: get(cluster, namespace, "dbm", "shop-db")["status"].get("currentVersion") == f"models:{V3}",
+        lambda: status_of(cluster, namespace, "shop-db").get("currentVersion") == f"models:{V3}",
         what="V3 applied",
     )
-    status = get(cluster, namespace, "dbm", "shop-db")["status"]
+    status = status_of(cluster, namespace, "shop-db")
     assert status["observedGeneration"] == 2
     assert true_condition(cluster, namespace, "shop-db") == (
         "Ready",
@@ -237,13 +195,13 @@ def test_failed_migration_fails_fast_and_stays_failed(
         lambda: true_condition(cluster, namespace, "shop-db") == ("Stalled", "MigrationFailed"),
         what="MigrationFailed",
     )
-    status = get(cluster, namespace, "dbm", "shop-db")["status"]
+    status = status_of(cluster, namespace, "shop-db")
     stalled = next(x for x in status["conditions"] if x["type"] == "Stalled")
     assert 'column "bio" already exists' in stalled["message"]
     assert status["phase"] == "Failed"
     (job,) = jobs_of(cluster, namespace, "shop-db")
     assert job["status"].get("failed") == 1  # podFailurePolicy: exit 5 is final, no pointless retries
-    pods = get(cluster, namespace, "pods", "-l", f"{c.MIGRATION_LABEL}=shop-db")["items"]
+    pods = get_json(cluster, namespace, "pods", "-l", f"{c.MIGRATION_LABEL}=shop-db")["items"]
     assert len(pods) == 1
     time.sleep(3)
     assert len(jobs_of(cluster, namespace, "shop-db")) == 1  # and no hot loop from the operator
@@ -281,9 +239,7 @@ def test_stuck_pods_are_reported_at_once(
     wait_for(
         lambda: true_condition(cluster, namespace, "shop-db") == ("Stalled", reason), timeout=60, what=reason
     )
-    stalled = next(
-        x for x in get(cluster, namespace, "dbm", "shop-db")["status"]["conditions"] if x["type"] == "Stalled"
-    )
+    stalled = condition(cluster, namespace, "shop-db", "Stalled")
     assert fragment in stalled["message"]
     if case == "secret":  # the Secret arrives: the Pod starts and the run goes on by itself
         secret(cluster, namespace)
