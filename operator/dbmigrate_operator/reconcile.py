@@ -77,11 +77,54 @@ class Plan:
 # ---------------------------------------------------------------- observation helpers
 
 
-def _finished(job: dict[str, Any]) -> str | None:
+def _job_verdict(job: dict[str, Any]) -> str | None:
     """'Complete' or 'Failed' once the Job controller says so; None while it runs."""
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
             return str(cond["type"])
+    return None
+
+
+def _succeeded_state(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The terminated state of a container that exited 0 with a readable Succeeded report, if any.
+
+    Our Jobs run one Pod (completions 1, restartPolicy Never), so such a Pod decides the Job: the Job
+    controller's Complete follows up to a second later (it batches Pod updates), and nothing can undo it.
+    """
+    for pod in pods:
+        state = (_container_status(pod).get("state") or {}).get("terminated") or {}
+        if state.get("exitCode") == 0 and state.get("message"):
+            try:
+                if decode(str(state["message"])).ok:
+                    return dict(state)
+            except ReportError:
+                continue
+    return None
+
+
+def _finished(
+    job: dict[str, Any], pods: list[dict[str, Any]], old_run: dict[str, Any] | None = None
+) -> str | None:
+    """'Complete' or 'Failed' as the Job controller says, or 'Complete' as soon as the result is final.
+
+    A success is final once its Pod reports it (or status.lastRun already recorded it for this very Job,
+    should the Pod vanish before the Job controller counts it). Failures wait for the Job's verdict:
+    backoffLimit and podFailurePolicy decide whether another attempt follows.
+    """
+    verdict = _job_verdict(job)
+    if verdict is not None:
+        return verdict
+    if _succeeded_state(pods) is not None:
+        return "Complete"
+    started = (job.get("status") or {}).get("startTime")
+    if (
+        old_run
+        and old_run.get("outcome") == Outcome.SUCCEEDED.value
+        and started
+        and old_run.get("startedAt") == started
+        and recorded_run(old_run, job)
+    ):
+        return "Complete"
     return None
 
 
@@ -203,7 +246,7 @@ class Result:
 
 def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Settings) -> Result:
     """Decode the runner's report from the newest terminated Pod (its termination message)."""
-    done = _finished(job)
+    done = _finished(job, pods)
     terminated = []
     for pod in pods:
         state = (_container_status(pod).get("state") or {}).get("terminated")
@@ -224,7 +267,10 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
     completed = (job.get("status") or {}).get("completionTime") or cond.get("lastTransitionTime")
     if done == "Complete":
         if report is not None and report.ok:
-            return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", completed, True)
+            # When the container ended, not when the Job controller noticed: the same answer before
+            # and after the Job's Complete, so catching up rewrites nothing.
+            ended = last.get("finishedAt") or completed
+            return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", ended, True)
         return Result(
             Outcome.SUCCEEDED.value,
             Reason.APPLIED,
@@ -422,8 +468,13 @@ def decide(
         and not (job.get("metadata") or {}).get("deletionTimestamp")
     ]
     ours.sort(key=_order_key, reverse=True)  # newest first
-    active = [job for job in ours if _finished(job) is None]
-    finished = [job for job in ours if _finished(job) is not None]
+    old_run = dict(old.get("lastRun") or {})
+    done = {job["metadata"]["name"]: _finished(job, _pods_of(job, pods), old_run) for job in ours}
+    active = [job for job in ours if done[job["metadata"]["name"]] is None]
+    finished = [job for job in ours if done[job["metadata"]["name"]] is not None]
+    # Succeeded by its Pod, not yet closed by the Job controller: its result counts, but the Job object
+    # is still active, so no other Job is created (or deleted) for this CR until it is closed.
+    closing = [job for job in finished if _job_verdict(job) is None]
     hash_ = j.run_hash(cr)
     desired_name = j.job_name(name, hash_)
     hint = RERUN_HINT.format(name=name, namespace=namespace)
@@ -431,7 +482,6 @@ def decide(
     new: dict[str, Any] = {
         k: old[k] for k in ("currentVersion", "appliedVersions", "appliedCount", "lastRun") if k in old
     }
-    old_run = dict(old.get("lastRun") or {})
 
     # A result learned from a Pod's report is never unlearned: once that Pod is gone (Pod GC, node
     # drain), the Job alone says far less (JobFailed, no database error), so the outcome status.lastRun
@@ -537,6 +587,16 @@ def decide(
                     f"change the spec or ask for a rerun: {hint}",
                 ),
             )
+    elif closing:
+        jname = closing[0]["metadata"]["name"]
+        phase, verdict = (
+            Phase.RUNNING,
+            progressing(
+                Reason.WAITING_FOR_PREVIOUS_RUN,
+                f"the spec changed while Job {jname} ran; the new run starts once the Job controller "
+                "has closed it",
+            ),
+        )
     elif any(job["metadata"]["name"] == desired_name for job in finished):
         # An old Job of the same run exists but a newer run happened since (A → B → A): its result is
         # stale, so remove it and run again under the same deterministic name.
@@ -586,7 +646,7 @@ def decide(
     deleting = {a.name for a in actions if isinstance(a, DeleteJob)}
     for job in finished[limit:]:
         jname = job["metadata"]["name"]
-        if jname not in deleting and job is not head and jname != desired_name:
+        if jname not in deleting and job is not head and jname != desired_name and job not in closing:
             actions.append(DeleteJob(jname, f"beyond spec.historyLimit ({limit})"))
 
     new["observedGeneration"] = generation

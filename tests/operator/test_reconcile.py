@@ -123,18 +123,91 @@ def test_phase_never_goes_back_while_the_job_controller_catches_up(exit_code: in
     ]:
         cr, plan = settle(cr, jobs, pods, now=end)
         seen.append(plan.status["phase"])
-    assert seen == ["Pending", "Running", "Running", "Failed" if exit_code else "Succeeded"]
+    # a success report with exit code 0 is final at once; a failure waits for the Job's verdict (retries)
+    expected = (
+        ["Pending", "Running", "Running", "Failed"]
+        if exit_code
+        else ["Pending", "Running"] + 2 * ["Succeeded"]
+    )
+    assert seen == expected
     assert [PHASE_ORDER[p] for p in seen] == sorted(PHASE_ORDER[p] for p in seen)
 
 
 def test_a_run_whose_container_ended_unseen_is_running() -> None:
-    """A fast run: the first Pod state the operator sees is already terminated."""
+    """A fast failing run: the first Pod state the operator sees is already terminated."""
     cr = make_cr()
     job = started(first_job(cr), T0)
-    _, plan = settle(cr, [job], [terminated_pod(job, 0, success_report([V1]), T0)])
+    pod = terminated_pod(job, 3, failure_report(Outcome.DATABASE_UNREACHABLE, "refused"), T0)
+    _, plan = settle(cr, [job], [pod])
     assert plan.status["phase"] == "Running"
     assert true_condition(plan)["reason"] == "JobRunning"
     assert plan.status["lastRun"]["outcome"] == "Running"
+
+
+def test_success_is_final_once_the_pod_reports_it_without_waiting_for_the_job_controller() -> None:
+    """restartPolicy Never, completions 1: exit code 0 with a Succeeded report decides the Job."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, _ = settle(cr, [job], [running_pod(job, T0)])
+    end = T0 + timedelta(seconds=20)
+    pod = terminated_pod(job, 0, success_report([V1, V2]), end)
+    cr, plan = settle(cr, [job], [pod], now=end)  # the Job has no Complete condition yet
+    assert plan.status["phase"] == "Succeeded"
+    assert true_condition(plan)["reason"] == "Applied"
+    assert plan.status["currentVersion"] == f"models:{V2}"
+    run = plan.status["lastRun"]
+    assert (run["outcome"], run["completedAt"]) == ("Succeeded", "2026-01-01T12:00:20Z")
+    assert [(e.type, e.reason) for e in plan.of(EmitEvent)] == [("Normal", "Applied")]
+    assert plan.of(CreateJob) == plan.of(DeleteJob) == []
+    # the Job controller catches up: nothing to write, no second event
+    done = completed(job, end + timedelta(seconds=1))
+    done["status"]["startTime"] = job["status"]["startTime"]  # the same Job, now closed
+    cr, later = settle(cr, [done], [terminated_pod(done, 0, success_report([V1, V2]), end)], now=end)
+    assert later.actions == []
+    assert later.status == plan.status
+
+
+def test_an_early_success_sticks_when_the_pod_vanishes_before_the_job_controller_counts_it() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    cr, before = settle(cr, [job], [terminated_pod(job, 0, success_report([V1]), T0)])
+    assert before.status["phase"] == "Succeeded"
+    cr, plan = settle(cr, [job], [])
+    assert plan.actions == []
+    assert plan.status["phase"] == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [None, "not json", failure_report(Outcome.MIGRATION_FAILED, "boom")],
+    ids=["no-report", "garbage", "failure-report"],
+)
+def test_exit_code_zero_without_a_success_report_waits_for_the_job(message: str | None) -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    _, plan = settle(cr, [job], [terminated_pod(job, 0, message, T0)])
+    assert plan.status["phase"] == "Running"
+    assert plan.status["lastRun"]["outcome"] == "Running"
+
+
+def test_a_spec_change_during_an_early_success_waits_for_the_job_before_the_next_run() -> None:
+    """Exactly one Job per CR at a time: the next Job only once the Job controller has closed this one."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    pod = terminated_pod(job, 0, success_report([V1]), T0 + timedelta(seconds=20))
+    changed = make_cr(
+        generation=2, image="registry.example.com/shop-migrations:1.5.0", status=cr.get("status")
+    )
+    changed, plan = settle(changed, [job], [pod])
+    assert plan.of(CreateJob) == plan.of(DeleteJob) == []
+    assert true_condition(plan)["reason"] == "WaitingForPreviousRun"
+    assert plan.status["phase"] == "Running"
+    assert plan.status["lastRun"]["outcome"] == "Succeeded"
+    assert plan.status["currentVersion"] == f"models:{V1}"
+    done = completed(job, T0 + timedelta(seconds=21))
+    plan = decide(changed, [done], [pod], T0 + timedelta(seconds=21), S)
+    (create,) = plan.of(CreateJob)
+    assert create.manifest["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.5.0")
 
 
 def test_a_retry_waiting_for_its_pod_stays_running() -> None:
