@@ -122,3 +122,41 @@ async def test_handler_denies_with_an_admission_error() -> None:
     pod["spec"]["nodeName"] = "node-1"
     with pytest.raises(kopf.AdmissionError, match=r"nodeName"):
         await call_handler(pod, memo)
+
+
+async def test_the_api_read_does_not_queue_behind_a_busy_default_thread_pool() -> None:
+    """Reconciles fill asyncio's default pool; admission reads have their own threads."""
+    import asyncio
+    import threading
+
+    import kopf
+
+    from dbmigrate_operator.gating.release import Releaser
+    from dbmigrate_operator.gating.server import WebhookSettings
+    from dbmigrate_operator.gating.state import MEMO_KEY, Runtime
+    from tests.gating.test_release import FakeApi
+
+    threads: list[str] = []
+
+    class ThreadNoting(FakeApi):
+        def get_migration(
+            self, namespace: str, name: str, timeout: float | None = None
+        ) -> dict[str, Any] | None:
+            threads.append(threading.current_thread().name)
+            return super().get_migration(namespace, name, timeout)
+
+    api = ThreadNoting([], migration_body(ready=True))
+    memo = kopf.Memo({MEMO_KEY: Runtime(api=api, releaser=Releaser(api), settings=WebhookSettings())})
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    busy = [loop.run_in_executor(None, release.wait, 60) for _ in range(64)]  # every default thread
+    try:
+        # a guard against hanging, not a timing: a shared pool would block until `release`
+        warnings, patched = await asyncio.wait_for(call_handler(make_pod("web-1"), memo), timeout=30)
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+    assert "schedulingGates" not in patched["spec"]  # read the Ready migration: admitted ungated
+    assert warnings == []
+    assert len(threads) == 1
+    assert threads[0].startswith("webhook")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -30,6 +32,11 @@ from dbmigrate_operator.gating.state import runtime_of
 from dbmigrate_operator.gating.webhook_config import API_READ_TIMEOUT_SECONDS, WEBHOOK_ID
 
 FetchMigration = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+
+# The webhook's API reads get threads of their own: in asyncio's default pool they queued behind the
+# controller's reconciles (every reconcile's blocking calls run there), which pushed admission past
+# seconds while the controller was busy. Threads start on first use; a few cover concurrent creations.
+READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +116,9 @@ async def gate_pods(
         api = runtime.api
 
         async def fetch(namespace: str, name: str) -> Mapping[str, Any] | None:
+            read = functools.partial(api.get_migration, namespace, name, API_READ_TIMEOUT_SECONDS)
             return await asyncio.wait_for(
-                asyncio.to_thread(api.get_migration, namespace, name, API_READ_TIMEOUT_SECONDS),
+                asyncio.get_running_loop().run_in_executor(READS, read),
                 timeout=API_READ_TIMEOUT_SECONDS + 0.5,
             )
 
