@@ -29,7 +29,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.stash.get(_done, False):
         return
     config.stash[_done] = True
-    remote = configured_kubeconfig()
+    try:
+        remote = configured_kubeconfig()
+    except FileNotFoundError as e:
+        raise pytest.UsageError(str(e)) from None
     for item in items:
         mark = item.get_closest_marker(MARKER)
         if mark is None:

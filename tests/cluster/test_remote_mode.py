@@ -161,3 +161,9 @@ def test_a_mark_without_its_capability_is_a_usage_error(tmp_path: Path) -> None:
     done = run_marked(tmp_path, MARKED.replace('("map_image: pods as local processes")', ""))
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
     assert "needs the capability" in done.stderr
+
+
+def test_a_kubeconfig_that_is_not_there_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_marked(tmp_path, MARKED, **{ENV_VAR: str(tmp_path / "missing.kubeconfig")})
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert f"{ENV_VAR}={tmp_path / 'missing.kubeconfig'}: no such file" in done.stderr
