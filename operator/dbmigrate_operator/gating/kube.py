@@ -1,7 +1,8 @@
 """The few API calls gating makes, over the official (sync) kubernetes client, as plain dicts.
 
-Everything here is blocking; callers run it with `asyncio.to_thread`. Objects come back as the
-API's JSON (camelCase dicts), so the pure modules read them exactly as `kubectl get -o json` shows.
+Everything here is blocking; callers run it in a thread (the webhook in its own small pool).
+Objects come back as the API's JSON (camelCase dicts), so the pure modules read them exactly as
+`kubectl get -o json` shows.
 """
 
 from __future__ import annotations
