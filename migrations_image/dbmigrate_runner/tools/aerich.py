@@ -22,7 +22,14 @@ from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.tools.base import OnDone, crash_hook, database_error, group_rows, with_runner_connection
+from dbmigrate_runner.tools.base import (
+    OnDone,
+    crash_hook,
+    database_error,
+    group_rows,
+    migration_errors,
+    with_runner_connection,
+)
 
 TABLE = "aerich"
 
@@ -105,7 +112,7 @@ class AerichTool:
             for version in app_plan.to_apply:
                 label = f"{app_plan.app}:{version}"
                 log.info("migration.apply", f"applying {label}", migration=label)
-                try:
+                with migration_errors(label):
                     module = self._module(app_plan.app, version)
 
                     async def apply(
@@ -129,11 +136,6 @@ class AerichTool:
                             await apply(conn)
                     else:
                         await apply(Tortoise.get_connection(self._connection_name(app_plan.app)))
-                except ConfigError:
-                    raise
-                except Exception as exc:
-                    kind, text = database_error(exc)
-                    raise MigrationFailed(text, kind=kind, migration=label) from exc
                 on_done(label)
                 crash_hook(self.crash_after, label)
 
@@ -144,7 +146,7 @@ class AerichTool:
             for version in app_plan.to_revert:
                 label = f"{app_plan.app}:{version}"
                 log.info("migration.revert", f"reverting {label}", migration=label)
-                try:
+                with migration_errors(label):
                     module = self._module(app_plan.app, version)
                     async with in_transaction(self._connection_name(app_plan.app)) as conn:
                         sql = await module.downgrade(conn)
@@ -155,11 +157,6 @@ class AerichTool:
                             f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "version" = $2',
                             [app_plan.app, f"{version}.py"],
                         )
-                except (ConfigError, MigrationFailed):
-                    raise
-                except Exception as exc:
-                    kind, text = database_error(exc)
-                    raise MigrationFailed(text, kind=kind, migration=label) from exc
                 on_done(label)
                 crash_hook(self.crash_after, label)
 

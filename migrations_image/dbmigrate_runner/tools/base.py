@@ -7,14 +7,16 @@ the heavy imports and ``Tortoise.init`` only when there is work.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import asyncpg
 
+from dbmigrate_runner.errors import MigrationFailed, RunnerError
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import Project
 from dbmigrate_runner.settings import DbParams
@@ -80,6 +82,19 @@ def database_error(exc: BaseException) -> tuple[str, str]:
                 return type(cand).__name__, text
         current = current.__cause__ or current.__context__
     return type(exc).__name__, str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def migration_errors(label: str) -> Iterator[None]:
+    """Any unclassified failure while applying or reverting ``label`` is that migration's failure,
+    reported with the database's own text; errors the runner already classified pass as they are."""
+    try:
+        yield
+    except RunnerError:
+        raise
+    except Exception as exc:
+        kind, text = database_error(exc)
+        raise MigrationFailed(text, kind=kind, migration=label) from exc
 
 
 def crash_hook(crash_after: str | None, applied: str) -> None:

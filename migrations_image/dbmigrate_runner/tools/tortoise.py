@@ -18,12 +18,19 @@ from typing import Any
 
 import asyncpg
 
-from dbmigrate_runner.errors import ConfigError, DowngradeRefused, MigrationFailed
+from dbmigrate_runner.errors import ConfigError, DowngradeRefused
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO, Plan, Target
 from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.tools.base import OnDone, crash_hook, database_error, group_rows, with_runner_connection
+from dbmigrate_runner.tools.base import (
+    OnDone,
+    crash_hook,
+    database_error,
+    group_rows,
+    migration_errors,
+    with_runner_connection,
+)
 
 TABLE = "tortoise_migrations"
 
@@ -126,7 +133,7 @@ class TortoiseTool:
                 key = MigrationKey(app_label=migration.app_label, name=migration.name)
                 label = f"{key.app_label}:{key.name}"
                 log.info("migration.apply", f"applying {label}", migration=label)
-                try:
+                with migration_errors(label):
                     if state is None:
                         state = await executor._project_state(applied)
                     editor = executor._schema_editor(atomic=migration.atomic)
@@ -138,9 +145,6 @@ class TortoiseTool:
                     else:
                         await migration.apply(state, schema_editor=editor)
                         await executor.recorder.record_applied(key.app_label, key.name)
-                except Exception as exc:
-                    kind, text = database_error(exc)
-                    raise MigrationFailed(text, kind=kind, migration=label) from exc
                 applied.add(key)
                 on_done(label)
                 crash_hook(self.crash_after, label)
@@ -163,7 +167,7 @@ class TortoiseTool:
                 key = MigrationKey(app_label=migration.app_label, name=migration.name)
                 label = f"{key.app_label}:{key.name}"
                 log.info("migration.revert", f"reverting {label}", migration=label)
-                try:
+                with migration_errors(label):
                     editor = executor._schema_editor(atomic=migration.atomic)
                     if editor.atomic_migration:
                         async with in_transaction(executor.connection.connection_name) as txn:
@@ -173,9 +177,6 @@ class TortoiseTool:
                     else:
                         await migration.unapply(cache[key], schema_editor=editor)
                         await executor.recorder.record_unapplied(key.app_label, key.name)
-                except Exception as exc:
-                    kind, text = database_error(exc)
-                    raise MigrationFailed(text, kind=kind, migration=label) from exc
                 on_done(label)
                 crash_hook(self.crash_after, label)
 
