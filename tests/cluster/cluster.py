@@ -187,8 +187,13 @@ class Cluster:
             ).status.token
         path = self.data_dir / "kubeconfigs" / f"sa-{namespace}-{name}.kubeconfig"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(_kubeconfig(self.server, self.ca_cert, {"token": token}, namespace))
+        path.write_text(self._token_kubeconfig(token, namespace))
+        path.chmod(0o600)
         return path
+
+    def _token_kubeconfig(self, token: str, namespace: str) -> str:
+        """A kubeconfig for `token` against this cluster (the remote mode takes server and CA elsewhere)."""
+        return _kubeconfig(self.server, self.ca_cert, {"token": token}, namespace)
 
     def map_image(
         self,

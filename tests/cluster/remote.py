@@ -144,27 +144,9 @@ class RemoteCluster(Cluster):
         if admin != "yes":
             raise RuntimeError(f"{ENV_VAR}={self.kubeconfig}: not cluster admin (kubectl auth can-i '*' '*')")
 
-    def service_account_kubeconfig(
-        self, namespace: str, name: str, *, create: bool = True, expiration_seconds: int = 3600
-    ) -> Path:
-        """A TokenRequest token for the ServiceAccount, with the server, CA and TLS options of the
-        given kubeconfig's current cluster: exactly the ServiceAccount's RBAC."""
-        from kubernetes import client
-        from kubernetes.client import ApiException
-
-        with self.api_client() as api:
-            core: Any = client.CoreV1Api(api)
-            if create:
-                with contextlib.suppress(ApiException):
-                    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-            token = core.create_namespaced_service_account_token(
-                name, namespace, {"spec": {"expirationSeconds": expiration_seconds}}
-            ).status.token
-        path = self.data_dir / "kubeconfigs" / f"sa-{namespace}-{name}.kubeconfig"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(token_kubeconfig(current_cluster_entry(self.kubeconfig), token, namespace))
-        path.chmod(0o600)
-        return path
+    def _token_kubeconfig(self, token: str, namespace: str) -> str:
+        """The server, CA and TLS options of the given kubeconfig's current cluster, with `token`."""
+        return token_kubeconfig(current_cluster_entry(self.kubeconfig), token, namespace)
 
     def map_image(
         self,
