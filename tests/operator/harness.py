@@ -30,7 +30,7 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator.handlers import Controller, register
 from dbmigrate_operator.jobs import CREATED_ANNOTATION
 from dbmigrate_operator.settings import Settings
-from tests.operator.builders import ts
+from tests.operator.builders import pod_for, ts
 
 CR_PATH = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{{ns}}/{c.PLURAL}"
 T = TypeVar("T")
@@ -215,29 +215,9 @@ class FakeCluster:
                 "PATCH", f"{path}/{name}/status", {"status": status}, "application/merge-patch+json"
             )
         else:
-            pod = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": name,
-                    "namespace": meta["namespace"],
-                    "labels": {
-                        **job["spec"]["template"]["metadata"]["labels"],
-                        "batch.kubernetes.io/job-name": meta["name"],
-                    },
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "batch/v1",
-                            "kind": "Job",
-                            "name": meta["name"],
-                            "uid": meta["uid"],
-                            "controller": True,
-                        }
-                    ],
-                },
-                "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
-                "status": status,
-            }
+            pod = pod_for(job, suffix)
+            del pod["metadata"]["uid"]  # the API server assigns it, as for every object it admits
+            pod["status"] = status
             await self.create(path, pod)
         return next(p for p in self.objects("pods", meta["namespace"]) if p["metadata"]["name"] == name)
 
