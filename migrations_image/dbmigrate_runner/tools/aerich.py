@@ -25,8 +25,8 @@ from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
     OnDone,
     crash_hook,
-    database_error,
     group_rows,
+    init_tortoise,
     migration_errors,
     with_runner_connection,
 )
@@ -52,8 +52,6 @@ class AerichTool:
         return group_rows(list(rows), "version", strip_suffix=True)
 
     async def open(self, project: Project, db: DbParams, apps: list[str]) -> None:
-        from tortoise import Tortoise
-
         self.project = project
         config = with_runner_connection(project.config, db)
         holders = [
@@ -64,13 +62,7 @@ class AerichTool:
             first = apps[0] if apps else next(iter(config["apps"]))
             config["apps"][first]["models"] = [*config["apps"][first].get("models", []), AERICH_MODELS]
         self.config = config
-        try:
-            await Tortoise.init(config=config)
-        except Exception as exc:
-            kind, text = database_error(exc)
-            raise ConfigError(
-                f"Tortoise.init failed for config {project.config_path}: {text}", kind=kind
-            ) from exc
+        await init_tortoise(config, project)
 
     def _connection_name(self, app: str) -> str:
         return str(self.config["apps"][app].get("default_connection", "default"))

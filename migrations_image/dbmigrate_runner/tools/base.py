@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from dbmigrate_runner.errors import MigrationFailed, RunnerError
+from dbmigrate_runner.errors import ConfigError, MigrationFailed, RunnerError
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import Project
 from dbmigrate_runner.settings import DbParams
@@ -82,6 +82,19 @@ def database_error(exc: BaseException) -> tuple[str, str]:
                 return type(cand).__name__, text
         current = current.__cause__ or current.__context__
     return type(exc).__name__, str(exc) or type(exc).__name__
+
+
+async def init_tortoise(config: dict[str, Any], project: Project) -> None:
+    """``Tortoise.init`` failing means the image's config does not fit this database: a config error."""
+    from tortoise import Tortoise
+
+    try:
+        await Tortoise.init(config=config)
+    except Exception as exc:
+        kind, text = database_error(exc)
+        raise ConfigError(
+            f"Tortoise.init failed for config {project.config_path}: {text}", kind=kind
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -26,8 +26,8 @@ from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
     OnDone,
     crash_hook,
-    database_error,
     group_rows,
+    init_tortoise,
     migration_errors,
     with_runner_connection,
 )
@@ -66,7 +66,6 @@ class TortoiseTool:
         return group_rows(list(rows), "name")
 
     async def open(self, project: Project, db: DbParams, apps: list[str]) -> None:
-        from tortoise import Tortoise
         from tortoise.connection import get_connection
         from tortoise.migrations.executor import MigrationExecutor
 
@@ -75,13 +74,7 @@ class TortoiseTool:
             if module := tortoise_migrations_module(app_config):
                 app_config.setdefault("migrations", module)
         self.config = config
-        try:
-            await Tortoise.init(config=config)
-        except Exception as exc:
-            kind, text = database_error(exc)
-            raise ConfigError(
-                f"Tortoise.init failed for config {project.config_path}: {text}", kind=kind
-            ) from exc
+        await init_tortoise(config, project)
         # One executor per connection, loaded with every app on it so cross-app dependencies resolve.
         by_connection: dict[str, dict[str, Any]] = {}
         for label, app_config in config["apps"].items():
