@@ -39,10 +39,10 @@ k8s-bin:
 	hack/build-binaries.sh
 
 cluster-up: venv
-	$(PY) -m tests.cluster up
+	$(PY) -m localcluster up
 
 cluster-down: venv
-	$(PY) -m tests.cluster down
+	$(PY) -m localcluster down
 
 bench: venv postgres
 	$(PY) -m bench

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.cluster.cluster import Cluster
-    from tests.support.postgres import PostgresServer
+    from localcluster.cluster import Cluster
+    from localcluster.postgres import PostgresServer
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Context:
     @property
     def postgres(self) -> PostgresServer:
         if self._postgres is None:
-            from tests.support.postgres import running_postgres
+            from localcluster.postgres import running_postgres
 
             print("[bench] starting a throwaway PostgreSQL", file=sys.stderr, flush=True)
             self._postgres = self._stack.enter_context(running_postgres())
@@ -45,7 +45,7 @@ class Context:
     @property
     def cluster(self) -> Cluster:
         if self._cluster is None:
-            from tests.cluster.cluster import running_cluster
+            from localcluster.cluster import running_cluster
 
             print("[bench] starting the local control plane", file=sys.stderr, flush=True)
             self._cluster = self._stack.enter_context(running_cluster(progress=sys.stderr))

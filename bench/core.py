@@ -223,7 +223,7 @@ def machine() -> dict[str, Any]:
 
 def postgres_version() -> str:
     try:
-        from tests.support.postgres import find_bindir
+        from localcluster.postgres import find_bindir
 
         out = subprocess.run(
             [str(find_bindir() / "postgres"), "--version"], capture_output=True, text=True, check=True

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the e2e test cluster binaries (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, helm) from Go modules
+# Build the local cluster's binaries (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet, kubectl, helm, crictl) from Go modules
 # pinned under hack/, into a per-version cache (see below). Only missing
 # binaries are built, so a warm run is instant. Prints the bin dir last.
 #
@@ -27,8 +27,9 @@ modver() { # modver <go.mod> <module>: the required version of a module
 K8S_VERSION="$(modver "$HACK/k8s/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(modver "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(modver "$HACK/helm/go.mod" helm.sh/helm/v3)"
+CRICTL_VERSION="$(modver "$HACK/crictl/go.mod" sigs.k8s.io/cri-tools)"
 # Outside the work tree, so fresh clones (CI) on the same machine reuse the binaries.
-VERSIONS="$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"  # tests/cluster/binaries.py agrees
+VERSIONS="$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"  # localcluster/binaries.py agrees
 BIN="${DBMIGRATE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbmigrate-operator/k8s}/$VERSIONS/bin"
 mkdir -p "$BIN"
 exec 9>"$BIN/.lock"
@@ -55,7 +56,7 @@ build() { # build <module-dir> <ldflags> <out> <pkg>...: go build into a temp di
 
 missing() { for b in "$@"; do [[ -x "$BIN/$b" ]] || return 0; done; return 1; }
 
-if missing kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+if missing kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; then
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   v="-X k8s.io/component-base/version"
   cv="-X k8s.io/client-go/pkg/version"
@@ -63,7 +64,10 @@ if missing kube-apiserver kube-controller-manager kube-scheduler kubectl; then
   ld+=" $cv.gitVersion=$K8S_VERSION $cv.gitMajor=1 $cv.gitMinor=$minor $cv.gitTreeState=clean"
   build "$HACK/k8s" "$ld" "" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet
+fi
+if missing crictl; then  # the real node's CRI client (debugging, `make demo` shows containers with it)
+  build "$HACK/crictl" "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" crictl sigs.k8s.io/cri-tools/cmd/crictl
 fi
 if missing etcd; then
   build "$HACK/etcd" "-s -w" etcd go.etcd.io/etcd/server/v3

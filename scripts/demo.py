@@ -1,6 +1,6 @@
 """`make demo`: the whole product on a local Kubernetes control plane, left running.
 
-Starts (detached) the test control plane of tests/cluster (building its binaries if missing) and a
+Starts (detached) the test control plane of localcluster (building its binaries if missing) and a
 throwaway PostgreSQL, installs the CRD and the operator's identity as the chart does (a
 ServiceAccount with exactly the chart's ClusterRole), starts `dbmigrate-operator` as that account
 with the pod-gating webhook registered, then applies a gated Deployment (examples/demo/) and the
@@ -31,9 +31,9 @@ from typing import Any
 import yaml
 
 from dbmigrate_operator import constants as c
-from tests.cluster import Cluster
-from tests.cluster.binaries import REPO
-from tests.cluster.cluster import start as start_cluster
+from localcluster import Cluster
+from localcluster.binaries import REPO
+from localcluster.cluster import start as start_cluster
 
 DEFAULT_STATE_DIR = REPO / ".cache" / "demo"
 NAMESPACE = "shop"  # the namespace of examples/databasemigration.yaml
@@ -113,8 +113,8 @@ def _rows(out: str) -> list[list[str]]:
 
 def start(demo: Demo) -> None:
     from dbmigrate_operator.gating import server, tls
+    from localcluster import stack
     from scripts import pg
-    from tests.e2e import stack
 
     if demo.file.exists():
         sys.exit(f"a demo is already running (state in {demo.dir}); `make demo-stop` first")
@@ -242,7 +242,7 @@ def start(demo: Demo) -> None:
 
 def _wait_for_webhook(cluster: Cluster) -> None:
     """The API server picks up a new webhook configuration asynchronously: probe with a dry run."""
-    from tests.e2e import stack
+    from localcluster import stack
 
     probe = {
         "apiVersion": "v1",

@@ -1,6 +1,6 @@
 """A detached throwaway PostgreSQL for the demo: `start()` leaves it running, `stop()` removes it.
 
-Started by the tests' own `start_instance` (tests/support/postgres.py: initdb in a temp dir, loopback
+Started by the tests' own `start_instance` (localcluster/postgres.py: initdb in a temp dir, loopback
 only, scram passwords, a non-root account when run as root), but not tied to a `with` block, and
 with a fresh random password instead of the tests' fixed one. `python -m scripts.pg start|stop`.
 """
@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.support.postgres import Instance, PostgresServer, start_instance
+from localcluster.postgres import Instance, PostgresServer, start_instance
 
 
 @dataclass

@@ -1,4 +1,4 @@
-from tests.support.postgres import PostgresServer
+from localcluster.postgres import PostgresServer
 
 
 def test_fresh_database_is_empty_and_password_protected(postgres: PostgresServer, database: str) -> None:

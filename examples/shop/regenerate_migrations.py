@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.postgres import running_postgres  # noqa: E402
+from localcluster.postgres import running_postgres  # noqa: E402
 
 HEADER = '''"""Models of the example shop (stage {stage} of 3 in regenerate_migrations.py)."""
 

@@ -1,4 +1,4 @@
-"""Render the Helm chart with the project's own helm (built from hack/helm by tests/cluster)."""
+"""Render the Helm chart with the project's own helm (built from hack/helm by localcluster)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.binaries import ensure_binaries
+from localcluster.binaries import ensure_binaries
 from tests.cluster.fixtures import cluster, namespace, pytest_collection_modifyitems
 from tests.images.conftest import operator_image
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from localcluster import Cluster
 from tests.chart.conftest import CHART
-from tests.cluster import Cluster
 from tests.images.dockerfile_model import ImageState
 
 pytestmark = pytest.mark.e2e

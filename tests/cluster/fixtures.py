@@ -4,7 +4,7 @@ Register with `pytest_plugins = ["tests.cluster.fixtures"]` in the root conftest
 built at collection time when e2e tests are selected: a cold build takes far longer than a test's
 timeout, and collection is not under pytest-timeout.
 
-Remote mode (tests/cluster/remote.py): with DBMIGRATE_E2E_KUBECONFIG set, `cluster` is a
+Remote mode (localcluster/remote.py): with DBMIGRATE_E2E_KUBECONFIG set, `cluster` is a
 `RemoteCluster` on that cluster, nothing local is started, and tests marked
 `@pytest.mark.local_cluster("<capability>")` are skipped with that capability as the reason.
 """
@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.binaries import ensure_binaries
-from tests.cluster.cluster import Cluster, running_cluster
-from tests.cluster.remote import MARKER, client_binaries, configured_kubeconfig, remote_cluster, skip_reason
+from localcluster.binaries import ensure_binaries
+from localcluster.cluster import Cluster, running_cluster
+from localcluster.remote import MARKER, client_binaries, configured_kubeconfig, remote_cluster, skip_reason
 
 _done = pytest.StashKey[bool]()  # the hook is re-exported by several conftests: act once
 

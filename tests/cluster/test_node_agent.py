@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException
 
-from tests.cluster.node_agent import (
+from localcluster.node_agent import (
     MAX_MESSAGE,
     ConfigError,
     Container,

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
-from tests.cluster.binaries import REPO
+from localcluster import Cluster
+from localcluster.binaries import REPO
+from localcluster.remote import ENV_VAR, NeedsLocalCluster, RemoteCluster
 from tests.cluster.fixtures import cluster, namespace
-from tests.cluster.remote import ENV_VAR, NeedsLocalCluster, RemoteCluster
 
 SELECTION = (
     "tests/operator/test_crd_apiserver.py",

@@ -1,5 +1,5 @@
-"""e2e tests run against the real local cluster of tests/cluster (fixtures `cluster`, `namespace`), or
-the one DBMIGRATE_E2E_KUBECONFIG names (tests/cluster/remote.py; `local_cluster` tests skipped).
+"""e2e tests run against the real local cluster of localcluster (fixtures `cluster`, `namespace`), or
+the one DBMIGRATE_E2E_KUBECONFIG names (localcluster/remote.py; `local_cluster` tests skipped).
 
 Re-exported here so tests/e2e works even if the root conftest does not register the plugin
 (`pytest_plugins` is only allowed in the root conftest); registering both is harmless.

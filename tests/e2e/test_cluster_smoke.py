@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cluster import NODE_NAME, Cluster
-from tests.cluster.pki import serving_cert
-from tests.e2e.stack import wait_for
+from localcluster import NODE_NAME, Cluster
+from localcluster.pki import serving_cert
+from localcluster.stack import wait_for
 
 pytestmark = pytest.mark.e2e
 NODE_AGENT = "node agent: the local kubelet stand-in (its node, its pod semantics)"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from localcluster.binaries import REPO
+from localcluster.stack import shop_versions
 from scripts.demo import pids, process_running
-from tests.cluster.binaries import REPO
-from tests.e2e.stack import shop_versions
 
 pytestmark = [
     pytest.mark.e2e,

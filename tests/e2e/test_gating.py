@@ -30,8 +30,8 @@ from dbmigrate_operator.constants import (
     WAIT_FOR_VERSION_ANNOTATION,
 )
 from dbmigrate_operator.gating import server, tls, webhook_config
-from tests.cluster import Cluster
-from tests.e2e.stack import free_port, install_crd, wait_for
+from localcluster import Cluster
+from localcluster.stack import free_port, install_crd, wait_for
 from tests.gating.harness import KopfThread, gating_registry, port_open
 
 pytestmark = [

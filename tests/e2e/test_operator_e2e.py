@@ -22,11 +22,10 @@ import yaml
 
 from dbmigrate_operator import constants as c
 from dbmigrate_runner.report import Outcome
-from tests.cluster import Cluster
-from tests.e2e import stack
-from tests.e2e.stack import EXAMPLE_IMAGE, SHOP, OperatorProcess
+from localcluster import Cluster, stack
+from localcluster.postgres import PostgresServer
+from localcluster.stack import EXAMPLE_IMAGE, SHOP, OperatorProcess
 from tests.operator.crd_support import invalid_cases
-from tests.support.postgres import PostgresServer
 
 pytestmark = [
     pytest.mark.e2e,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from dbmigrate_runner.report import Outcome, Report, decode
+from localcluster.postgres import PostgresServer
 from tests.images.conftest import ROOT, run_in
 from tests.images.dockerfile_model import ImageState
-from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -1,4 +1,4 @@
-"""The controller against the real control plane (tests/cluster): real API server (status
+"""The controller against the real control plane (localcluster): real API server (status
 subresource, label selectors, generation, defaulting), real Job controller (podFailurePolicy,
 backoff), real scheduler and garbage collector, the node agent as kubelet.
 
@@ -30,7 +30,7 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator.handlers import register
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import Outcome
-from tests.e2e.stack import (
+from localcluster.stack import (
     condition,
     events_of,
     get_json,

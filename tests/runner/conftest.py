@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dbmigrate_runner.report import Report, decode
-from tests.support.postgres import PostgresServer
+from localcluster.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from localcluster.postgres import PostgresServer
 from tests.runner.conftest import Runner
-from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
 

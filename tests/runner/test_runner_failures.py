@@ -13,8 +13,8 @@ import pytest
 
 from dbmigrate_runner.database import LOCK_KEY
 from dbmigrate_runner.report import Outcome
+from localcluster.postgres import PostgresServer
 from tests.runner.conftest import SHOP, Result, finish, runner_env, start
-from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
 

@@ -23,8 +23,8 @@ from typing import Any, NoReturn, TextIO
 
 import yaml
 
-from tests.cluster.binaries import cached_bin_dir, ensure_binaries
-from tests.cluster.cluster import Cluster
+from localcluster.binaries import cached_bin_dir, ensure_binaries
+from localcluster.cluster import Cluster
 
 ENV_VAR = "DBMIGRATE_E2E_KUBECONFIG"
 MARKER = "local_cluster"
@@ -33,12 +33,12 @@ CLIENT_BINARIES = ("kubectl", "helm")
 
 
 class NeedsLocalCluster(RuntimeError):
-    """A capability only the local cluster of tests/cluster has, asked of a remote cluster."""
+    """A capability only the local cluster of localcluster has, asked of a remote cluster."""
 
     def __init__(self, capability: str) -> None:
         self.capability = capability
         super().__init__(
-            f"{capability} needs the local cluster of tests/cluster (its node agent); {ENV_VAR} points "
+            f"{capability} needs the local cluster of localcluster (its node agent); {ENV_VAR} points "
             f"at another cluster. Mark the test @pytest.mark.{MARKER}({capability!r}) or unset {ENV_VAR}."
         )
 
@@ -168,7 +168,7 @@ class RemoteCluster(Cluster):
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def state(self) -> dict[str, Any]:
-        raise NeedsLocalCluster("state(): the `python -m tests.cluster` CLI manages local clusters only")
+        raise NeedsLocalCluster("state(): the `python -m localcluster` CLI manages local clusters only")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 OPTIONAL = ("helm",)

@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from tests.cluster import pki as pkimod
-from tests.cluster.binaries import REPO, ensure_binaries, k8s_version
+from localcluster import pki as pkimod
+from localcluster.binaries import REPO, ensure_binaries, k8s_version
 
 NODE_NAME = "dbmigrate-node"
 DATA_PREFIX = "dbmigrate-k8s-"
@@ -484,7 +484,7 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
             [
                 sys.executable,
                 "-m",
-                "tests.cluster.node_agent",
+                "localcluster.node_agent",
                 f"--kubeconfig={client_kubeconfig('node')}",
                 f"--node-name={NODE_NAME}",
                 f"--image-map-file={image_map}",

@@ -42,7 +42,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
 
-from tests.cluster.service_proxy import ServiceProxy
+from localcluster.service_proxy import ServiceProxy
 
 MAX_MESSAGE = 4096  # kubelet: MaxContainerTerminationMessageLength
 LOG_FALLBACK_BYTES, LOG_FALLBACK_LINES = 2048, 80

@@ -1,4 +1,4 @@
-"""CLI: `python -m tests.cluster up|down|env|build` for poking at the test cluster by hand.
+"""CLI: `python -m localcluster up|down|env|build` for poking at the test cluster by hand.
 
 `up` starts a detached cluster and records it in .cache/cluster/state.json; `env` prints
 shell exports (KUBECONFIG, PATH with our kubectl/helm); `down` stops it and removes its data.
@@ -12,15 +12,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from tests.cluster.binaries import REPO, ensure_binaries
-from tests.cluster.cluster import Cluster, start
+from localcluster.binaries import REPO, ensure_binaries
+from localcluster.cluster import Cluster, start
 
 STATE = REPO / ".cache" / "cluster" / "state.json"
 
 
 def _load() -> Cluster:
     if not STATE.exists():
-        sys.exit("no cluster is up (python -m tests.cluster up)")
+        sys.exit("no cluster is up (python -m localcluster up)")
     return Cluster.from_state(json.loads(STATE.read_text()))
 
 
@@ -31,7 +31,7 @@ def _print_env(cluster: Cluster) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "env", "build"])
     parser.add_argument("--data-dir", type=Path, help="default: a new temp dir")
     args = parser.parse_args(argv)

@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 from dbmigrate_operator import constants as c
-from tests.cluster import Cluster
-from tests.cluster.binaries import REPO
+from localcluster import Cluster
+from localcluster.binaries import REPO
 
 CRD = REPO / "crds" / "databasemigrations.dbmigrate.dev.yaml"
 RBAC_RULES = REPO / "charts" / "dbmigrate-operator" / "files" / "rbac-rules.yaml"
