@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the local cluster's binaries (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet, kubectl, helm, crictl) from Go modules
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm, crictl) from Go modules
 # pinned under hack/, into a per-version cache (see below). Only missing
 # binaries are built, so a warm run is instant. Prints the bin dir last.
 #
@@ -56,7 +56,7 @@ build() { # build <module-dir> <ldflags> <out> <pkg>...: go build into a temp di
 
 missing() { for b in "$@"; do [[ -x "$BIN/$b" ]] || return 0; done; return 1; }
 
-if missing kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; then
+if missing kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; then
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   v="-X k8s.io/component-base/version"
   cv="-X k8s.io/client-go/pkg/version"
@@ -64,7 +64,8 @@ if missing kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet
   ld+=" $cv.gitVersion=$K8S_VERSION $cv.gitMajor=1 $cv.gitMinor=$minor $cv.gitTreeState=clean"
   build "$HACK/k8s" "$ld" "" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy
 fi
 if missing crictl; then  # the real node's CRI client (debugging, `make demo` shows containers with it)
   build "$HACK/crictl" "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" crictl sigs.k8s.io/cri-tools/cmd/crictl
