@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from localcluster import node as nodemod
 from localcluster import pki as pkimod
 from localcluster.binaries import REPO, ensure_binaries, k8s_version
 
@@ -90,6 +91,8 @@ class Cluster:
     kubeconfig: Path
     image_map_file: Path
     pids: dict[str, int] = field(default_factory=dict)
+    node: str = "agent"  # "agent": the node agent stand-in; "kubelet": a real node (localcluster/node.py)
+    saved: dict[str, Any] | None = None  # kubelet mode: the machine state to restore (node.MachineState)
 
     @property
     def ca_cert(self) -> Path:
@@ -230,12 +233,43 @@ class Cluster:
         tmp.write_text(json.dumps(services, indent=1))
         tmp.replace(path)
 
+    @property
+    def real_node(self) -> nodemod.NodeHandle | None:
+        """The real node's parts (containerd socket, crictl), or None for the node agent."""
+        if self.node != "kubelet" or self.saved is None:
+            return None
+        return nodemod.NodeHandle(
+            self.data_dir / "node", nodemod.MachineState.from_json(self.saved), self.pids
+        )
+
+    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run our crictl against the real node's containerd."""
+        node = self.real_node
+        if node is None:
+            raise RuntimeError("crictl needs the real node (start(node='kubelet'))")
+        return node.crictl(self.bin_dir, *args, check=check)
+
     def stop(self, remove: bool = True) -> None:
-        """Stop every component (node agent first, etcd last) and remove the data dir."""
-        for name in ("node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+        """Stop every component (the node first, etcd last), put the machine back as found (real
+        node) and remove the data dir."""
+        node = self.real_node
+        if node is not None:
+            _stop_real_node(self, node)
+        for name in (
+            "node-agent",
+            "kube-proxy",
+            "kubelet",
+            "containerd",
+            "kube-scheduler",
+            "kube-controller-manager",
+            "kube-apiserver",
+            "etcd",
+        ):
             pid = self.pids.pop(name, None)
             if pid:
                 _kill_group(pid)
+        if node is not None:
+            nodemod.cleanup(node.data_dir, node.saved)
         if remove:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -247,6 +281,8 @@ class Cluster:
             "kubeconfig": str(self.kubeconfig),
             "image_map_file": str(self.image_map_file),
             "pids": self.pids,
+            "node": self.node,
+            "saved": self.saved,
         }
 
     @classmethod
@@ -258,7 +294,20 @@ class Cluster:
             Path(state["kubeconfig"]),
             Path(state["image_map_file"]),
             dict(state["pids"]),
+            state.get("node", "agent"),
+            state.get("saved"),
         )
+
+
+def _stop_real_node(cluster: Cluster, node: nodemod.NodeHandle) -> None:
+    """Stop the kubelet first (so it restarts nothing), then every pod sandbox through CRI while
+    containerd still runs: their shims and containers go with them."""
+    pid = cluster.pids.pop("kubelet", None)
+    if pid:
+        _kill_group(pid)
+    if cluster.pids.get("containerd") and node.containerd_socket.exists():
+        with contextlib.suppress(Exception):
+            node.crictl(cluster.bin_dir, "rmp", "--all", "--force", check=False)
 
 
 def _remove_stale_data_dirs() -> None:
@@ -327,15 +376,37 @@ def _https_ok(url: str, ctx: ssl.SSLContext) -> bool:
         return bool(resp.status == 200)
 
 
-def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any = None) -> Cluster:
-    """Build binaries if needed, start the control plane and node agent, wait until usable."""
+def start(
+    data_dir: Path | None = None, *, detach: bool = False, progress: Any = None, node: str = "agent"
+) -> Cluster:
+    """Build binaries if needed, start the control plane and its node, wait until usable.
+
+    `node="kubelet"`: a real node (containerd, runc, CNI bridge, kubelet, kube-proxy; our images
+    built and imported); `node="agent"`: the node agent, which runs mapped images as local
+    processes (fast, no containers).
+    """
+    if node not in ("agent", "kubelet"):
+        raise ValueError(f"node must be 'agent' or 'kubelet', not {node!r}")
+    real = node == "kubelet"
     bin_dir = ensure_binaries(progress)
+    built: dict[str, Any] = {}
+    if real:
+        from localcluster import images
+
+        nodemod.ensure_tools()
+        built = images.ensure_images(progress)
     began = time.monotonic()
     _remove_stale_data_dirs()
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix=DATA_PREFIX))
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    pki = pkimod.generate(data_dir / "pki", NODE_NAME)
+    service_cidr = nodemod.SERVICE_CIDR if real else SERVICE_CIDR
+    pki = pkimod.generate(
+        data_dir / "pki",
+        NODE_NAME,
+        service_ip=_first_ip(service_cidr),
+        extra_ips=(nodemod.NODE_IP,) if real else (),
+    )
     etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
     server = f"https://127.0.0.1:{api_port}"
 
@@ -368,8 +439,10 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
     )
     image_map = data_dir / "image-map.json"
     image_map.write_text("{}")
-    cluster = Cluster(bin_dir, data_dir, server, admin, image_map)
+    cluster = Cluster(bin_dir, data_dir, server, admin, image_map, node=node)
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    if real:  # claim the machine's one real node before touching anything outside data_dir
+        cluster.saved = nodemod.acquire(data_dir / "node").to_json()
 
     def launch(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with (logs / f"{name}.log").open("ab") as log:
@@ -387,6 +460,9 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
         (data_dir / "pids.json").write_text(json.dumps(cluster.pids))
 
     try:
+        if real:
+            nodemod.create_cgroups()
+            nodemod.create_bridge()
         launch(
             "etcd",
             [
@@ -408,20 +484,17 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
             [
                 str(bin_dir / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
                 f"--secure-port={api_port}",
                 f"--tls-cert-file={pki.cert('apiserver')}",
                 f"--tls-private-key-file={pki.key('apiserver')}",
                 f"--client-ca-file={pki.ca_cert}",
                 "--authorization-mode=Node,RBAC",
                 f"--enable-admission-plugins={ADMISSION_PLUGINS}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={service_cidr}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--endpoint-reconciler-type=none",
-                f"--egress-selector-config-file={egress_config}",
+                *(_real_node_apiserver_args(pki) if real else _agent_apiserver_args(egress_config)),
                 "--allow-privileged=true",
                 f"--cert-dir={data_dir / 'apiserver-certs'}",
                 "--profiling=false",
@@ -442,7 +515,7 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
                 f"--root-ca-file={pki.ca_cert}",
                 f"--cluster-signing-cert-file={pki.ca_cert}",
                 f"--cluster-signing-key-file={pki.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={service_cidr}",
                 f"--cert-dir={data_dir / 'kcm-certs'}",
                 "--profiling=false",
                 "--v=1",
@@ -479,27 +552,11 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
             procs,
             logs,
         )
-        launch(
-            "node-agent",
-            [
-                sys.executable,
-                "-m",
-                "localcluster.node_agent",
-                f"--kubeconfig={client_kubeconfig('node')}",
-                f"--node-name={NODE_NAME}",
-                f"--image-map-file={image_map}",
-                f"--work-dir={data_dir / 'pods'}",
-                f"--egress-socket={egress_socket}",
-                f"--service-map-file={data_dir / 'service-map.json'}",
-            ],
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                "KUBERNETES_SERVICE_PORT": str(api_port),
-                "DBMIGRATE_NODE_VERSION": k8s_version(),
-            },
-        )
-        _wait(lambda: _node_ready(cluster), 60, f"node {NODE_NAME} Ready", procs, logs)
+        if real:
+            _start_real_node(cluster, launch, pki, client_kubeconfig, built, procs, logs)
+        else:
+            _start_node_agent(cluster, launch, client_kubeconfig, egress_socket, image_map, api_port)
+        _wait(lambda: _node_ready(cluster), 120, f"node {NODE_NAME} Ready", procs, logs)
         _wait(
             lambda: "default" in cluster.kubectl("get", "sa", "-n", "default", "-o", "name").stdout,
             60,
@@ -507,12 +564,117 @@ def start(data_dir: Path | None = None, *, detach: bool = False, progress: Any =
             procs,
             logs,
         )
-        print(f"[cluster] up in {time.monotonic() - began:.1f}s at {server}", file=sys.stderr)
+        print(f"[cluster] up in {time.monotonic() - began:.1f}s at {server} ({node})", file=sys.stderr)
     except BaseException:
         cluster.stop(remove=False)
         print(f"[cluster] start failed; logs kept in {logs}", file=sys.stderr)
         raise
     return cluster
+
+
+def _first_ip(cidr: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_network(cidr)[1])
+
+
+def _agent_apiserver_args(egress_config: Path) -> list[str]:
+    """Loopback only; the apiserver's Service traffic goes through the node agent's proxy."""
+    return [
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        "--endpoint-reconciler-type=none",
+        f"--egress-selector-config-file={egress_config}",
+    ]
+
+
+def _real_node_apiserver_args(pki: pkimod.Pki) -> list[str]:
+    """Reachable from pods at the node's address (the `kubernetes` Service's endpoint, through
+    kube-proxy); reaches the kubelet for logs and exec with a client certificate."""
+    return [
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={nodemod.NODE_IP}",
+        f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
+Launch = Callable[..., None]
+
+
+def _start_node_agent(
+    cluster: Cluster,
+    launch: Launch,
+    client_kubeconfig: Callable[[str], Path],
+    egress_socket: Path,
+    image_map: Path,
+    api_port: int,
+) -> None:
+    launch(
+        "node-agent",
+        [
+            sys.executable,
+            "-m",
+            "localcluster.node_agent",
+            f"--kubeconfig={client_kubeconfig('node')}",
+            f"--node-name={NODE_NAME}",
+            f"--image-map-file={image_map}",
+            f"--work-dir={cluster.data_dir / 'pods'}",
+            f"--egress-socket={egress_socket}",
+            f"--service-map-file={cluster.data_dir / 'service-map.json'}",
+        ],
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "KUBERNETES_SERVICE_PORT": str(api_port),
+            "DBMIGRATE_NODE_VERSION": k8s_version(),
+        },
+    )
+
+
+def _start_real_node(
+    cluster: Cluster,
+    launch: Launch,
+    pki: pkimod.Pki,
+    client_kubeconfig: Callable[[str], Path],
+    built: dict[str, Any],
+    procs: dict[str, subprocess.Popen[bytes]],
+    logs: Path,
+) -> None:
+    """containerd (our images imported) → kubelet → kube-proxy."""
+    from localcluster import images
+
+    node_dir = cluster.data_dir / "node"
+    kubelet_ports = (free_port(), free_port())
+    files = nodemod.write_node_files(
+        cluster.data_dir, pause_image=images.REFS["pause"], ca=pki.ca_cert, kubelet_ports=kubelet_ports
+    )
+    handle = cluster.real_node
+    assert handle is not None
+    launch("containerd", ["containerd", "--config", str(files["containerd"])])
+    _wait(handle.containerd_socket.exists, 60, "containerd's socket", procs, logs)
+    images.import_into_containerd(handle.containerd_socket, built.values())
+    launch(
+        "kubelet",
+        [
+            str(cluster.bin_dir / "kubelet"),
+            f"--config={files['kubelet']}",
+            f"--kubeconfig={client_kubeconfig('kubelet')}",
+            f"--root-dir={node_dir / 'kubelet' / 'root'}",
+            f"--cert-dir={node_dir / 'kubelet' / 'pki'}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={nodemod.NODE_IP}",
+        ],
+    )
+    proxy_config = node_dir / "kube-proxy.yaml"
+    proxy_config.write_text(
+        yaml.safe_dump(
+            nodemod.kube_proxy_config(client_kubeconfig("kube-proxy"), NODE_NAME, free_port(), free_port())
+        )
+    )
+    launch("kube-proxy", [str(cluster.bin_dir / "kube-proxy"), f"--config={proxy_config}", "--v=1"])
+    nodemod.record_pids(handle)
 
 
 def _node_ready(cluster: Cluster) -> bool:
@@ -523,9 +685,9 @@ def _node_ready(cluster: Cluster) -> bool:
 
 
 @contextlib.contextmanager
-def running_cluster(progress: Any = None) -> Iterator[Cluster]:
+def running_cluster(progress: Any = None, node: str = "agent") -> Iterator[Cluster]:
     """Start a cluster for the duration of the block; always torn down, even on test failure."""
-    cluster = start(progress=progress)
+    cluster = start(progress=progress, node=node)
     atexit.register(cluster.stop)
     try:
         yield cluster

@@ -84,8 +84,12 @@ def _builder(
     )
 
 
-def generate(directory: Path, node_name: str) -> Pki:
-    """Write a CA, serving/client certs (incl. the node agent's) and the SA signing key pair."""
+def generate(
+    directory: Path, node_name: str, *, service_ip: str = SERVICE_IP, extra_ips: tuple[str, ...] = ()
+) -> Pki:
+    """Write a CA, serving/client certs (the node's and the API server's kubelet client) and the SA
+    signing key pair. `service_ip` is the `kubernetes` Service's address, `extra_ips` the API
+    server's other addresses (the real node's gateway)."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
 
@@ -127,7 +131,7 @@ def generate(directory: Path, node_name: str) -> Pki:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ]
-            ips = [ipaddress.ip_address(a) for a in ("127.0.0.1", "::1", SERVICE_IP)]
+            ips = [ipaddress.ip_address(a) for a in ("127.0.0.1", "::1", service_ip, *extra_ips)]
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
                     [*(x509.DNSName(d) for d in dns), *(x509.IPAddress(i) for i in ips)]
@@ -145,6 +149,11 @@ def generate(directory: Path, node_name: str) -> Pki:
     # The node agent is a kubelet stand-in: a node identity, plus masters so that what it may do is
     # never the thing under test (the operator's RBAC is).
     issue("node", f"system:node:{node_name}", ["system:nodes", "system:masters"], server=False)
+    # The real node's identities: exactly what kubeadm gives them (the Node authorizer and the
+    # bootstrap ClusterRoles decide what they may do); the API server's client to the kubelets.
+    issue("kubelet", f"system:node:{node_name}", ["system:nodes"], server=False)
+    issue("kube-proxy", "system:kube-proxy", [], server=False)
+    issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ["system:masters"], server=False)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_key, sa_key)

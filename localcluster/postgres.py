@@ -113,9 +113,9 @@ class Instance:
     bindir: Path
     run_user: str | None  # the non-root account that owns it, when we are root
 
-    def server(self, password: str = PASSWORD) -> PostgresServer:
+    def server(self, password: str = PASSWORD, host: str = "127.0.0.1") -> PostgresServer:
         return PostgresServer(
-            host="127.0.0.1",
+            host=host,
             port=self.port,
             socket_dir=self.root / "sock",
             bindir=self.bindir,
@@ -145,10 +145,19 @@ def _run_as(user: str | None, cwd: Path, *args: str) -> None:
     subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, cwd=cwd)
 
 
-def start_instance(password: str, *, prefix: str = "dbmigrate-pg-", options: str = "") -> Instance:
+def start_instance(
+    password: str,
+    *,
+    prefix: str = "dbmigrate-pg-",
+    options: str = "",
+    listen: tuple[str, ...] = ("127.0.0.1",),
+    clients: tuple[str, ...] = (),
+) -> Instance:
     """initdb + `pg_ctl start` (the server daemonizes) in a fresh directory; removed again on failure.
 
-    The directory is under /tmp, not the caller's: the non-root account must reach it.
+    The directory is under /tmp, not the caller's: the non-root account must reach it. `listen`:
+    the addresses it listens on; `clients`: CIDRs besides loopback allowed in with the password
+    (the real node's pods connect from the pod network to the node's address).
     """
     bindir, user = find_bindir(), _run_user()
     root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -178,7 +187,10 @@ def start_instance(password: str, *, prefix: str = "dbmigrate-pg-", options: str
             "--no-sync",
         )
         pwfile.unlink()
-        opts = f"-c listen_addresses=127.0.0.1 -p {instance.port} -k {sock} -c fsync=off {options}".strip()
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.writelines(f"host all all {cidr} scram-sha-256\n" for cidr in clients)
+        addresses = ",".join(listen)
+        opts = f"-c listen_addresses={addresses} -p {instance.port} -k {sock} -c fsync=off {options}".strip()
         _run_as(
             user,
             root,

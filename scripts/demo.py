@@ -1,13 +1,18 @@
-"""`make demo`: the whole product on a local Kubernetes control plane, left running.
+"""`make demo`: the whole product on a local Kubernetes cluster, left running.
 
-Starts (detached) the test control plane of localcluster (building its binaries if missing) and a
-throwaway PostgreSQL, installs the CRD and the operator's identity as the chart does (a
-ServiceAccount with exactly the chart's ClusterRole), starts `dbmigrate-operator` as that account
-with the pod-gating webhook registered, then applies a gated Deployment (examples/demo/) and the
-example DatabaseMigration (examples/databasemigration.yaml, its Secret pointed at the demo
-database), printing our kubectl's real output as the pods go from SchedulingGated to Running.
+Default (`--node kubelet`): a real node (kubelet + containerd + runc, localcluster/node.py) runs
+the images built from this repository's Dockerfiles. It starts (detached) the local cluster,
+a throwaway PostgreSQL the pods reach over the node's bridge, `helm install`s the chart with the
+built operator image (2 replicas, restricted Pod Security), then applies a gated Deployment
+(examples/demo/, the built app image) and the example DatabaseMigration (examples/databasemigration.yaml,
+the built shop migration image, its Secret pointed at the demo database), printing our kubectl's
+and crictl's real output as the pods go from SchedulingGated to Running.
 
-    python -m scripts.demo [start]   # make demo
+`--node agent` is the fast fallback for machines that cannot run containers, and says so: the
+node agent stands in for the kubelet and runs the migration "image" as the local
+`dbmigrate-runner`, and the operator runs as its own process with the chart's identity.
+
+    python -m scripts.demo [start] [--node kubelet|agent]   # make demo (DBMIGRATE_DEMO_NODE=agent)
     python -m scripts.demo env       # print the export lines again
     python -m scripts.demo stop      # make demo-stop: operator, cluster and PostgreSQL, state removed
 
@@ -111,7 +116,102 @@ def _rows(out: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines()[1:] if line.strip()]
 
 
+def start_real(demo: Demo) -> None:
+    """The demo on the real node: our images in containers, the operator installed by its chart."""
+    from localcluster import images, realstack
+    from localcluster import node as nodemod
+    from scripts import pg
+
+    if demo.file.exists():
+        sys.exit(f"a demo is already running (state in {demo.dir}); `make demo-stop` first")
+    demo.dir.mkdir(parents=True, exist_ok=True)
+    demo.save()
+    began = time.monotonic()
+    total = 7
+    say("dbmigrate-operator demo: a Tortoise ORM app's migrations applied by the operator on Kubernetes")
+
+    step(1, total, "Kubernetes on a real node (control plane; kubelet + containerd + runc; our images)")
+    say("  images built from this repository's Dockerfiles (cached by content):")
+    for key, ref in images.REFS.items():
+        say(f"    {key:10} {ref}")
+    cluster = start_cluster(detach=True, progress=sys.stderr, node="kubelet")
+    demo.state["cluster"] = cluster.state()
+    demo.save()
+    say(f"  up at {cluster.server}")
+    demo.kubectl("get", "nodes", "-o", "wide")
+
+    step(2, total, f"PostgreSQL (throwaway; the pods reach it at the node's address {nodemod.NODE_IP})")
+    postgres = pg.start(listen=("127.0.0.1", nodemod.NODE_IP), clients=(nodemod.POD_CIDR,))
+    demo.state["postgres"] = postgres.to_json()
+    demo.state["postgres_pid"] = postgres.pid()
+    demo.save()
+    postgres.server.create_database("shop")
+    say(f"  up at {nodemod.NODE_IP}:{postgres.port}, empty database `shop`")
+
+    step(3, total, "The operator: `helm install` of charts/dbmigrate-operator with the built image")
+    demo.kubectl("create", "namespace", realstack.OPERATOR_NAMESPACE, show=False)
+    demo.kubectl("label", "namespace", realstack.OPERATOR_NAMESPACE, *realstack.RESTRICTED, show=False)
+    say(f"$ helm install dbmigrate-operator charts/dbmigrate-operator -n {realstack.OPERATOR_NAMESPACE} "
+        + " ".join(realstack.image_values()) + " --wait")  # fmt: skip
+    realstack.install_operator(cluster, realstack.OPERATOR_NAMESPACE, "dbmigrate")
+    demo.kubectl("get", "pods", "-n", realstack.OPERATOR_NAMESPACE, "-o", "wide")
+
+    step(4, total, "The app's namespace (restricted Pod Security)")
+    demo.kubectl("create", "namespace", NAMESPACE)
+    demo.kubectl("label", "namespace", NAMESPACE, *realstack.RESTRICTED, show=False)
+
+    step(
+        5, total, "The app first (as `kubectl apply -f dir/` or Argo CD may deliver it before its migration)"
+    )
+    _wait_for_webhook(cluster)
+    demo.kubectl("apply", "-f", "-", input=yaml.safe_dump(realstack.example_app(NAMESPACE)))
+    _watch(
+        demo,
+        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
+        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "SchedulingGated" for r in rows),
+        "the app's pods to be SchedulingGated",
+    )
+    say("  held by the scheduling gate dbmigrate.dev/migration: the schema they need is not there yet")
+
+    step(6, total, f"The migration: examples/databasemigration.yaml with image {images.REFS['shop']}")
+    url = realstack.pod_database_url(postgres.instance, "shop", postgres.password)
+    docs = [realstack.secret(NAMESPACE, "shop-db", url), realstack.example_migration(NAMESPACE)]
+    demo.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    _watch(
+        demo,
+        ["get", "dbmigrations", "-n", NAMESPACE],
+        lambda out: any(r[:2] == ["shop-db", "True"] for r in _rows(out)),
+        "the DatabaseMigration to be Ready",
+    )
+    demo.kubectl("get", "jobs,pods", "-n", NAMESPACE, "-l", f"{c.MIGRATION_LABEL}=shop-db")
+    say("# aerich's tracking table in PostgreSQL: SELECT app, version FROM aerich ORDER BY id")
+    for line in postgres.server.psql("shop", "SELECT app, version FROM aerich ORDER BY id").splitlines():
+        say(f"  {line}")
+
+    step(7, total, "The app's pods released by the operator, running in containers")
+    _watch(
+        demo,
+        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
+        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "Running" for r in rows),
+        "the app's pods to be Running",
+    )
+    demo.kubectl("get", "dbm", "-n", NAMESPACE, "-o", "wide")
+    say("$ crictl ps -a   # the node's containers, as containerd runs them")
+    for line in cluster.crictl("ps", "-a").stdout.rstrip().splitlines():
+        say(f"  {line}")
+
+    say(f"\nDemo ready in {time.monotonic() - began:.0f}s and left running. Try it:")
+    for line in demo.exports():
+        say(f"  {line}")
+    say(f"  kubectl describe dbm shop-db -n {NAMESPACE}")
+    job = "$(kubectl get dbm shop-db -n " + NAMESPACE + " -o jsonpath='{.status.lastRun.job}')"
+    say(f"  kubectl logs -n {NAMESPACE} job/{job}")
+    say(f"  kubectl logs -n {realstack.OPERATOR_NAMESPACE} deploy/dbmigrate-dbmigrate-operator")
+    say("Stop it (cluster and node, PostgreSQL; state removed, the machine as found): make demo-stop")
+
+
 def start(demo: Demo) -> None:
+    """The fallback demo on the node agent (no containers: for machines that cannot run them)."""
     from dbmigrate_operator.gating import server, tls
     from localcluster import stack
     from scripts import pg
@@ -123,6 +223,8 @@ def start(demo: Demo) -> None:
     began = time.monotonic()
     total = 7
     say("dbmigrate-operator demo: a Tortoise ORM app's migrations applied by the operator on Kubernetes")
+    say("NOTE: --node agent: no containers. The node agent stands in for the kubelet and runs the")
+    say("      migration image as the local dbmigrate-runner; the operator is a local process.")
 
     step(
         1, total, "Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, node agent)"
@@ -319,6 +421,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("command", nargs="?", default="start", choices=["start", "stop", "env"])
     parser.add_argument(
+        "--node",
+        choices=["kubelet", "agent"],
+        default=os.environ.get("DBMIGRATE_DEMO_NODE") or "kubelet",
+        help="kubelet (default): a real node running our images; agent: the no-container fallback",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=Path(os.environ.get("DBMIGRATE_DEMO_DIR") or DEFAULT_STATE_DIR),
@@ -335,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(line)
     else:
         try:
-            start(demo)
+            (start_real if args.node == "kubelet" else start)(demo)
         except BaseException as e:
             log = Path(demo.state.get("operator", {}).get("log", "/nonexistent"))
             if log.exists():

@@ -48,10 +48,11 @@ class DetachedPostgres:
         return asdict(self)
 
 
-def start() -> DetachedPostgres:
-    """Start a server with a fresh password; it outlives this process (`pg_ctl start` daemonizes)."""
+def start(listen: tuple[str, ...] = ("127.0.0.1",), clients: tuple[str, ...] = ()) -> DetachedPostgres:
+    """Start a server with a fresh password; it outlives this process (`pg_ctl start` daemonizes).
+    `listen`/`clients`: see `start_instance` (the real node's pods connect over its bridge)."""
     password = secrets.token_urlsafe(18)
-    started = start_instance(password, prefix="dbmigrate-demo-pg-")
+    started = start_instance(password, prefix="dbmigrate-demo-pg-", listen=listen, clients=clients)
     return DetachedPostgres(str(started.root), started.port, password, str(started.bindir), started.run_user)
 
 

@@ -1,0 +1,79 @@
+"""The real-node suite: a local cluster whose node is a real kubelet with containerd and runc,
+running the images built from this repository's Dockerfiles (localcluster/node.py, images.py).
+
+The images (and the binaries) are built at collection time, as the binaries are for the other
+e2e suites: a cold build takes longer than a test's timeout, and collection is not under it.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from localcluster import images, realstack
+from localcluster.cluster import Cluster, running_cluster
+from localcluster.postgres import Instance
+from tests.cluster.fixtures import pytest_collection_modifyitems as _cluster_hook
+
+__all__ = ["pytest_collection_modifyitems"]
+
+OPERATOR_NAMESPACE = realstack.OPERATOR_NAMESPACE
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _cluster_hook(config, items)
+    if not any(item.get_closest_marker("realnode") for item in items):
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        images.ensure_images(sys.stderr)
+        return
+    with capman.global_and_fixture_disabled():
+        images.ensure_images(sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[Cluster]:
+    with running_cluster(node="kubelet") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def node_pg(real_cluster: Cluster) -> Iterator[Instance]:
+    """PostgreSQL on the node's address (the bridge exists once the cluster is up)."""
+    with realstack.node_postgres() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def app_namespaces(real_cluster: Cluster) -> dict[str, str]:
+    """The namespaces the session's operator watches, one per scenario, restricted Pod Security."""
+    return {
+        key: realstack.restricted_namespace(real_cluster, f"rn-{key}")
+        for key in ("story", "failures", "deadline", "handover")
+    }
+
+
+@pytest.fixture(scope="session")
+def operator(real_cluster: Cluster, app_namespaces: dict[str, str]) -> str:
+    """The chart installed with our operator image: 2 replicas with peering, restricted Pod
+    Security on its namespace, watching the scenarios' namespaces. Returns the release's full name."""
+    real_cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    real_cluster.kubectl("label", "namespace", OPERATOR_NAMESPACE, *realstack.RESTRICTED)
+    return realstack.install_operator(
+        real_cluster, OPERATOR_NAMESPACE, "dbm", watch=tuple(app_namespaces.values())
+    )
+
+
+@pytest.fixture
+def database(node_pg: Instance) -> str:
+    return node_pg.server().create_database(f"rn_{uuid.uuid4().hex[:8]}")
+
+
+def cr_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return dict(realstack.get(cluster, "dbm", name, "-n", namespace).get("status") or {})

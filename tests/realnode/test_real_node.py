@@ -1,0 +1,284 @@
+"""The whole story on a real node: a real kubelet runs the chart's operator image (2 replicas,
+peering, restricted Pod Security) and the migration Jobs in containers built from this
+repository's Dockerfiles. Every assertion reads what the kubelet reported (Pod/Job status).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbmigrate_operator import constants as c
+from dbmigrate_runner.database import LOCK_KEY
+from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
+from localcluster import images, realstack
+from localcluster.cluster import Cluster
+from localcluster.postgres import Instance
+from localcluster.stack import shop_versions
+from tests.realnode.conftest import cr_status
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.realnode,
+    pytest.mark.local_cluster(
+        "the real node: kubelet, containerd and this repository's images on this machine"
+    ),
+    pytest.mark.timeout(600),
+]
+
+get = realstack.get
+wait_for = realstack.wait_for
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:5]}"
+
+
+def _reason(status: dict[str, Any]) -> tuple[str, str, str]:
+    """(type, reason, message) of the True kstatus condition."""
+    for cond in status.get("conditions") or []:
+        if cond["status"] == "True":
+            return cond["type"], cond.get("reason", ""), cond.get("message", "")
+    return "", "", ""
+
+
+def _job_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    return list(get(cluster, "pods", "-n", namespace, "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
+
+
+def _jobs(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    return list(get(cluster, "jobs", "-n", namespace, "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
+
+
+def _state(cluster: Cluster, namespace: str, name: str, key: str) -> dict[str, Any] | None:
+    """The first migration pod's container state `key` (waiting/running/terminated), if in it."""
+    pods = _job_pods(cluster, namespace, name)
+    return _container(pods[0]).get("state", {}).get(key) if pods else None
+
+
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    return dict((pod.get("status", {}).get("containerStatuses") or [{}])[0])
+
+
+def _deploy(cluster: Cluster, namespace: str, name: str, url: str, **spec: Any) -> None:
+    cr = realstack.example_migration(namespace, **spec)
+    cr["metadata"]["name"] = name
+    cr["spec"]["database"]["urlSecretRef"]["name"] = name
+    realstack.apply(cluster, realstack.secret(namespace, name, url), cr)
+
+
+@contextlib.contextmanager
+def _holding_lock(instance: Instance, database: str) -> Iterator[subprocess.Popen[str]]:
+    """Hold the runners' advisory lock from a psql session, as a long migration elsewhere would."""
+    server = instance.server()
+    proc = subprocess.Popen(
+        [str(server.bindir / "psql"), "-h", str(server.socket_dir), "-p", str(server.port),
+         "-U", server.user, "-d", database, "-v", "ON_ERROR_STOP=1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(f"SELECT pg_advisory_lock({LOCK_KEY});\n\\echo locked\n")
+    proc.stdin.flush()
+    assert proc.stdout is not None
+    wait_for(
+        lambda: (
+            server.psql(
+                database, "SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND granted"
+            ).strip()
+            != "0"
+        ),
+        30,
+        "the test's advisory lock",
+    )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+        proc.kill()
+        proc.wait()
+
+
+def test_story_migration_in_a_container_releases_gated_pods(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    ns = app_namespaces["story"]
+    # The app first, as `kubectl apply -f dir/` or Argo CD may do: its pods wait, gated by the
+    # webhook that the API server reached through the chart's Service on the real node.
+    realstack.apply(real_cluster, realstack.example_app(ns))
+    gated = wait_for(
+        lambda: [p for p in get(real_cluster, "pods", "-n", ns, "-l", "app=shop-web")["items"]
+                 if c.SCHEDULING_GATE in {g["name"] for g in p["spec"].get("schedulingGates") or []}],
+        60, "gated app pods",
+    )  # fmt: skip
+    assert all(p["status"]["phase"] == "Pending" for p in gated)
+    assert {realstack.condition(p, "PodScheduled")["reason"] for p in gated} == {"SchedulingGated"}  # type: ignore[index]
+
+    realstack.apply(real_cluster, *_story_docs(ns, realstack.pod_database_url(node_pg, database)))
+    status = wait_for(
+        lambda: (s := cr_status(real_cluster, ns, "shop-db")) and _reason(s)[0] in ("Ready", "Stalled") and s,
+        300, "the DatabaseMigration to be Ready",
+    )  # fmt: skip
+    assert _reason(status)[:2] == ("Ready", "Applied"), status
+    expected = shop_versions()
+    assert status["currentVersion"] == f"models:{expected[-1]}"
+    applied_in_db = node_pg.server().psql(database, "SELECT version FROM aerich ORDER BY id").split()
+    assert [v["version"] for v in status["appliedVersions"]] == [Path(v).stem for v in applied_in_db]
+
+    # The kubelet ran the Job's container: exit 0, the report read from the path the Job names,
+    # under a read-only root filesystem as a non-root user.
+    (pod,) = _job_pods(real_cluster, ns, "shop-db")
+    spec = pod["spec"]["containers"][0]
+    assert spec["image"] == images.REFS["shop"]
+    assert spec["terminationMessagePath"] == DEFAULT_PATH
+    assert spec["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    terminated = _container(pod)["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+    report = decode(terminated["message"])
+    assert report.outcome is Outcome.SUCCEEDED
+    assert pod["status"]["containerStatuses"][0]["imageID"], "the kubelet reports the image it ran"
+    (job,) = _jobs(real_cluster, ns, "shop-db")
+    assert realstack.condition(job, "Complete") is not None or job["status"].get("succeeded") == 1
+
+    # The gate is lifted and the app's pods run in real containers.
+    running = wait_for(
+        lambda: (ps := get(real_cluster, "pods", "-n", ns, "-l", "app=shop-web")["items"])
+        and all(_container(p).get("ready") for p in ps) and ps,
+        180, "the app pods Running and Ready",
+    )  # fmt: skip
+    assert all(not p["spec"].get("schedulingGates") for p in running)
+    assert all(p["status"]["phase"] == "Running" for p in running)
+    listed = real_cluster.crictl("ps", "-o", "json").stdout
+    for p in running:
+        assert _container(p)["containerID"].removeprefix("containerd://") in listed
+
+
+def _story_docs(namespace: str, url: str) -> list[dict[str, Any]]:
+    return [realstack.secret(namespace, "shop-db", url), realstack.example_migration(namespace)]
+
+
+def test_missing_secret_then_created(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    ns, name = app_namespaces["failures"], _name("nosecret")
+    cr = realstack.example_migration(ns)
+    cr["metadata"]["name"] = name
+    cr["spec"]["database"]["urlSecretRef"]["name"] = name  # not created yet
+    realstack.apply(real_cluster, cr)
+    waiting = wait_for(
+        lambda: _state(real_cluster, ns, name, "waiting"),
+        120, "the kubelet to report the missing Secret",
+    )  # fmt: skip
+    assert waiting["reason"] == "CreateContainerConfigError"
+    assert name in waiting["message"]
+    status = wait_for(
+        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
+        60, "Stalled",
+    )  # fmt: skip
+    assert _reason(status)[1] == "SecretNotFound"
+    assert name in _reason(status)[2]
+
+    realstack.apply(real_cluster, realstack.secret(ns, name, realstack.pod_database_url(node_pg, database)))
+    status = wait_for(
+        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Ready" and s,
+        180, "Ready once the Secret exists (the kubelet retries by itself)",
+    )  # fmt: skip
+    assert status["currentVersion"] == f"models:{shop_versions()[-1]}"
+
+
+def test_absent_image_is_a_real_pull_failure(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    ns, name = app_namespaces["failures"], _name("noimage")
+    absent = "localhost/dbmigrate/not-built:0.0.1"
+    _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database), image=absent)
+    waiting = wait_for(
+        lambda: (ps := _job_pods(real_cluster, ns, name))
+        and (w := _container(ps[0]).get("state", {}).get("waiting"))
+        and w["reason"] in ("ErrImagePull", "ImagePullBackOff") and w,
+        120, "the kubelet's pull failure",
+    )  # fmt: skip
+    assert absent in waiting["message"]
+    status = wait_for(
+        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
+        60, "Stalled",
+    )  # fmt: skip
+    assert _reason(status)[1] == "ImagePullFailed"
+    assert absent in _reason(status)[2]
+
+
+def test_memory_limit_kill_is_called_oomkilled(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    ns, name = app_namespaces["failures"], _name("oom")
+    job = {"backoffLimit": 0, "resources": {"limits": {"memory": "20Mi"}, "requests": {"memory": "20Mi"}}}
+    _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database), job=job)
+    terminated = wait_for(
+        lambda: _state(real_cluster, ns, name, "terminated"),
+        180, "the container killed by its memory limit",
+    )  # fmt: skip
+    assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
+    status = wait_for(
+        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
+        120, "Stalled",
+    )  # fmt: skip
+    _, reason, message = _reason(status)
+    assert reason == "OOMKilled", status
+    assert "memory" in message
+
+
+def test_active_deadline_while_waiting_for_a_lock(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    ns, name = app_namespaces["deadline"], _name("deadline")
+    with _holding_lock(node_pg, database):
+        _deploy(
+            real_cluster, ns, name, realstack.pod_database_url(node_pg, database),
+            job={"activeDeadlineSeconds": 15, "backoffLimit": 0},
+        )  # fmt: skip
+        (job,) = wait_for(
+            lambda: (js := _jobs(real_cluster, ns, name)) and realstack.condition(js[0], "Failed") and js,
+            120, "the Job's deadline",
+        )  # fmt: skip
+        assert realstack.condition(job, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
+        status = wait_for(
+            lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
+            60, "Stalled",
+        )  # fmt: skip
+    assert _reason(status)[1] == "DeadlineExceeded", status
+    assert status["lastRun"]["outcome"] != "Succeeded"
+
+
+def _active_operator_pod(cluster: Cluster, fullname: str, namespace: str) -> str:
+    """The replica kopf's peering made active: the highest priority among the live peers."""
+    peering = get(cluster, "kopfpeering", fullname, "-n", namespace)
+    peers = {key: value for key, value in (peering.get("status") or {}).items() if isinstance(value, dict)}
+    best = max(peers, key=lambda key: int(peers[key].get("priority", 0)))
+    return best.split("@", 1)[0]
+
+
+def test_active_operator_pod_deleted_mid_run(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    ns, name = app_namespaces["handover"], _name("handover")
+    with _holding_lock(node_pg, database):
+        _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database))
+        wait_for(
+            lambda: _state(real_cluster, ns, name, "running"),
+            120, "the migration container running (waiting for the lock)",
+        )  # fmt: skip
+        active = _active_operator_pod(real_cluster, operator, ns)
+        real_cluster.kubectl("delete", "pod", active, "-n", "dbmigrate-system", "--wait=false")
+    status = wait_for(
+        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] in ("Ready", "Stalled") and s,
+        240, "the run completed after the handover",
+    )  # fmt: skip
+    assert _reason(status)[:2] == ("Ready", "Applied"), status
+    assert len(_jobs(real_cluster, ns, name)) == 1, "no second Job after the handover"
