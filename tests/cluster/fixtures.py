@@ -4,6 +4,8 @@ Register with `pytest_plugins = ["tests.cluster.fixtures"]` in the root conftest
 built at collection time when e2e tests are selected: a cold build takes far longer than a test's
 timeout, and collection is not under pytest-timeout.
 
+Tests marked `realnode` also get the real node's images built at collection (localcluster/images.py).
+
 Remote mode (localcluster/remote.py): with DBMIGRATE_E2E_KUBECONFIG set, `cluster` is a
 `RemoteCluster` on that cluster, nothing local is started, and tests marked
 `@pytest.mark.local_cluster("<capability>")` are skipped with that capability as the reason.
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 import pytest
 
@@ -42,12 +45,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER} needs the capability, as a string")
         if remote:
             item.add_marker(pytest.mark.skip(reason=skip_reason(capability)))
+    builds: list[Callable[[TextIO], object]] = []
     if any(item.get_closest_marker("e2e") for item in items):
-        build = client_binaries if remote else ensure_binaries  # remote: only kubectl and helm
-        capman = config.pluginmanager.getplugin("capturemanager")
+        builds.append(client_binaries if remote else ensure_binaries)  # remote: only kubectl and helm
+    if not remote and any(item.get_closest_marker("realnode") for item in items):
+        from localcluster import images
+
+        builds.append(images.ensure_images)  # the real node runs images built from our Dockerfiles
+    capman = config.pluginmanager.getplugin("capturemanager")
+    for build in builds:
         if capman is None:
             build(sys.stderr)
-            return
+            continue
         with capman.global_and_fixture_disabled():
             build(sys.stderr)
 

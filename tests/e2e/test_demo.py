@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from localcluster import node as nodemod
 from localcluster.binaries import REPO
 from localcluster.stack import shop_versions
 from scripts.demo import pids, process_running
@@ -30,11 +31,13 @@ pytestmark = [
 ]
 
 
-def demo(command: str, state_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+def demo(
+    command: str, state_dir: Path, timeout: float, node: str = "kubelet"
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["DBMIGRATE_DEMO_DIR"] = str(state_dir)
     return subprocess.run(
-        [sys.executable, "-m", "scripts.demo", command],
+        [sys.executable, "-m", "scripts.demo", command, "--node", node],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -43,11 +46,15 @@ def demo(command: str, state_dir: Path, timeout: float) -> subprocess.CompletedP
     )
 
 
-def test_demo_starts_shows_ready_and_running_then_stops(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "node", [pytest.param("kubelet", marks=pytest.mark.realnode), "agent"], ids=["real-node", "node-agent"]
+)
+def test_demo_starts_shows_ready_and_running_then_stops(tmp_path: Path, node: str) -> None:
     state_dir = tmp_path / "demo"
     state: dict[str, object] = {}
+    machine_before = nodemod.iptables_rules(), nodemod.read_sysctls()
     try:
-        started = demo("start", state_dir, 480)
+        started = demo("start", state_dir, 480, node)
         out = started.stdout
         assert started.returncode == 0, out[-4000:] + started.stderr[-4000:]
         state = json.loads((state_dir / "state.json").read_text())
@@ -77,6 +84,12 @@ def test_demo_starts_shows_ready_and_running_then_stops(tmp_path: Path) -> None:
         assert all(process_running(pid) for pid in pids(state))
         password = state["postgres"]["password"]  # type: ignore[index]
         assert password not in out + started.stderr
+        if node == "kubelet":  # real containers: crictl lists the migration's and the app's
+            rows = [line.split() for line in out[out.index("$ crictl ps -a") :].splitlines()[1:]]
+            assert any("Exited" in r and "migrate" in r for r in rows), out[-3000:]
+            assert sum("Running" in r and "web" in r for r in rows) >= 2, out[-3000:]
+        else:
+            assert "NOTE: --node agent: no containers" in out
     finally:
         stopped = demo("stop", state_dir, 120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -89,3 +102,7 @@ def test_demo_starts_shows_ready_and_running_then_stops(tmp_path: Path) -> None:
     assert not Path(state["cluster"]["data_dir"]).exists()  # type: ignore[index]
     assert not Path(state["postgres"]["root"]).exists()  # type: ignore[index]
     assert demo("stop", state_dir, 60).returncode == 0  # stopping twice is harmless
+    if node == "kubelet":  # the machine as found: iptables, sysctls, no bridge, no node state
+        assert (nodemod.iptables_rules(), nodemod.read_sysctls()) == machine_before
+        assert subprocess.run(["ip", "link", "show", nodemod.BRIDGE], capture_output=True).returncode != 0
+        assert not nodemod.STATE_FILE.exists()

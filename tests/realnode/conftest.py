@@ -1,40 +1,26 @@
 """The real-node suite: a local cluster whose node is a real kubelet with containerd and runc,
 running the images built from this repository's Dockerfiles (localcluster/node.py, images.py).
 
-The images (and the binaries) are built at collection time, as the binaries are for the other
-e2e suites: a cold build takes longer than a test's timeout, and collection is not under it.
+The images (and the binaries) are built at collection time by the cluster plugin
+(tests/cluster/fixtures.py): a cold build takes longer than a test's timeout.
 """
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from localcluster import images, realstack
+from localcluster import realstack
 from localcluster.cluster import Cluster, running_cluster
 from localcluster.postgres import Instance
-from tests.cluster.fixtures import pytest_collection_modifyitems as _cluster_hook
+from tests.cluster.fixtures import pytest_collection_modifyitems
 
 __all__ = ["pytest_collection_modifyitems"]
 
 OPERATOR_NAMESPACE = realstack.OPERATOR_NAMESPACE
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _cluster_hook(config, items)
-    if not any(item.get_closest_marker("realnode") for item in items):
-        return
-    capman = config.pluginmanager.getplugin("capturemanager")
-    if capman is None:
-        images.ensure_images(sys.stderr)
-        return
-    with capman.global_and_fixture_disabled():
-        images.ensure_images(sys.stderr)
 
 
 @pytest.fixture(scope="session")
