@@ -15,6 +15,12 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
     UV_PYTHON_PREFERENCE=only-system \
     UV_PYTHON=python3.11 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# Behind a TLS-intercepting proxy, trust its CA for this stage's downloads only (it never reaches
+# the final image): mount your CA bundle over the image's for the build and have uv read it, e.g.
+#   buildah build -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+#     --build-arg UV_SYSTEM_CERTS=1 --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt ...
+ARG UV_SYSTEM_CERTS
+ARG PIP_CERT
 RUN --mount=type=cache,target=/root/.cache/pip python -m pip install "uv==${UV_VERSION}"
 WORKDIR /src
 # Dependencies first, so a source change does not reinstall them.

@@ -1,7 +1,9 @@
-"""CLI: `python -m localcluster up|down|env|build` for poking at the test cluster by hand.
+"""CLI: `python -m localcluster up|down|env|build|images` for poking at the test cluster by hand.
 
 `up` starts a detached cluster and records it in .cache/cluster/state.json; `env` prints
-shell exports (KUBECONFIG, PATH with our kubectl/helm); `down` stops it and removes its data.
+shell exports (KUBECONFIG, PATH with our kubectl/helm); `down` stops it and removes its data;
+`images` builds the container images (localcluster/images.py) and prints their refs and archives,
+`images --containerd SOCKET` also imports them into that containerd (namespace k8s.io).
 """
 
 from __future__ import annotations
@@ -32,10 +34,19 @@ def _print_env(cluster: Cluster) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "env", "build"])
+    parser.add_argument("command", choices=["up", "down", "env", "build", "images"])
     parser.add_argument("--data-dir", type=Path, help="default: a new temp dir")
+    parser.add_argument("--containerd", type=Path, help="images: import into the containerd at this socket")
     args = parser.parse_args(argv)
-    if args.command == "build":
+    if args.command == "images":
+        from localcluster.images import ensure_images, import_into_containerd
+
+        built = ensure_images()
+        for name, image in built.items():
+            print(f"{name}\t{image.ref}\t{image.archive}")
+        if args.containerd:
+            import_into_containerd(args.containerd, built.values())
+    elif args.command == "build":
         print(ensure_binaries())
     elif args.command == "up":
         if STATE.exists():
