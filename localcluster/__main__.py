@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "env", "build", "images"])
     parser.add_argument("--data-dir", type=Path, help="default: a new temp dir")
+    parser.add_argument(
+        "--node",
+        choices=["kubelet", "agent"],
+        default="kubelet",
+        help="up: a real node (default) or the node agent",
+    )
     parser.add_argument("--containerd", type=Path, help="images: import into the containerd at this socket")
     args = parser.parse_args(argv)
     if args.command == "images":
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "up":
         if STATE.exists():
             sys.exit(f"a cluster is already up ({STATE}); run `down` first")
-        cluster = start(args.data_dir, detach=True)
+        cluster = start(args.data_dir, detach=True, node=args.node)
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps(cluster.state(), indent=1))
         print(f"# cluster up at {cluster.server}; data in {cluster.data_dir}", file=sys.stderr)

@@ -654,7 +654,8 @@ def _start_real_node(
     assert handle is not None
     launch("containerd", ["containerd", "--config", str(files["containerd"])])
     _wait(handle.containerd_socket.exists, 60, "containerd's socket", procs, logs)
-    images.import_into_containerd(handle.containerd_socket, built.values())
+    # what pods run (the Python base is only a build stage)
+    images.import_into_containerd(handle.containerd_socket, [b for k, b in built.items() if k != "python"])
     launch(
         "kubelet",
         [
