@@ -120,10 +120,7 @@ class Controller:
                     job_name,
                 )
             elif isinstance(action, DeleteJob):
-                await asyncio.to_thread(kube.delete_job, namespace, action.name)
-                logger.info(
-                    "job deleted migration=%s/%s job=%s why=%s", namespace, name, action.name, action.why
-                )
+                await self._delete_job(namespace, name, action, jobs)
             elif isinstance(action, PatchStatus):
                 await asyncio.to_thread(kube.patch_status, namespace, name, action.patch)
                 if "phase" in action.patch or "conditions" in action.patch:
@@ -140,6 +137,28 @@ class Controller:
                     )
             elif isinstance(action, EmitEvent):
                 kopf.event(cast(Any, cr), type=action.type, reason=action.reason, message=action.message)
+
+    async def _delete_job(
+        self, namespace: str, name: str, action: DeleteJob, jobs: list[dict[str, Any]]
+    ) -> None:
+        """Delete exactly the Job the plan was decided from (its uid), never a namesake created since."""
+        assert self.kube is not None
+        uid = uid_of(jobs, action.name)
+        if uid is None:
+            logger.warning(
+                "job delete skipped migration=%s/%s job=%s: not listed", namespace, name, action.name
+            )
+            return
+        deleted = await asyncio.to_thread(self.kube.delete_job, namespace, action.name, uid)
+        logger.info(
+            "job %s migration=%s/%s job=%s uid=%s why=%s",
+            "deleted" if deleted else "left alone (gone, or re-created since)",
+            namespace,
+            name,
+            action.name,
+            uid,
+            action.why,
+        )
 
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
         """The API refused the Job (quota, admission policy...): say so on the CR, retry on resync."""
@@ -167,6 +186,15 @@ class Controller:
         slot = self._slots.get((namespace, name))
         if slot is not None and not slot.lock.locked() and not slot.queued:
             self._slots.pop((namespace, name), None)
+
+
+def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
+    """The uid of the object called ``name`` among ``objects`` (what a decision was made from)."""
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        if meta.get("name") == name and meta.get("uid"):
+            return str(meta["uid"])
+    return None
 
 
 def register(

@@ -106,19 +106,25 @@ class Kube:
             raise
         return True
 
-    def delete_job(self, namespace: str, name: str) -> None:
-        """Background propagation: the Job goes at once, its Pods right after (a 404 is fine)."""
+    def delete_job(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the Job the decision was made about, and only that one (its ``uid``).
+
+        A Job of the same deterministic name re-created since (A → B → A) is another run: the API
+        refuses the delete (409, precondition failed) and it is left alone. Background propagation:
+        the Job goes at once, its Pods right after. False when it was gone or is not ours any more.
+        """
+        options = kubernetes.client.V1DeleteOptions(
+            propagation_policy="Background", preconditions=kubernetes.client.V1Preconditions(uid=uid)
+        )
         try:
             self.batch.delete_namespaced_job(
-                name,
-                namespace,
-                propagation_policy="Background",
-                _preload_content=False,
-                _request_timeout=TIMEOUT,
+                name, namespace, body=options, _preload_content=False, _request_timeout=TIMEOUT
             )
         except ApiException as exc:
-            if exc.status != 404:
-                raise
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any], attempts: int = 5) -> bool:
         """JSON merge patch of the status subresource, no resourceVersion: nothing to conflict on.

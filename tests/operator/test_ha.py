@@ -1,0 +1,125 @@
+"""Several replicas and stale writers: what the controller writes when the world moved under it.
+
+A :class:`FakeKube` holds one CR, its Jobs and Pods, and models the two API server guarantees the
+controller relies on against a concurrent writer: a delete with ``preconditions.uid`` refuses a
+namesake (409), and a status patch naming a ``metadata.resourceVersion`` refuses a stale one (409).
+The same API behaviour is checked on the real API server in ``test_ha_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from dbmigrate_operator.handlers import Controller
+from dbmigrate_operator.reconcile import CreateJob, decide
+from dbmigrate_operator.settings import Settings
+from tests.operator.builders import (
+    T0,
+    admit,
+    completed,
+    make_cr,
+    merge,
+    success_report,
+    terminated_pod,
+)
+from tests.operator.scenarios import V1, V2
+from tests.operator.test_reconcile import apply, first_job, settle
+
+S = Settings()
+
+
+class FakeKube:
+    """One CR with its Jobs and Pods, in memory; the API server's optimistic concurrency modelled."""
+
+    def __init__(self, cr: dict[str, Any], jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
+        self.cr = copy.deepcopy(cr)
+        self.cr["metadata"]["resourceVersion"] = "1"
+        self.jobs = {j["metadata"]["name"]: copy.deepcopy(j) for j in jobs}
+        self.pods = copy.deepcopy(pods)
+        self.after_list: Callable[[], None] | None = None  # another writer acting meanwhile
+        self.writes: list[tuple[str, str]] = []
+
+    def bump(self) -> None:
+        self.cr["metadata"]["resourceVersion"] = str(int(self.cr["metadata"]["resourceVersion"]) + 1)
+
+    def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.cr)
+
+    def list_jobs(self, namespace: str, migration: str) -> list[dict[str, Any]]:
+        listed = copy.deepcopy(list(self.jobs.values()))
+        if self.after_list is not None:
+            self.after_list()
+        return listed
+
+    def list_pods(self, namespace: str, migration: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.pods)
+
+    def create_job(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        name = manifest["metadata"]["name"]
+        if name in self.jobs:
+            return False
+        self.writes.append(("create", name))
+        self.jobs[name] = admit(manifest, T0 + timedelta(hours=1), uid=f"uid-{len(self.writes)}")
+        return True
+
+    def delete_job(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        job = self.jobs.get(name)
+        if job is None or (uid is not None and job["metadata"]["uid"] != uid):
+            return False  # 404, or 409 "Precondition failed: UID in precondition ..."
+        self.writes.append(("delete", name))
+        del self.jobs[name]
+        return True
+
+    def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> bool:
+        if resource_version is not None and resource_version != self.cr["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        self.writes.append(("status", name))
+        self.cr["status"] = merge(self.cr.get("status") or {}, patch)
+        self.bump()
+        return True
+
+
+def controller_on(kube: FakeKube) -> Controller:
+    controller = Controller(S)
+    controller.kube = kube  # type: ignore[assignment]
+    return controller
+
+
+def a_b_a() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Spec A ran, then B, and now the spec is back at A: A's old Job is stale and gets replaced."""
+    cr_a = make_cr()
+    job_a = completed(first_job(cr_a), T0)
+    pod_a = terminated_pod(job_a, 0, success_report([V1]), T0)
+    cr_b = make_cr(generation=2, image="registry.example.com/shop-migrations:2.0.0")
+    plan = decide(cr_b, [job_a], [pod_a], T0, S)
+    job_b = completed(
+        admit(plan.of(CreateJob)[0].manifest, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=2)
+    )
+    pod_b = terminated_pod(job_b, 0, success_report([V1, V2]), T0 + timedelta(minutes=2))
+    cr_b, _ = settle(apply(cr_b, plan), [job_a, job_b], [pod_a, pod_b], now=T0 + timedelta(minutes=2))
+    return make_cr(generation=3, status=cr_b["status"]), [job_a, job_b], [pod_a, pod_b]
+
+
+async def test_a_delete_never_hits_a_namesake_created_after_the_decision() -> None:
+    """A → B → A: while this replica decides to delete A's stale Job, another one already replaced it."""
+    cr, jobs, pods = a_b_a()
+    kube = FakeKube(cr, jobs, pods)
+    stale = jobs[0]["metadata"]["name"]
+
+    def recreated_meanwhile() -> None:
+        kube.jobs[stale] = copy.deepcopy(kube.jobs[stale])
+        kube.jobs[stale]["metadata"]["uid"] = "fresh-run"
+        kube.jobs[stale]["status"] = {"active": 1}
+        kube.after_list = None
+
+    kube.after_list = recreated_meanwhile
+    await controller_on(kube).reconcile("shop", "shop-db")
+    assert kube.jobs[stale]["metadata"]["uid"] == "fresh-run", "the fresh run's Job was deleted mid-run"
+    assert ("delete", stale) not in kube.writes
