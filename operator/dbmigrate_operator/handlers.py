@@ -23,12 +23,13 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
-from dbmigrate_operator.kube import Kube, describe, new_api_client
+from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
 from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 
 logger = logging.getLogger("dbmigrate_operator")
+STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
 OUR_LABELS: dict[str, Any] = {c.MANAGED_BY_LABEL: c.MANAGED_BY, c.MIGRATION_LABEL: kopf.PRESENT}
 
 
@@ -92,6 +93,19 @@ class Controller:
                 logger.warning("reconcile failed migration=%s/%s error=%s", namespace, name, describe(exc))
 
     async def _reconcile(self, namespace: str, name: str) -> None:
+        """One pass; a status write refused as stale means the world moved: read and decide again."""
+        for _ in range(STALE_RETRIES):
+            try:
+                await self._pass(namespace, name)
+                return
+            except StaleObject as exc:
+                logger.info("status conflict migration=%s/%s, deciding again: %s", namespace, name, exc)
+        logger.warning(
+            "status kept conflicting migration=%s/%s; the next event or resync retries", namespace, name
+        )
+
+    async def _pass(self, namespace: str, name: str) -> None:
+        """Read the CR, its Jobs and Pods; decide; carry out the plan in its order."""
         kube = self.kube
         if kube is None:
             return
@@ -106,37 +120,33 @@ class Controller:
         plan = decide(cr, jobs, pods, datetime.now(UTC), self.settings)
         for action in plan.actions:
             if isinstance(action, CreateJob):
-                job_name = action.manifest["metadata"]["name"]
-                try:
-                    created = await asyncio.to_thread(kube.create_job, namespace, action.manifest)
-                except ApiException as exc:
-                    await self._job_create_failed(cr, job_name, exc)
+                if not await self._create_job(cr, action):
                     return
-                logger.info(
-                    "job %s migration=%s/%s job=%s",
-                    "created" if created else "already exists",
-                    namespace,
-                    name,
-                    job_name,
-                )
             elif isinstance(action, DeleteJob):
                 await self._delete_job(namespace, name, action, jobs)
             elif isinstance(action, PatchStatus):
-                await asyncio.to_thread(kube.patch_status, namespace, name, action.patch)
-                if "phase" in action.patch or "conditions" in action.patch:
-                    ready: dict[str, Any] = next(
-                        (x for x in plan.status.get("conditions", []) if x["status"] == "True"), {}
-                    )
-                    logger.info(
-                        "status migration=%s/%s phase=%s condition=%s reason=%s",
-                        namespace,
-                        name,
-                        plan.status.get("phase"),
-                        ready.get("type"),
-                        ready.get("reason"),
-                    )
+                await self._patch_status(cr, action.patch, plan.status)
             elif isinstance(action, EmitEvent):
-                kopf.event(cast(Any, cr), type=action.type, reason=action.reason, message=action.message)
+                self._emit(cr, action.type, action.reason, action.message)
+
+    async def _create_job(self, cr: dict[str, Any], action: CreateJob) -> bool:
+        """Create-if-absent; False (and the refusal on the CR) when the API refused the Job."""
+        assert self.kube is not None
+        meta = cr["metadata"]
+        job_name = action.manifest["metadata"]["name"]
+        try:
+            created = await asyncio.to_thread(self.kube.create_job, meta["namespace"], action.manifest)
+        except ApiException as exc:
+            await self._job_create_failed(cr, job_name, exc)
+            return False
+        logger.info(
+            "job %s migration=%s/%s job=%s",
+            "created" if created else "already exists",
+            meta["namespace"],
+            meta["name"],
+            job_name,
+        )
+        return True
 
     async def _delete_job(
         self, namespace: str, name: str, action: DeleteJob, jobs: list[dict[str, Any]]
@@ -160,6 +170,30 @@ class Controller:
             action.why,
         )
 
+    async def _patch_status(self, cr: dict[str, Any], patch: dict[str, Any], status: dict[str, Any]) -> None:
+        """Write the status decided from ``cr``, only if ``cr`` is still current (else StaleObject)."""
+        assert self.kube is not None
+        meta = cr["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        await asyncio.to_thread(
+            self.kube.patch_status, namespace, name, patch, str(meta.get("resourceVersion") or "")
+        )
+        if "phase" in patch or "conditions" in patch:
+            true: dict[str, Any] = next(
+                (x for x in status.get("conditions", []) if x["status"] == "True"), {}
+            )
+            logger.info(
+                "status migration=%s/%s phase=%s condition=%s reason=%s",
+                namespace,
+                name,
+                status.get("phase"),
+                true.get("type"),
+                true.get("reason"),
+            )
+
+    def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        kopf.event(cast(Any, cr), type=type_, reason=reason, message=message)
+
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
         """The API refused the Job (quota, admission policy...): say so on the CR, retry on resync."""
         meta = cr["metadata"]
@@ -174,9 +208,8 @@ class Controller:
                 verdict, (cr.get("status") or {}).get("conditions"), generation, datetime.now(UTC)
             ),
         }
-        assert self.kube is not None
-        await asyncio.to_thread(self.kube.patch_status, meta["namespace"], meta["name"], patch)
-        kopf.event(cast(Any, cr), type="Warning", reason=Reason.JOB_CREATE_FAILED.value, message=message)
+        await self._patch_status(cr, patch, patch)
+        self._emit(cr, "Warning", Reason.JOB_CREATE_FAILED.value, message)
 
     def remember(self, namespace: str, name: str) -> None:
         self.known.add((namespace, name))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, cast
 
 import kubernetes.client
@@ -45,6 +44,10 @@ def describe(error: BaseException) -> str:
             detail = ""
         return f"API error {error.status} {error.reason or ''}: {detail}".strip().rstrip(":")
     return f"{type(error).__name__}: {error}"
+
+
+class StaleObject(Exception):
+    """A write guarded by a resourceVersion was refused (409): the object changed since it was read."""
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -126,30 +129,32 @@ class Kube:
             raise
         return True
 
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], attempts: int = 5) -> bool:
-        """JSON merge patch of the status subresource, no resourceVersion: nothing to conflict on.
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], resource_version: str) -> bool:
+        """JSON merge patch of the status subresource, valid only on the version it was decided from.
 
-        A 409 can still come from an admission hook or a storage retry; try again a few times.
-        Returns False when the object is gone.
+        The patch names ``metadata.resourceVersion``: when anyone wrote the object since it was read,
+        the API server answers 409 and this raises :class:`StaleObject` (re-read and decide again,
+        never overwrite). Returns False when the object is gone.
         """
-        for attempt in range(attempts):
-            try:
-                self.custom.patch_namespaced_custom_object_status(
-                    c.GROUP,
-                    c.VERSION,
-                    namespace,
-                    c.PLURAL,
-                    name,
-                    {"status": patch},
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                    _request_timeout=TIMEOUT,
-                )
-                return True
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                if exc.status != 409 or attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 409:
+                raise StaleObject(
+                    f"{c.PLURAL}/{name} in {namespace} changed since resourceVersion {resource_version}"
+                ) from None
+            raise
         return True

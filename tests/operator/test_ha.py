@@ -24,6 +24,8 @@ from tests.operator.builders import (
     completed,
     make_cr,
     merge,
+    running_pod,
+    started,
     success_report,
     terminated_pod,
 )
@@ -42,6 +44,7 @@ class FakeKube:
         self.jobs = {j["metadata"]["name"]: copy.deepcopy(j) for j in jobs}
         self.pods = copy.deepcopy(pods)
         self.after_list: Callable[[], None] | None = None  # another writer acting meanwhile
+        self.before_write: Callable[[], None] | None = None
         self.writes: list[tuple[str, str]] = []
 
     def bump(self) -> None:
@@ -78,6 +81,8 @@ class FakeKube:
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
     ) -> bool:
+        if self.before_write is not None:
+            self.before_write()
         if resource_version is not None and resource_version != self.cr["metadata"]["resourceVersion"]:
             raise ApiException(status=409, reason="Conflict")
         self.writes.append(("status", name))
@@ -123,3 +128,28 @@ async def test_a_delete_never_hits_a_namesake_created_after_the_decision() -> No
     await controller_on(kube).reconcile("shop", "shop-db")
     assert kube.jobs[stale]["metadata"]["uid"] == "fresh-run", "the fresh run's Job was deleted mid-run"
     assert ("delete", stale) not in kube.writes
+
+
+async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_ready_back() -> None:
+    """This replica read a running Job; before its write, another one recorded the finished run."""
+    cr = make_cr()
+    job = first_job(cr)
+    cr = apply(cr, decide(cr, [], [], T0, S))  # Pending, JobCreated
+    running = [started(job, T0)], [running_pod(job, T0)]
+    done = completed(job, T0 + timedelta(minutes=1))
+    finished = [done], [terminated_pod(done, 0, success_report([V1]), T0 + timedelta(minutes=1))]
+    ready, _ = settle(cr, *finished, now=T0 + timedelta(minutes=1))
+    kube = FakeKube(cr, *running)
+
+    def other_replica_recorded_the_result() -> None:
+        kube.jobs = {done["metadata"]["name"]: copy.deepcopy(done)}
+        kube.pods = copy.deepcopy(finished[1])
+        kube.cr["status"] = copy.deepcopy(ready["status"])
+        kube.bump()
+        kube.before_write = None
+
+    kube.before_write = other_replica_recorded_the_result
+    await controller_on(kube).reconcile("shop", "shop-db")
+    trues = [(x["type"], x["reason"]) for x in kube.cr["status"]["conditions"] if x["status"] == "True"]
+    assert trues == [("Ready", "Applied")]
+    assert kube.cr["status"]["phase"] == "Succeeded"
