@@ -23,6 +23,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
 from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, decide
 from dbmigrate_operator.settings import Settings
@@ -40,7 +41,12 @@ class _Slot:
 
 
 class Controller:
-    """One per operator process: the API client, per-CR serialisation, the resync loop."""
+    """One per operator process: the API client, per-CR serialisation, the resync loop.
+
+    Writes only while this replica is active (:mod:`leadership`): every write checks right before it
+    is sent, and a replica that is not active does not even run passes. It still follows kopf's events
+    to know every CR, and re-checks all of them the moment it becomes active (a takeover).
+    """
 
     def __init__(self, settings: Settings, api_config: kubernetes.client.Configuration | None = None) -> None:
         self.settings = settings
@@ -48,20 +54,59 @@ class Controller:
         self.kube: Kube | None = None
         self.known: set[tuple[str, str]] = set()
         self._slots: dict[tuple[str, str], _Slot] = {}
-        self._resync: asyncio.Task[None] | None = None
+        self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
+        self._elector: lead.LeaseElector | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def active(self) -> bool:
+        return (self.leadership or lead.current()).is_active()
+
+    def _ensure_active(self) -> None:
+        lead.ensure_active(self.leadership or lead.current())
 
     async def start(self) -> None:
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
         self.kube = Kube(api_client)
-        self._resync = asyncio.get_running_loop().create_task(self._resync_forever(), name="dbmigrate-resync")
+        if not self.settings.standalone:
+            await self._elect(api_client)
+        takeovers = (self.leadership or lead.current()).subscribe()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._resync_forever(), name="dbmigrate-resync"),
+            loop.create_task(self._takeovers(takeovers), name="dbmigrate-takeovers"),
+        ]
+
+    async def _elect(self, api_client: kubernetes.client.ApiClient) -> None:
+        """Several replicas: the process's leadership becomes this Lease (gating's writes use it too)."""
+        config = lead.LeaseConfig.from_duration(
+            self.settings.lease_name,
+            lead.lease_namespace(self.settings.lease_namespace),
+            lead.new_identity(),
+            self.settings.lease_seconds,
+        )
+        self._elector = lead.LeaseElector(api_client, config)
+        lead.install(self._elector)
+        await self._elector.start()
 
     async def stop(self) -> None:
-        if self._resync is not None:
-            self._resync.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._resync
+                await task
+        if self._elector is not None:  # stop writing, then hand the Lease over
+            await self._elector.stop()
         if self.kube is not None:
             self.kube.api_client.close()  # type: ignore[no-untyped-call]
+
+    async def _takeovers(self, acquired: asyncio.Event) -> None:
+        """Became active: re-check every CR now, not at the next resync (a pending run goes on)."""
+        while True:
+            await acquired.wait()
+            acquired.clear()
+            keys = sorted(self.known)
+            logger.info("active: re-checking %d DatabaseMigrations", len(keys))
+            for namespace, name in keys:
+                await self.reconcile(namespace, name)
 
     async def _resync_forever(self) -> None:
         """The safety net for missed events, one CR at a time, never a burst."""
@@ -78,6 +123,8 @@ class Controller:
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """Serialised per CR; a burst of events while one pass runs collapses into one more pass."""
+        if not self.active():
+            return  # a standby replica reads and writes nothing; a takeover re-checks every CR
         key = (namespace, name)
         slot = self._slots.setdefault(key, _Slot())
         if slot.queued:
@@ -89,6 +136,10 @@ class Controller:
                 await self._reconcile(namespace, name)
             except asyncio.CancelledError:
                 raise
+            except lead.NotActive:
+                logger.info(
+                    "no longer active: pass for migration=%s/%s stopped before writing", namespace, name
+                )
             except Exception as exc:  # the next event or the resync retries; never crash the watcher
                 logger.warning("reconcile failed migration=%s/%s error=%s", namespace, name, describe(exc))
 
@@ -134,6 +185,7 @@ class Controller:
         assert self.kube is not None
         meta = cr["metadata"]
         job_name = action.manifest["metadata"]["name"]
+        self._ensure_active()
         try:
             created = await asyncio.to_thread(self.kube.create_job, meta["namespace"], action.manifest)
         except ApiException as exc:
@@ -159,6 +211,7 @@ class Controller:
                 "job delete skipped migration=%s/%s job=%s: not listed", namespace, name, action.name
             )
             return
+        self._ensure_active()
         deleted = await asyncio.to_thread(self.kube.delete_job, namespace, action.name, uid)
         logger.info(
             "job %s migration=%s/%s job=%s uid=%s why=%s",
@@ -175,6 +228,7 @@ class Controller:
         assert self.kube is not None
         meta = cr["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        self._ensure_active()
         await asyncio.to_thread(
             self.kube.patch_status, namespace, name, patch, str(meta.get("resourceVersion") or "")
         )
@@ -192,6 +246,7 @@ class Controller:
             )
 
     def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self._ensure_active()
         kopf.event(cast(Any, cr), type=type_, reason=reason, message=message)
 
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:

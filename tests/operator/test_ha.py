@@ -8,6 +8,7 @@ The same API behaviour is checked on the real API server in ``test_ha_cluster.py
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,9 +16,13 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from dbmigrate_operator.constants import SCHEDULING_GATE
+from dbmigrate_operator.gating.release import Releaser
 from dbmigrate_operator.handlers import Controller
 from dbmigrate_operator.reconcile import CreateJob, decide
 from dbmigrate_operator.settings import Settings
+from tests.gating.harness import make_pod, migration_body
+from tests.gating.test_release import FakeApi
 from tests.operator.builders import (
     T0,
     admit,
@@ -153,3 +158,61 @@ async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_
     trues = [(x["type"], x["reason"]) for x in kube.cr["status"]["conditions"] if x["status"] == "True"]
     assert trues == [("Ready", "Applied")]
     assert kube.cr["status"]["phase"] == "Succeeded"
+
+
+class Switch:
+    """A leadership that answers from a script: True/False per question, then the last one forever."""
+
+    def __init__(self, *answers: bool) -> None:
+        self.answers = list(answers)
+
+    def is_active(self) -> bool:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def subscribe(self) -> asyncio.Event:
+        return asyncio.Event()
+
+
+async def test_a_standby_replica_writes_nothing() -> None:
+    kube = FakeKube(make_cr(), [], [])
+    controller = controller_on(kube)
+    controller.leadership = Switch(False)
+    await controller.reconcile("shop", "shop-db")
+    assert kube.writes == []
+    assert "status" not in kube.cr
+
+
+async def test_a_replica_that_loses_the_lease_mid_pass_stops_before_its_next_write() -> None:
+    kube = FakeKube(make_cr(), [], [])
+    controller = controller_on(kube)
+    controller.leadership = Switch(True, True, False)  # the pass starts, the Job goes out, then lost
+    await controller.reconcile("shop", "shop-db")
+    assert [kind for kind, _ in kube.writes] == ["create"]
+    assert "status" not in kube.cr
+
+
+async def test_releaser_of_a_standby_replica_neither_releases_nor_posts_events() -> None:
+    pods = [make_pod("web-1", gates=(SCHEDULING_GATE,)), make_pod("web-2", gates=(SCHEDULING_GATE,))]
+    for ready in (True, False):
+        api = FakeApi(copy.deepcopy(pods), migration_body(ready=ready))
+        releaser = Releaser(api, leadership=Switch(False))
+        await releaser.reconcile("shop", "shop-db")
+        await releaser.sweep()
+        await releaser.on_migration_event("shop", "shop-db", migration_body(ready=ready))
+        assert api.patches == []
+        assert api.events == []
+
+
+async def test_releaser_stops_at_once_when_the_lease_is_lost() -> None:
+    pods = [make_pod("web-1", gates=(SCHEDULING_GATE,)), make_pod("web-2", gates=(SCHEDULING_GATE,))]
+    api = FakeApi(pods, migration_body(ready=False))
+    releaser = Releaser(api, leadership=Switch(True, True, False))  # one Event out, then lost
+    assert not await releaser.reconcile("shop", "shop-db")
+    assert len(api.events) == 1
+    # once active again, what was not said is said (nothing was remembered as announced)
+    releaser.leadership = Switch(True)
+    assert await releaser.reconcile("shop", "shop-db")
+    assert {e["involvedObject"]["name"] for e in api.events if e["involvedObject"]["kind"] == "Pod"} == {
+        "web-1",
+        "web-2",
+    }

@@ -7,6 +7,7 @@ operator's own ServiceAccount; then operator processes competing for the Lease.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator.kube import Kube, StaleObject
+from dbmigrate_operator.leadership import LeaseConfig, LeaseElector
 from localcluster.stack import install_crd, install_operator_identity
 from tests.operator.builders import make_cr
 
@@ -83,3 +85,38 @@ def test_a_status_patch_on_a_stale_resource_version_is_refused(
     assert now is not None
     assert now["status"]["phase"] == "Succeeded"
     assert not kube.patch_status(namespace, "gone", {"phase": "Pending"}, version)
+
+
+async def test_the_lease_has_one_holder_a_released_one_passes_at_once_a_dead_one_after_expiry(
+    cluster: Any, identity: Path
+) -> None:
+    namespace = cluster.create_namespace("lease")
+    client = cluster.api_client(identity)
+
+    def elector(who: str) -> LeaseElector:
+        return LeaseElector(client, LeaseConfig.from_duration("dbm-ha", namespace, who, 3))
+
+    a, b, c = elector("a"), elector("b"), elector("c")
+    await a.step()
+    await b.step()
+    assert a.is_active()
+    assert not b.is_active()
+    taken = b.subscribe()
+    await a.stop()  # graceful: stops writing, hands the Lease back
+    assert not a.is_active()
+    await b.step()
+    assert b.is_active()
+    assert taken.is_set()
+    # b dies without a word (no renewals): c waits a whole lease duration of unchanged record
+    await c.step()
+    assert not c.is_active()
+    await asyncio.sleep(2.2)
+    assert not b.is_active()
+    await c.step()
+    assert not c.is_active()  # 2.2 s < 3 s since c first saw b's record
+    await asyncio.sleep(1.0)
+    await c.step()
+    assert c.is_active()
+    lease = json.loads(cluster.kubectl("get", "lease", "dbm-ha", "-n", namespace, "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"] == "c"
+    assert lease["spec"]["leaseTransitions"] == 2
