@@ -167,7 +167,16 @@ def test_operator_from_the_image_runs_with_the_charts_namespaced_install(
         # the replica holds the leader-election Lease in the release namespace (RBAC: the chart's Role)
         _wait(
             lambda: bool(
-                (_get(cluster, "lease", fullname, "-n", namespace).get("spec") or {}).get("holderIdentity")
+                cluster.kubectl(
+                    "get",
+                    "lease",
+                    fullname,
+                    "-n",
+                    namespace,
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                    check=False,
+                ).stdout
             ),
             60,
             "the replica holding the Lease",
