@@ -53,6 +53,18 @@ ADMISSION_PLUGINS = ",".join(
 )
 
 
+# Who wrote what: every write request, its user and its object, never bodies; reads are not logged.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,6 +109,21 @@ class Cluster:
     @property
     def ca_cert(self) -> Path:
         return self.data_dir / "pki" / "ca.crt"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON line per write request (see AUDIT_POLICY)."""
+        return self.data_dir / "audit.log"
+
+    def audited_writes(self) -> list[dict[str, Any]]:
+        """The audit events so far (writes only: create, update, patch, delete), oldest first."""
+        if not self.audit_log.exists():
+            return []
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            with contextlib.suppress(ValueError):  # the line being written right now
+                events.append(json.loads(line))
+        return events
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: our kubectl/helm first on PATH, KUBECONFIG set."""
@@ -439,6 +466,8 @@ def start(
     )
     image_map = data_dir / "image-map.json"
     image_map.write_text("{}")
+    audit_policy = data_dir / "audit-policy.yaml"
+    audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
     cluster = Cluster(bin_dir, data_dir, server, admin, image_map, node=node)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     if real:  # claim the machine's one real node before touching anything outside data_dir
@@ -498,6 +527,10 @@ def start(
                 "--allow-privileged=true",
                 f"--cert-dir={data_dir / 'apiserver-certs'}",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={data_dir / 'audit.log'}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
                 "--v=1",
             ],
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -22,9 +21,10 @@ ENVIRONMENT = """\
 environment:
   DBMIGRATE_NAMESPACES          namespaces to watch, comma-separated (default: the whole cluster)
   DBMIGRATE_RESYNC_SECONDS      re-check every DatabaseMigration this often (default 300)
-  DBMIGRATE_STANDALONE          true (default): one replica; false: kopf peering between replicas
-  DBMIGRATE_PEERING_NAME        kopf peering object (default dbmigrate-operator)
-  DBMIGRATE_PEERING_PRIORITY    this replica's peering priority (default: random per process)
+  DBMIGRATE_STANDALONE          true (default): one replica; false: replicas elect the active one (Lease)
+  DBMIGRATE_LEASE_NAME          the coordination.k8s.io Lease (default dbmigrate-operator)
+  DBMIGRATE_OPERATOR_NAMESPACE  the Lease's namespace (default: the ServiceAccount's)
+  DBMIGRATE_LEASE_SECONDS       leaseDurationSeconds: a killed active replica is replaced after it (15)
   DBMIGRATE_LIVENESS_ENDPOINT   kopf liveness URL (default http://0.0.0.0:8080/healthz; empty: off)
   DBMIGRATE_LOG_FORMAT          plain | full | json (default full)
   DBMIGRATE_VERBOSE             true: debug logging
@@ -68,23 +68,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def kopf_run_kwargs(settings: Settings) -> dict[str, Any]:
-    """The arguments for ``kopf.run``: peering ones only when peering is wanted.
+    """The arguments for ``kopf.run``: always without kopf peering.
 
-    kopf treats any ``peering_name`` as "peering is mandatory" and pauses every watch until its
-    peering resources exist, even with ``standalone=True``; so a standalone operator passes none.
+    Every replica runs kopf's watches and the admission webhook (reads only); which replica writes
+    is decided by our own Lease (:mod:`dbmigrate_operator.leadership`), not by kopf's peering, which
+    pauses only kopf's handlers, never our own tasks. kopf treats any ``peering_name`` as "peering
+    is mandatory" and would wait for its peering resources: none is passed.
     """
-    kwargs: dict[str, Any] = {
-        "standalone": settings.standalone,
+    return {
+        "standalone": True,
         "clusterwide": not settings.namespaces,
         "namespaces": settings.namespaces,
         "liveness_endpoint": settings.liveness_endpoint,
     }
-    if not settings.standalone:
-        priority = settings.peering_priority
-        if priority is None:  # distinct per replica, or kopf would pause them all (equal priorities)
-            priority = random.SystemRandom().randint(1, 2**30)
-        kwargs.update(peering_name=settings.peering_name, priority=priority)
-    return kwargs
 
 
 if __name__ == "__main__":

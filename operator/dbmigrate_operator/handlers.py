@@ -23,12 +23,14 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
-from dbmigrate_operator.kube import Kube, describe, new_api_client
+from dbmigrate_operator import leadership as lead
+from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
 from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 
 logger = logging.getLogger("dbmigrate_operator")
+STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
 OUR_LABELS: dict[str, Any] = {c.MANAGED_BY_LABEL: c.MANAGED_BY, c.MIGRATION_LABEL: kopf.PRESENT}
 
 
@@ -39,7 +41,12 @@ class _Slot:
 
 
 class Controller:
-    """One per operator process: the API client, per-CR serialisation, the resync loop."""
+    """One per operator process: the API client, per-CR serialisation, the resync loop.
+
+    Writes only while this replica is active (:mod:`leadership`): every write checks right before it
+    is sent, and a replica that is not active does not even run passes. It still follows kopf's events
+    to know every CR, and re-checks all of them the moment it becomes active (a takeover).
+    """
 
     def __init__(self, settings: Settings, api_config: kubernetes.client.Configuration | None = None) -> None:
         self.settings = settings
@@ -47,20 +54,59 @@ class Controller:
         self.kube: Kube | None = None
         self.known: set[tuple[str, str]] = set()
         self._slots: dict[tuple[str, str], _Slot] = {}
-        self._resync: asyncio.Task[None] | None = None
+        self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
+        self._elector: lead.LeaseElector | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def active(self) -> bool:
+        return (self.leadership or lead.current()).is_active()
+
+    def _ensure_active(self) -> None:
+        lead.ensure_active(self.leadership or lead.current())
 
     async def start(self) -> None:
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
         self.kube = Kube(api_client)
-        self._resync = asyncio.get_running_loop().create_task(self._resync_forever(), name="dbmigrate-resync")
+        if not self.settings.standalone:
+            await self._elect(api_client)
+        takeovers = (self.leadership or lead.current()).subscribe()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._resync_forever(), name="dbmigrate-resync"),
+            loop.create_task(self._takeovers(takeovers), name="dbmigrate-takeovers"),
+        ]
+
+    async def _elect(self, api_client: kubernetes.client.ApiClient) -> None:
+        """Several replicas: the process's leadership becomes this Lease (gating's writes use it too)."""
+        config = lead.LeaseConfig.from_duration(
+            self.settings.lease_name,
+            lead.lease_namespace(self.settings.lease_namespace),
+            lead.new_identity(),
+            self.settings.lease_seconds,
+        )
+        self._elector = lead.LeaseElector(api_client, config)
+        lead.install(self._elector)
+        await self._elector.start()
 
     async def stop(self) -> None:
-        if self._resync is not None:
-            self._resync.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._resync
+                await task
+        if self._elector is not None:  # stop writing, then hand the Lease over
+            await self._elector.stop()
         if self.kube is not None:
             self.kube.api_client.close()  # type: ignore[no-untyped-call]
+
+    async def _takeovers(self, acquired: asyncio.Event) -> None:
+        """Became active: re-check every CR now, not at the next resync (a pending run goes on)."""
+        while True:
+            await acquired.wait()
+            acquired.clear()
+            keys = sorted(self.known)
+            logger.info("active: re-checking %d DatabaseMigrations", len(keys))
+            for namespace, name in keys:
+                await self.reconcile(namespace, name)
 
     async def _resync_forever(self) -> None:
         """The safety net for missed events, one CR at a time, never a burst."""
@@ -77,6 +123,8 @@ class Controller:
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """Serialised per CR; a burst of events while one pass runs collapses into one more pass."""
+        if not self.active():
+            return  # a standby replica reads and writes nothing; a takeover re-checks every CR
         key = (namespace, name)
         slot = self._slots.setdefault(key, _Slot())
         if slot.queued:
@@ -88,10 +136,27 @@ class Controller:
                 await self._reconcile(namespace, name)
             except asyncio.CancelledError:
                 raise
+            except lead.NotActive:
+                logger.info(
+                    "no longer active: pass for migration=%s/%s stopped before writing", namespace, name
+                )
             except Exception as exc:  # the next event or the resync retries; never crash the watcher
                 logger.warning("reconcile failed migration=%s/%s error=%s", namespace, name, describe(exc))
 
     async def _reconcile(self, namespace: str, name: str) -> None:
+        """One pass; a status write refused as stale means the world moved: read and decide again."""
+        for _ in range(STALE_RETRIES):
+            try:
+                await self._pass(namespace, name)
+                return
+            except StaleObject as exc:
+                logger.info("status conflict migration=%s/%s, deciding again: %s", namespace, name, exc)
+        logger.warning(
+            "status kept conflicting migration=%s/%s; the next event or resync retries", namespace, name
+        )
+
+    async def _pass(self, namespace: str, name: str) -> None:
+        """Read the CR, its Jobs and Pods; decide; carry out the plan in its order."""
         kube = self.kube
         if kube is None:
             return
@@ -106,40 +171,83 @@ class Controller:
         plan = decide(cr, jobs, pods, datetime.now(UTC), self.settings)
         for action in plan.actions:
             if isinstance(action, CreateJob):
-                job_name = action.manifest["metadata"]["name"]
-                try:
-                    created = await asyncio.to_thread(kube.create_job, namespace, action.manifest)
-                except ApiException as exc:
-                    await self._job_create_failed(cr, job_name, exc)
+                if not await self._create_job(cr, action):
                     return
-                logger.info(
-                    "job %s migration=%s/%s job=%s",
-                    "created" if created else "already exists",
-                    namespace,
-                    name,
-                    job_name,
-                )
             elif isinstance(action, DeleteJob):
-                await asyncio.to_thread(kube.delete_job, namespace, action.name)
-                logger.info(
-                    "job deleted migration=%s/%s job=%s why=%s", namespace, name, action.name, action.why
-                )
+                await self._delete_job(namespace, name, action, jobs)
             elif isinstance(action, PatchStatus):
-                await asyncio.to_thread(kube.patch_status, namespace, name, action.patch)
-                if "phase" in action.patch or "conditions" in action.patch:
-                    ready: dict[str, Any] = next(
-                        (x for x in plan.status.get("conditions", []) if x["status"] == "True"), {}
-                    )
-                    logger.info(
-                        "status migration=%s/%s phase=%s condition=%s reason=%s",
-                        namespace,
-                        name,
-                        plan.status.get("phase"),
-                        ready.get("type"),
-                        ready.get("reason"),
-                    )
+                await self._patch_status(cr, action.patch, plan.status)
             elif isinstance(action, EmitEvent):
-                kopf.event(cast(Any, cr), type=action.type, reason=action.reason, message=action.message)
+                self._emit(cr, action.type, action.reason, action.message)
+
+    async def _create_job(self, cr: dict[str, Any], action: CreateJob) -> bool:
+        """Create-if-absent; False (and the refusal on the CR) when the API refused the Job."""
+        assert self.kube is not None
+        meta = cr["metadata"]
+        job_name = action.manifest["metadata"]["name"]
+        self._ensure_active()
+        try:
+            created = await asyncio.to_thread(self.kube.create_job, meta["namespace"], action.manifest)
+        except ApiException as exc:
+            await self._job_create_failed(cr, job_name, exc)
+            return False
+        logger.info(
+            "job %s migration=%s/%s job=%s",
+            "created" if created else "already exists",
+            meta["namespace"],
+            meta["name"],
+            job_name,
+        )
+        return True
+
+    async def _delete_job(
+        self, namespace: str, name: str, action: DeleteJob, jobs: list[dict[str, Any]]
+    ) -> None:
+        """Delete exactly the Job the plan was decided from (its uid), never a namesake created since."""
+        assert self.kube is not None
+        uid = uid_of(jobs, action.name)
+        if uid is None:
+            logger.warning(
+                "job delete skipped migration=%s/%s job=%s: not listed", namespace, name, action.name
+            )
+            return
+        self._ensure_active()
+        deleted = await asyncio.to_thread(self.kube.delete_job, namespace, action.name, uid)
+        logger.info(
+            "job %s migration=%s/%s job=%s uid=%s why=%s",
+            "deleted" if deleted else "left alone (gone, or re-created since)",
+            namespace,
+            name,
+            action.name,
+            uid,
+            action.why,
+        )
+
+    async def _patch_status(self, cr: dict[str, Any], patch: dict[str, Any], status: dict[str, Any]) -> None:
+        """Write the status decided from ``cr``, only if ``cr`` is still current (else StaleObject)."""
+        assert self.kube is not None
+        meta = cr["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        self._ensure_active()
+        await asyncio.to_thread(
+            self.kube.patch_status, namespace, name, patch, str(meta.get("resourceVersion") or "")
+        )
+        if "phase" in patch or "conditions" in patch:
+            true: dict[str, Any] = next(
+                (x for x in status.get("conditions", []) if x["status"] == "True"), {}
+            )
+            logger.info(
+                "status migration=%s/%s phase=%s condition=%s reason=%s",
+                namespace,
+                name,
+                status.get("phase"),
+                true.get("type"),
+                true.get("reason"),
+            )
+
+    def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self._ensure_active()
+        kopf.event(cast(Any, cr), type=type_, reason=reason, message=message)
 
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
         """The API refused the Job (quota, admission policy...): say so on the CR, retry on resync."""
@@ -155,9 +263,8 @@ class Controller:
                 verdict, (cr.get("status") or {}).get("conditions"), generation, datetime.now(UTC)
             ),
         }
-        assert self.kube is not None
-        await asyncio.to_thread(self.kube.patch_status, meta["namespace"], meta["name"], patch)
-        kopf.event(cast(Any, cr), type="Warning", reason=Reason.JOB_CREATE_FAILED.value, message=message)
+        await self._patch_status(cr, patch, patch)
+        self._emit(cr, "Warning", Reason.JOB_CREATE_FAILED.value, message)
 
     def remember(self, namespace: str, name: str) -> None:
         self.known.add((namespace, name))
@@ -167,6 +274,15 @@ class Controller:
         slot = self._slots.get((namespace, name))
         if slot is not None and not slot.lock.locked() and not slot.queued:
             self._slots.pop((namespace, name), None)
+
+
+def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
+    """The uid of the object called ``name`` among ``objects`` (what a decision was made from)."""
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        if meta.get("name") == name and meta.get("uid"):
+            return str(meta["uid"])
+    return None
 
 
 def register(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, cast
 
 import kubernetes.client
@@ -45,6 +44,10 @@ def describe(error: BaseException) -> str:
             detail = ""
         return f"API error {error.status} {error.reason or ''}: {detail}".strip().rstrip(":")
     return f"{type(error).__name__}: {error}"
+
+
+class StaleObject(Exception):
+    """A write guarded by a resourceVersion was refused (409): the object changed since it was read."""
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -106,44 +109,52 @@ class Kube:
             raise
         return True
 
-    def delete_job(self, namespace: str, name: str) -> None:
-        """Background propagation: the Job goes at once, its Pods right after (a 404 is fine)."""
+    def delete_job(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the Job the decision was made about, and only that one (its ``uid``).
+
+        A Job of the same deterministic name re-created since (A → B → A) is another run: the API
+        refuses the delete (409, precondition failed) and it is left alone. Background propagation:
+        the Job goes at once, its Pods right after. False when it was gone or is not ours any more.
+        """
+        options = kubernetes.client.V1DeleteOptions(
+            propagation_policy="Background", preconditions=kubernetes.client.V1Preconditions(uid=uid)
+        )
         try:
             self.batch.delete_namespaced_job(
-                name,
+                name, namespace, body=options, _preload_content=False, _request_timeout=TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], resource_version: str) -> bool:
+        """JSON merge patch of the status subresource, valid only on the version it was decided from.
+
+        The patch names ``metadata.resourceVersion``: when anyone wrote the object since it was read,
+        the API server answers 409 and this raises :class:`StaleObject` (re-read and decide again,
+        never overwrite). Returns False when the object is gone.
+        """
+        body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                c.GROUP,
+                c.VERSION,
                 namespace,
-                propagation_policy="Background",
+                c.PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,
                 _preload_content=False,
                 _request_timeout=TIMEOUT,
             )
         except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], attempts: int = 5) -> bool:
-        """JSON merge patch of the status subresource, no resourceVersion: nothing to conflict on.
-
-        A 409 can still come from an admission hook or a storage retry; try again a few times.
-        Returns False when the object is gone.
-        """
-        for attempt in range(attempts):
-            try:
-                self.custom.patch_namespaced_custom_object_status(
-                    c.GROUP,
-                    c.VERSION,
-                    namespace,
-                    c.PLURAL,
-                    name,
-                    {"status": patch},
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                    _request_timeout=TIMEOUT,
-                )
-                return True
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                if exc.status != 409 or attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+            if exc.status == 404:
+                return False
+            if exc.status == 409:
+                raise StaleObject(
+                    f"{c.PLURAL}/{name} in {namespace} changed since resourceVersion {resource_version}"
+                ) from None
+            raise
         return True

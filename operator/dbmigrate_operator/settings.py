@@ -26,16 +26,6 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
-def _int_or_none(env: Mapping[str, str], name: str) -> int | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
 @dataclass(frozen=True)
 class Settings:
     # Every DatabaseMigration is re-checked this often even without any event (a missed watch
@@ -43,12 +33,13 @@ class Settings:
     resync_seconds: float = 300.0
     # Namespaces to watch; empty = the whole cluster.
     namespaces: tuple[str, ...] = ()
-    # Standalone: no kopf peering (one replica). With peering, replicas elect an active one.
+    # Standalone: one replica, always active. Otherwise replicas elect the active one with a
+    # coordination.k8s.io/v1 Lease (see leadership.py); the others write nothing.
     standalone: bool = True
-    peering_name: str = "dbmigrate-operator"
-    # kopf pauses every operator that sees a live peer of higher *or equal* priority, so replicas of
-    # one Deployment need distinct ones: None = a random one per process (see __main__).
-    peering_priority: int | None = None
+    lease_name: str = "dbmigrate-operator"
+    lease_namespace: str = ""  # empty: the in-cluster ServiceAccount's namespace, else "default"
+    # leaseDurationSeconds: a killed active replica is replaced after this long.
+    lease_seconds: float = 15.0
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     log_format: str = "full"  # kopf's: plain | full | json
     verbose: bool = False
@@ -72,8 +63,13 @@ class Settings:
             resync_seconds=_number(env, "DBMIGRATE_RESYNC_SECONDS", cls.resync_seconds, 5),
             namespaces=namespaces,
             standalone=_bool(env.get("DBMIGRATE_STANDALONE"), cls.standalone),
-            peering_name=env.get("DBMIGRATE_PEERING_NAME", "").strip() or cls.peering_name,
-            peering_priority=_int_or_none(env, "DBMIGRATE_PEERING_PRIORITY"),
+            lease_name=(
+                env.get("DBMIGRATE_LEASE_NAME", "").strip()
+                or env.get("DBMIGRATE_PEERING_NAME", "").strip()  # the chart's name for it until 0.2
+                or cls.lease_name
+            ),
+            lease_namespace=env.get("DBMIGRATE_OPERATOR_NAMESPACE", "").strip(),
+            lease_seconds=_number(env, "DBMIGRATE_LEASE_SECONDS", cls.lease_seconds, 3),
             liveness_endpoint=cls.liveness_endpoint if liveness is None else (liveness.strip() or None),
             log_format=(env.get("DBMIGRATE_LOG_FORMAT", "").strip().lower() or cls.log_format),
             verbose=_bool(env.get("DBMIGRATE_VERBOSE"), False),

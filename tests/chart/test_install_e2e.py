@@ -164,11 +164,22 @@ def test_operator_from_the_image_runs_with_the_charts_namespaced_install(
                 return False
 
         _wait(healthy, 120, "the operator's liveness endpoint")
-        # kopf announced itself in the namespaced peering object the chart created (RBAC: patch)
+        # the replica holds the leader-election Lease in the release namespace (RBAC: the chart's Role)
         _wait(
-            lambda: bool(_get(cluster, "kopfpeering", fullname, "-n", app_namespace).get("status")),
+            lambda: bool(
+                cluster.kubectl(
+                    "get",
+                    "lease",
+                    fullname,
+                    "-n",
+                    namespace,
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                    check=False,
+                ).stdout
+            ),
             60,
-            "the replica's entry in the KopfPeering",
+            "the replica holding the Lease",
         )
         # the webhook serves the chart's certificate, valid for the Service's DNS name
         context = ssl.create_default_context(cadata=base64.b64decode(secret["ca.crt"]).decode())

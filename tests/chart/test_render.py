@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -381,11 +382,11 @@ def test_operator_parses_the_settings_the_chart_gives_it(render: RenderFn, scena
         assert webhook.register is False, "in a cluster the chart owns the webhook configuration"
 
 
-def test_replicas_started_from_the_chart_get_distinct_peering_priorities(
+def test_replicas_started_from_the_chart_elect_with_a_lease_in_the_release_namespace(
     render: RenderFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """kopf pauses *every* operator when peers share a priority, so two replicas of one
-    Deployment (same env) must still end up with different priorities, or none would work."""
+    """Every replica runs kopf without peering (kopf pauses only its own handlers, never our tasks);
+    the one that writes holds the Lease named by the chart, in the release namespace."""
     import kopf
 
     from dbmigrate_operator import __main__ as entry
@@ -396,9 +397,22 @@ def test_replicas_started_from_the_chart_get_distinct_peering_priorities(
     monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
     for item in container["env"]:
         monkeypatch.setenv(item["name"], item.get("value", NAMESPACE))
-    for _replica in range(2):
-        entry.main([])
-    assert [c["standalone"] for c in calls] == [False, False]
-    priorities = [c.get("priority") for c in calls]
-    assert None not in priorities, "the operator passes no peering priority to kopf: replicas would pause"
-    assert priorities[0] != priorities[1]
+    entry.main([])
+    assert calls[0]["standalone"] is True
+    assert "peering_name" not in calls[0]
+    from dbmigrate_operator.settings import Settings
+
+    settings = Settings.from_env(dict(os.environ))
+    assert settings.standalone is False
+    assert settings.lease_namespace == NAMESPACE
+    assert settings.lease_name == _env(container)["DBMIGRATE_PEERING_NAME"]
+
+
+def test_watch_namespaces_still_grant_the_lease_in_the_release_namespace(render: RenderFn) -> None:
+    rendered = render(SCENARIOS["namespaced"])
+    (role,) = [r for r in rendered.of_kind("Role") if r["metadata"]["namespace"] == NAMESPACE]
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+    bindings = [b for b in rendered.of_kind("RoleBinding") if b["metadata"]["namespace"] == NAMESPACE]
+    assert [b["roleRef"]["name"] for b in bindings] == [role["metadata"]["name"]]

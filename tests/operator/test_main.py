@@ -23,6 +23,8 @@ def test_settings_defaults_and_environment() -> None:
             "DBMIGRATE_LIVENESS_ENDPOINT": "",
             "DBMIGRATE_LOG_FORMAT": "JSON",
             "DBMIGRATE_PEERING_NAME": "dbm",
+            "DBMIGRATE_OPERATOR_NAMESPACE": "ops",
+            "DBMIGRATE_LEASE_SECONDS": "20",
             "DBMIGRATE_APPLIED_VERSIONS_CAP": "10",
         }
     )
@@ -31,7 +33,10 @@ def test_settings_defaults_and_environment() -> None:
     assert s.standalone is False
     assert s.liveness_endpoint is None
     assert s.log_format == "json"
-    assert s.peering_name == "dbm"
+    assert s.lease_name == "dbm"  # the chart's variable still names the Lease
+    assert s.lease_namespace == "ops"
+    assert s.lease_seconds == 20
+    assert Settings.from_env({"DBMIGRATE_LEASE_NAME": "x", "DBMIGRATE_PEERING_NAME": "y"}).lease_name == "x"
     assert s.applied_versions_cap == 10
 
 
@@ -51,7 +56,7 @@ def test_main_runs_kopf_with_both_parts_registered(monkeypatch: pytest.MonkeyPat
     (kwargs,) = calls
     assert kwargs["namespaces"] == ("shop",)
     assert kwargs["clusterwide"] is False
-    assert kwargs["standalone"] is False
+    assert kwargs["standalone"] is True  # kopf never peers: our Lease decides who writes
     assert kwargs["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
     registry = kopf.get_default_registry()
     ids = {h.id for h in registry._watching.get_all_handlers()}
@@ -59,28 +64,14 @@ def test_main_runs_kopf_with_both_parts_registered(monkeypatch: pytest.MonkeyPat
     assert "release-gated-pods" in ids  # the gating part is wired in too
 
 
-def test_replicas_get_distinct_peering_priorities_unless_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
-    monkeypatch.setenv("DBMIGRATE_STANDALONE", "false")
-    entry.main([])
-    entry.main([])
-    assert calls[0]["peering_name"] == "dbmigrate-operator"
-    assert calls[0]["priority"] != calls[1]["priority"]
-    monkeypatch.setenv("DBMIGRATE_PEERING_PRIORITY", "7")
-    entry.main([])
-    assert calls[2]["priority"] == 7
-
-
-def test_standalone_passes_no_peering_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("standalone", ["true", "false"])
+def test_kopf_never_gets_peering_arguments(monkeypatch: pytest.MonkeyPatch, standalone: str) -> None:
     # kopf reads any peering_name as "peering is mandatory" and then pauses every watch until its
-    # peering resources exist, even with standalone=True: the default one-replica operator never reacted.
+    # peering resources exist; and kopf's pause stops only kopf's handlers, never our own tasks.
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
-    monkeypatch.delenv("DBMIGRATE_STANDALONE", raising=False)
-    monkeypatch.setenv("DBMIGRATE_PEERING_PRIORITY", "7")
+    monkeypatch.setenv("DBMIGRATE_STANDALONE", standalone)
     entry.main([])
     (kwargs,) = calls
     assert kwargs["standalone"] is True
@@ -99,10 +90,8 @@ async def test_kopf_itself_reads_our_arguments_as_meant(standalone: bool) -> Non
     for task in tasks:  # spawned but never run: stop them before they touch anything
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    assert kopf_settings.peering.standalone is standalone
-    assert kopf_settings.peering.mandatory is (not standalone)  # mandatory + standalone = paused forever
-    if not standalone:
-        assert kopf_settings.peering.name == "dbmigrate-operator"
+    assert kopf_settings.peering.standalone is True  # never paused by kopf: every replica watches
+    assert kopf_settings.peering.mandatory is False
 
 
 def test_help_prints_usage_and_the_environment(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,9 @@ Three triggers run the same pass (`Releaser.reconcile` for one DatabaseMigration
   strands a pod.
 
 Every decision reads the API (the pods by label selector, the DatabaseMigration by name), never a
-kopf index, and every write is idempotent (the guarded JSON patch of `patches.py`), so a standby
-replica or two overlapping passes cannot do harm.
+kopf index, and every write is idempotent (the guarded JSON patch of `patches.py`), so two
+overlapping passes cannot do harm. Only the active replica (`leadership`) runs passes at all, and
+every write (gate removal, Event) checks it right before it is sent: a standby writes nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import kopf
 
+from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.constants import GROUP, PLURAL, SCHEDULING_GATE, VERSION
 from dbmigrate_operator.gating import events
 from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
@@ -136,8 +138,10 @@ class Releaser:
         namespaces: tuple[str, ...] = (),
         nudge_delay: float = 1.0,
         on_error: Callable[[str, BaseException], None] | None = None,
+        leadership: lead.Leadership | None = None,
     ) -> None:
         self.api = api
+        self.leadership = leadership  # None: the process's (lead.current(), installed at startup)
         self.namespaces = namespaces  # empty: the whole cluster
         self.nudge_delay = nudge_delay
         self._on_error = on_error
@@ -148,6 +152,12 @@ class Releaser:
         self._nudges: dict[MigrationKey, asyncio.Task[None]] = {}  # pending (still sleeping)
         self._tasks: set[asyncio.Task[None]] = set()  # all nudges, to cancel them on shutdown
 
+    def active(self) -> bool:
+        return (self.leadership or lead.current()).is_active()
+
+    def _ensure_active(self) -> None:
+        lead.ensure_active(self.leadership or lead.current())
+
     # --- triggers -------------------------------------------------------------------------------
 
     async def on_migration_event(
@@ -156,6 +166,8 @@ class Releaser:
         """A DatabaseMigration was seen (listed, changed or deleted: `migration` None)."""
         key = (namespace, name)
         digest = fingerprint(migration)
+        if not self.active():
+            return  # not remembered: the first pass once active sees it (and the sweep does)
         if self._fingerprints.get(key) == digest:
             return
         clean = await self.reconcile(namespace, name, migration)
@@ -187,7 +199,9 @@ class Releaser:
             self._error(f"pass for {key[0]}/{key[1]} failed", e)
 
     async def sweep(self) -> None:
-        """One pass over every gated pod of the cluster."""
+        """One pass over every gated pod of the cluster (only while active)."""
+        if not self.active():
+            return
         pods: list[dict[str, Any]] = []
         for namespace in self.namespaces or (None,):
             pods.extend(await asyncio.to_thread(self.api.list_waiting_pods, namespace, None))
@@ -223,13 +237,15 @@ class Releaser:
         return await self._execute(decide(pods, name, migration))
 
     async def _execute(self, decisions: list[Decision]) -> bool:
-        clean = True
-        for decision in decisions:
+        clean = self.active()
+        for decision in decisions if clean else []:
             try:
                 if decision.release:
                     await self._release(decision)
                 else:
                     await self._announce(decision)
+            except lead.NotActive:
+                return False  # lost the Lease mid-pass: the new active replica takes over
             except Exception as e:
                 clean = False
                 meta = decision.pod.get("metadata") or {}
@@ -244,6 +260,7 @@ class Releaser:
             patch = remove_gate_patch(pod)
             if patch is None:
                 return  # someone else removed it meanwhile
+            self._ensure_active()
             try:
                 await asyncio.to_thread(self.api.patch_pod, namespace, name, patch)
                 break
@@ -302,6 +319,7 @@ class Releaser:
 
     async def _post(self, about: events.ObjectRef, reason: str, message: str, warning: bool) -> None:
         body = events.build_event(about, reason=reason, message=message, warning=warning)
+        self._ensure_active()  # NotActive goes up: nothing is remembered as announced
         try:
             await asyncio.to_thread(self.api.create_event, about.namespace, body)
         except Exception as e:  # an Event is informative; never let it block a release

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 import kubernetes.config
 
+from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.gating import server
 from dbmigrate_operator.gating.kube import KubeApi, describe_error, new_api_client
 from dbmigrate_operator.gating.release import Releaser
@@ -19,8 +20,10 @@ from dbmigrate_operator.settings import Settings as OperatorSettings
 logger = logging.getLogger(__name__)
 
 
-async def sweep_forever(releaser: Releaser, interval: float) -> None:
-    """The periodic safety net: one pass over all gated pods every `interval` seconds."""
+async def sweep_forever(releaser: Releaser, interval: float, takeover: asyncio.Event | None = None) -> None:
+    """The periodic safety net: one pass over all gated pods every `interval` seconds, and at once
+    when this replica becomes the active one (`takeover`)."""
+    takeover = takeover or asyncio.Event()
     while True:
         try:
             await releaser.sweep()
@@ -28,7 +31,9 @@ async def sweep_forever(releaser: Releaser, interval: float) -> None:
             raise
         except Exception as e:  # keep sweeping: the next pass may succeed
             logger.warning(f"Gating sweep failed: {describe_error(e)}")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(takeover.wait(), interval)
+        takeover.clear()
 
 
 @kopf.on.startup(id="gating-start")
@@ -50,7 +55,8 @@ async def start_gating(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         configuration = server.local_configuration(config, serving.ca_bundle)
         await asyncio.to_thread(server.register, api_client, configuration)
     runtime.sweep_task = asyncio.get_running_loop().create_task(
-        sweep_forever(runtime.releaser, config.sweep_seconds), name="dbmigrate-gating-sweep"
+        sweep_forever(runtime.releaser, config.sweep_seconds, lead.current().subscribe()),
+        name="dbmigrate-gating-sweep",
     )
     memo[MEMO_KEY] = runtime
 
