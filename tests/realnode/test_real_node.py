@@ -176,7 +176,7 @@ def test_missing_secret_then_created(
     cr["spec"]["database"]["urlSecretRef"]["name"] = name  # not created yet
     realstack.apply(real_cluster, cr)
     waiting = wait_for(
-        lambda: _state(real_cluster, ns, name, "waiting"),
+        lambda: (w := _state(real_cluster, ns, name, "waiting")) and w["reason"] != "ContainerCreating" and w,
         120, "the kubelet to report the missing Secret",
     )  # fmt: skip
     assert waiting["reason"] == "CreateContainerConfigError"
@@ -244,7 +244,7 @@ def test_active_deadline_while_waiting_for_a_lock(
     with _holding_lock(node_pg, database):
         _deploy(
             real_cluster, ns, name, realstack.pod_database_url(node_pg, database),
-            job={"activeDeadlineSeconds": 15, "backoffLimit": 0},
+            job={"activeDeadlineSeconds": 30, "backoffLimit": 0},  # the schema's minimum
         )  # fmt: skip
         (job,) = wait_for(
             lambda: (js := _jobs(real_cluster, ns, name)) and realstack.condition(js[0], "Failed") and js,
@@ -259,12 +259,10 @@ def test_active_deadline_while_waiting_for_a_lock(
     assert status["lastRun"]["outcome"] != "Succeeded"
 
 
-def _active_operator_pod(cluster: Cluster, fullname: str, namespace: str) -> str:
-    """The replica kopf's peering made active: the highest priority among the live peers."""
-    peering = get(cluster, "kopfpeering", fullname, "-n", namespace)
-    peers = {key: value for key, value in (peering.get("status") or {}).items() if isinstance(value, dict)}
-    best = max(peers, key=lambda key: int(peers[key].get("priority", 0)))
-    return best.split("@", 1)[0]
+def _active_operator_pod(cluster: Cluster, fullname: str) -> str:
+    """The replica holding the leader-election Lease (holderIdentity: `<pod name>_<process id>`)."""
+    lease = get(cluster, "lease", fullname, "-n", realstack.OPERATOR_NAMESPACE)
+    return str(lease["spec"]["holderIdentity"]).rsplit("_", 1)[0]
 
 
 def test_active_operator_pod_deleted_mid_run(
@@ -277,8 +275,10 @@ def test_active_operator_pod_deleted_mid_run(
             lambda: _state(real_cluster, ns, name, "running"),
             120, "the migration container running (waiting for the lock)",
         )  # fmt: skip
-        active = _active_operator_pod(real_cluster, operator, ns)
-        real_cluster.kubectl("delete", "pod", active, "-n", "dbmigrate-system", "--wait=false")
+        active = _active_operator_pod(real_cluster, operator)
+        real_cluster.kubectl("delete", "pod", active, "-n", realstack.OPERATOR_NAMESPACE, "--wait=false")
+        # the Deployment replaces it; the standby takes the Lease over and finishes the run
+        wait_for(lambda: _active_operator_pod(real_cluster, operator) != active, 90, "a new Lease holder")
     status = wait_for(
         lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] in ("Ready", "Stalled") and s,
         240, "the run completed after the handover",
