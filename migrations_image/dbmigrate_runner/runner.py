@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from dbmigrate_runner import database
-from dbmigrate_runner.errors import LockTimeout, RunnerError
+from dbmigrate_runner.errors import LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
-from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target
+from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, unfulfilled
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
@@ -171,6 +171,7 @@ async def _execute(
         else:
             assert target is not None
             await tool.downgrade(plan, target, state.applied_now.append)
+        _check_fulfilled(settings.command, plan, state.applied_now)
     finally:
         await tool.close()
         log.info(
@@ -179,6 +180,18 @@ async def _execute(
             f"{'applied' if settings.command == 'upgrade' else 'reverted'}",
             count=len(state.applied_now),
             duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+
+def _check_fulfilled(command: str, plan: Plan, done: list[str]) -> None:
+    """A tool that returns without doing all the plan listed must not end in "Succeeded"."""
+    missing = unfulfilled(command, plan, done)
+    if missing:
+        verb = "applied" if command == "upgrade" else "reverted"
+        raise MigrationFailed(
+            f"the plan listed {', '.join(missing)} but the tool returned without it being {verb}",
+            kind="PlanNotFulfilled",
+            migration=missing[0],
         )
 
 

@@ -50,6 +50,22 @@ async def _record(client: Any, app: str, name: str, *, applied: bool) -> None:
         await client.execute_query(f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "name" = $2', [app, name])
 
 
+def _promised(plan: Plan, apps_config: Any) -> list[tuple[str, str]]:
+    """``(app, version)`` pairs the plan promises to apply on the executor holding ``apps_config``."""
+    return [(p.app, version) for p in plan.apps if p.app in apps_config for version in p.to_apply]
+
+
+def _check_covers(steps: list[Any], promised: list[tuple[str, str]]) -> None:
+    """Refuse, before changing anything, a graph plan that would leave a promised version out."""
+    planned = {(step.migration.app_label, step.migration.name) for step in steps}
+    missing = [f"{app}:{name}" for app, name in promised if (app, name) not in planned]
+    if missing:
+        raise ConfigError(
+            f"Tortoise's migration graph does not reach {', '.join(missing)} "
+            "(is it applied out of order, or a dependency missing?); nothing was applied"
+        )
+
+
 class TortoiseTool:
     name = "tortoise"
     table = TABLE
@@ -108,18 +124,18 @@ class TortoiseTool:
         from tortoise.transactions import in_transaction
 
         for executor in self.executors:
-            labels = [p.app for p in plan.apps if p.to_apply and p.app in executor.loader.apps_config]
-            targets = [
-                MigrationTarget(app_label=label, name=target.version if target else "__latest__")
-                for label in labels
-            ]
-            if not targets:
+            promised = _promised(plan, executor.loader.apps_config)
+            if not promised:
                 continue
+            # Every promised version is a target of its own: "__latest__" means the app's leaf nodes,
+            # and a migration another app depends on is no leaf, so it would be silently skipped.
+            targets = [MigrationTarget(app_label=app, name=name) for app, name in promised]
             steps, applied = await self._steps(executor, targets)
             if any(step.backward for step in steps):
                 raise DowngradeRefused(
                     "the plan would roll back applied migrations; upgrade never rolls back"
                 )
+            _check_covers(steps, promised)
             state = None
             for step in steps:
                 migration = step.migration
