@@ -99,7 +99,9 @@ def make_parser() -> argparse.ArgumentParser:
 def write_report(report: Report, path: Path, mask: Masker) -> None:
     if report.error is not None:
         report.error.message = mask(report.error.message)
-    text = encode(report)
+        report.error.kind = mask(report.error.kind)
+    # Again on the JSON text: *** is never longer than what it replaces, so the size cap still holds.
+    text = mask(encode(report))
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

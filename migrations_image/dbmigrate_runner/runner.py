@@ -89,6 +89,7 @@ async def run(settings: Settings, state: RunState) -> None:
     )
 
     conn = await database.connect(settings.db, settings.wait_timeout)
+    log.debug("database.connected", "runner connection open", backend_pid=conn.get_server_pid())
     try:
         if settings.command == "status":
             await _status(tool, conn, disk, state)

@@ -7,12 +7,13 @@ appear in the Pod spec's arguments.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.report import DEFAULT_PATH
@@ -154,6 +155,19 @@ def mask_urls(text: str) -> str:
     return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
 
 
+def secret_forms(secret: str) -> set[str]:
+    """Every way a secret can be written out: raw, trimmed, percent-encoded or -decoded, and escaped
+    by ``json.dumps`` or ``repr`` (a library printing a dict), so masking holds whatever the quoting."""
+    forms: set[str] = set()
+    for base in {secret, secret.strip(), unquote(secret)}:
+        forms |= {base, quote(base, safe=""), quote(base), quote_plus(base, safe="")}
+    escaped = set()
+    for form in forms:
+        escaped |= {json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1], repr(form)[1:-1]}
+        escaped.add(json.dumps(repr(form)[1:-1], ensure_ascii=False)[1:-1])  # a repr inside a JSON string
+    return {form for form in forms | escaped if len(form) >= 3}
+
+
 class Masker:
     """Removes known secret values and URL passwords from any text before it leaves the process."""
 
@@ -164,9 +178,9 @@ class Masker:
     def add(self, *secrets: str | None) -> None:
         for secret in secrets:
             # Short values would mask innocent text and are no secret worth the damage.
-            if not secret or len(secret) < 3:
+            if not secret or len(secret.strip()) < 3:
                 continue
-            for form in {secret, quote(secret, safe=""), quote(secret)}:
+            for form in secret_forms(secret):
                 if form not in self._secrets:
                     self._secrets.append(form)
         self._secrets.sort(key=len, reverse=True)
@@ -176,6 +190,19 @@ class Masker:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return text
+
+    def value(self, value: Any) -> Any:
+        """Mask every string inside a JSON-able value, before it is serialised (escaping would hide
+        a secret from a mask applied to the serialised text)."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set):
+            return [self.value(v) for v in value]
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self(str(value))
 
 
 def secrets_from_env(env: Mapping[str, str]) -> list[str]:
