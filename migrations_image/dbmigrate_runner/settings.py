@@ -92,13 +92,33 @@ class Settings:
     crash_after: str | None = None  # test hook, see docs/runner.md
 
 
+_ENCODE_HINT = (
+    "percent-encode special characters in the user and password "
+    "(@ as %40, / as %2F, : as %3A, # as %23, ? as %3F, % as %25)"
+)
+
+
+def _check_userinfo(url: str) -> None:
+    """Refuse, without echoing any of it, a URL whose password is not percent-encoded.
+
+    An unencoded ``@`` (or ``/``, ``?``, ``#`` before the ``@``) moves the host into the password:
+    the runner would wait its whole timeout for a host named after the password's tail.
+    """
+    at_signs = url.count("@")
+    if at_signs > 1:
+        raise ConfigError(f"DATABASE_URL has {at_signs} '@' signs, one is allowed: {_ENCODE_HINT}")
+    if at_signs == 1 and "@" not in urlsplit(url).netloc:
+        raise ConfigError(f"DATABASE_URL's user or password holds a '/', '?' or '#': {_ENCODE_HINT}")
+
+
 def parse_database_url(url: str) -> DbParams:
     """Split a libpq-style URL; percent-encoded user and password are decoded."""
     try:
+        _check_userinfo(url)
         parts = urlsplit(url)
         port = parts.port or 5432
-    except ValueError as exc:
-        raise ConfigError(f"DATABASE_URL is not a valid URL: {mask_urls(str(exc))}") from None
+    except ValueError:  # its text would quote the URL's pieces, possibly the password
+        raise ConfigError(f"DATABASE_URL's host:port is not valid: {_ENCODE_HINT}") from None
     if parts.scheme not in URL_SCHEMES:
         raise ConfigError(
             f"DATABASE_URL scheme must be one of {', '.join(URL_SCHEMES)}, got {parts.scheme!r}"
@@ -142,8 +162,9 @@ def db_params_from_env(env: Mapping[str, str]) -> DbParams:
         port=port,
         database=split["DB_NAME"],
         user=split["DB_USER"],
-        password=env.get("DB_PASS") or env.get("DB_PASSWORD") or None,
-        ssl=env.get("DB_SSLMODE") or None,
+        # Stripped like the other fields: a Secret made with `echo` ends in a newline.
+        password=(env.get("DB_PASS") or env.get("DB_PASSWORD") or "").strip() or None,
+        ssl=env.get("DB_SSLMODE", "").strip() or None,
     )
 
 
@@ -212,9 +233,11 @@ def secrets_from_env(env: Mapping[str, str]) -> list[str]:
         if env.get(name):
             found.append(env[name])
     url = env.get("DATABASE_URL", "")
-    match = re.match(r"^[^:]+://[^:/@]*:(?P<pw>[^@]*)@", url)
-    if match and match["pw"]:
-        found += [match["pw"], unquote(match["pw"])]
+    # The password runs to the first '@' when encoded, possibly to the last one when it is not.
+    for pattern in (r"^[^:]+://[^:/@]*:(?P<pw>[^@]*)@", r"^[^:]+://[^:/@]*:(?P<pw>.*)@"):
+        match = re.match(pattern, url.strip())
+        if match and match["pw"]:
+            found += [match["pw"], unquote(match["pw"])]
     return found
 
 

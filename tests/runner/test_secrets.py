@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -123,3 +124,35 @@ def test_password_logged_by_the_app_config_is_masked_before_json_escaping(
     lines = [rec["msg"] for rec in result.logs() if rec.get("logger") == "shop.config"]
     assert lines == ["db password is ***", "db settings: {'password': '***'}"]
     assert_no_leak(result, PASSWORD)
+
+
+@pytest.mark.parametrize("password", ["Qz8@tXv3k9Lm", PASSWORD])
+def test_unencoded_password_in_url_fails_fast_without_echoing_it(
+    postgres: PostgresServer, database: str, tmp_path: Path, password: str
+) -> None:
+    role = make_role(postgres, database, password)
+    report = tmp_path / "r.json"
+    url = f"postgres://{role}:{password}@{postgres.host}:{postgres.port}/{database}"
+    env = runner_env(url, report, DBMIGRATE_WAIT_TIMEOUT="300")
+    started = time.monotonic()
+    result = run(env, report, password, "upgrade", timeout=60)
+    assert time.monotonic() - started < 30  # not the wait timeout
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout
+    assert result.report.error is not None
+    assert "percent-encode" in result.report.error.message
+    assert "%40" in result.report.error.message
+    assert_no_leak(result, password)
+
+
+def test_db_pass_with_a_trailing_newline_works(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """A Secret written with `echo pass > file` carries a newline; it is stripped like DB_HOST's."""
+    password = "n3wline-Secret"
+    role = make_role(postgres, database, password)
+    report = tmp_path / "r.json"
+    env = runner_env(None, report, **credentials("split", postgres, database, role, password + "\n"))
+    result = run(env, report, password, "upgrade", "--tool", "tortoise")
+    assert result.rc == 0, result.stdout
+    assert result.report.apps["models"].count == 3
+    assert_no_leak(result, password)
