@@ -76,7 +76,6 @@ async def run(settings: Settings, state: RunState) -> None:
     disk = discover(project, settings.apps)
     state.apps = list(disk)
     tool = get_tool(settings.tool)
-    tool.crash_after = settings.crash_after
     log.info(
         "run.start",
         f"{settings.command} with {settings.tool}",

@@ -89,7 +89,6 @@ class Settings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     report_path: Path = Path(DEFAULT_PATH)
     log_level: str = "info"
-    crash_after: str | None = None  # test hook, see docs/runner.md
 
 
 _ENCODE_HINT = (
@@ -292,5 +291,4 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         ),
         report_path=Path(pick("report_path", "DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
         log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
-        crash_after=env.get("DBMIGRATE_TEST_CRASH_AFTER") or None,
     )

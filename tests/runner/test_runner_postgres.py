@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
+import dbmigrate_runner
 from dbmigrate_runner.report import MAX_BYTES, Outcome
 from tests.runner.conftest import FIXTURES, SHOP_VERSIONS, Runner, finish
 
@@ -157,6 +159,17 @@ def test_kill_inside_the_transaction_leaves_nothing_of_that_migration(shop: Runn
     assert rerun.report.applied == [f"models:{v}" for v in versions[1:]]
     assert shop.applied() == versions
     assert "description" in shop.columns("product")
+
+
+def test_the_shipped_runner_has_no_test_hooks(shop: Runner, tool: str) -> None:
+    """Fault injection lives in tests/runner/faults; the product ignores the old crash variable."""
+    versions = SHOP_VERSIONS[tool]
+    result = shop("upgrade", DBMIGRATE_TEST_CRASH_AFTER=f"models:{versions[0]}")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert shop.applied() == versions
+    package = Path(dbmigrate_runner.__file__).parent
+    hooks = [str(f) for f in package.rglob("*.py") if "DBMIGRATE_TEST" in f.read_text(encoding="utf-8")]
+    assert hooks == []
 
 
 def test_no_op_run_imports_neither_tortoise_nor_aerich(shop: Runner) -> None:

@@ -24,7 +24,6 @@ from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
     OnDone,
-    crash_hook,
     group_rows,
     init_tortoise,
     migration_errors,
@@ -38,8 +37,7 @@ class AerichTool:
     name = "aerich"
     table = TABLE
 
-    def __init__(self, crash_after: str | None = None) -> None:
-        self.crash_after = crash_after
+    def __init__(self) -> None:
         self.project: Project | None = None
         self.config: dict[str, Any] = {}
         self._table_ready = False
@@ -129,7 +127,6 @@ class AerichTool:
                     else:
                         await apply(Tortoise.get_connection(self._connection_name(app_plan.app)))
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
         from tortoise.transactions import in_transaction
@@ -150,7 +147,6 @@ class AerichTool:
                             [app_plan.app, f"{version}.py"],
                         )
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def close(self) -> None:
         from tortoise import Tortoise

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import signal
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -27,7 +25,6 @@ OnDone = Callable[[str], None]
 class MigrationTool(Protocol):
     name: str
     table: str  # the tracking table
-    crash_after: str | None  # test hook: SIGKILL right after this "app:version" commits
 
     async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
         """Applied versions per app, oldest first, from the tracking table (empty if it is absent)."""
@@ -108,9 +105,3 @@ def migration_errors(label: str) -> Iterator[None]:
     except Exception as exc:
         kind, text = database_error(exc)
         raise MigrationFailed(text, kind=kind, migration=label) from exc
-
-
-def crash_hook(crash_after: str | None, applied: str) -> None:
-    """Test-only (DBMIGRATE_TEST_CRASH_AFTER=app:version): die hard right after that migration commits."""
-    if crash_after and crash_after == applied:
-        os.kill(os.getpid(), signal.SIGKILL)

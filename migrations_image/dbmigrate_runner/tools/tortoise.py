@@ -25,7 +25,6 @@ from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
     OnDone,
-    crash_hook,
     group_rows,
     init_tortoise,
     migration_errors,
@@ -70,8 +69,7 @@ class TortoiseTool:
     name = "tortoise"
     table = TABLE
 
-    def __init__(self, crash_after: str | None = None) -> None:
-        self.crash_after = crash_after
+    def __init__(self) -> None:
         self.config: dict[str, Any] = {}
         self.executors: list[Any] = []
 
@@ -156,7 +154,6 @@ class TortoiseTool:
                         await executor.recorder.record_applied(key.app_label, key.name)
                 applied.add(key)
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
         from tortoise.migrations.executor import MigrationTarget
@@ -187,7 +184,6 @@ class TortoiseTool:
                         await migration.unapply(cache[key], schema_editor=editor)
                         await executor.recorder.record_unapplied(key.app_label, key.name)
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def close(self) -> None:
         from tortoise import Tortoise
