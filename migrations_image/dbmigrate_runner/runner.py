@@ -104,6 +104,7 @@ async def run(settings: Settings, state: RunState) -> None:
             "lock.acquired", "holding the migration lock", key=database.LOCK_KEY, waited_s=round(waited, 3)
         )
         try:
+            tool.before_commit = (await database.LockGuard.start(conn)).check
             applied = await _read_applied(tool, conn)
             state.final_applied = applied
             target = _target(settings, disk, applied)
@@ -131,10 +132,7 @@ async def run(settings: Settings, state: RunState) -> None:
                     settings, tool, plan, target, project_apps=state.apps, state=state, project=project
                 )
             finally:
-                # Best effort: a failure here must not hide the run's own error (the report then says
-                # "unknown" with an empty apps map).
-                with contextlib.suppress(Exception):
-                    state.final_applied = await _read_applied(tool, conn)
+                state.final_applied = await _read_back(tool, conn, settings)
         finally:
             with contextlib.suppress(Exception):
                 await database.release_lock(conn)
@@ -143,6 +141,22 @@ async def run(settings: Settings, state: RunState) -> None:
             await asyncio.wait_for(conn.close(), 5)
         except Exception:
             conn.terminate()
+
+
+async def _read_back(
+    tool: MigrationTool, conn: asyncpg.Connection, settings: Settings
+) -> dict[str, list[str]] | None:
+    """Best effort, after migrating: a failure here must not hide the run's own error (the report then
+    says "unknown" with an empty apps map). A lost lock connection is replaced by a short-lived one."""
+    with contextlib.suppress(Exception):
+        if conn.is_closed():
+            conn = await database.connect(settings.db, min(settings.wait_timeout, 5.0))
+            try:
+                return await _read_applied(tool, conn)
+            finally:
+                await conn.close()
+        return await _read_applied(tool, conn)
+    return None
 
 
 def _target(settings: Settings, disk: dict[str, list[str]], applied: dict[str, list[str]]) -> Target | None:

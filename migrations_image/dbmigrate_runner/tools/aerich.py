@@ -23,10 +23,12 @@ from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
+    BeforeCommit,
     OnDone,
     group_rows,
     init_tortoise,
     migration_errors,
+    no_check,
     with_runner_connection,
 )
 
@@ -38,6 +40,7 @@ class AerichTool:
     table = TABLE
 
     def __init__(self) -> None:
+        self.before_commit: BeforeCommit = no_check
         self.project: Project | None = None
         self.config: dict[str, Any] = {}
         self._table_ready = False
@@ -124,7 +127,9 @@ class AerichTool:
                     if getattr(module, "RUN_IN_TRANSACTION", True):
                         async with in_transaction(self._connection_name(app_plan.app)) as conn:
                             await apply(conn)
+                            await self.before_commit(label)
                     else:
+                        await self.before_commit(label)
                         await apply(Tortoise.get_connection(self._connection_name(app_plan.app)))
                 on_done(label)
 
@@ -146,6 +151,7 @@ class AerichTool:
                             f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "version" = $2',
                             [app_plan.app, f"{version}.py"],
                         )
+                        await self.before_commit(label)
                 on_done(label)
 
     async def close(self) -> None:

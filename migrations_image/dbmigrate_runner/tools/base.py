@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import asyncpg
@@ -20,11 +20,19 @@ from dbmigrate_runner.project import Project
 from dbmigrate_runner.settings import DbParams
 
 OnDone = Callable[[str], None]
+# Called with "app:version" inside each migration's transaction, right before it commits (before a
+# non-atomic migration starts); raises to stop the run. The runner checks its lock there.
+BeforeCommit = Callable[[str], Awaitable[None]]
+
+
+async def no_check(label: str) -> None:
+    """The default :data:`BeforeCommit`: nothing to check."""
 
 
 class MigrationTool(Protocol):
     name: str
     table: str  # the tracking table
+    before_commit: BeforeCommit
 
     async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
         """Applied versions per app, oldest first, from the tracking table (empty if it is absent)."""

@@ -24,10 +24,12 @@ from dbmigrate_runner.planning import ZERO, Plan, Target
 from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
+    BeforeCommit,
     OnDone,
     group_rows,
     init_tortoise,
     migration_errors,
+    no_check,
     with_runner_connection,
 )
 
@@ -70,6 +72,7 @@ class TortoiseTool:
     table = TABLE
 
     def __init__(self) -> None:
+        self.before_commit: BeforeCommit = no_check
         self.config: dict[str, Any] = {}
         self.executors: list[Any] = []
 
@@ -149,7 +152,9 @@ class TortoiseTool:
                             editor.client = txn
                             await migration.apply(state, schema_editor=editor)
                             await _record(txn, key.app_label, key.name, applied=True)
+                            await self.before_commit(label)
                     else:
+                        await self.before_commit(label)
                         await migration.apply(state, schema_editor=editor)
                         await executor.recorder.record_applied(key.app_label, key.name)
                 applied.add(key)
@@ -180,7 +185,9 @@ class TortoiseTool:
                             editor.client = txn
                             await migration.unapply(cache[key], schema_editor=editor)
                             await _record(txn, key.app_label, key.name, applied=False)
+                            await self.before_commit(label)
                     else:
+                        await self.before_commit(label)
                         await migration.unapply(cache[key], schema_editor=editor)
                         await executor.recorder.record_unapplied(key.app_label, key.name)
                 on_done(label)
