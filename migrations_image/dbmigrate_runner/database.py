@@ -154,6 +154,7 @@ class LockGuard:
         return cls(conn, pid)
 
     async def check(self, label: str) -> None:
+        """Raise :class:`LockLost` (for ``label``) unless the session is alive, unmoved and holds the lock."""
         try:
             pid, held = await _held(self.conn)
         except Exception as exc:  # any failure to confirm the lock is a lost lock
