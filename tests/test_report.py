@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta
+
 import pytest
 
 from dbmigrate_runner.report import (
@@ -55,6 +58,84 @@ def test_large_reports_fit_and_keep_counts_and_newest_versions(n: int) -> None:
 def test_multibyte_messages_are_measured_in_bytes() -> None:
     text = encode(_big_report(400, message="ошибка " * 2000))
     assert len(text.encode()) <= MAX_BYTES
+
+
+CHANGES = (
+    "add_loyalty_points_to_customer",
+    "create_shipment_tracking_table",
+    "add_index_on_order_created_at",
+    "split_address_into_street_and_city",
+    "drop_legacy_coupon_columns",
+)
+
+
+def _realistic_versions(n: int) -> list[str]:
+    """aerich-style names: number, creation timestamp, what the migration does."""
+    start = datetime(2026, 1, 5, 9, 30)
+    return [
+        f"{i}_{(start + timedelta(days=3 * i, minutes=17 * i)):%Y%m%d%H%M%S}_{CHANGES[i % len(CHANGES)]}"
+        for i in range(n)
+    ]
+
+
+def _one_more(text: str, full: list[str], key: str) -> int:
+    """Size of ``text`` with the next older name put back into ``key`` ("versions" or "applied")."""
+    data = json.loads(text)
+    if key == "versions":
+        state = data["apps"]["models"]
+        state["versions"] = full[len(full) - len(state["versions"]) - 1 :]
+        state["omitted"] -= 1
+    else:
+        data["applied"] = full[len(full) - len(data["applied"]) - 1 :]
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def test_sixty_realistic_names_keep_as_many_as_fit() -> None:
+    """A fresh database with 60 migrations: this run's names go first, the version names nearly all stay."""
+    versions = _realistic_versions(60)
+    applied = [f"models:{v}" for v in versions]
+    report = Report(
+        outcome=Outcome.SUCCEEDED,
+        tool="aerich",
+        command="upgrade",
+        apps={"models": AppState(current=versions[-1], count=60, versions=versions)},
+        applied=applied,
+        applied_count=60,
+        duration_ms=5321,
+    )
+    assert len(json.dumps(report.to_dict()).encode()) > MAX_BYTES  # trimming is needed at all
+    text = encode(report)
+    assert len(text.encode()) <= MAX_BYTES
+    decoded = decode(text)
+    assert decoded.apps["models"].versions == versions  # all 60 version names fit
+    assert decoded.applied_count == 60
+    assert decoded.applied == applied[-len(decoded.applied) :]
+    assert _one_more(text, applied, "applied") > MAX_BYTES
+
+
+def test_long_names_keep_as_many_versions_as_fit() -> None:
+    """Version names alone over the limit: the newest nearly all stay, and one more would not fit."""
+    versions = [f"{v}_and_backfill_them" for v in _realistic_versions(60)]
+    report = Report(
+        outcome=Outcome.MIGRATION_FAILED,
+        tool="aerich",
+        command="upgrade",
+        apps={"models": AppState(current=versions[-1], count=60, versions=versions)},
+        applied=[f"models:{versions[-1]}"],
+        applied_count=1,
+        error=ErrorInfo(kind="UndefinedTableError", message='relation "x" does not exist', migration="m:v"),
+    )
+    assert len(json.dumps(report.to_dict()).encode()) > MAX_BYTES
+    text = encode(report)
+    assert len(text.encode()) <= MAX_BYTES
+    decoded = decode(text)
+    state = decoded.apps["models"]
+    assert len(state.versions) >= 50  # nearly all
+    assert state.versions == versions[-len(state.versions) :]
+    assert state.omitted == 60 - len(state.versions)
+    assert decoded.applied == report.applied
+    assert decoded.error == report.error
+    assert _one_more(text, versions, "versions") > MAX_BYTES
 
 
 @pytest.mark.parametrize("outcome", list(Outcome))

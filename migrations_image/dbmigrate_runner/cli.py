@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -96,10 +97,28 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_report(report: Report, path: Path, mask: Masker) -> None:
+def report_text(report: Report, mask: Masker) -> str:
+    """The report's JSON with secrets masked in its values first, then in the text as a safety net
+    (``***`` is never longer than what it replaces, so the size cap holds). Should that second pass
+    ever cut through an escape sequence, the error message is withheld rather than the JSON broken."""
     if report.error is not None:
         report.error.message = mask(report.error.message)
+        report.error.kind = mask(report.error.kind)
     text = encode(report)
+    masked = mask(text)
+    if masked == text:
+        return text
+    try:
+        json.loads(masked)
+        return masked
+    except ValueError:
+        assert report.error is not None  # only the error carries free text
+        report.error.message = "(message withheld: it contained a secret)"
+        return mask(encode(report))
+
+
+def write_report(report: Report, path: Path, mask: Masker) -> None:
+    text = report_text(report, mask)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

@@ -10,11 +10,12 @@ import asyncio
 import hashlib
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from dbmigrate_runner.errors import ConfigError, DatabaseUnreachable, LockTimeout
+from dbmigrate_runner.errors import ConfigError, DatabaseUnreachable, LockLost, LockTimeout
 from dbmigrate_runner.log import log
 from dbmigrate_runner.settings import DbParams
 
@@ -25,6 +26,14 @@ def _lock_key(name: str) -> int:
 
 # First 8 bytes of sha256("dbmigrate") as a signed bigint; documented in docs/runner.md.
 LOCK_KEY = _lock_key("dbmigrate")
+# How pg_locks shows a bigint advisory key: high half in classid, low half in objid, objsubid 1.
+LOCK_CLASSID, LOCK_OBJID = (LOCK_KEY >> 32) & 0xFFFFFFFF, LOCK_KEY & 0xFFFFFFFF
+
+# The lock's connection idles through every migration: have the server probe it, so a vanished
+# runner's session (and its lock) ends within about a minute instead of the kernel's two hours.
+KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+# Seconds a lock check may take before the lock counts as lost (a half-open TCP connection hangs).
+LOCK_CHECK_TIMEOUT = 10.0
 
 # Errors after which retrying cannot help: bad password, unknown role or database, pg_hba rejection.
 _FATAL = (
@@ -54,7 +63,7 @@ async def connect(db: DbParams, wait_timeout: float) -> asyncpg.Connection:
             conn: asyncpg.Connection = await asyncpg.connect(
                 **db.asyncpg_kwargs(),
                 timeout=max(1.0, min(10.0, remaining)),
-                server_settings={"application_name": "dbmigrate-runner"},
+                server_settings={"application_name": "dbmigrate-runner", **KEEPALIVES},
             )
             if attempt > 1:
                 log.info("database.reachable", "database is reachable", attempts=attempt)
@@ -109,6 +118,63 @@ async def acquire_lock(conn: asyncpg.Connection, limit_s: float, poll: float = 0
             log.info("lock.waiting", "another runner holds the migration lock; waiting", key=LOCK_KEY)
             announced = True
         await asyncio.sleep(min(poll, max(0.0, limit_s - waited)))
+
+
+_HELD = (
+    "SELECT pg_backend_pid() AS pid, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+    "AND granted AND pid = pg_backend_pid() AND classid = $1 AND objid = $2 AND objsubid = 1) AS held"
+)
+_POOLING = (
+    "a transaction-pooling proxy (PgBouncer pool_mode=transaction) between runner and database is "
+    "not supported: connect directly or through session pooling"
+)
+
+
+async def _held(conn: asyncpg.Connection) -> tuple[int, bool]:
+    row = await asyncio.wait_for(conn.fetchrow(_HELD, LOCK_CLASSID, LOCK_OBJID), LOCK_CHECK_TIMEOUT)
+    assert row is not None
+    return int(row["pid"]), bool(row["held"])
+
+
+@dataclass(frozen=True)
+class LockGuard:
+    """Checks, before each migration commits, that the lock's session still exists and holds it."""
+
+    conn: asyncpg.Connection
+    pid: int  # the backend that took the lock
+
+    @classmethod
+    async def start(cls, conn: asyncpg.Connection) -> LockGuard:
+        """Right after acquiring: a session lock that is not visible on our session means pooling."""
+        pid, held = await _held(conn)
+        if not held:
+            raise ConfigError(
+                f"the advisory lock is not held by this session right after taking it; {_POOLING}"
+            )
+        return cls(conn, pid)
+
+    async def check(self, label: str) -> None:
+        """Raise :class:`LockLost` (for ``label``) unless the session is alive, unmoved and holds the lock."""
+        try:
+            pid, held = await _held(self.conn)
+        except Exception as exc:  # any failure to confirm the lock is a lost lock
+            reason = (
+                f"its connection failed ({type(exc).__name__}: {exc})" if str(exc) else type(exc).__name__
+            )
+            raise self._lost(label, reason) from None
+        if pid != self.pid:
+            raise self._lost(label, f"the session moved from backend {self.pid} to {pid}; {_POOLING}")
+        if not held:
+            raise self._lost(label, f"backend {pid} no longer holds it")
+
+    @staticmethod
+    def _lost(label: str, reason: str) -> LockLost:
+        return LockLost(
+            f"lost the migration lock before {label} committed: {reason}; stopped, {label} and later "
+            "migrations were not applied (another runner may be migrating now; rerun)",
+            kind="LockLost",
+            migration=label,
+        )
 
 
 async def release_lock(conn: asyncpg.Connection) -> None:

@@ -33,5 +33,9 @@ class MigrationFailed(RunnerError):
     outcome = Outcome.MIGRATION_FAILED
 
 
+class LockLost(MigrationFailed):
+    """The advisory lock's session is gone (or never was ours): another runner may be migrating now."""
+
+
 class DowngradeRefused(RunnerError):
     outcome = Outcome.DOWNGRADE_REFUSED

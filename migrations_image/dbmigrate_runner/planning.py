@@ -169,3 +169,12 @@ def plan_run(
         else:
             raise ValueError(f"no plan for command {command!r}")
     return Plan(tuple(plans))
+
+
+def unfulfilled(command: str, plan: Plan, done: Iterable[str]) -> list[str]:
+    """``app:version`` entries the plan promised (apply, or for downgrade revert) that did not happen."""
+    finished = set(done)
+    promised = [
+        f"{p.app}:{v}" for p in plan.apps for v in (p.to_apply if command == "upgrade" else p.to_revert)
+    ]
+    return [entry for entry in promised if entry not in finished]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ MAX_BYTES = 4096
 DEFAULT_PATH = "/dev/termination-log"
 # Longest error text kept before the size fitting starts trimming further.
 MAX_MESSAGE_CHARS = 1500
+# Shortest error text the size fitting cuts it down to, before it gives up names entirely.
+_MIN_MESSAGE_CHARS = 80
 
 
 class Outcome(enum.StrEnum):
@@ -107,51 +110,117 @@ def _dumps(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _fits(data: dict[str, Any], limit: int) -> bool:
+    return len(_dumps(data)) <= limit
+
+
+def _largest(low: int, high: int, fits: Callable[[int], bool]) -> int | None:
+    """Largest ``n`` in ``[low, high]`` with ``fits(n)`` (``fits`` holds up to some point, then not)."""
+    if high < low or not fits(low):
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _fit_versions(data: dict[str, Any], limit: int) -> bool:
+    """Keep the newest version names per app, as many as fit: the longest lists shrink first
+    (a common cap, found by bisection), then apps at the cap get one more name while that fits.
+    Leaves at least one name per app when even that does not fit; returns whether it fits."""
+    apps: dict[str, dict[str, Any]] = data["apps"]
+    full = {name: list(state["versions"]) for name, state in apps.items()}
+    omitted = {name: int(state["omitted"]) for name, state in apps.items()}
+
+    def keep(name: str, n: int) -> None:
+        apps[name]["versions"] = full[name][len(full[name]) - n :] if n else []
+        apps[name]["omitted"] = omitted[name] + len(full[name]) - len(apps[name]["versions"])
+
+    def cap(n: int) -> bool:
+        for name in apps:
+            keep(name, min(n, len(full[name])))
+        return _fits(data, limit)
+
+    longest = max((len(v) for v in full.values()), default=0)
+    best = _largest(1, longest, cap)
+    cap(best or 1)
+    if best is None:
+        return False
+    for name in apps:
+        if len(full[name]) > best:
+            keep(name, best + 1)
+            if not _fits(data, limit):
+                keep(name, best)
+    return True
+
+
+def _fit_applied(data: dict[str, Any], limit: int) -> bool:
+    """Keep the newest names applied by this run, as many as fit (at least one); returns whether it fits."""
+    full = list(data["applied"])
+
+    def keep(n: int) -> bool:
+        data["applied"] = full[len(full) - n :]
+        return _fits(data, limit)
+
+    best = _largest(1, len(full), keep)
+    keep(best or min(1, len(full)))
+    return best is not None
+
+
+def _fit_message(data: dict[str, Any], limit: int) -> bool:
+    """Cut the error message's tail (down to 80 characters, marked with …); returns whether it fits."""
+    error = data.get("error")
+    if not error or len(error["message"]) <= _MIN_MESSAGE_CHARS:
+        return False
+    full = error["message"]
+
+    def keep(n: int) -> bool:
+        error["message"] = full[:n] + "…"
+        return _fits(data, limit)
+
+    best = _largest(_MIN_MESSAGE_CHARS, len(full) - 1, keep)
+    keep(best or _MIN_MESSAGE_CHARS)
+    return best is not None
+
+
 def encode(report: Report, limit: int = MAX_BYTES) -> str:
     """Serialize compactly, dropping the least useful detail first until it fits ``limit`` bytes.
 
-    Order of sacrifice: oldest version names (counts stay exact), then the names applied by this
-    run (their count stays), then the tail of the error message. Outcome, current versions and
-    counts always survive.
+    Order of sacrifice: the oldest names applied by this run (for an upgrade they repeat the newest
+    version names; their count stays), then the oldest version names (counts stay exact), then the
+    tail of the error message; each step keeps as much as fits (bisection on exact sizes). Outcome,
+    current versions and counts always survive.
     """
     data = report.to_dict()
     if data.get("error"):
         data["error"]["message"] = data["error"]["message"][:MAX_MESSAGE_CHARS]
-    raw = _dumps(data)
-    while len(raw) > limit:
-        apps = data["apps"]
-        longest = max(apps.values(), key=lambda a: len(a["versions"]), default=None)
-        if longest and len(longest["versions"]) > 1:
-            drop = max(1, min(len(longest["versions"]) - 1, (len(raw) - limit) // 16 + 1))
-            del longest["versions"][:drop]
-            longest["omitted"] += drop
-        elif len(data["applied"]) > 1:
-            drop = max(1, min(len(data["applied"]) - 1, (len(raw) - limit) // 16 + 1))
-            del data["applied"][:drop]
-        elif data.get("error") and len(data["error"]["message"]) > 80:
-            msg = data["error"]["message"]
-            data["error"]["message"] = msg[: max(80, len(msg) - (len(raw) - limit) - 8)] + "…"
-        elif apps and any(a["versions"] for a in apps.values()):
-            for state in apps.values():
-                state["omitted"] += len(state["versions"])
-                state["versions"] = []
-        elif data["applied"]:
-            data["applied"] = []
-        else:  # pathological: enormous app names; keep only the verdict
-            data = {
-                "v": SCHEMA_VERSION,
-                "outcome": data["outcome"],
-                "apps": {},
-                "applied": [],
-                "applied_count": data["applied_count"],
-                "tool": data["tool"],
-                "command": data["command"],
-                "duration_ms": data["duration_ms"],
-            }
-            raw = _dumps(data)
-            break
-        raw = _dumps(data)
-    return raw.decode()
+    if _fits(data, limit) or _fit_applied(data, limit) or _fit_versions(data, limit):
+        return _dumps(data).decode()
+    if _fit_message(data, limit):
+        return _dumps(data).decode()
+    for state in data["apps"].values():
+        state["omitted"] += len(state["versions"])
+        state["versions"] = []
+    if _fits(data, limit):
+        return _dumps(data).decode()
+    data["applied"] = []
+    if _fits(data, limit):
+        return _dumps(data).decode()
+    # Pathological (enormous app names): keep only the verdict.
+    verdict = {
+        "v": SCHEMA_VERSION,
+        "outcome": data["outcome"],
+        "apps": {},
+        "applied": [],
+        "applied_count": data["applied_count"],
+        "tool": data["tool"],
+        "command": data["command"],
+        "duration_ms": data["duration_ms"],
+    }
+    return _dumps(verdict).decode()
 
 
 class ReportError(ValueError):

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from dbmigrate_runner import database
-from dbmigrate_runner.errors import LockTimeout, RunnerError
+from dbmigrate_runner.errors import LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
-from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target
+from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, unfulfilled
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
@@ -76,7 +76,6 @@ async def run(settings: Settings, state: RunState) -> None:
     disk = discover(project, settings.apps)
     state.apps = list(disk)
     tool = get_tool(settings.tool)
-    tool.crash_after = settings.crash_after
     log.info(
         "run.start",
         f"{settings.command} with {settings.tool}",
@@ -89,6 +88,7 @@ async def run(settings: Settings, state: RunState) -> None:
     )
 
     conn = await database.connect(settings.db, settings.wait_timeout)
+    log.debug("database.connected", "runner connection open", backend_pid=conn.get_server_pid())
     try:
         if settings.command == "status":
             await _status(tool, conn, disk, state)
@@ -104,6 +104,7 @@ async def run(settings: Settings, state: RunState) -> None:
             "lock.acquired", "holding the migration lock", key=database.LOCK_KEY, waited_s=round(waited, 3)
         )
         try:
+            tool.before_commit = (await database.LockGuard.start(conn)).check
             applied = await _read_applied(tool, conn)
             state.final_applied = applied
             target = _target(settings, disk, applied)
@@ -131,10 +132,7 @@ async def run(settings: Settings, state: RunState) -> None:
                     settings, tool, plan, target, project_apps=state.apps, state=state, project=project
                 )
             finally:
-                # Best effort: a failure here must not hide the run's own error (the report then says
-                # "unknown" with an empty apps map).
-                with contextlib.suppress(Exception):
-                    state.final_applied = await _read_applied(tool, conn)
+                state.final_applied = await _read_back(tool, conn, settings)
         finally:
             with contextlib.suppress(Exception):
                 await database.release_lock(conn)
@@ -143,6 +141,22 @@ async def run(settings: Settings, state: RunState) -> None:
             await asyncio.wait_for(conn.close(), 5)
         except Exception:
             conn.terminate()
+
+
+async def _read_back(
+    tool: MigrationTool, conn: asyncpg.Connection, settings: Settings
+) -> dict[str, list[str]] | None:
+    """Best effort, after migrating: a failure here must not hide the run's own error (the report then
+    says "unknown" with an empty apps map). A lost lock connection is replaced by a short-lived one."""
+    with contextlib.suppress(Exception):
+        if conn.is_closed():
+            conn = await database.connect(settings.db, min(settings.wait_timeout, 5.0))
+            try:
+                return await _read_applied(tool, conn)
+            finally:
+                await conn.close()
+        return await _read_applied(tool, conn)
+    return None
 
 
 def _target(settings: Settings, disk: dict[str, list[str]], applied: dict[str, list[str]]) -> Target | None:
@@ -171,6 +185,7 @@ async def _execute(
         else:
             assert target is not None
             await tool.downgrade(plan, target, state.applied_now.append)
+        _check_fulfilled(settings.command, plan, state.applied_now)
     finally:
         await tool.close()
         log.info(
@@ -179,6 +194,18 @@ async def _execute(
             f"{'applied' if settings.command == 'upgrade' else 'reverted'}",
             count=len(state.applied_now),
             duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+
+def _check_fulfilled(command: str, plan: Plan, done: list[str]) -> None:
+    """A tool that returns without doing all the plan listed must not end in "Succeeded"."""
+    missing = unfulfilled(command, plan, done)
+    if missing:
+        verb = "applied" if command == "upgrade" else "reverted"
+        raise MigrationFailed(
+            f"the plan listed {', '.join(missing)} but the tool returned without it being {verb}",
+            kind="PlanNotFulfilled",
+            migration=missing[0],
         )
 
 

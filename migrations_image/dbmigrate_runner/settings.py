@@ -7,12 +7,13 @@ appear in the Pod spec's arguments.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.report import DEFAULT_PATH
@@ -88,16 +89,35 @@ class Settings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     report_path: Path = Path(DEFAULT_PATH)
     log_level: str = "info"
-    crash_after: str | None = None  # test hook, see docs/runner.md
+
+
+_ENCODE_HINT = (
+    "percent-encode special characters in the user and password "
+    "(@ as %40, / as %2F, : as %3A, # as %23, ? as %3F, % as %25)"
+)
+
+
+def _check_userinfo(url: str) -> None:
+    """Refuse, without echoing any of it, a URL whose password is not percent-encoded.
+
+    An unencoded ``@`` (or ``/``, ``?``, ``#`` before the ``@``) moves the host into the password:
+    the runner would wait its whole timeout for a host named after the password's tail.
+    """
+    at_signs = url.count("@")
+    if at_signs > 1:
+        raise ConfigError(f"DATABASE_URL has {at_signs} '@' signs, one is allowed: {_ENCODE_HINT}")
+    if at_signs == 1 and "@" not in urlsplit(url).netloc:
+        raise ConfigError(f"DATABASE_URL's user or password holds a '/', '?' or '#': {_ENCODE_HINT}")
 
 
 def parse_database_url(url: str) -> DbParams:
     """Split a libpq-style URL; percent-encoded user and password are decoded."""
     try:
+        _check_userinfo(url)
         parts = urlsplit(url)
         port = parts.port or 5432
-    except ValueError as exc:
-        raise ConfigError(f"DATABASE_URL is not a valid URL: {mask_urls(str(exc))}") from None
+    except ValueError:  # its text would quote the URL's pieces, possibly the password
+        raise ConfigError(f"DATABASE_URL's host:port is not valid: {_ENCODE_HINT}") from None
     if parts.scheme not in URL_SCHEMES:
         raise ConfigError(
             f"DATABASE_URL scheme must be one of {', '.join(URL_SCHEMES)}, got {parts.scheme!r}"
@@ -141,8 +161,9 @@ def db_params_from_env(env: Mapping[str, str]) -> DbParams:
         port=port,
         database=split["DB_NAME"],
         user=split["DB_USER"],
-        password=env.get("DB_PASS") or env.get("DB_PASSWORD") or None,
-        ssl=env.get("DB_SSLMODE") or None,
+        # Stripped like the other fields: a Secret made with `echo` ends in a newline.
+        password=(env.get("DB_PASS") or env.get("DB_PASSWORD") or "").strip() or None,
+        ssl=env.get("DB_SSLMODE", "").strip() or None,
     )
 
 
@@ -152,6 +173,19 @@ _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^
 def mask_urls(text: str) -> str:
     """Hide the password part of every ``scheme://user:password@`` in ``text``."""
     return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every way a secret can be written out: raw, trimmed, percent-encoded or -decoded, and escaped
+    by ``json.dumps`` or ``repr`` (a library printing a dict), so masking holds whatever the quoting."""
+    forms: set[str] = set()
+    for base in {secret, secret.strip(), unquote(secret)}:
+        forms |= {base, quote(base, safe=""), quote(base), quote_plus(base, safe="")}
+    escaped = set()
+    for form in forms:
+        escaped |= {json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1], repr(form)[1:-1]}
+        escaped.add(json.dumps(repr(form)[1:-1], ensure_ascii=False)[1:-1])  # a repr inside a JSON string
+    return {form for form in forms | escaped if len(form) >= 3}
 
 
 class Masker:
@@ -164,9 +198,9 @@ class Masker:
     def add(self, *secrets: str | None) -> None:
         for secret in secrets:
             # Short values would mask innocent text and are no secret worth the damage.
-            if not secret or len(secret) < 3:
+            if not secret or len(secret.strip()) < 3:
                 continue
-            for form in {secret, quote(secret, safe=""), quote(secret)}:
+            for form in secret_forms(secret):
                 if form not in self._secrets:
                     self._secrets.append(form)
         self._secrets.sort(key=len, reverse=True)
@@ -177,6 +211,19 @@ class Masker:
             text = text.replace(secret, MASK)
         return text
 
+    def value(self, value: Any) -> Any:
+        """Mask every string inside a JSON-able value, before it is serialised (escaping would hide
+        a secret from a mask applied to the serialised text)."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set):
+            return [self.value(v) for v in value]
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self(str(value))
+
 
 def secrets_from_env(env: Mapping[str, str]) -> list[str]:
     """Every password-ish value the environment holds, even if it turns out invalid."""
@@ -185,9 +232,11 @@ def secrets_from_env(env: Mapping[str, str]) -> list[str]:
         if env.get(name):
             found.append(env[name])
     url = env.get("DATABASE_URL", "")
-    match = re.match(r"^[^:]+://[^:/@]*:(?P<pw>[^@]*)@", url)
-    if match and match["pw"]:
-        found += [match["pw"], unquote(match["pw"])]
+    # The password runs to the first '@' when encoded, possibly to the last one when it is not.
+    for pattern in (r"^[^:]+://[^:/@]*:(?P<pw>[^@]*)@", r"^[^:]+://[^:/@]*:(?P<pw>.*)@"):
+        match = re.match(pattern, url.strip())
+        if match and match["pw"]:
+            found += [match["pw"], unquote(match["pw"])]
     return found
 
 
@@ -242,5 +291,4 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         ),
         report_path=Path(pick("report_path", "DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
         log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
-        crash_after=env.get("DBMIGRATE_TEST_CRASH_AFTER") or None,
     )

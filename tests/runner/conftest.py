@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUNNER = Path(sys.executable).parent / "dbmigrate-runner"
+# Test-only wrapper that injects faults (see its docstring); the product has no test hooks.
+WITH_FAULTS = Path(__file__).resolve().parent / "faults" / "runner_with_faults.py"
 
 SHOP_VERSIONS = {
     "aerich": [
@@ -64,13 +66,18 @@ def runner_env(database_url: str | None, report: Path, **extra: str) -> dict[str
 
 
 def start(
-    args: list[str], env: dict[str, str], cwd: Path, python_flags: tuple[str, ...] = ()
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    python_flags: tuple[str, ...] = (),
+    faults: bool = False,
 ) -> subprocess.Popen[str]:
-    cmd = (
-        [sys.executable, *python_flags, "-m", "dbmigrate_runner", *args]
-        if python_flags
-        else [str(RUNNER), *args]
-    )
+    if faults:
+        cmd = [sys.executable, str(WITH_FAULTS), *args]
+    elif python_flags:
+        cmd = [sys.executable, *python_flags, "-m", "dbmigrate_runner", *args]
+    else:
+        cmd = [str(RUNNER), *args]
     return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -102,12 +109,12 @@ class Runner:
     def env(self, report: Path, **extra: str) -> dict[str, str]:
         return runner_env(self.postgres.url(self.database), report, DBMIGRATE_TOOL=self.tool, **extra)
 
-    def start(self, *args: str, **extra: str) -> tuple[subprocess.Popen[str], Path]:
+    def start(self, *args: str, faults: bool = False, **extra: str) -> tuple[subprocess.Popen[str], Path]:
         report = self.report_path()
-        return start(list(args), self.env(report, **extra), self.cwd), report
+        return start(list(args), self.env(report, **extra), self.cwd, faults=faults), report
 
-    def __call__(self, *args: str, **extra: str) -> Result:
-        proc, report = self.start(*args, **extra)
+    def __call__(self, *args: str, faults: bool = False, **extra: str) -> Result:
+        proc, report = self.start(*args, faults=faults, **extra)
         return finish(proc, report, self.postgres.password)
 
     def applied(self) -> list[str]:

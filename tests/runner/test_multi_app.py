@@ -120,3 +120,17 @@ def test_split_credentials_satisfy_a_config_that_requires_database_url(
     result = finish(start(["upgrade"], env, tmp_path / "proj"), report, postgres.password)
     assert result.rc == 0, result.stdout
     assert set(result.report.apps) == {"models", "users"}
+
+
+def test_tortoise_app_whose_newest_migration_another_app_depends_on(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """models:0001 is a dependency of users:0001, so it is no leaf of the graph: it must still be applied."""
+    make_project(tmp_path / "proj")
+    runner = Runner(postgres, database, tmp_path / "proj", tmp_path, "tortoise")
+    result = runner("upgrade", "--app", "models")
+    assert result.rc == 0, result.stdout
+    assert result.report.applied == ["models:0001_init"]
+    assert runner.applied() == ["0001_init"]
+    assert "item" in runner.tables()
+    assert "account" not in runner.tables()

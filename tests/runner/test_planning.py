@@ -15,6 +15,7 @@ from dbmigrate_runner.planning import (
     resolve_target,
     resolve_version,
     sort_versions,
+    unfulfilled,
 )
 
 AER = ["0_20260101_init", "1_20260102_a", "2_20260103_b", "10_20260104_c"]
@@ -98,3 +99,12 @@ def test_plan_run_moves_only_the_target_app() -> None:
     assert plan.apps == (AppPlan("models", to_apply=("0001_init",)), AppPlan("users"))
     assert plan_run("upgrade", disk, {}, None).apps[1].to_apply == ("0001_u",)
     assert plan_run("upgrade", disk, {"models": TOR, "users": ["0001_u"]}, None).empty
+
+
+def test_unfulfilled_names_what_the_plan_promised_but_did_not_happen() -> None:
+    plan = plan_run("upgrade", {"m": TOR, "u": ["0001_init"]}, {"m": ["0001_init"]}, None)
+    assert unfulfilled("upgrade", plan, []) == ["m:0002_a", "m:0003_b", "u:0001_init"]
+    assert unfulfilled("upgrade", plan, ["m:0002_a", "x:0001_dep", "u:0001_init"]) == ["m:0003_b"]
+    assert unfulfilled("upgrade", plan, ["m:0002_a", "m:0003_b", "u:0001_init"]) == []
+    back = plan_run("downgrade", {"m": TOR}, {"m": TOR}, Target("m", "0001_init"))
+    assert unfulfilled("downgrade", back, ["m:0003_b"]) == ["m:0002_a"]

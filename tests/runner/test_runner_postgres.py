@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
+import dbmigrate_runner
 from dbmigrate_runner.report import MAX_BYTES, Outcome
 from tests.runner.conftest import FIXTURES, SHOP_VERSIONS, Runner, finish
 
@@ -141,18 +143,33 @@ def test_status_is_read_only(shop: Runner, tool: str) -> None:
     assert before == after
 
 
-def test_crash_right_after_commit_is_recovered(shop: Runner, tool: str) -> None:
-    """Killed between a migration's commit and the next step: the row must already be there."""
+def test_kill_inside_the_transaction_leaves_nothing_of_that_migration(shop: Runner, tool: str) -> None:
+    """Killed after a migration's DDL ran, right before its tracking row is written: the DDL and the
+    row commit together or not at all. (Upstream ``tortoise migrate`` writes the row after the commit,
+    so there the column would survive without its row and the rerun would fail with "already exists".)"""
     versions = SHOP_VERSIONS[tool]
-    crashed = shop("upgrade", DBMIGRATE_TEST_CRASH_AFTER=f"models:{versions[1]}")
-    assert crashed.rc == -signal.SIGKILL
-    # The schema change of versions[1] and its tracking row committed together.
-    assert shop.applied() == versions[:2]
-    assert "description" in shop.columns("product")
+    crashed = shop("upgrade", faults=True, FAULT_KILL_BEFORE_RECORD=f"models:{versions[1]}")
+    assert crashed.rc == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert crashed.events("migration.apply")[-1]["migration"] == f"models:{versions[1]}"
+    assert shop.applied() == versions[:1]
+    assert "description" not in shop.columns("product")
+    assert "order" not in shop.tables()
     rerun = shop("upgrade")
     assert rerun.rc == 0, rerun.stdout
-    assert rerun.report.applied == [f"models:{versions[2]}"]
+    assert rerun.report.applied == [f"models:{v}" for v in versions[1:]]
     assert shop.applied() == versions
+    assert "description" in shop.columns("product")
+
+
+def test_the_shipped_runner_has_no_test_hooks(shop: Runner, tool: str) -> None:
+    """Fault injection lives in tests/runner/faults; the product ignores the old crash variable."""
+    versions = SHOP_VERSIONS[tool]
+    result = shop("upgrade", DBMIGRATE_TEST_CRASH_AFTER=f"models:{versions[0]}")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert shop.applied() == versions
+    package = Path(dbmigrate_runner.__file__).parent
+    hooks = [str(f) for f in package.rglob("*.py") if "DBMIGRATE_TEST" in f.read_text(encoding="utf-8")]
+    assert hooks == []
 
 
 def test_no_op_run_imports_neither_tortoise_nor_aerich(shop: Runner) -> None:

@@ -133,3 +133,19 @@ def test_database_error_finds_the_postgres_error_in_a_chain() -> None:
     outer.__cause__ = asyncpg.exceptions.UndefinedTableError('relation "x" does not exist')
     assert database_error(outer) == ("UndefinedTableError", 'relation "x" does not exist')
     assert database_error(ValueError("plain")) == ("ValueError", "plain")
+
+
+def test_report_stays_json_when_masking_its_text_would_cut_an_escape() -> None:
+    """A password ending in a backslash matches the escaped quote of innocent text in the JSON."""
+    import json
+
+    from dbmigrate_runner.cli import report_text
+    from dbmigrate_runner.report import ErrorInfo, Outcome, Report, decode
+
+    mask = Masker(["Zq\\"])
+    report = Report(outcome=Outcome.MIGRATION_FAILED, error=ErrorInfo(kind="X", message='value Zq" here'))
+    assert "***" in mask(json.dumps(report.to_dict()))  # the text-level pass does hit
+    decoded = decode(report_text(report, mask))
+    assert decoded.outcome is Outcome.MIGRATION_FAILED
+    assert decoded.error is not None
+    assert "Zq" not in decoded.error.message

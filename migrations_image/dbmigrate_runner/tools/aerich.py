@@ -23,11 +23,12 @@ from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
+    BeforeCommit,
     OnDone,
-    crash_hook,
     group_rows,
     init_tortoise,
     migration_errors,
+    no_check,
     with_runner_connection,
 )
 
@@ -38,8 +39,8 @@ class AerichTool:
     name = "aerich"
     table = TABLE
 
-    def __init__(self, crash_after: str | None = None) -> None:
-        self.crash_after = crash_after
+    def __init__(self) -> None:
+        self.before_commit: BeforeCommit = no_check
         self.project: Project | None = None
         self.config: dict[str, Any] = {}
         self._table_ready = False
@@ -126,10 +127,11 @@ class AerichTool:
                     if getattr(module, "RUN_IN_TRANSACTION", True):
                         async with in_transaction(self._connection_name(app_plan.app)) as conn:
                             await apply(conn)
+                            await self.before_commit(label)
                     else:
+                        await self.before_commit(label)
                         await apply(Tortoise.get_connection(self._connection_name(app_plan.app)))
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
         from tortoise.transactions import in_transaction
@@ -149,8 +151,8 @@ class AerichTool:
                             f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "version" = $2',
                             [app_plan.app, f"{version}.py"],
                         )
+                        await self.before_commit(label)
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def close(self) -> None:
         from tortoise import Tortoise

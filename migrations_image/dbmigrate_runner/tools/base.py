@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import asyncpg
@@ -22,12 +20,19 @@ from dbmigrate_runner.project import Project
 from dbmigrate_runner.settings import DbParams
 
 OnDone = Callable[[str], None]
+# Called with "app:version" inside each migration's transaction, right before it commits (before a
+# non-atomic migration starts); raises to stop the run. The runner checks its lock there.
+BeforeCommit = Callable[[str], Awaitable[None]]
+
+
+async def no_check(label: str) -> None:
+    """The default :data:`BeforeCommit`: nothing to check."""
 
 
 class MigrationTool(Protocol):
     name: str
     table: str  # the tracking table
-    crash_after: str | None  # test hook: SIGKILL right after this "app:version" commits
+    before_commit: BeforeCommit
 
     async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
         """Applied versions per app, oldest first, from the tracking table (empty if it is absent)."""
@@ -108,9 +113,3 @@ def migration_errors(label: str) -> Iterator[None]:
     except Exception as exc:
         kind, text = database_error(exc)
         raise MigrationFailed(text, kind=kind, migration=label) from exc
-
-
-def crash_hook(crash_after: str | None, applied: str) -> None:
-    """Test-only (DBMIGRATE_TEST_CRASH_AFTER=app:version): die hard right after that migration commits."""
-    if crash_after and crash_after == applied:
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -24,11 +24,12 @@ from dbmigrate_runner.planning import ZERO, Plan, Target
 from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.tools.base import (
+    BeforeCommit,
     OnDone,
-    crash_hook,
     group_rows,
     init_tortoise,
     migration_errors,
+    no_check,
     with_runner_connection,
 )
 
@@ -50,12 +51,28 @@ async def _record(client: Any, app: str, name: str, *, applied: bool) -> None:
         await client.execute_query(f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "name" = $2', [app, name])
 
 
+def _promised(plan: Plan, apps_config: Any) -> list[tuple[str, str]]:
+    """``(app, version)`` pairs the plan promises to apply on the executor holding ``apps_config``."""
+    return [(p.app, version) for p in plan.apps if p.app in apps_config for version in p.to_apply]
+
+
+def _check_covers(steps: list[Any], promised: list[tuple[str, str]]) -> None:
+    """Refuse, before changing anything, a graph plan that would leave a promised version out."""
+    planned = {(step.migration.app_label, step.migration.name) for step in steps}
+    missing = [f"{app}:{name}" for app, name in promised if (app, name) not in planned]
+    if missing:
+        raise ConfigError(
+            f"Tortoise's migration graph does not reach {', '.join(missing)} "
+            "(is it applied out of order, or a dependency missing?); nothing was applied"
+        )
+
+
 class TortoiseTool:
     name = "tortoise"
     table = TABLE
 
-    def __init__(self, crash_after: str | None = None) -> None:
-        self.crash_after = crash_after
+    def __init__(self) -> None:
+        self.before_commit: BeforeCommit = no_check
         self.config: dict[str, Any] = {}
         self.executors: list[Any] = []
 
@@ -108,18 +125,18 @@ class TortoiseTool:
         from tortoise.transactions import in_transaction
 
         for executor in self.executors:
-            labels = [p.app for p in plan.apps if p.to_apply and p.app in executor.loader.apps_config]
-            targets = [
-                MigrationTarget(app_label=label, name=target.version if target else "__latest__")
-                for label in labels
-            ]
-            if not targets:
+            promised = _promised(plan, executor.loader.apps_config)
+            if not promised:
                 continue
+            # Every promised version is a target of its own: "__latest__" means the app's leaf nodes,
+            # and a migration another app depends on is no leaf, so it would be silently skipped.
+            targets = [MigrationTarget(app_label=app, name=name) for app, name in promised]
             steps, applied = await self._steps(executor, targets)
             if any(step.backward for step in steps):
                 raise DowngradeRefused(
                     "the plan would roll back applied migrations; upgrade never rolls back"
                 )
+            _check_covers(steps, promised)
             state = None
             for step in steps:
                 migration = step.migration
@@ -135,12 +152,13 @@ class TortoiseTool:
                             editor.client = txn
                             await migration.apply(state, schema_editor=editor)
                             await _record(txn, key.app_label, key.name, applied=True)
+                            await self.before_commit(label)
                     else:
+                        await self.before_commit(label)
                         await migration.apply(state, schema_editor=editor)
                         await executor.recorder.record_applied(key.app_label, key.name)
                 applied.add(key)
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
         from tortoise.migrations.executor import MigrationTarget
@@ -167,11 +185,12 @@ class TortoiseTool:
                             editor.client = txn
                             await migration.unapply(cache[key], schema_editor=editor)
                             await _record(txn, key.app_label, key.name, applied=False)
+                            await self.before_commit(label)
                     else:
+                        await self.before_commit(label)
                         await migration.unapply(cache[key], schema_editor=editor)
                         await executor.recorder.record_unapplied(key.app_label, key.name)
                 on_done(label)
-                crash_hook(self.crash_after, label)
 
     async def close(self) -> None:
         from tortoise import Tortoise
