@@ -6,6 +6,7 @@ repository's Dockerfiles. Every assertion reads what the kubelet reported (Pod/J
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -285,3 +286,68 @@ def test_active_operator_pod_deleted_mid_run(
     )  # fmt: skip
     assert _reason(status)[:2] == ("Ready", "Applied"), status
     assert len(_jobs(real_cluster, ns, name)) == 1, "no second Job after the handover"
+
+
+def _labelled_pod(namespace: str, name: str) -> dict[str, Any]:
+    """A restricted-compliant pod that opts in to gating (on a DatabaseMigration that never runs)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {c.WAIT_FOR_LABEL: "never-created"}},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "web",
+                    "image": images.REFS["app"],
+                    "imagePullPolicy": "Never",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_webhook_pods_gone_fail_refuses_ignore_admits(real_cluster: Cluster) -> None:
+    """docs/gating.md: with every operator pod gone, `Fail` refuses opted-in pods (never created
+    ungated); `Ignore` lets them start without waiting. Its own release, scoped to one namespace."""
+    system = realstack.restricted_namespace(real_cluster, "rn-webhook-sys")
+    app = realstack.restricted_namespace(real_cluster, "rn-webhook-app")
+    fullname = realstack.install_operator(
+        real_cluster, system, "outage", watch=(app,), values=("replicaCount=1",)
+    )
+    gated = _labelled_pod(app, "while-up")
+    real_cluster.kubectl("apply", "-f", "-", input=json.dumps(gated))
+    pod = get(real_cluster, "pod", "while-up", "-n", app)
+    assert [g["name"] for g in pod["spec"]["schedulingGates"]] == [c.SCHEDULING_GATE]
+
+    real_cluster.kubectl("scale", "deployment", fullname, "-n", system, "--replicas=0")
+    wait_for(lambda: not get(real_cluster, "pods", "-n", system)["items"], 120, "no operator pod left")
+    refused = real_cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps(_labelled_pod(app, "while-down")), check=False
+    )
+    assert refused.returncode != 0
+    assert "failed calling webhook" in refused.stderr, refused.stderr
+
+    real_cluster.helm(
+        "upgrade", "outage", str(realstack.CHART), "-n", system, "--reuse-values",
+        "--set", "webhook.failurePolicy=Ignore",
+    )  # fmt: skip
+    real_cluster.kubectl("scale", "deployment", fullname, "-n", system, "--replicas=0")
+    wait_for(lambda: not get(real_cluster, "pods", "-n", system)["items"], 120, "no operator pod left")
+    admitted = wait_for(
+        lambda: real_cluster.kubectl(
+            "apply", "-f", "-", input=json.dumps(_labelled_pod(app, "ignored")), check=False
+        ).returncode == 0,
+        60, "the API server to use the Ignore policy",
+    )  # fmt: skip
+    assert admitted
+    running = wait_for(
+        lambda: (p := get(real_cluster, "pod", "ignored", "-n", app))["status"]["phase"] == "Running" and p,
+        120, "the ungated pod Running",
+    )  # fmt: skip
+    assert not running["spec"].get("schedulingGates")
