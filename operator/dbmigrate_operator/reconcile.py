@@ -27,7 +27,7 @@ from dbmigrate_operator.status import (
     timestamp,
     truncate,
 )
-from dbmigrate_runner.report import Outcome, Report, ReportError, decode
+from dbmigrate_runner.report import INTERRUPTED, Outcome, Report, ReportError, decode
 
 RERUN_HINT = "kubectl annotate dbm {name} -n {namespace} " + c.RERUN_ANNOTATION + '="$(date +%s)" --overwrite'
 FAILED_STATES = {"CreateContainerConfigError": Reason.SECRET_NOT_FOUND}
@@ -247,15 +247,7 @@ class Result:
 def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Settings) -> Result:
     """Decode the runner's report from the newest terminated Pod (its termination message)."""
     done = _finished(job, pods)
-    terminated = []
-    for pod in pods:
-        state = (_container_status(pod).get("state") or {}).get("terminated")
-        if state:
-            terminated.append(state)
-    terminated.sort(
-        key=lambda t: (t.get("exitCode") == 0 if done == "Complete" else True, str(t.get("finishedAt") or ""))
-    )
-    last = terminated[-1] if terminated else {}
+    last = _last_terminated(pods, done)
     report: Report | None = None
     decode_error = ""
     if last.get("message"):
@@ -266,51 +258,14 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
     cond = _job_condition(job, done or "")
     completed = (job.get("status") or {}).get("completionTime") or cond.get("lastTransitionTime")
     if done == "Complete":
-        if report is not None and report.ok:
-            # When the container ended, not when the Job controller noticed: the same answer before
-            # and after the Job's Complete, so catching up rewrites nothing.
-            ended = last.get("finishedAt") or completed
-            return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", ended, True)
-        return Result(
-            Outcome.SUCCEEDED.value,
-            Reason.APPLIED,
-            None,
-            "the Job succeeded but left no report",
-            completed,
-            bool(last),
-        )
+        return _success_result(report, last, completed)
+    # The Job's deadline stops the Pod with SIGTERM: the runner's "interrupted" is the effect, not the cause.
+    if cond.get("reason") == "DeadlineExceeded" and (report is None or _interrupted(report)):
+        return _deadline_result(job, report, completed, bool(last))
     if report is not None and not report.ok:
-        reason = OUTCOME_REASONS.get(report.outcome, Reason.RUNNER_ERROR)
-        msg = report.outcome.value
-        if report.error is not None:
-            where = f" in {report.error.migration}" if report.error.migration else ""
-            text = (
-                f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
-            )
-            msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
-        return Result(report.outcome.value, reason, report, msg, completed, True)
-    if cond.get("reason") == "DeadlineExceeded":
-        return Result(
-            Reason.DEADLINE_EXCEEDED.value,
-            Reason.DEADLINE_EXCEEDED,
-            None,
-            f"the run exceeded spec.job.activeDeadlineSeconds "
-            f"({(job.get('spec') or {}).get('activeDeadlineSeconds')}s) and was stopped",
-            completed,
-        )
+        return _report_result(report, completed, settings)
     if last:
-        code = int(last.get("exitCode") or 0)
-        outcome = Outcome.from_exit_code(code)
-        what = last.get("reason") or "Error"
-        detail = f"; {decode_error}" if decode_error else ""
-        return Result(
-            outcome.value,
-            OUTCOME_REASONS.get(outcome, Reason.RUNNER_ERROR),
-            None,
-            f"the migration container ended with {what} (exit code {code}) and no readable report{detail}",
-            completed,
-            True,
-        )
+        return _crash_result(last, decode_error, completed)
     return Result(
         Reason.JOB_FAILED.value,
         Reason.JOB_FAILED,
@@ -319,6 +274,79 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
             f"the Job failed: {cond.get('reason') or ''} {cond.get('message') or ''}", settings.message_chars
         ),
         completed,
+    )
+
+
+def _last_terminated(pods: list[dict[str, Any]], done: str | None) -> dict[str, Any]:
+    """The terminated state that tells the run's result: the newest (a success first, once Complete)."""
+    terminated = []
+    for pod in pods:
+        state = (_container_status(pod).get("state") or {}).get("terminated")
+        if state:
+            terminated.append(dict(state))
+    terminated.sort(
+        key=lambda t: (t.get("exitCode") == 0 if done == "Complete" else True, str(t.get("finishedAt") or ""))
+    )
+    return terminated[-1] if terminated else {}
+
+
+def _interrupted(report: Report) -> bool:
+    return report.error is not None and report.error.kind == INTERRUPTED
+
+
+def _success_result(report: Report | None, last: dict[str, Any], completed: str | None) -> Result:
+    if report is not None and report.ok:
+        # When the container ended, not when the Job controller noticed: the same answer before
+        # and after the Job's Complete, so catching up rewrites nothing.
+        ended = last.get("finishedAt") or completed
+        return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", ended, True)
+    return Result(
+        Outcome.SUCCEEDED.value,
+        Reason.APPLIED,
+        None,
+        "the Job succeeded but left no report",
+        completed,
+        bool(last),
+    )
+
+
+def _deadline_result(
+    job: dict[str, Any], report: Report | None, completed: str | None, from_pod: bool
+) -> Result:
+    deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    return Result(
+        Reason.DEADLINE_EXCEEDED.value,
+        Reason.DEADLINE_EXCEEDED,
+        report,  # an interrupted runner still read back what was applied
+        f"the run exceeded spec.job.activeDeadlineSeconds ({deadline}s) and was stopped",
+        completed,
+        from_pod,
+    )
+
+
+def _report_result(report: Report, completed: str | None, settings: Settings) -> Result:
+    reason = OUTCOME_REASONS.get(report.outcome, Reason.RUNNER_ERROR)
+    msg = report.outcome.value
+    if report.error is not None:
+        where = f" in {report.error.migration}" if report.error.migration else ""
+        text = f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
+        msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
+    return Result(report.outcome.value, reason, report, msg, completed, True)
+
+
+def _crash_result(last: dict[str, Any], decode_error: str, completed: str | None) -> Result:
+    """The container ended without a readable report: say how it ended."""
+    code = int(last.get("exitCode") or 0)
+    outcome = Outcome.from_exit_code(code)
+    what = last.get("reason") or "Error"
+    detail = f"; {decode_error}" if decode_error else ""
+    return Result(
+        outcome.value,
+        OUTCOME_REASONS.get(outcome, Reason.RUNNER_ERROR),
+        None,
+        f"the migration container ended with {what} (exit code {code}) and no readable report{detail}",
+        completed,
+        True,
     )
 
 
@@ -336,6 +364,17 @@ def recorded_run(old_run: dict[str, Any], job: dict[str, Any]) -> bool:
         and old_run.get("runHash") == (meta.get("labels") or {}).get(c.RUN_HASH_LABEL, "")
         and (not started or not old_run.get("startedAt") or old_run.get("startedAt") == started)
     )
+
+
+def _keeps_record(old_run: dict[str, Any], job: dict[str, Any], fresh: Result) -> bool:
+    """Does the outcome status.lastRun recorded for this Job stand against what can be read now?
+
+    A Pod's result always wins (it says more). Without the Pod, the record stands, unless the Job's own
+    verdict, its deadline, contradicts it (an older operator recorded the runner's SIGTERM instead).
+    """
+    if fresh.from_pod or not recorded_run(old_run, job):
+        return False
+    return fresh.reason is not Reason.DEADLINE_EXCEEDED or old_run.get("outcome") == fresh.outcome
 
 
 def _result_of_record(run: dict[str, Any]) -> Result:
@@ -491,7 +530,7 @@ def decide(
     for job in finished:
         jname = job["metadata"]["name"]
         fresh = read_result(job, _pods_of(job, pods), settings)
-        if not fresh.from_pod and recorded_run(old_run, job):
+        if _keeps_record(old_run, job, fresh):
             results[jname] = _result_of_record(old_run)
             kept.add(jname)
         else:

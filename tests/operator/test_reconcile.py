@@ -11,7 +11,7 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator.jobs import job_name, run_hash
 from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, Plan, decide
 from dbmigrate_operator.settings import Settings
-from dbmigrate_runner.report import Outcome
+from dbmigrate_runner.report import INTERRUPTED, Outcome
 from tests.operator.builders import (
     T0,
     admit,
@@ -434,6 +434,44 @@ def test_deadline_exceeded() -> None:
     stalled = cond(plan, c.STALLED)
     assert stalled["reason"] == "DeadlineExceeded"
     assert "1800s" in stalled["message"]
+
+
+def _interrupted_by_the_deadline(cr: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Job controller fails the Job (DeadlineExceeded), then stops its Pod: the runner reports SIGTERM."""
+    job = failed(first_job(cr), T0, reason="DeadlineExceeded", failures=1)
+    report = failure_report(
+        Outcome.INTERNAL_ERROR, "interrupted by SIGTERM/SIGINT", versions=[V1], kind=INTERRUPTED
+    )
+    return job, terminated_pod(job, 1, report, T0 + timedelta(seconds=2))
+
+
+def test_the_jobs_deadline_wins_over_the_interrupted_runners_report() -> None:
+    cr = make_cr()
+    job, pod = _interrupted_by_the_deadline(cr)
+    cr, plan = settle(cr, [job], [pod])
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "DeadlineExceeded")
+    assert "activeDeadlineSeconds (1800s)" in stalled["message"]
+    assert "SIGTERM" not in stalled["message"]
+    assert plan.status["lastRun"]["outcome"] == "DeadlineExceeded"
+    assert [e.reason for e in plan.of(EmitEvent)] == ["DeadlineExceeded"]
+    # the verdict sticks once the Pod is gone
+    cr, later = settle(cr, [job], [], now=T0 + timedelta(hours=1))
+    assert later.actions == []
+    assert cond(later, c.STALLED)["reason"] == "DeadlineExceeded"
+
+
+def test_a_recorded_interruption_gives_way_to_the_jobs_deadline() -> None:
+    """A lastRun that recorded the runner's SIGTERM (older operator) is corrected from the Job's verdict."""
+    cr = make_cr()
+    job, pod = _interrupted_by_the_deadline(cr)
+    record = make_cr(status={"lastRun": {**decide(cr, [job], [pod], T0, S).status["lastRun"]}})
+    record["status"]["lastRun"].update(
+        outcome="InternalError", message="InternalError: interrupted by SIGTERM"
+    )
+    plan = decide(record, [job], [], T0 + timedelta(hours=1), S)
+    assert cond(plan, c.STALLED)["reason"] == "DeadlineExceeded"
+    assert plan.status["lastRun"]["outcome"] == "DeadlineExceeded"
 
 
 def test_crash_without_report_names_the_container_state() -> None:
