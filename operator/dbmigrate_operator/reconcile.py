@@ -264,6 +264,8 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
         return _deadline_result(job, report, completed, bool(last))
     if report is not None and not report.ok:
         return _report_result(report, completed, settings)
+    if last.get("reason") == "OOMKilled":
+        return _oom_result(job, completed)
     if last:
         return _crash_result(last, decode_error, completed)
     return Result(
@@ -332,6 +334,24 @@ def _report_result(report: Report, completed: str | None, settings: Settings) ->
         text = f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
         msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
     return Result(report.outcome.value, reason, report, msg, completed, True)
+
+
+def _oom_result(job: dict[str, Any], completed: str | None) -> Result:
+    """The kernel killed the runner at its cgroup's memory limit: no report, and a clear fix."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    container: dict[str, Any] = next(
+        (x for x in template.get("containers") or [] if x.get("name") == c.CONTAINER_NAME), {}
+    )
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    what = f"its memory limit ({limit})" if limit else "the memory available to it (no memory limit is set)"
+    return Result(
+        Reason.OOM_KILLED.value,
+        Reason.OOM_KILLED,
+        None,
+        f"the migration container was killed for exceeding {what}; raise spec.job.resources.limits.memory",
+        completed,
+        True,
+    )
 
 
 def _crash_result(last: dict[str, Any], decode_error: str, completed: str | None) -> Result:

@@ -33,6 +33,7 @@ class Reason(enum.StrEnum):
     CONTAINER_CREATE_FAILED = "ContainerCreateFailed"
     DOWNGRADE_NOT_ALLOWED = "DowngradeNotAllowed"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
+    OOM_KILLED = "OOMKilled"
     RUNNER_ERROR = "RunnerError"
     JOB_FAILED = "JobFailed"
     JOB_CREATE_FAILED = "JobCreateFailed"

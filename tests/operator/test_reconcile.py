@@ -477,11 +477,24 @@ def test_a_recorded_interruption_gives_way_to_the_jobs_deadline() -> None:
 def test_crash_without_report_names_the_container_state() -> None:
     cr = make_cr()
     job = failed(first_job(cr), T0)
-    pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
+    pod = terminated_pod(job, 139, None, T0, reason="Error")
     _, plan = settle(cr, [job], [pod])
     stalled = cond(plan, c.STALLED)
     assert stalled["reason"] == "RunnerError"
-    assert "OOMKilled" in stalled["message"]
+    assert "ended with Error (exit code 139)" in stalled["message"]
+
+
+@pytest.mark.parametrize(("resources", "limit"), [(None, "512Mi"), ({"limits": {"memory": "2Gi"}}, "2Gi")])
+def test_a_run_killed_for_its_memory_limit_says_so(resources: dict[str, Any] | None, limit: str) -> None:
+    cr = make_cr(job={"resources": resources} if resources else {})
+    job = failed(first_job(cr), T0)
+    pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
+    _, plan = settle(cr, [job], [pod])
+    stalled = cond(plan, c.STALLED)
+    assert stalled["reason"] == "OOMKilled"
+    assert f"killed for exceeding its memory limit ({limit})" in stalled["message"]
+    assert "raise spec.job.resources.limits.memory" in stalled["message"]
+    assert plan.status["lastRun"]["outcome"] == "OOMKilled"
 
 
 def test_garbage_termination_message_is_not_trusted() -> None:
@@ -567,8 +580,8 @@ def test_a_pod_seen_later_still_improves_a_result_read_from_the_job_alone() -> N
     assert cond(plan, c.STALLED)["reason"] == "JobFailed"
     pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
     cr, plan = settle(cr, [job], [pod])
-    assert cond(plan, c.STALLED)["reason"] == "RunnerError"
-    assert "OOMKilled" in cond(plan, c.STALLED)["message"]
+    assert cond(plan, c.STALLED)["reason"] == "OOMKilled"
+    assert "memory limit" in cond(plan, c.STALLED)["message"]
 
 
 # ------------------------------------------------------------------ stuck pods, surfaced at once
