@@ -30,7 +30,9 @@ from dbmigrate_operator.status import (
 from dbmigrate_runner.report import INTERRUPTED, Outcome, Report, ReportError, decode
 
 RERUN_HINT = "kubectl annotate dbm {name} -n {namespace} " + c.RERUN_ANNOTATION + '="$(date +%s)" --overwrite'
-FAILED_STATES = {"CreateContainerConfigError": Reason.SECRET_NOT_FOUND}
+# The kubelet's words for a missing Secret or Secret key (pkg/kubelet/kubelet_pods.go), as opposed to the
+# other CreateContainerConfigErrors: runAsNonRoot with a root image user, a missing ConfigMap in job.env...
+SECRET_MISSING = re.compile(r'\bsecret "[^"]*" not found|couldn\'t find key \S+ in Secret ', re.IGNORECASE)
 IMAGE_STATES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CREATE_STATES = {"CreateContainerError", "RunContainerError"}
 RUNNING = "Running"
@@ -176,10 +178,7 @@ def pod_problem(pod: dict[str, Any]) -> tuple[Reason, str] | None:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         why, msg = waiting.get("reason"), str(waiting.get("message") or "").strip()
         if why == "CreateContainerConfigError":
-            return Reason.SECRET_NOT_FOUND, (
-                f"the migration container cannot start: {msg or why}. Create the Secret (or key) named in "
-                "spec.database in this namespace; the Pod starts by itself once it exists"
-            )
+            return _config_problem(msg or why)
         if why in IMAGE_STATES:
             return Reason.IMAGE_PULL_FAILED, (
                 f"cannot pull image {cs.get('image') or ''}: {msg or why}. Check spec.image and "
@@ -198,6 +197,18 @@ def pod_problem(pod: dict[str, Any]) -> tuple[Reason, str] | None:
                 "spec.job.nodeSelector, tolerations and resources"
             )
     return None
+
+
+def _config_problem(kubelet_says: str) -> tuple[Reason, str]:
+    """CreateContainerConfigError: SecretNotFound only when the kubelet says so, else its words verbatim."""
+    if SECRET_MISSING.search(kubelet_says):
+        return Reason.SECRET_NOT_FOUND, (
+            f"the migration container cannot start: {kubelet_says}. Create the Secret (or key) named in "
+            "spec.database (or spec.job.env) in this namespace; the Pod starts by itself once it exists"
+        )
+    return Reason.CONTAINER_CONFIG_ERROR, (
+        f"the kubelet refused the migration container's configuration: {kubelet_says}"
+    )
 
 
 def _never_started(pods: list[dict[str, Any]]) -> bool:

@@ -30,6 +30,7 @@ class Reason(enum.StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"
     IMAGE_PULL_FAILED = "ImagePullFailed"
     UNSCHEDULABLE = "Unschedulable"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
     CONTAINER_CREATE_FAILED = "ContainerCreateFailed"
     DOWNGRADE_NOT_ALLOWED = "DowngradeNotAllowed"
     DEADLINE_EXCEEDED = "DeadlineExceeded"

@@ -30,6 +30,9 @@ from tests.operator.builders import (
 )
 
 S = Settings()
+ROOT_USER = (
+    'container has runAsNonRoot and image will run as root (pod: "shop-db-x_shop", container: migrate)'
+)
 V1, V2, V3 = "0_20260101000000_init", "1_20260102000000_add_bio", "2_20260103000000_add_index"
 
 
@@ -601,6 +604,20 @@ def test_a_pod_seen_later_still_improves_a_result_read_from_the_job_alone() -> N
             ),
             "SecretNotFound",
             "couldn't find key url in Secret shop/shop-db",
+        ),
+        (
+            lambda job: waiting_pod(
+                job,
+                "CreateContainerConfigError",
+                ROOT_USER,
+            ),
+            "ContainerConfigError",
+            f"the kubelet refused the migration container's configuration: {ROOT_USER}",
+        ),
+        (
+            lambda job: waiting_pod(job, "CreateContainerConfigError", 'configmap "tuning" not found'),
+            "ContainerConfigError",
+            'configmap "tuning" not found',
         ),
         (
             lambda job: waiting_pod(
