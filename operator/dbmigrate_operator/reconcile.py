@@ -723,8 +723,12 @@ def decide(
     new["phase"] = phase.value
     new["conditions"] = conditions(verdict, old.get("conditions"), generation, now)
     patch = _merge_patch(old, new)
-    # Order: act first, then record; events last (they describe what happened).
-    if patch:
+    # Order: act first, then record; events last (they describe what happened). Except the very first
+    # status: kstatus readers (kubectl wait, Argo CD, Flux) take a resource without conditions for done,
+    # so Ready=False / Reconciling=True go out before anything else (creating a Job may be slow, or fail).
+    if patch and not old.get("conditions"):
+        actions.insert(0, PatchStatus(patch))
+    elif patch:
         actions.append(PatchStatus(patch))
     actions.extend(events)
     return Plan(actions=actions, status=new)

@@ -92,6 +92,17 @@ def test_new_cr_creates_one_job_and_says_so() -> None:
     assert again.of(CreateJob) == []
 
 
+def test_a_new_resource_is_first_marked_reconciling_before_anything_else() -> None:
+    """kstatus readers take a resource without a Ready condition for done: the first write says not yet."""
+    plan = decide(make_cr(), [], [], T0, S)
+    first = plan.actions[0]
+    assert isinstance(first, PatchStatus), plan.actions
+    conditions = {x["type"]: x["status"] for x in first.patch["conditions"]}
+    assert conditions == {c.READY: "False", c.RECONCILING: "True", c.STALLED: "False"}
+    assert first.patch["observedGeneration"] == 1
+    assert len(plan.of(CreateJob)) == 1  # the Job comes right after
+
+
 def test_running_job_is_reported_and_repeats_are_silent() -> None:
     cr = make_cr()
     job = started(first_job(cr), T0)
