@@ -48,6 +48,8 @@ class Controller:
         self.known: set[tuple[str, str]] = set()
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._resync: asyncio.Task[None] | None = None
+        self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
+        self._recheck_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
@@ -55,6 +57,10 @@ class Controller:
         self._resync = asyncio.get_running_loop().create_task(self._resync_forever(), name="dbmigrate-resync")
 
     async def stop(self) -> None:
+        for handle in self._rechecks.values():
+            handle.cancel()
+        for task in list(self._recheck_tasks):
+            task.cancel()
         if self._resync is not None:
             self._resync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,6 +146,23 @@ class Controller:
                     )
             elif isinstance(action, EmitEvent):
                 kopf.event(cast(Any, cr), type=action.type, reason=action.reason, message=action.message)
+        if plan.recheck_after is not None:
+            self._recheck(namespace, name, plan.recheck_after)
+
+    def _recheck(self, namespace: str, name: str, delay: float) -> None:
+        """Reconcile again after ``delay`` seconds: the end of a grace period brings no watch event."""
+        key = (namespace, name)
+        if (pending := self._rechecks.pop(key, None)) is not None:
+            pending.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._rechecks.pop(key, None)
+            task = loop.create_task(self.reconcile(namespace, name))
+            self._recheck_tasks.add(task)
+            task.add_done_callback(self._recheck_tasks.discard)
+
+        self._rechecks[key] = loop.call_later(delay, fire)
 
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
         """The API refused the Job (quota, admission policy...): say so on the CR, retry on resync."""
@@ -164,6 +187,8 @@ class Controller:
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
+        if (pending := self._rechecks.pop((namespace, name), None)) is not None:
+            pending.cancel()
         slot = self._slots.get((namespace, name))
         if slot is not None and not slot.lock.locked() and not slot.queued:
             self._slots.pop((namespace, name), None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dbmigrate_operator import constants as c
@@ -71,6 +71,8 @@ Action = CreateJob | DeleteJob | PatchStatus | EmitEvent
 class Plan:
     actions: list[Action] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # the full status after the plan
+    # Look again after this many seconds even without an event (a grace period ends then).
+    recheck_after: float | None = None
 
     def of(self, kind: type) -> list[Any]:
         return [a for a in self.actions if isinstance(a, kind)]
@@ -169,7 +171,16 @@ def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def pod_problem(pod: dict[str, Any]) -> tuple[Reason, str] | None:
+@dataclass(frozen=True)
+class Stuck:
+    """Why a Pod cannot start; ``until`` set: still within its grace period (Reconciling, not Stalled)."""
+
+    reason: Reason
+    message: str
+    until: datetime | None = None
+
+
+def pod_problem(pod: dict[str, Any], now: datetime, settings: Settings) -> Stuck | None:
     """A Pod that cannot start: say so now, not when the Job's deadline fires."""
     pstatus = pod.get("status") or {}
     if pstatus.get("phase") not in (None, "Pending"):
@@ -180,34 +191,65 @@ def pod_problem(pod: dict[str, Any]) -> tuple[Reason, str] | None:
         if why == "CreateContainerConfigError":
             return _config_problem(msg or why)
         if why in IMAGE_STATES:
-            return Reason.IMAGE_PULL_FAILED, (
+            return Stuck(
+                Reason.IMAGE_PULL_FAILED,
                 f"cannot pull image {cs.get('image') or ''}: {msg or why}. Check spec.image and "
-                "spec.job.imagePullSecrets"
+                "spec.job.imagePullSecrets",
             )
         if why in CREATE_STATES:
-            return Reason.CONTAINER_CREATE_FAILED, f"the migration container cannot be created: {msg or why}"
+            return Stuck(
+                Reason.CONTAINER_CREATE_FAILED, f"the migration container cannot be created: {msg or why}"
+            )
     for cond in pstatus.get("conditions") or []:
         if (
             cond.get("type") == "PodScheduled"
             and cond.get("status") == "False"
-            and (cond.get("reason") == "Unschedulable")
+            and cond.get("reason") == "Unschedulable"
         ):
-            return Reason.UNSCHEDULABLE, (
-                f"the migration Pod cannot be scheduled: {cond.get('message') or 'no node fits'}. Check "
-                "spec.job.nodeSelector, tolerations and resources"
-            )
+            return _unschedulable(pod, cond, now, settings)
     return None
 
 
-def _config_problem(kubelet_says: str) -> tuple[Reason, str]:
+def _unschedulable(pod: dict[str, Any], cond: dict[str, Any], now: datetime, settings: Settings) -> Stuck:
+    """No node fits. Under a cluster autoscaler that is the first step of a scale-up: give it a grace period
+    (from the PodScheduled condition's transition) before calling it Stalled."""
+    said = cond.get("message") or "no node fits"
+    since = _parse_time(
+        cond.get("lastTransitionTime") or (pod.get("metadata") or {}).get("creationTimestamp")
+    )
+    grace = settings.unschedulable_grace_seconds
+    if since is not None and grace > 0 and now < since + timedelta(seconds=grace):
+        return Stuck(
+            Reason.UNSCHEDULABLE,
+            f"the migration Pod is waiting for a node: {said}. Reported as Unschedulable if none fits "
+            f"within {grace:g}s (a cluster autoscaler may be adding one)",
+            until=since + timedelta(seconds=grace),
+        )
+    return Stuck(
+        Reason.UNSCHEDULABLE,
+        f"the migration Pod cannot be scheduled: {said}. Check spec.job.nodeSelector, tolerations and "
+        "resources",
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _config_problem(kubelet_says: str) -> Stuck:
     """CreateContainerConfigError: SecretNotFound only when the kubelet says so, else its words verbatim."""
     if SECRET_MISSING.search(kubelet_says):
-        return Reason.SECRET_NOT_FOUND, (
+        return Stuck(
+            Reason.SECRET_NOT_FOUND,
             f"the migration container cannot start: {kubelet_says}. Create the Secret (or key) named in "
-            "spec.database (or spec.job.env) in this namespace; the Pod starts by itself once it exists"
+            "spec.database (or spec.job.env) in this namespace; the Pod starts by itself once it exists",
         )
-    return Reason.CONTAINER_CONFIG_ERROR, (
-        f"the kubelet refused the migration container's configuration: {kubelet_says}"
+    return Stuck(
+        Reason.CONTAINER_CONFIG_ERROR,
+        f"the kubelet refused the migration container's configuration: {kubelet_says}",
     )
 
 
@@ -598,48 +640,12 @@ def decide(
     phase: Phase
     verdict: Verdict
     problem = validate(spec)
+    recheck_at: datetime | None = None
     if active:
-        job = active[0]
-        jname = job["metadata"]["name"]
-        jpods = _pods_of(job, pods)
-        stuck = next((p for p in map(pod_problem, jpods) if p), None)
-        superseded = jname != desired_name
-        under_way = Phase.RUNNING if _has_run(job, jpods, old) else Phase.PENDING
-        if superseded and stuck and _never_started(jpods):
-            actions.append(DeleteJob(jname, "superseded by a new spec before its container ever started"))
-            events.append(
-                EmitEvent(
-                    "Normal",
-                    "RunSuperseded",
-                    f"Deleted Job {jname}: it never started ({stuck[0].value}) and the spec changed",
-                )
-            )
-            phase, verdict = (
-                Phase.PENDING,
-                progressing(
-                    Reason.REPLACING_JOB,
-                    f"Job {jname} never started ({stuck[0].value}); replacing it with a run of the new spec",
-                ),
-            )
-        elif stuck:
-            phase, verdict = under_way, stalled(stuck[0], f"Job {jname}: {stuck[1]}")
-        elif superseded:
-            phase, verdict = (
-                Phase.RUNNING,
-                progressing(
-                    Reason.WAITING_FOR_PREVIOUS_RUN,
-                    f"the spec changed while Job {jname} runs; the new run starts when it ends (a running "
-                    "migration is never interrupted)",
-                ),
-            )
-        else:
-            attempts = int((job.get("status") or {}).get("failed") or 0) + 1
-            phase = under_way
-            verdict = progressing(
-                Reason.JOB_RUNNING,
-                f"Job {jname} is running the migrations (attempt {attempts} "
-                f"of {int((job.get('spec') or {}).get('backoffLimit', 0)) + 1})",
-            )
+        step = _active_step(active[0], _pods_of(active[0], pods), desired_name, old, now, settings)
+        phase, verdict, recheck_at = step.phase, step.verdict, step.recheck_at
+        actions.extend(step.actions)
+        events.extend(step.events)
     elif problem:
         phase, verdict = Phase.FAILED, stalled(Reason.INVALID_SPEC, problem)
     elif run.get("runHash") == hash_ and run.get("outcome") not in (None, "", RUNNING):
@@ -731,7 +737,77 @@ def decide(
     elif patch:
         actions.append(PatchStatus(patch))
     actions.extend(events)
-    return Plan(actions=actions, status=new)
+    recheck = (recheck_at - now).total_seconds() + 1 if recheck_at is not None else None
+    return Plan(actions=actions, status=new, recheck_after=recheck)
+
+
+@dataclass
+class Step:
+    """What one branch of :func:`decide` concluded."""
+
+    phase: Phase
+    verdict: Verdict
+    actions: list[Action] = field(default_factory=list)
+    events: list[EmitEvent] = field(default_factory=list)
+    recheck_at: datetime | None = None
+
+
+def _active_step(
+    job: dict[str, Any],
+    jpods: list[dict[str, Any]],
+    desired_name: str,
+    old: dict[str, Any],
+    now: datetime,
+    settings: Settings,
+) -> Step:
+    """A Job is under way: replace it if it never started and is outdated, else report how it fares."""
+    jname = job["metadata"]["name"]
+    stuck = next((p for p in (pod_problem(pod, now, settings) for pod in jpods) if p), None)
+    superseded = jname != desired_name
+    under_way = Phase.RUNNING if _has_run(job, jpods, old) else Phase.PENDING
+    if superseded and stuck and _never_started(jpods):
+        what = stuck.reason.value
+        return Step(
+            Phase.PENDING,
+            progressing(
+                Reason.REPLACING_JOB,
+                f"Job {jname} never started ({what}); replacing it with a run of the new spec",
+            ),
+            actions=[DeleteJob(jname, "superseded by a new spec before its container ever started")],
+            events=[
+                EmitEvent(
+                    "Normal",
+                    "RunSuperseded",
+                    f"Deleted Job {jname}: it never started ({what}) and the spec changed",
+                )
+            ],
+        )
+    if stuck and stuck.until is not None:
+        return Step(
+            under_way,
+            progressing(Reason.WAITING_FOR_NODE, f"Job {jname}: {stuck.message}"),
+            recheck_at=stuck.until,
+        )
+    if stuck:
+        return Step(under_way, stalled(stuck.reason, f"Job {jname}: {stuck.message}"))
+    if superseded:
+        return Step(
+            Phase.RUNNING,
+            progressing(
+                Reason.WAITING_FOR_PREVIOUS_RUN,
+                f"the spec changed while Job {jname} runs; the new run starts when it ends (a running "
+                "migration is never interrupted)",
+            ),
+        )
+    attempts = int((job.get("status") or {}).get("failed") or 0) + 1
+    return Step(
+        under_way,
+        progressing(
+            Reason.JOB_RUNNING,
+            f"Job {jname} is running the migrations (attempt {attempts} "
+            f"of {int((job.get('spec') or {}).get('backoffLimit', 0)) + 1})",
+        ),
+    )
 
 
 def _reason_of(outcome: str) -> Reason:

@@ -19,6 +19,7 @@ class Reason(enum.StrEnum):
     JOB_RUNNING = "JobRunning"
     WAITING_FOR_PREVIOUS_RUN = "WaitingForPreviousRun"
     REPLACING_JOB = "ReplacingJob"
+    WAITING_FOR_NODE = "WaitingForNode"
     # Done (Ready=True)
     APPLIED = "Applied"
     # Stuck or failed (Stalled=True)

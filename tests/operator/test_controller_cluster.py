@@ -72,7 +72,7 @@ class Operator:
 
     def _run(self) -> None:
         registry = kopf.OperatorRegistry()
-        register(registry, Settings(resync_seconds=10), api_config=self.config)
+        register(registry, Settings(resync_seconds=10, unschedulable_grace_seconds=5), api_config=self.config)
         cfg = self.config
         token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
 

@@ -646,7 +646,9 @@ def test_a_pod_seen_later_still_improves_a_result_read_from_the_job_alone() -> N
         ),
         (
             lambda job: unschedulable_pod(
-                job, "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity"
+                job,
+                "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity",
+                since=T0 - timedelta(minutes=10),  # longer than the grace for a cluster autoscaler
             ),
             "Unschedulable",
             "didn't match Pod's node affinity",
@@ -669,6 +671,49 @@ def test_stuck_pods_are_stalled_immediately(pod_fn: Any, reason: str, fragment: 
     # the Secret appears, the Pod runs: the condition clears by itself
     plan = decide(cr, [job], [running_pod(job, T0)], T0 + timedelta(minutes=1), S)
     assert true_condition(plan)["reason"] == "JobRunning"
+
+
+NO_NODE = "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available"
+
+
+def test_an_unschedulable_pod_waits_for_a_node_before_it_is_stalled() -> None:
+    """Under a cluster autoscaler, Unschedulable is the normal first step of a scale-up."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    pod = unschedulable_pod(job, NO_NODE, since=T0)
+    grace = S.unschedulable_grace_seconds
+    assert grace == 300
+    cr, plan = settle(cr, [job], [pod], now=T0 + timedelta(seconds=60))
+    assert (plan.status["phase"], true_condition(plan)["type"]) == ("Pending", c.RECONCILING)
+    assert true_condition(plan)["reason"] == "WaitingForNode"
+    assert NO_NODE in true_condition(plan)["message"]
+    assert plan.of(EmitEvent) == []
+    assert plan.recheck_after == pytest.approx(grace - 60 + 1)  # wake up when the grace ends
+    # the grace is over: now it is Stalled, with a Warning
+    plan = decide(cr, [job], [pod], T0 + timedelta(seconds=grace + 1), S)
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "Unschedulable")
+    assert NO_NODE in stalled["message"]
+    assert [(e.type, e.reason) for e in plan.of(EmitEvent)] == [("Warning", "Unschedulable")]
+    assert plan.recheck_after is None
+    # a node arrived in time instead: the run goes on
+    plan = decide(cr, [job], [running_pod(job, T0)], T0 + timedelta(seconds=90), S)
+    assert true_condition(plan)["reason"] == "JobRunning"
+
+
+def test_no_grace_for_unschedulable_pods_when_set_to_zero() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    plan = decide(
+        cr, [job], [unschedulable_pod(job, NO_NODE, since=T0)], T0, Settings(unschedulable_grace_seconds=0)
+    )
+    assert cond(plan, c.STALLED)["reason"] == "Unschedulable"
+
+
+def test_the_unschedulable_grace_is_a_setting() -> None:
+    env = {"DBMIGRATE_UNSCHEDULABLE_GRACE_SECONDS": "45"}
+    assert Settings.from_env(env).unschedulable_grace_seconds == 45
+    assert Settings.from_env({}).unschedulable_grace_seconds == 300
 
 
 # ------------------------------------------------------------------ downgrades
