@@ -24,7 +24,14 @@ from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator.kube import Kube, describe, new_api_client
-from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, decide
+from dbmigrate_operator.reconcile import (
+    CreateJob,
+    DeleteJob,
+    EmitEvent,
+    PatchStatus,
+    decide,
+    jobs_awaiting_pods,
+)
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 
@@ -109,7 +116,9 @@ class Controller:
             asyncio.to_thread(kube.list_jobs, namespace, name),
             asyncio.to_thread(kube.list_pods, namespace, name),
         )
-        plan = decide(cr, jobs, pods, datetime.now(UTC), self.settings)
+        now = datetime.now(UTC)
+        job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
+        plan = decide(cr, jobs, pods, now, self.settings, job_events)
         for action in plan.actions:
             if isinstance(action, CreateJob):
                 job_name = action.manifest["metadata"]["name"]
@@ -163,6 +172,17 @@ class Controller:
             task.add_done_callback(self._recheck_tasks.discard)
 
         self._rechecks[key] = loop.call_later(delay, fire)
+
+    async def _job_events(self, namespace: str, uids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """FailedCreate Events of Jobs still without a Pod; unreadable (no RBAC...): no verdict from them."""
+        assert self.kube is not None
+        out: dict[str, list[dict[str, Any]]] = {}
+        for uid in uids:
+            try:
+                out[uid] = await asyncio.to_thread(self.kube.list_job_events, namespace, uid)
+            except ApiException as exc:
+                logger.warning("cannot read the Events of job uid=%s: %s", uid, describe(exc))
+        return out
 
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
         """The API refused the Job (quota, admission policy...): say so on the CR, retry on resync."""

@@ -8,6 +8,7 @@ what the second call sees, and it then asks for none).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -250,6 +251,54 @@ def _config_problem(kubelet_says: str) -> Stuck:
     return Stuck(
         Reason.CONTAINER_CONFIG_ERROR,
         f"the kubelet refused the migration container's configuration: {kubelet_says}",
+    )
+
+
+def jobs_awaiting_pods(
+    jobs: list[dict[str, Any]], pods: list[dict[str, Any]], now: datetime, settings: Settings
+) -> list[str]:
+    """Uids of running Jobs that still have no Pod after a short grace: only their Events say why.
+
+    The Job controller reports a Pod the API refused (quota, missing ServiceAccount, admission policy)
+    only as a FailedCreate Event on the Job, so the caller reads those Events, and only for these Jobs.
+    """
+    out = []
+    grace = timedelta(seconds=settings.pod_create_grace_seconds)
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        created = _parse_time(meta.get("creationTimestamp"))
+        if (
+            _job_verdict(job) is None
+            and not meta.get("deletionTimestamp")
+            and created is not None
+            and now >= created + grace
+            and not _pods_of(job, pods)
+        ):
+            out.append(str(meta.get("uid")))
+    return out
+
+
+def _pod_create_problem(job_events: list[dict[str, Any]]) -> Stuck | None:
+    """The newest FailedCreate Event of a Job that has no Pod: the API's own words."""
+    refused = [e for e in job_events if e.get("reason") == "FailedCreate"]
+    if not refused:
+        return None
+    newest = max(refused, key=_event_time)
+    return Stuck(
+        Reason.POD_CREATE_FAILED,
+        f"the Job cannot create its Pod: {str(newest.get('message') or '').strip()}. The Job controller "
+        "retries; fix the cause (quota, spec.job.serviceAccountName, admission policy) and the run goes on",
+    )
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    series = event.get("series") or {}
+    return str(
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
     )
 
 
@@ -561,8 +610,12 @@ def decide(
     pods: list[dict[str, Any]],
     now: datetime,
     settings: Settings,
+    job_events: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> Plan:
-    """What to do now for one DatabaseMigration, given everything observed about it."""
+    """What to do now for one DatabaseMigration, given everything observed about it.
+
+    ``job_events``: the Events of the Jobs :func:`jobs_awaiting_pods` named, by Job uid.
+    """
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
@@ -642,7 +695,9 @@ def decide(
     problem = validate(spec)
     recheck_at: datetime | None = None
     if active:
-        step = _active_step(active[0], _pods_of(active[0], pods), desired_name, old, now, settings)
+        job = active[0]
+        events_of_job = (job_events or {}).get(str(job["metadata"].get("uid")), [])
+        step = _active_step(job, _pods_of(job, pods), events_of_job, desired_name, old, now, settings)
         phase, verdict, recheck_at = step.phase, step.verdict, step.recheck_at
         actions.extend(step.actions)
         events.extend(step.events)
@@ -755,6 +810,7 @@ class Step:
 def _active_step(
     job: dict[str, Any],
     jpods: list[dict[str, Any]],
+    job_events: list[dict[str, Any]],
     desired_name: str,
     old: dict[str, Any],
     now: datetime,
@@ -763,6 +819,8 @@ def _active_step(
     """A Job is under way: replace it if it never started and is outdated, else report how it fares."""
     jname = job["metadata"]["name"]
     stuck = next((p for p in (pod_problem(pod, now, settings) for pod in jpods) if p), None)
+    if not jpods:
+        stuck = _pod_create_problem(job_events)
     superseded = jname != desired_name
     under_way = Phase.RUNNING if _has_run(job, jpods, old) else Phase.PENDING
     if superseded and stuck and _never_started(jpods):
@@ -800,6 +858,8 @@ def _active_step(
             ),
         )
     attempts = int((job.get("status") or {}).get("failed") or 0) + 1
+    created = _parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+    grace_ends = created + timedelta(seconds=settings.pod_create_grace_seconds) if created else None
     return Step(
         under_way,
         progressing(
@@ -807,6 +867,8 @@ def _active_step(
             f"Job {jname} is running the migrations (attempt {attempts} "
             f"of {int((job.get('spec') or {}).get('backoffLimit', 0)) + 1})",
         ),
+        # Still no Pod when the grace ends? Then its Events are read (no watch event says so).
+        recheck_at=grace_ends if not jpods and grace_ends and grace_ends > now else None,
     )
 
 

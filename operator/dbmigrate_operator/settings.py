@@ -61,6 +61,8 @@ class Settings:
     # An unschedulable migration Pod stays Reconciling (WaitingForNode) this long before it is Stalled
     # (Unschedulable): under a cluster autoscaler, "no node fits" is the normal start of a scale-up.
     unschedulable_grace_seconds: float = 300.0
+    # A running Job still without a Pod this long after its creation: read its Events (FailedCreate).
+    pod_create_grace_seconds: float = 10.0
     # Longest database error text copied into a condition message.
     message_chars: int = 1024
     # The runner's executable inside migration images (built FROM the migrations base image).

@@ -39,6 +39,7 @@ class Reason(enum.StrEnum):
     RUNNER_ERROR = "RunnerError"
     JOB_FAILED = "JobFailed"
     JOB_CREATE_FAILED = "JobCreateFailed"
+    POD_CREATE_FAILED = "PodCreateFailed"
 
 
 OUTCOME_REASONS: dict[Outcome, Reason] = {

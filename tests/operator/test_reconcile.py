@@ -9,7 +9,15 @@ import pytest
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator.jobs import job_name, run_hash
-from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, Plan, decide
+from dbmigrate_operator.reconcile import (
+    CreateJob,
+    DeleteJob,
+    EmitEvent,
+    PatchStatus,
+    Plan,
+    decide,
+    jobs_awaiting_pods,
+)
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import INTERRUPTED, Outcome
 from tests.operator.builders import (
@@ -25,6 +33,7 @@ from tests.operator.builders import (
     started,
     success_report,
     terminated_pod,
+    ts,
     unschedulable_pod,
     waiting_pod,
 )
@@ -714,6 +723,70 @@ def test_the_unschedulable_grace_is_a_setting() -> None:
     env = {"DBMIGRATE_UNSCHEDULABLE_GRACE_SECONDS": "45"}
     assert Settings.from_env(env).unschedulable_grace_seconds == 45
     assert Settings.from_env({}).unschedulable_grace_seconds == 300
+
+
+FORBIDDEN = (
+    'Error creating: pods "shop-db-138ec43bab-" is forbidden: error looking up service account '
+    'shop/migrator: serviceaccount "migrator" not found'
+)
+
+
+def failed_create(job: dict[str, Any], message: str, at: Any) -> dict[str, Any]:
+    """The Job controller's Event when the API refuses its Pod (quota, ServiceAccount, admission)."""
+    return {
+        "type": "Warning",
+        "reason": "FailedCreate",
+        "message": message,
+        "involvedObject": {"kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]},
+        "lastTimestamp": ts(at),
+        "count": 3,
+    }
+
+
+def test_a_job_that_cannot_create_its_pod_is_stalled_with_the_apis_words() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    # right after its creation a Job without a Pod is normal: no Event lookup yet, but a look again later
+    assert jobs_awaiting_pods([job], [], T0 + timedelta(seconds=2), S) == []
+    plan = decide(cr, [job], [], T0 + timedelta(seconds=2), S)
+    assert true_condition(plan)["type"] == c.RECONCILING
+    assert plan.recheck_after == pytest.approx(S.pod_create_grace_seconds - 2 + 1)
+    # still no Pod after the grace: the controller reads the Job's Events, and they say why
+    later = T0 + timedelta(seconds=30)
+    assert jobs_awaiting_pods([job], [], later, S) == [job["metadata"]["uid"]]
+    events = {job["metadata"]["uid"]: [failed_create(job, FORBIDDEN, later)]}
+    cr, plan = settle_with(cr, [job], [], later, events)
+    assert plan.status["phase"] == "Pending"
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "PodCreateFailed")
+    assert FORBIDDEN in stalled["message"]
+    assert [(e.type, e.reason) for e in plan.of(EmitEvent)] == [("Warning", "PodCreateFailed")]
+    # the ServiceAccount appears, the Job controller's retry creates the Pod: the run goes on
+    assert jobs_awaiting_pods([job], [running_pod(job, T0)], later, S) == []
+    plan = decide(cr, [job], [running_pod(job, T0)], later + timedelta(seconds=10), S, job_events=events)
+    assert true_condition(plan)["reason"] == "JobRunning"
+
+
+def test_finished_jobs_and_jobs_with_pods_need_no_event_lookup() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    later = T0 + timedelta(minutes=5)
+    assert jobs_awaiting_pods([failed(job, T0)], [], later, S) == []
+    assert jobs_awaiting_pods([job], [running_pod(job, T0)], later, S) == []
+    # the Events of an older attempt whose Pod exists now do not count
+    events = {job["metadata"]["uid"]: [failed_create(job, FORBIDDEN, T0)]}
+    plan = decide(cr, [job], [running_pod(job, T0)], later, S, job_events=events)
+    assert true_condition(plan)["reason"] == "JobRunning"
+
+
+def settle_with(
+    cr: dict[str, Any], jobs: list[dict[str, Any]], pods: list[dict[str, Any]], now: Any, events: Any
+) -> tuple[dict[str, Any], Plan]:
+    plan = decide(cr, jobs, pods, now, S, job_events=events)
+    cr = apply(cr, plan)
+    again = decide(cr, jobs, pods, now + timedelta(seconds=30), S, job_events=events)
+    assert again.actions == [], again.actions
+    return cr, plan
 
 
 # ------------------------------------------------------------------ downgrades
