@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from dbmigrate_runner.errors import ConfigError, RunnerError
 from dbmigrate_runner.log import JsonLogger, log, route_stdlib_logging
-from dbmigrate_runner.report import DEFAULT_PATH, Report, encode
+from dbmigrate_runner.report import DEFAULT_PATH, INTERRUPTED, Report, encode
 from dbmigrate_runner.settings import (
     COMMANDS,
     TOOLS,
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except RunnerError as exc:
         error = exc
     except KeyboardInterrupt:
-        error = RunnerError("interrupted by SIGTERM/SIGINT", kind="Interrupted")
+        error = RunnerError("interrupted by SIGTERM/SIGINT", kind=INTERRUPTED)
     except BaseException as exc:  # the report must still be written
         if isinstance(exc, SystemExit) and exc.code in (0, None):  # --help
             return 0

@@ -18,6 +18,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 MAX_BYTES = 4096
 DEFAULT_PATH = "/dev/termination-log"
+# error.kind of a run stopped by SIGTERM (the Job's deadline, a deleted Job, a drained node).
+INTERRUPTED = "Interrupted"
 # Longest error text kept before the size fitting starts trimming further.
 MAX_MESSAGE_CHARS = 1500
 # Shortest error text the size fitting cuts it down to, before it gives up names entirely.

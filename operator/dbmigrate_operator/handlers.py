@@ -25,7 +25,14 @@ from kubernetes.client.exceptions import ApiException
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
-from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, decide
+from dbmigrate_operator.reconcile import (
+    CreateJob,
+    DeleteJob,
+    EmitEvent,
+    PatchStatus,
+    decide,
+    jobs_awaiting_pods,
+)
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 
@@ -63,6 +70,8 @@ class Controller:
 
     def _ensure_active(self) -> None:
         lead.ensure_active(self.leadership or lead.current())
+        self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
+        self._recheck_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
@@ -89,6 +98,10 @@ class Controller:
         await self._elector.start()
 
     async def stop(self) -> None:
+        for handle in self._rechecks.values():
+            handle.cancel()
+        for task in list(self._recheck_tasks):
+            task.cancel()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,7 +181,9 @@ class Controller:
             asyncio.to_thread(kube.list_jobs, namespace, name),
             asyncio.to_thread(kube.list_pods, namespace, name),
         )
-        plan = decide(cr, jobs, pods, datetime.now(UTC), self.settings)
+        now = datetime.now(UTC)
+        job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
+        plan = decide(cr, jobs, pods, now, self.settings, job_events)
         for action in plan.actions:
             if isinstance(action, CreateJob):
                 if not await self._create_job(cr, action):
@@ -179,6 +194,8 @@ class Controller:
                 await self._patch_status(cr, action.patch, plan.status)
             elif isinstance(action, EmitEvent):
                 self._emit(cr, action.type, action.reason, action.message)
+        if plan.recheck_after is not None:
+            self._recheck(namespace, name, plan.recheck_after)
 
     async def _create_job(self, cr: dict[str, Any], action: CreateJob) -> bool:
         """Create-if-absent; False (and the refusal on the CR) when the API refused the Job."""
@@ -249,6 +266,32 @@ class Controller:
         self._ensure_active()
         kopf.event(cast(Any, cr), type=type_, reason=reason, message=message)
 
+    def _recheck(self, namespace: str, name: str, delay: float) -> None:
+        """Reconcile again after ``delay`` seconds: the end of a grace period brings no watch event."""
+        key = (namespace, name)
+        if (pending := self._rechecks.pop(key, None)) is not None:
+            pending.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._rechecks.pop(key, None)
+            task = loop.create_task(self.reconcile(namespace, name))
+            self._recheck_tasks.add(task)
+            task.add_done_callback(self._recheck_tasks.discard)
+
+        self._rechecks[key] = loop.call_later(delay, fire)
+
+    async def _job_events(self, namespace: str, uids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """FailedCreate Events of Jobs still without a Pod; unreadable (no RBAC...): no verdict from them."""
+        assert self.kube is not None
+        out: dict[str, list[dict[str, Any]]] = {}
+        for uid in uids:
+            try:
+                out[uid] = await asyncio.to_thread(self.kube.list_job_events, namespace, uid)
+            except ApiException as exc:
+                logger.warning("cannot read the Events of job uid=%s: %s", uid, describe(exc))
+        return out
+
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
         """The API refused the Job (quota, admission policy...): say so on the CR, retry on resync."""
         meta = cr["metadata"]
@@ -271,6 +314,8 @@ class Controller:
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
+        if (pending := self._rechecks.pop((namespace, name), None)) is not None:
+            pending.cancel()
         slot = self._slots.get((namespace, name))
         if slot is not None and not slot.lock.locked() and not slot.queued:
             self._slots.pop((namespace, name), None)

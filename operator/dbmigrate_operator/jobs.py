@@ -10,6 +10,7 @@ from typing import Any
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator.settings import Settings
+from dbmigrate_runner import report
 
 HASH_CHARS = 10
 MAX_NAME = 63
@@ -130,7 +131,7 @@ def build_job(
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],
         "resources": job.get("resources") or DEFAULT_RESOURCES,
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": report.DEFAULT_PATH,  # where the runner writes it: one constant
         "terminationMessagePolicy": "File",
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -97,6 +97,17 @@ class Kube:
         )
         return list(_json(resp).get("items") or [])
 
+    def list_job_events(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        """The FailedCreate Events of one Job (field-selected, from the watch cache)."""
+        resp = self.core.list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.uid={uid},reason=FailedCreate",
+            resource_version="0",
+            _preload_content=False,
+            _request_timeout=TIMEOUT,
+        )
+        return list(_json(resp).get("items") or [])
+
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> bool:
         """Create-if-absent: False when it already exists (409), which is just as good."""
         try:

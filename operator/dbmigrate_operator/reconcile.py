@@ -8,8 +8,9 @@ what the second call sees, and it then asks for none).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dbmigrate_operator import constants as c
@@ -27,10 +28,12 @@ from dbmigrate_operator.status import (
     timestamp,
     truncate,
 )
-from dbmigrate_runner.report import Outcome, Report, ReportError, decode
+from dbmigrate_runner.report import INTERRUPTED, Outcome, Report, ReportError, decode
 
 RERUN_HINT = "kubectl annotate dbm {name} -n {namespace} " + c.RERUN_ANNOTATION + '="$(date +%s)" --overwrite'
-FAILED_STATES = {"CreateContainerConfigError": Reason.SECRET_NOT_FOUND}
+# The kubelet's words for a missing Secret or Secret key (pkg/kubelet/kubelet_pods.go), as opposed to the
+# other CreateContainerConfigErrors: runAsNonRoot with a root image user, a missing ConfigMap in job.env...
+SECRET_MISSING = re.compile(r'\bsecret "[^"]*" not found|couldn\'t find key \S+ in Secret ', re.IGNORECASE)
 IMAGE_STATES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CREATE_STATES = {"CreateContainerError", "RunContainerError"}
 RUNNING = "Running"
@@ -69,6 +72,8 @@ Action = CreateJob | DeleteJob | PatchStatus | EmitEvent
 class Plan:
     actions: list[Action] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # the full status after the plan
+    # Look again after this many seconds even without an event (a grace period ends then).
+    recheck_after: float | None = None
 
     def of(self, kind: type) -> list[Any]:
         return [a for a in self.actions if isinstance(a, kind)]
@@ -167,7 +172,16 @@ def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def pod_problem(pod: dict[str, Any]) -> tuple[Reason, str] | None:
+@dataclass(frozen=True)
+class Stuck:
+    """Why a Pod cannot start; ``until`` set: still within its grace period (Reconciling, not Stalled)."""
+
+    reason: Reason
+    message: str
+    until: datetime | None = None
+
+
+def pod_problem(pod: dict[str, Any], now: datetime, settings: Settings) -> Stuck | None:
     """A Pod that cannot start: say so now, not when the Job's deadline fires."""
     pstatus = pod.get("status") or {}
     if pstatus.get("phase") not in (None, "Pending"):
@@ -176,28 +190,116 @@ def pod_problem(pod: dict[str, Any]) -> tuple[Reason, str] | None:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         why, msg = waiting.get("reason"), str(waiting.get("message") or "").strip()
         if why == "CreateContainerConfigError":
-            return Reason.SECRET_NOT_FOUND, (
-                f"the migration container cannot start: {msg or why}. Create the Secret (or key) named in "
-                "spec.database in this namespace; the Pod starts by itself once it exists"
-            )
+            return _config_problem(msg or why)
         if why in IMAGE_STATES:
-            return Reason.IMAGE_PULL_FAILED, (
+            return Stuck(
+                Reason.IMAGE_PULL_FAILED,
                 f"cannot pull image {cs.get('image') or ''}: {msg or why}. Check spec.image and "
-                "spec.job.imagePullSecrets"
+                "spec.job.imagePullSecrets",
             )
         if why in CREATE_STATES:
-            return Reason.CONTAINER_CREATE_FAILED, f"the migration container cannot be created: {msg or why}"
+            return Stuck(
+                Reason.CONTAINER_CREATE_FAILED, f"the migration container cannot be created: {msg or why}"
+            )
     for cond in pstatus.get("conditions") or []:
         if (
             cond.get("type") == "PodScheduled"
             and cond.get("status") == "False"
-            and (cond.get("reason") == "Unschedulable")
+            and cond.get("reason") == "Unschedulable"
         ):
-            return Reason.UNSCHEDULABLE, (
-                f"the migration Pod cannot be scheduled: {cond.get('message') or 'no node fits'}. Check "
-                "spec.job.nodeSelector, tolerations and resources"
-            )
+            return _unschedulable(pod, cond, now, settings)
     return None
+
+
+def _unschedulable(pod: dict[str, Any], cond: dict[str, Any], now: datetime, settings: Settings) -> Stuck:
+    """No node fits. Under a cluster autoscaler that is the first step of a scale-up: give it a grace period
+    (from the PodScheduled condition's transition) before calling it Stalled."""
+    said = cond.get("message") or "no node fits"
+    since = _parse_time(
+        cond.get("lastTransitionTime") or (pod.get("metadata") or {}).get("creationTimestamp")
+    )
+    grace = settings.unschedulable_grace_seconds
+    if since is not None and grace > 0 and now < since + timedelta(seconds=grace):
+        return Stuck(
+            Reason.UNSCHEDULABLE,
+            f"the migration Pod is waiting for a node: {said}. Reported as Unschedulable if none fits "
+            f"within {grace:g}s (a cluster autoscaler may be adding one)",
+            until=since + timedelta(seconds=grace),
+        )
+    return Stuck(
+        Reason.UNSCHEDULABLE,
+        f"the migration Pod cannot be scheduled: {said}. Check spec.job.nodeSelector, tolerations and "
+        "resources",
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _config_problem(kubelet_says: str) -> Stuck:
+    """CreateContainerConfigError: SecretNotFound only when the kubelet says so, else its words verbatim."""
+    if SECRET_MISSING.search(kubelet_says):
+        return Stuck(
+            Reason.SECRET_NOT_FOUND,
+            f"the migration container cannot start: {kubelet_says}. Create the Secret (or key) named in "
+            "spec.database (or spec.job.env) in this namespace; the Pod starts by itself once it exists",
+        )
+    return Stuck(
+        Reason.CONTAINER_CONFIG_ERROR,
+        f"the kubelet refused the migration container's configuration: {kubelet_says}",
+    )
+
+
+def jobs_awaiting_pods(
+    jobs: list[dict[str, Any]], pods: list[dict[str, Any]], now: datetime, settings: Settings
+) -> list[str]:
+    """Uids of running Jobs that still have no Pod after a short grace: only their Events say why.
+
+    The Job controller reports a Pod the API refused (quota, missing ServiceAccount, admission policy)
+    only as a FailedCreate Event on the Job, so the caller reads those Events, and only for these Jobs.
+    """
+    out = []
+    grace = timedelta(seconds=settings.pod_create_grace_seconds)
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        created = _parse_time(meta.get("creationTimestamp"))
+        if (
+            _job_verdict(job) is None
+            and not meta.get("deletionTimestamp")
+            and created is not None
+            and now >= created + grace
+            and not _pods_of(job, pods)
+        ):
+            out.append(str(meta.get("uid")))
+    return out
+
+
+def _pod_create_problem(job_events: list[dict[str, Any]]) -> Stuck | None:
+    """The newest FailedCreate Event of a Job that has no Pod: the API's own words."""
+    refused = [e for e in job_events if e.get("reason") == "FailedCreate"]
+    if not refused:
+        return None
+    newest = max(refused, key=_event_time)
+    return Stuck(
+        Reason.POD_CREATE_FAILED,
+        f"the Job cannot create its Pod: {str(newest.get('message') or '').strip()}. The Job controller "
+        "retries; fix the cause (quota, spec.job.serviceAccountName, admission policy) and the run goes on",
+    )
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    series = event.get("series") or {}
+    return str(
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
 
 
 def _never_started(pods: list[dict[str, Any]]) -> bool:
@@ -247,15 +349,7 @@ class Result:
 def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Settings) -> Result:
     """Decode the runner's report from the newest terminated Pod (its termination message)."""
     done = _finished(job, pods)
-    terminated = []
-    for pod in pods:
-        state = (_container_status(pod).get("state") or {}).get("terminated")
-        if state:
-            terminated.append(state)
-    terminated.sort(
-        key=lambda t: (t.get("exitCode") == 0 if done == "Complete" else True, str(t.get("finishedAt") or ""))
-    )
-    last = terminated[-1] if terminated else {}
+    last = _last_terminated(pods, done)
     report: Report | None = None
     decode_error = ""
     if last.get("message"):
@@ -266,51 +360,16 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
     cond = _job_condition(job, done or "")
     completed = (job.get("status") or {}).get("completionTime") or cond.get("lastTransitionTime")
     if done == "Complete":
-        if report is not None and report.ok:
-            # When the container ended, not when the Job controller noticed: the same answer before
-            # and after the Job's Complete, so catching up rewrites nothing.
-            ended = last.get("finishedAt") or completed
-            return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", ended, True)
-        return Result(
-            Outcome.SUCCEEDED.value,
-            Reason.APPLIED,
-            None,
-            "the Job succeeded but left no report",
-            completed,
-            bool(last),
-        )
+        return _success_result(report, last, completed)
+    # The Job's deadline stops the Pod with SIGTERM: the runner's "interrupted" is the effect, not the cause.
+    if cond.get("reason") == "DeadlineExceeded" and (report is None or _interrupted(report)):
+        return _deadline_result(job, report, completed, bool(last))
     if report is not None and not report.ok:
-        reason = OUTCOME_REASONS.get(report.outcome, Reason.RUNNER_ERROR)
-        msg = report.outcome.value
-        if report.error is not None:
-            where = f" in {report.error.migration}" if report.error.migration else ""
-            text = (
-                f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
-            )
-            msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
-        return Result(report.outcome.value, reason, report, msg, completed, True)
-    if cond.get("reason") == "DeadlineExceeded":
-        return Result(
-            Reason.DEADLINE_EXCEEDED.value,
-            Reason.DEADLINE_EXCEEDED,
-            None,
-            f"the run exceeded spec.job.activeDeadlineSeconds "
-            f"({(job.get('spec') or {}).get('activeDeadlineSeconds')}s) and was stopped",
-            completed,
-        )
+        return _report_result(report, completed, settings)
+    if last.get("reason") == "OOMKilled":
+        return _oom_result(job, completed)
     if last:
-        code = int(last.get("exitCode") or 0)
-        outcome = Outcome.from_exit_code(code)
-        what = last.get("reason") or "Error"
-        detail = f"; {decode_error}" if decode_error else ""
-        return Result(
-            outcome.value,
-            OUTCOME_REASONS.get(outcome, Reason.RUNNER_ERROR),
-            None,
-            f"the migration container ended with {what} (exit code {code}) and no readable report{detail}",
-            completed,
-            True,
-        )
+        return _crash_result(last, decode_error, completed)
     return Result(
         Reason.JOB_FAILED.value,
         Reason.JOB_FAILED,
@@ -319,6 +378,97 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]], settings: Setti
             f"the Job failed: {cond.get('reason') or ''} {cond.get('message') or ''}", settings.message_chars
         ),
         completed,
+    )
+
+
+def _last_terminated(pods: list[dict[str, Any]], done: str | None) -> dict[str, Any]:
+    """The terminated state that tells the run's result: the newest (a success first, once Complete)."""
+    terminated = []
+    for pod in pods:
+        state = (_container_status(pod).get("state") or {}).get("terminated")
+        if state:
+            terminated.append(dict(state))
+    terminated.sort(
+        key=lambda t: (t.get("exitCode") == 0 if done == "Complete" else True, str(t.get("finishedAt") or ""))
+    )
+    return terminated[-1] if terminated else {}
+
+
+def _interrupted(report: Report) -> bool:
+    return report.error is not None and report.error.kind == INTERRUPTED
+
+
+def _success_result(report: Report | None, last: dict[str, Any], completed: str | None) -> Result:
+    if report is not None and report.ok:
+        # When the container ended, not when the Job controller noticed: the same answer before
+        # and after the Job's Complete, so catching up rewrites nothing.
+        ended = last.get("finishedAt") or completed
+        return Result(Outcome.SUCCEEDED.value, Reason.APPLIED, report, "", ended, True)
+    return Result(
+        Outcome.SUCCEEDED.value,
+        Reason.APPLIED,
+        None,
+        "the Job succeeded but left no report",
+        completed,
+        bool(last),
+    )
+
+
+def _deadline_result(
+    job: dict[str, Any], report: Report | None, completed: str | None, from_pod: bool
+) -> Result:
+    deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    return Result(
+        Reason.DEADLINE_EXCEEDED.value,
+        Reason.DEADLINE_EXCEEDED,
+        report,  # an interrupted runner still read back what was applied
+        f"the run exceeded spec.job.activeDeadlineSeconds ({deadline}s) and was stopped",
+        completed,
+        from_pod,
+    )
+
+
+def _report_result(report: Report, completed: str | None, settings: Settings) -> Result:
+    reason = OUTCOME_REASONS.get(report.outcome, Reason.RUNNER_ERROR)
+    msg = report.outcome.value
+    if report.error is not None:
+        where = f" in {report.error.migration}" if report.error.migration else ""
+        text = f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
+        msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
+    return Result(report.outcome.value, reason, report, msg, completed, True)
+
+
+def _oom_result(job: dict[str, Any], completed: str | None) -> Result:
+    """The kernel killed the runner at its cgroup's memory limit: no report, and a clear fix."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    container: dict[str, Any] = next(
+        (x for x in template.get("containers") or [] if x.get("name") == c.CONTAINER_NAME), {}
+    )
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    what = f"its memory limit ({limit})" if limit else "the memory available to it (no memory limit is set)"
+    return Result(
+        Reason.OOM_KILLED.value,
+        Reason.OOM_KILLED,
+        None,
+        f"the migration container was killed for exceeding {what}; raise spec.job.resources.limits.memory",
+        completed,
+        True,
+    )
+
+
+def _crash_result(last: dict[str, Any], decode_error: str, completed: str | None) -> Result:
+    """The container ended without a readable report: say how it ended."""
+    code = int(last.get("exitCode") or 0)
+    outcome = Outcome.from_exit_code(code)
+    what = last.get("reason") or "Error"
+    detail = f"; {decode_error}" if decode_error else ""
+    return Result(
+        outcome.value,
+        OUTCOME_REASONS.get(outcome, Reason.RUNNER_ERROR),
+        None,
+        f"the migration container ended with {what} (exit code {code}) and no readable report{detail}",
+        completed,
+        True,
     )
 
 
@@ -336,6 +486,17 @@ def recorded_run(old_run: dict[str, Any], job: dict[str, Any]) -> bool:
         and old_run.get("runHash") == (meta.get("labels") or {}).get(c.RUN_HASH_LABEL, "")
         and (not started or not old_run.get("startedAt") or old_run.get("startedAt") == started)
     )
+
+
+def _keeps_record(old_run: dict[str, Any], job: dict[str, Any], fresh: Result) -> bool:
+    """Does the outcome status.lastRun recorded for this Job stand against what can be read now?
+
+    A Pod's result always wins (it says more). Without the Pod, the record stands, unless the Job's own
+    verdict, its deadline, contradicts it (an older operator recorded the runner's SIGTERM instead).
+    """
+    if fresh.from_pod or not recorded_run(old_run, job):
+        return False
+    return fresh.reason is not Reason.DEADLINE_EXCEEDED or old_run.get("outcome") == fresh.outcome
 
 
 def _result_of_record(run: dict[str, Any]) -> Result:
@@ -449,8 +610,12 @@ def decide(
     pods: list[dict[str, Any]],
     now: datetime,
     settings: Settings,
+    job_events: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> Plan:
-    """What to do now for one DatabaseMigration, given everything observed about it."""
+    """What to do now for one DatabaseMigration, given everything observed about it.
+
+    ``job_events``: the Events of the Jobs :func:`jobs_awaiting_pods` named, by Job uid.
+    """
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
@@ -491,7 +656,7 @@ def decide(
     for job in finished:
         jname = job["metadata"]["name"]
         fresh = read_result(job, _pods_of(job, pods), settings)
-        if not fresh.from_pod and recorded_run(old_run, job):
+        if _keeps_record(old_run, job, fresh):
             results[jname] = _result_of_record(old_run)
             kept.add(jname)
         else:
@@ -528,48 +693,14 @@ def decide(
     phase: Phase
     verdict: Verdict
     problem = validate(spec)
+    recheck_at: datetime | None = None
     if active:
         job = active[0]
-        jname = job["metadata"]["name"]
-        jpods = _pods_of(job, pods)
-        stuck = next((p for p in map(pod_problem, jpods) if p), None)
-        superseded = jname != desired_name
-        under_way = Phase.RUNNING if _has_run(job, jpods, old) else Phase.PENDING
-        if superseded and stuck and _never_started(jpods):
-            actions.append(DeleteJob(jname, "superseded by a new spec before its container ever started"))
-            events.append(
-                EmitEvent(
-                    "Normal",
-                    "RunSuperseded",
-                    f"Deleted Job {jname}: it never started ({stuck[0].value}) and the spec changed",
-                )
-            )
-            phase, verdict = (
-                Phase.PENDING,
-                progressing(
-                    Reason.REPLACING_JOB,
-                    f"Job {jname} never started ({stuck[0].value}); replacing it with a run of the new spec",
-                ),
-            )
-        elif stuck:
-            phase, verdict = under_way, stalled(stuck[0], f"Job {jname}: {stuck[1]}")
-        elif superseded:
-            phase, verdict = (
-                Phase.RUNNING,
-                progressing(
-                    Reason.WAITING_FOR_PREVIOUS_RUN,
-                    f"the spec changed while Job {jname} runs; the new run starts when it ends (a running "
-                    "migration is never interrupted)",
-                ),
-            )
-        else:
-            attempts = int((job.get("status") or {}).get("failed") or 0) + 1
-            phase = under_way
-            verdict = progressing(
-                Reason.JOB_RUNNING,
-                f"Job {jname} is running the migrations (attempt {attempts} "
-                f"of {int((job.get('spec') or {}).get('backoffLimit', 0)) + 1})",
-            )
+        events_of_job = (job_events or {}).get(str(job["metadata"].get("uid")), [])
+        step = _active_step(job, _pods_of(job, pods), events_of_job, desired_name, old, now, settings)
+        phase, verdict, recheck_at = step.phase, step.verdict, step.recheck_at
+        actions.extend(step.actions)
+        events.extend(step.events)
     elif problem:
         phase, verdict = Phase.FAILED, stalled(Reason.INVALID_SPEC, problem)
     elif run.get("runHash") == hash_ and run.get("outcome") not in (None, "", RUNNING):
@@ -653,11 +784,92 @@ def decide(
     new["phase"] = phase.value
     new["conditions"] = conditions(verdict, old.get("conditions"), generation, now)
     patch = _merge_patch(old, new)
-    # Order: act first, then record; events last (they describe what happened).
-    if patch:
+    # Order: act first, then record; events last (they describe what happened). Except the very first
+    # status: kstatus readers (kubectl wait, Argo CD, Flux) take a resource without conditions for done,
+    # so Ready=False / Reconciling=True go out before anything else (creating a Job may be slow, or fail).
+    if patch and not old.get("conditions"):
+        actions.insert(0, PatchStatus(patch))
+    elif patch:
         actions.append(PatchStatus(patch))
     actions.extend(events)
-    return Plan(actions=actions, status=new)
+    recheck = (recheck_at - now).total_seconds() + 1 if recheck_at is not None else None
+    return Plan(actions=actions, status=new, recheck_after=recheck)
+
+
+@dataclass
+class Step:
+    """What one branch of :func:`decide` concluded."""
+
+    phase: Phase
+    verdict: Verdict
+    actions: list[Action] = field(default_factory=list)
+    events: list[EmitEvent] = field(default_factory=list)
+    recheck_at: datetime | None = None
+
+
+def _active_step(
+    job: dict[str, Any],
+    jpods: list[dict[str, Any]],
+    job_events: list[dict[str, Any]],
+    desired_name: str,
+    old: dict[str, Any],
+    now: datetime,
+    settings: Settings,
+) -> Step:
+    """A Job is under way: replace it if it never started and is outdated, else report how it fares."""
+    jname = job["metadata"]["name"]
+    stuck = next((p for p in (pod_problem(pod, now, settings) for pod in jpods) if p), None)
+    if not jpods:
+        stuck = _pod_create_problem(job_events)
+    superseded = jname != desired_name
+    under_way = Phase.RUNNING if _has_run(job, jpods, old) else Phase.PENDING
+    if superseded and stuck and _never_started(jpods):
+        what = stuck.reason.value
+        return Step(
+            Phase.PENDING,
+            progressing(
+                Reason.REPLACING_JOB,
+                f"Job {jname} never started ({what}); replacing it with a run of the new spec",
+            ),
+            actions=[DeleteJob(jname, "superseded by a new spec before its container ever started")],
+            events=[
+                EmitEvent(
+                    "Normal",
+                    "RunSuperseded",
+                    f"Deleted Job {jname}: it never started ({what}) and the spec changed",
+                )
+            ],
+        )
+    if stuck and stuck.until is not None:
+        return Step(
+            under_way,
+            progressing(Reason.WAITING_FOR_NODE, f"Job {jname}: {stuck.message}"),
+            recheck_at=stuck.until,
+        )
+    if stuck:
+        return Step(under_way, stalled(stuck.reason, f"Job {jname}: {stuck.message}"))
+    if superseded:
+        return Step(
+            Phase.RUNNING,
+            progressing(
+                Reason.WAITING_FOR_PREVIOUS_RUN,
+                f"the spec changed while Job {jname} runs; the new run starts when it ends (a running "
+                "migration is never interrupted)",
+            ),
+        )
+    attempts = int((job.get("status") or {}).get("failed") or 0) + 1
+    created = _parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+    grace_ends = created + timedelta(seconds=settings.pod_create_grace_seconds) if created else None
+    return Step(
+        under_way,
+        progressing(
+            Reason.JOB_RUNNING,
+            f"Job {jname} is running the migrations (attempt {attempts} "
+            f"of {int((job.get('spec') or {}).get('backoffLimit', 0)) + 1})",
+        ),
+        # Still no Pod when the grace ends? Then its Events are read (no watch event says so).
+        recheck_at=grace_ends if not jpods and grace_ends and grace_ends > now else None,
+    )
 
 
 def _reason_of(outcome: str) -> Reason:

@@ -49,6 +49,11 @@ class Settings:
     active_deadline_seconds: int = 1800
     # status.appliedVersions keeps at most this many entries (the newest); appliedCount stays exact.
     applied_versions_cap: int = 50
+    # An unschedulable migration Pod stays Reconciling (WaitingForNode) this long before it is Stalled
+    # (Unschedulable): under a cluster autoscaler, "no node fits" is the normal start of a scale-up.
+    unschedulable_grace_seconds: float = 300.0
+    # A running Job still without a Pod this long after its creation: read its Events (FailedCreate).
+    pod_create_grace_seconds: float = 10.0
     # Longest database error text copied into a condition message.
     message_chars: int = 1024
     # The runner's executable inside migration images (built FROM the migrations base image).
@@ -73,6 +78,9 @@ class Settings:
             liveness_endpoint=cls.liveness_endpoint if liveness is None else (liveness.strip() or None),
             log_format=(env.get("DBMIGRATE_LOG_FORMAT", "").strip().lower() or cls.log_format),
             verbose=_bool(env.get("DBMIGRATE_VERBOSE"), False),
+            unschedulable_grace_seconds=_number(
+                env, "DBMIGRATE_UNSCHEDULABLE_GRACE_SECONDS", cls.unschedulable_grace_seconds, 0
+            ),
             applied_versions_cap=int(
                 _number(env, "DBMIGRATE_APPLIED_VERSIONS_CAP", cls.applied_versions_cap, 1)
             ),

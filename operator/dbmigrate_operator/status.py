@@ -19,6 +19,7 @@ class Reason(enum.StrEnum):
     JOB_RUNNING = "JobRunning"
     WAITING_FOR_PREVIOUS_RUN = "WaitingForPreviousRun"
     REPLACING_JOB = "ReplacingJob"
+    WAITING_FOR_NODE = "WaitingForNode"
     # Done (Ready=True)
     APPLIED = "Applied"
     # Stuck or failed (Stalled=True)
@@ -30,12 +31,15 @@ class Reason(enum.StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"
     IMAGE_PULL_FAILED = "ImagePullFailed"
     UNSCHEDULABLE = "Unschedulable"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
     CONTAINER_CREATE_FAILED = "ContainerCreateFailed"
     DOWNGRADE_NOT_ALLOWED = "DowngradeNotAllowed"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
+    OOM_KILLED = "OOMKilled"
     RUNNER_ERROR = "RunnerError"
     JOB_FAILED = "JobFailed"
     JOB_CREATE_FAILED = "JobCreateFailed"
+    POD_CREATE_FAILED = "PodCreateFailed"
 
 
 OUTCOME_REASONS: dict[Outcome, Reason] = {

@@ -20,6 +20,7 @@ IN_PROGRESS = [
     status.Reason.JOB_RUNNING,
     status.Reason.WAITING_FOR_PREVIOUS_RUN,
     status.Reason.REPLACING_JOB,
+    status.Reason.WAITING_FOR_NODE,
 ]
 STUCK = [r for r in status.Reason if r not in IN_PROGRESS and r is not status.Reason.APPLIED]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -320,30 +321,73 @@ def test_generated_certificate_is_signed_by_the_ca_in_the_webhook_configuration(
 def test_cert_manager_mode_lets_cert_manager_issue_and_inject(render: RenderFn) -> None:
     rendered = render(SCENARIOS["cert-manager"])
     assert not rendered.of_kind("Secret"), "the chart must not generate a certificate as well"
-    certificate = rendered.one("Certificate")
-    issuer = rendered.one("Issuer")
-    assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+    serving = _certificate(rendered, "webhook")
     configuration = rendered.one("MutatingWebhookConfiguration")
-    meta = certificate["metadata"]
-    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
-        f"{meta['namespace']}/{meta['name']}"
-    )
     assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
     pod = rendered.one("Deployment")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
-    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
     service = rendered.one("Service")["metadata"]["name"]
-    assert f"{service}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert f"{service}.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
+    assert not serving["spec"].get("isCA")
+
+
+def _certificate(rendered: Any, suffix: str) -> dict[str, Any]:
+    (found,) = [x for x in rendered.of_kind("Certificate") if x["metadata"]["name"].endswith(f"-{suffix}")]
+    return dict(found)
+
+
+def test_cert_manager_mode_signs_the_serving_certificate_with_a_long_lived_ca(render: RenderFn) -> None:
+    """selfSigned Issuer → CA Certificate → CA Issuer → serving Certificate; the caBundle is the CA's.
+
+    A selfSigned Issuer signing the serving certificate itself would change the caBundle on every
+    renewal: until cainjector and every API server caught up, calls to the webhook would fail TLS.
+    """
+    rendered = render(SCENARIOS["cert-manager"])
+    issuers = {x["metadata"]["name"]: x["spec"] for x in rendered.of_kind("Issuer")}
+    assert len(issuers) == 2
+    serving, ca = _certificate(rendered, "webhook"), _certificate(rendered, "webhook-ca")
+    assert len(rendered.of_kind("Certificate")) == 2
+    # the CA: self-signed, long-lived, its key kept across renewals (old serving certs stay valid)
+    assert ca["spec"]["isCA"] is True
+    assert "selfSigned" in issuers[ca["spec"]["issuerRef"]["name"]]
+    assert _hours(ca["spec"]["duration"]) >= 5 * _hours(serving["spec"]["duration"])
+    assert ca["spec"]["privateKey"]["rotationPolicy"] == "Never"
+    # the serving certificate: signed by the CA Issuer that holds the CA's Secret
+    ca_issuer = issuers[serving["spec"]["issuerRef"]["name"]]
+    assert ca_issuer == {"ca": {"secretName": ca["spec"]["secretName"]}}
+    assert serving["spec"]["issuerRef"]["kind"] == "Issuer"
+    # cainjector injects the CA, which serving-certificate renewals do not change
+    configuration = rendered.one("MutatingWebhookConfiguration")
+    meta = ca["metadata"]
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{meta['namespace']}/{meta['name']}"
+    )
+
+
+def _hours(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)h", duration)
+    assert match, duration
+    return float(match.group(1))
 
 
 def test_cert_manager_with_an_existing_issuer_creates_none(render: RenderFn) -> None:
     rendered = render(SCENARIOS["cert-manager-cluster-issuer"])
     assert not rendered.of_kind("Issuer")
-    assert rendered.one("Certificate")["spec"]["issuerRef"] == {
+    certificate = rendered.one("Certificate")
+    assert certificate["spec"]["issuerRef"] == {
         "name": "corp-ca",
         "kind": "ClusterIssuer",
         "group": "cert-manager.io",
     }
+    # the issuer's own CA comes with the serving certificate (its ca.crt)
+    meta = certificate["metadata"]
+    assert (
+        rendered.one("MutatingWebhookConfiguration")["metadata"]["annotations"][
+            "cert-manager.io/inject-ca-from"
+        ]
+        == f"{meta['namespace']}/{meta['name']}"
+    )
 
 
 def test_without_webhook_nothing_webhook_related_is_rendered(render: RenderFn) -> None:

@@ -39,7 +39,9 @@ class FakeApi:
     def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
         return copy.deepcopy(self.migration)
 
-    def list_waiting_pods(self, namespace: str | None, migration: str | None) -> list[dict[str, Any]]:
+    def list_waiting_pods(
+        self, namespace: str | None, migration: str | None, *, cached: bool = False
+    ) -> list[dict[str, Any]]:
         return [copy.deepcopy(p) for p in self.pods.values()]  # ignores selectors, like kmock
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -144,3 +146,44 @@ def test_fingerprint_ignores_irrelevant_status_changes() -> None:
     assert fingerprint(a) == fingerprint(b)
     assert fingerprint(a) != fingerprint(migration_body(ready=True))
     assert fingerprint(None) != fingerprint(a)
+
+
+class _RecordingCore:
+    """CoreV1Api stand-in: records the list calls' arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _answer(self) -> Any:
+        return type("Response", (), {"data": b'{"items": []}'})()
+
+    def list_pod_for_all_namespaces(self, **kwargs: Any) -> Any:
+        self.calls.append(("*", kwargs))
+        return self._answer()
+
+    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any:
+        self.calls.append((namespace, kwargs))
+        return self._answer()
+
+
+async def test_the_sweep_lists_opted_in_pods_from_the_watch_cache() -> None:
+    """Every 30 s over the whole cluster: label-selected, and served by the API server's cache, not etcd."""
+    import kubernetes.client
+
+    from dbmigrate_operator.constants import WAIT_FOR_LABEL
+    from dbmigrate_operator.gating.kube import KubeApi
+
+    api = KubeApi(kubernetes.client.ApiClient())
+    core = _RecordingCore()
+    api.core = core  # type: ignore[assignment]
+    await Releaser(api).sweep()
+    await Releaser(api, namespaces=("shop",)).sweep()
+    await Releaser(api).reconcile("shop", "shop-db", migration=None)
+    (everywhere, one_namespace, one_migration) = core.calls
+    for where, kwargs in (everywhere, one_namespace):
+        assert kwargs["label_selector"] == WAIT_FOR_LABEL, where
+        assert kwargs["resource_version"] == "0", where
+    assert one_namespace[0] == "shop"
+    # a pass for one DatabaseMigration (its status just changed) reads the latest state
+    assert one_migration[1]["label_selector"] == f"{WAIT_FOR_LABEL}=shop-db"
+    assert "resource_version" not in one_migration[1]

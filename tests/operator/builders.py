@@ -118,15 +118,13 @@ def waiting_pod(job: dict[str, Any], reason: str, message: str, suffix: str = "a
     )
 
 
-def unschedulable_pod(job: dict[str, Any], message: str, suffix: str = "a1b2c") -> dict[str, Any]:
-    return pod_for(
-        job,
-        suffix,
-        phase="Pending",
-        conditions=[
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
-        ],
-    )
+def unschedulable_pod(
+    job: dict[str, Any], message: str, suffix: str = "a1b2c", since: datetime | None = None
+) -> dict[str, Any]:
+    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    if since is not None:
+        cond["lastTransitionTime"] = ts(since)
+    return pod_for(job, suffix, phase="Pending", conditions=[cond])
 
 
 def terminated_pod(

@@ -18,7 +18,7 @@ import copy
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
@@ -237,13 +237,22 @@ class FakeCluster:
             },
         )
 
-    async def stuck_pod(self, job: dict[str, Any], reason: str, message: str, suffix: str = "p0001") -> None:
+    async def stuck_pod(
+        self, job: dict[str, Any], reason: str, message: str, suffix: str = "p0001", since: float = 3600
+    ) -> None:
+        """``since``: seconds ago the scheduler found no node (default: longer than any grace)."""
         await self._patch_job(job, {"startTime": now(), "active": 1})
         if reason == "Unschedulable":
             status = {
                 "phase": "Pending",
                 "conditions": [
-                    {"type": "PodScheduled", "status": "False", "reason": reason, "message": message}
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": reason,
+                        "message": message,
+                        "lastTransitionTime": ts(datetime.now(UTC) - timedelta(seconds=since)),
+                    }
                 ],
             }
         else:

@@ -72,7 +72,7 @@ class Operator:
 
     def _run(self) -> None:
         registry = kopf.OperatorRegistry()
-        register(registry, Settings(resync_seconds=10), api_config=self.config)
+        register(registry, Settings(resync_seconds=10, unschedulable_grace_seconds=5), api_config=self.config)
         cfg = self.config
         token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
 
@@ -213,6 +213,7 @@ def test_failed_migration_fails_fast_and_stays_failed(
         ("secret", "SecretNotFound", 'secret "shop-db" not found'),
         ("image", "ImagePullFailed", "registry.example.com/not-mapped:9.9.9"),
         ("node", "Unschedulable", "didn't match Pod's node affinity/selector"),
+        ("serviceaccount", "PodCreateFailed", 'serviceaccount "no-such-account" not found'),
     ],
 )
 def test_stuck_pods_are_reported_at_once(
@@ -223,6 +224,8 @@ def test_stuck_pods_are_reported_at_once(
         secret(cluster, namespace)
     if case == "node":
         spec["job"] = {"nodeSelector": {"dbmigrate.dev/no-such-pool": "true"}}
+    if case == "serviceaccount":  # the API refuses the Job's Pod: only a FailedCreate Event says so
+        spec["job"] = {"serviceAccountName": "no-such-account"}
     apply_cr(cluster, namespace, "shop-db", **spec)
     if case == "image":
         cluster.kubectl(

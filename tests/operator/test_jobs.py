@@ -11,6 +11,7 @@ import pytest
 from dbmigrate_operator import constants as c
 from dbmigrate_operator.jobs import build_job, job_name, run_hash
 from dbmigrate_operator.settings import Settings
+from dbmigrate_runner import report
 from tests.operator.builders import make_cr
 
 S = Settings()
@@ -184,3 +185,11 @@ def test_hash_covers_what_decides_the_outcome_and_nothing_else() -> None:
     # how the Job runs is not what it does: no new run for new resources or labels
     assert run_hash(make_cr(job={"resources": {"limits": {"memory": "1Gi"}}, "podLabels": {"a": "b"}})) == h
     assert run_hash(make_cr(apps=["b", "a"])) == run_hash(make_cr(apps=["a", "b"]))
+
+
+def test_the_termination_message_path_is_the_runners_report_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One constant: where the runner writes its report is where the Pod tells the kubelet to read it."""
+    monkeypatch.setattr(report, "DEFAULT_PATH", "/dev/elsewhere")
+    cr = make_cr()
+    job = build_job(cr, hash_=run_hash(cr), command="upgrade", settings=S)
+    assert container(job)["terminationMessagePath"] == "/dev/elsewhere"

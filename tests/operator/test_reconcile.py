@@ -9,9 +9,17 @@ import pytest
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator.jobs import job_name, run_hash
-from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, PatchStatus, Plan, decide
+from dbmigrate_operator.reconcile import (
+    CreateJob,
+    DeleteJob,
+    EmitEvent,
+    PatchStatus,
+    Plan,
+    decide,
+    jobs_awaiting_pods,
+)
 from dbmigrate_operator.settings import Settings
-from dbmigrate_runner.report import Outcome
+from dbmigrate_runner.report import INTERRUPTED, Outcome
 from tests.operator.builders import (
     T0,
     admit,
@@ -25,11 +33,15 @@ from tests.operator.builders import (
     started,
     success_report,
     terminated_pod,
+    ts,
     unschedulable_pod,
     waiting_pod,
 )
 
 S = Settings()
+ROOT_USER = (
+    'container has runAsNonRoot and image will run as root (pod: "shop-db-x_shop", container: migrate)'
+)
 V1, V2, V3 = "0_20260101000000_init", "1_20260102000000_add_bio", "2_20260103000000_add_index"
 
 
@@ -87,6 +99,17 @@ def test_new_cr_creates_one_job_and_says_so() -> None:
     job = admit(create.manifest, T0)
     again = decide(cr, [job], [], T0 + timedelta(seconds=1), S)
     assert again.of(CreateJob) == []
+
+
+def test_a_new_resource_is_first_marked_reconciling_before_anything_else() -> None:
+    """kstatus readers take a resource without a Ready condition for done: the first write says not yet."""
+    plan = decide(make_cr(), [], [], T0, S)
+    first = plan.actions[0]
+    assert isinstance(first, PatchStatus), plan.actions
+    conditions = {x["type"]: x["status"] for x in first.patch["conditions"]}
+    assert conditions == {c.READY: "False", c.RECONCILING: "True", c.STALLED: "False"}
+    assert first.patch["observedGeneration"] == 1
+    assert len(plan.of(CreateJob)) == 1  # the Job comes right after
 
 
 def test_running_job_is_reported_and_repeats_are_silent() -> None:
@@ -436,14 +459,65 @@ def test_deadline_exceeded() -> None:
     assert "1800s" in stalled["message"]
 
 
+def _interrupted_by_the_deadline(cr: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Job controller fails the Job (DeadlineExceeded), then stops its Pod: the runner reports SIGTERM."""
+    job = failed(first_job(cr), T0, reason="DeadlineExceeded", failures=1)
+    report = failure_report(
+        Outcome.INTERNAL_ERROR, "interrupted by SIGTERM/SIGINT", versions=[V1], kind=INTERRUPTED
+    )
+    return job, terminated_pod(job, 1, report, T0 + timedelta(seconds=2))
+
+
+def test_the_jobs_deadline_wins_over_the_interrupted_runners_report() -> None:
+    cr = make_cr()
+    job, pod = _interrupted_by_the_deadline(cr)
+    cr, plan = settle(cr, [job], [pod])
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "DeadlineExceeded")
+    assert "activeDeadlineSeconds (1800s)" in stalled["message"]
+    assert "SIGTERM" not in stalled["message"]
+    assert plan.status["lastRun"]["outcome"] == "DeadlineExceeded"
+    assert [e.reason for e in plan.of(EmitEvent)] == ["DeadlineExceeded"]
+    # the verdict sticks once the Pod is gone
+    cr, later = settle(cr, [job], [], now=T0 + timedelta(hours=1))
+    assert later.actions == []
+    assert cond(later, c.STALLED)["reason"] == "DeadlineExceeded"
+
+
+def test_a_recorded_interruption_gives_way_to_the_jobs_deadline() -> None:
+    """A lastRun that recorded the runner's SIGTERM (older operator) is corrected from the Job's verdict."""
+    cr = make_cr()
+    job, pod = _interrupted_by_the_deadline(cr)
+    record = make_cr(status={"lastRun": {**decide(cr, [job], [pod], T0, S).status["lastRun"]}})
+    record["status"]["lastRun"].update(
+        outcome="InternalError", message="InternalError: interrupted by SIGTERM"
+    )
+    plan = decide(record, [job], [], T0 + timedelta(hours=1), S)
+    assert cond(plan, c.STALLED)["reason"] == "DeadlineExceeded"
+    assert plan.status["lastRun"]["outcome"] == "DeadlineExceeded"
+
+
 def test_crash_without_report_names_the_container_state() -> None:
     cr = make_cr()
+    job = failed(first_job(cr), T0)
+    pod = terminated_pod(job, 139, None, T0, reason="Error")
+    _, plan = settle(cr, [job], [pod])
+    stalled = cond(plan, c.STALLED)
+    assert stalled["reason"] == "RunnerError"
+    assert "ended with Error (exit code 139)" in stalled["message"]
+
+
+@pytest.mark.parametrize(("resources", "limit"), [(None, "512Mi"), ({"limits": {"memory": "2Gi"}}, "2Gi")])
+def test_a_run_killed_for_its_memory_limit_says_so(resources: dict[str, Any] | None, limit: str) -> None:
+    cr = make_cr(job={"resources": resources} if resources else {})
     job = failed(first_job(cr), T0)
     pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
     _, plan = settle(cr, [job], [pod])
     stalled = cond(plan, c.STALLED)
-    assert stalled["reason"] == "RunnerError"
-    assert "OOMKilled" in stalled["message"]
+    assert stalled["reason"] == "OOMKilled"
+    assert f"killed for exceeding its memory limit ({limit})" in stalled["message"]
+    assert "raise spec.job.resources.limits.memory" in stalled["message"]
+    assert plan.status["lastRun"]["outcome"] == "OOMKilled"
 
 
 def test_garbage_termination_message_is_not_trusted() -> None:
@@ -529,8 +603,8 @@ def test_a_pod_seen_later_still_improves_a_result_read_from_the_job_alone() -> N
     assert cond(plan, c.STALLED)["reason"] == "JobFailed"
     pod = terminated_pod(job, 137, None, T0, reason="OOMKilled")
     cr, plan = settle(cr, [job], [pod])
-    assert cond(plan, c.STALLED)["reason"] == "RunnerError"
-    assert "OOMKilled" in cond(plan, c.STALLED)["message"]
+    assert cond(plan, c.STALLED)["reason"] == "OOMKilled"
+    assert "memory limit" in cond(plan, c.STALLED)["message"]
 
 
 # ------------------------------------------------------------------ stuck pods, surfaced at once
@@ -553,6 +627,20 @@ def test_a_pod_seen_later_still_improves_a_result_read_from_the_job_alone() -> N
         ),
         (
             lambda job: waiting_pod(
+                job,
+                "CreateContainerConfigError",
+                ROOT_USER,
+            ),
+            "ContainerConfigError",
+            f"the kubelet refused the migration container's configuration: {ROOT_USER}",
+        ),
+        (
+            lambda job: waiting_pod(job, "CreateContainerConfigError", 'configmap "tuning" not found'),
+            "ContainerConfigError",
+            'configmap "tuning" not found',
+        ),
+        (
+            lambda job: waiting_pod(
                 job, "ErrImagePull", 'failed to pull image "registry.example.com/x:1": not found'
             ),
             "ImagePullFailed",
@@ -567,7 +655,9 @@ def test_a_pod_seen_later_still_improves_a_result_read_from_the_job_alone() -> N
         ),
         (
             lambda job: unschedulable_pod(
-                job, "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity"
+                job,
+                "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity",
+                since=T0 - timedelta(minutes=10),  # longer than the grace for a cluster autoscaler
             ),
             "Unschedulable",
             "didn't match Pod's node affinity",
@@ -590,6 +680,113 @@ def test_stuck_pods_are_stalled_immediately(pod_fn: Any, reason: str, fragment: 
     # the Secret appears, the Pod runs: the condition clears by itself
     plan = decide(cr, [job], [running_pod(job, T0)], T0 + timedelta(minutes=1), S)
     assert true_condition(plan)["reason"] == "JobRunning"
+
+
+NO_NODE = "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available"
+
+
+def test_an_unschedulable_pod_waits_for_a_node_before_it_is_stalled() -> None:
+    """Under a cluster autoscaler, Unschedulable is the normal first step of a scale-up."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    pod = unschedulable_pod(job, NO_NODE, since=T0)
+    grace = S.unschedulable_grace_seconds
+    assert grace == 300
+    cr, plan = settle(cr, [job], [pod], now=T0 + timedelta(seconds=60))
+    assert (plan.status["phase"], true_condition(plan)["type"]) == ("Pending", c.RECONCILING)
+    assert true_condition(plan)["reason"] == "WaitingForNode"
+    assert NO_NODE in true_condition(plan)["message"]
+    assert plan.of(EmitEvent) == []
+    assert plan.recheck_after == pytest.approx(grace - 60 + 1)  # wake up when the grace ends
+    # the grace is over: now it is Stalled, with a Warning
+    plan = decide(cr, [job], [pod], T0 + timedelta(seconds=grace + 1), S)
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "Unschedulable")
+    assert NO_NODE in stalled["message"]
+    assert [(e.type, e.reason) for e in plan.of(EmitEvent)] == [("Warning", "Unschedulable")]
+    assert plan.recheck_after is None
+    # a node arrived in time instead: the run goes on
+    plan = decide(cr, [job], [running_pod(job, T0)], T0 + timedelta(seconds=90), S)
+    assert true_condition(plan)["reason"] == "JobRunning"
+
+
+def test_no_grace_for_unschedulable_pods_when_set_to_zero() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    plan = decide(
+        cr, [job], [unschedulable_pod(job, NO_NODE, since=T0)], T0, Settings(unschedulable_grace_seconds=0)
+    )
+    assert cond(plan, c.STALLED)["reason"] == "Unschedulable"
+
+
+def test_the_unschedulable_grace_is_a_setting() -> None:
+    env = {"DBMIGRATE_UNSCHEDULABLE_GRACE_SECONDS": "45"}
+    assert Settings.from_env(env).unschedulable_grace_seconds == 45
+    assert Settings.from_env({}).unschedulable_grace_seconds == 300
+
+
+FORBIDDEN = (
+    'Error creating: pods "shop-db-138ec43bab-" is forbidden: error looking up service account '
+    'shop/migrator: serviceaccount "migrator" not found'
+)
+
+
+def failed_create(job: dict[str, Any], message: str, at: Any) -> dict[str, Any]:
+    """The Job controller's Event when the API refuses its Pod (quota, ServiceAccount, admission)."""
+    return {
+        "type": "Warning",
+        "reason": "FailedCreate",
+        "message": message,
+        "involvedObject": {"kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]},
+        "lastTimestamp": ts(at),
+        "count": 3,
+    }
+
+
+def test_a_job_that_cannot_create_its_pod_is_stalled_with_the_apis_words() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    # right after its creation a Job without a Pod is normal: no Event lookup yet, but a look again later
+    assert jobs_awaiting_pods([job], [], T0 + timedelta(seconds=2), S) == []
+    plan = decide(cr, [job], [], T0 + timedelta(seconds=2), S)
+    assert true_condition(plan)["type"] == c.RECONCILING
+    assert plan.recheck_after == pytest.approx(S.pod_create_grace_seconds - 2 + 1)
+    # still no Pod after the grace: the controller reads the Job's Events, and they say why
+    later = T0 + timedelta(seconds=30)
+    assert jobs_awaiting_pods([job], [], later, S) == [job["metadata"]["uid"]]
+    events = {job["metadata"]["uid"]: [failed_create(job, FORBIDDEN, later)]}
+    cr, plan = settle_with(cr, [job], [], later, events)
+    assert plan.status["phase"] == "Pending"
+    stalled = cond(plan, c.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", "PodCreateFailed")
+    assert FORBIDDEN in stalled["message"]
+    assert [(e.type, e.reason) for e in plan.of(EmitEvent)] == [("Warning", "PodCreateFailed")]
+    # the ServiceAccount appears, the Job controller's retry creates the Pod: the run goes on
+    assert jobs_awaiting_pods([job], [running_pod(job, T0)], later, S) == []
+    plan = decide(cr, [job], [running_pod(job, T0)], later + timedelta(seconds=10), S, job_events=events)
+    assert true_condition(plan)["reason"] == "JobRunning"
+
+
+def test_finished_jobs_and_jobs_with_pods_need_no_event_lookup() -> None:
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    later = T0 + timedelta(minutes=5)
+    assert jobs_awaiting_pods([failed(job, T0)], [], later, S) == []
+    assert jobs_awaiting_pods([job], [running_pod(job, T0)], later, S) == []
+    # the Events of an older attempt whose Pod exists now do not count
+    events = {job["metadata"]["uid"]: [failed_create(job, FORBIDDEN, T0)]}
+    plan = decide(cr, [job], [running_pod(job, T0)], later, S, job_events=events)
+    assert true_condition(plan)["reason"] == "JobRunning"
+
+
+def settle_with(
+    cr: dict[str, Any], jobs: list[dict[str, Any]], pods: list[dict[str, Any]], now: Any, events: Any
+) -> tuple[dict[str, Any], Plan]:
+    plan = decide(cr, jobs, pods, now, S, job_events=events)
+    cr = apply(cr, plan)
+    again = decide(cr, jobs, pods, now + timedelta(seconds=30), S, job_events=events)
+    assert again.actions == [], again.actions
+    return cr, plan
 
 
 # ------------------------------------------------------------------ downgrades

@@ -251,3 +251,23 @@ async def test_deleting_the_cr_leaves_everything_to_garbage_collection(
         and r.data["status"].get("lastRun", {}).get("outcome") == "Succeeded"
     ] == []
     assert_no_secret_access_and_status_only_via_subresource(cluster)
+
+
+async def test_an_unschedulable_pod_is_stalled_when_its_grace_ends_without_any_event(
+    server: Any, cluster: FakeCluster
+) -> None:
+    """No watch event marks the end of the grace period: the controller looks again by itself."""
+    settings = Settings(resync_seconds=3600, unschedulable_grace_seconds=3)
+    async with running_operator(server, settings):
+        await cluster.apply_cr(make_cr("dbm-nonode", NS))
+        job = await one_job(cluster, "dbm-nonode")
+        await cluster.stuck_pod(
+            job, "Unschedulable", "0/3 nodes are available: 3 Insufficient memory", since=0
+        )
+        await settled(cluster, "dbm-nonode", "WaitingForNode")
+        assert true_condition(cluster, "dbm-nonode")[0] == "Reconciling"
+        await eventually(
+            lambda: true_condition(cluster, "dbm-nonode") == ("Stalled", "Unschedulable"),
+            within=10,
+            what="Stalled once the grace is over",
+        )

@@ -30,8 +30,13 @@ class GatingApi(Protocol):
     def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
         """The DatabaseMigration, or None when it does not exist."""
 
-    def list_waiting_pods(self, namespace: str | None, migration: str | None) -> list[dict[str, Any]]:
-        """Pods that opted in (to `migration`, or to any), in `namespace` or in all namespaces."""
+    def list_waiting_pods(
+        self, namespace: str | None, migration: str | None, *, cached: bool = False
+    ) -> list[dict[str, Any]]:
+        """Pods that opted in (to `migration`, or to any), in `namespace` or in all namespaces.
+
+        `cached`: the API server may answer from its watch cache (slightly stale, never from etcd).
+        """
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -88,19 +93,23 @@ class KubeApi:
                 return None
             raise
 
-    def list_waiting_pods(self, namespace: str | None, migration: str | None) -> list[dict[str, Any]]:
+    def list_waiting_pods(
+        self, namespace: str | None, migration: str | None, *, cached: bool = False
+    ) -> list[dict[str, Any]]:
         selector = f"{WAIT_FOR_LABEL}={migration}" if migration else WAIT_FOR_LABEL
         # A gated pod is never scheduled, so it is Pending: the field selector keeps the running
         # opted-in pods (most of them, most of the time) out of every list.
-        pending = "status.phase=Pending"
+        options: dict[str, Any] = {
+            "label_selector": selector,
+            "field_selector": "status.phase=Pending",
+            "_preload_content": False,
+        }
+        if cached:  # resourceVersion=0: any version the watch cache holds will do, no quorum read of etcd
+            options["resource_version"] = "0"
         if namespace is None:
-            response = self.core.list_pod_for_all_namespaces(
-                label_selector=selector, field_selector=pending, _preload_content=False
-            )
+            response = self.core.list_pod_for_all_namespaces(**options)
         else:
-            response = self.core.list_namespaced_pod(
-                namespace, label_selector=selector, field_selector=pending, _preload_content=False
-            )
+            response = self.core.list_namespaced_pod(namespace, **options)
         items: list[dict[str, Any]] = _json(response).get("items") or []
         return items
 
@@ -118,7 +127,7 @@ class KubeApi:
                 name, namespace, patch, _content_type=JSON_PATCH, _preload_content=False
             )
         except ApiException as e:
-            if e.status in (409, 422):
+            if e.status in (404, 409, 422):  # 404: gone since a (cached) list showed it
                 raise Conflict(f"pod {namespace}/{name} changed: HTTP {e.status}") from None
             raise
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -204,7 +205,12 @@ class Releaser:
             return
         pods: list[dict[str, Any]] = []
         for namespace in self.namespaces or (None,):
-            pods.extend(await asyncio.to_thread(self.api.list_waiting_pods, namespace, None))
+            # From the API server's watch cache: this runs every 30 s over the cluster; a pod it misses
+            # now is caught by the next sweep or by its DatabaseMigration's next status change.
+            waiting = await asyncio.to_thread(
+                functools.partial(self.api.list_waiting_pods, namespace, None, cached=True)
+            )
+            pods.extend(waiting)
         groups = group_by_migration(pods)
         seen: set[str] = set()
         for (namespace, name), group in groups.items():
