@@ -27,6 +27,7 @@ NAMESPACED = {
     "events",
     "kopfpeerings",
     "replicasets",
+    "leases",
 }
 
 
@@ -104,9 +105,17 @@ def test_cluster_wide_install_binds_exactly_the_rules_file(render: RenderFn) -> 
 def test_namespaced_install_grants_namespaced_rules_only_in_watched_namespaces(render: RenderFn) -> None:
     rendered = render({"watchNamespaces": ["shop", "billing"]})
     roles = {r["metadata"]["name"]: r for r in rendered.of_kind("ClusterRole")}
-    bindings = rendered.of_kind("RoleBinding")
+    all_bindings = rendered.of_kind("RoleBinding")
+    bindings = [b for b in all_bindings if b["roleRef"]["kind"] == "ClusterRole"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "shop"]
     (main,) = {b["roleRef"]["name"] for b in bindings}
+    # the release namespace gets the leader-election Lease rules only, through a Role of its own
+    (lease_binding,) = [b for b in all_bindings if b["roleRef"]["kind"] == "Role"]
+    assert lease_binding["metadata"]["namespace"] == NAMESPACE
+    lease_role = next(
+        r for r in rendered.of_kind("Role") if r["metadata"]["name"] == lease_binding["roleRef"]["name"]
+    )
+    assert {res for rule in lease_role["rules"] for res in rule["resources"]} == {"leases"}
     assert roles[main]["rules"] == _rules()
     (cluster_binding,) = rendered.of_kind("ClusterRoleBinding")
     cluster_role = roles[cluster_binding["roleRef"]["name"]]
