@@ -24,7 +24,7 @@ test: venv postgres lint
 	$(PY) -m pytest
 
 unit: venv
-	$(PY) -m pytest -m "not e2e and not postgres"
+	$(PY) -m pytest -m "not e2e and not postgres and not realnode"
 
 e2e: venv postgres
 	$(PY) -m pytest -m e2e
