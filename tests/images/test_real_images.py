@@ -69,7 +69,9 @@ class Containerd:
         deadline = time.monotonic() + 30
         while self.ctr("version", check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"containerd did not start: {(base / 'containerd.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"containerd did not start: {(base / 'containerd.log').read_text()[-3000:]}"
+                )
             time.sleep(0.2)
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -128,7 +130,8 @@ def test_every_image_is_built_under_its_ref_with_its_input_hash(images: dict[str
     assert REFS["shop"] == "localhost/dbmigrate/shop-migrations:1.4.2"
     for name, image in images.items():
         assert image.ref == REFS[name]
-        assert image.archive.is_file() and image.digest_key[:20] in image.archive.name
+        assert image.archive.is_file()
+        assert image.digest_key[:20] in image.archive.name
         labels = image_config(image.ref).get("Labels")
         assert isinstance(labels, dict)
         assert labels["dev.dbmigrate.inputs"] == image.digest_key
@@ -244,7 +247,8 @@ def test_pause_image_pauses_and_stops_on_sigterm(containerd: Containerd) -> None
     try:
         deadline = time.monotonic() + 30
         while "RUNNING" not in containerd.ctr("task", "ls").stdout:
-            assert proc.poll() is None and time.monotonic() < deadline
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
             time.sleep(0.2)
         time.sleep(0.5)
         assert proc.poll() is None, "the pause container exited on its own"
