@@ -19,7 +19,7 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
 # the final image): mount your CA bundle over the image's for the build and have uv read it, e.g.
 #   buildah build -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
 #     --build-arg UV_SYSTEM_CERTS=1 --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt ...
-ARG UV_SYSTEM_CERTS
+ARG UV_SYSTEM_CERTS=false
 ARG PIP_CERT
 RUN --mount=type=cache,target=/root/.cache/pip python -m pip install "uv==${UV_VERSION}"
 WORKDIR /src

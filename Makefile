@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 
-.PHONY: k8s-bin cluster-up cluster-down demo demo-stop test lint unit e2e venv postgres bench clean
+.PHONY: images k8s-bin cluster-up cluster-down demo demo-stop test lint unit e2e venv postgres bench clean
 
 venv: .venv/.synced
 .venv/.synced: pyproject.toml uv.lock
@@ -24,7 +24,7 @@ test: venv postgres lint
 	$(PY) -m pytest
 
 unit: venv
-	$(PY) -m pytest -m "not e2e and not postgres"
+	$(PY) -m pytest -m "not e2e and not postgres and not realnode"
 
 e2e: venv postgres
 	$(PY) -m pytest -m e2e
@@ -34,6 +34,9 @@ demo: venv postgres
 
 demo-stop: venv
 	$(PY) -m scripts.demo stop
+
+images: venv
+	$(PY) -m localcluster images
 
 k8s-bin:
 	hack/build-binaries.sh

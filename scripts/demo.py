@@ -350,7 +350,16 @@ def _wait_for_webhook(cluster: Cluster) -> None:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "probe", "namespace": NAMESPACE, "labels": {c.WAIT_FOR_LABEL: "shop-db"}},
-        "spec": {"containers": [{"name": "c", "image": "registry.example.com/probe:1"}]},
+        "spec": {  # meets the restricted Pod Security standard the real-node demo enforces
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.example.com/probe:1",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
     }
 
     def gated() -> bool:
