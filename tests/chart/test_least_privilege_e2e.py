@@ -250,6 +250,39 @@ def test_operator_may_only_create_migration_jobs_as_it_builds_them(
     assert ok, out
 
 
+def test_service_account_allowlist_is_enforced_by_the_api_server_too(
+    cluster: Cluster, install: Install
+) -> None:
+    cluster.helm(
+        "upgrade", install.release, str(CHART), "-n", install.namespace, "--reuse-values",
+        "--set", "job.allowedServiceAccounts={migrator}",
+        "--set", "job.allowedImages={registry.example.com/}",
+    )  # fmt: skip
+    cr = migration(cluster, install.app)
+    deployment = json.loads(
+        cluster.kubectl("get", "deployment", install.fullname, "-n", install.namespace, "-o", "json").stdout
+    )
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DBMIGRATE_ALLOWED_SERVICE_ACCOUNTS"] == "migrator"
+    assert env["DBMIGRATE_ALLOWED_IMAGES"] == "registry.example.com/"
+
+    def create(manifest: dict[str, Any]) -> tuple[bool, str]:
+        return install.as_operator(cluster, "create", "-f", "-", input=json.dumps(manifest))
+
+    refused(
+        create(operator_job(cr, serviceAccountName="admin-sa")), "not in the operator's allowlist (migrator)"
+    )
+    # unset: the namespace's "default"
+    refused(create(operator_job(cr)), "not in the operator's allowlist (migrator)")
+    evil = copy.deepcopy(cr)
+    evil["spec"]["image"] = "evil.example.com/miner:1"
+    refused(
+        create(operator_job(evil, serviceAccountName="migrator")), "allowed prefixes (registry.example.com/)"
+    )
+    ok, out = create(operator_job(cr, serviceAccountName="migrator"))
+    assert ok, out
+
+
 def test_watch_namespaces_bind_the_operators_rights_to_them(cluster: Cluster, install: Install) -> None:
     """A namespaced install: create Jobs and patch Pods inside the watched namespace only, and no
     cluster-wide list or watch of Jobs or Pods (the operator's own watches are per namespace)."""
