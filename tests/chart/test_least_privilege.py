@@ -61,3 +61,34 @@ def test_admission_policy_carries_the_allowlists(
         p for p in plain.of_kind("ValidatingAdmissionPolicy") if p["metadata"]["name"].endswith("-jobs")
     ]
     assert len(policy["spec"]["validations"]) == len(before["spec"]["validations"]) + 1
+
+
+# ------------------------------------------------------------------ NetworkPolicy
+
+
+def test_network_policy_is_off_by_default(render: RenderFn) -> None:
+    assert "NetworkPolicy" not in render().kinds()
+
+
+def test_network_policy_opens_only_the_webhook_and_health_ports(render: RenderFn) -> None:
+    rendered = render({"networkPolicy": {"enabled": True}})
+    policy = rendered.one("NetworkPolicy")
+    for version in ("1.29.0", KUBE_VERSION):
+        kubernetes_validate.validate(policy, version, strict=True)
+    pod_labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    webhook, health = policy["spec"]["ingress"]
+    assert webhook == {"ports": [{"port": 9443, "protocol": "TCP"}]}, "default: any source, that port only"
+    assert health == {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    container = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {p["containerPort"] for p in container["ports"]} == {9443, 8080}, "no other port to open"
+
+
+def test_network_policy_takes_the_webhook_peers_from_values(render: RenderFn) -> None:
+    peers = [{"ipBlock": {"cidr": "10.0.0.0/24"}}, {"namespaceSelector": {"matchLabels": {"team": "ops"}}}]
+    values = {"networkPolicy": {"enabled": True, "webhookFrom": peers, "allowHealthPort": False}}
+    values["webhook"] = {"port": 10250}
+    policy = render(values).one("NetworkPolicy")
+    kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 10250, "protocol": "TCP"}], "from": peers}]

@@ -27,6 +27,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         }
     },
     "no-webhook": {"webhook": {"enabled": False}},
+    "network-policy": {
+        "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
+    },
     "everything-set": {
         "replicaCount": 3,
         "image": {"digest": "sha256:" + "a" * 64},
