@@ -306,18 +306,18 @@ def test_watch_namespaces_bind_the_operators_rights_to_them(cluster: Cluster, in
             "watch jobs": lambda: batch.list_job_for_all_namespaces(watch=True, timeout_seconds=1),
             "list jobs elsewhere": lambda: batch.list_namespaced_job(install.other, limit=1),
         }.items():
-            with pytest.raises(ApiException) as refused:
+            with pytest.raises(ApiException) as denied:
                 call()
-            assert refused.value.status == 403, what
+            assert denied.value.status == 403, what
         # patch a Pod: elsewhere refused by RBAC (kubectl would GET first: the client sends the PATCH alone)
         for where in (install.other, install.app):
             pod = gated_pod(cluster, where)
             patch = remove_gate_patch(pod)
             if where == install.other:
-                with pytest.raises(ApiException) as refused:
+                with pytest.raises(ApiException) as denied:
                     core.patch_namespaced_pod("app", where, patch)
-                assert refused.value.status == 403
-                message = json.loads(refused.value.body)["message"]
+                assert denied.value.status == 403
+                message = json.loads(denied.value.body)["message"]
                 assert f'{user} patch resource "pods"' in message, message
             else:
                 core.patch_namespaced_pod("app", where, patch)
