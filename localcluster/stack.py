@@ -31,6 +31,8 @@ from localcluster.binaries import REPO
 CRD = REPO / "crds" / "databasemigrations.dbmigrate.dev.yaml"
 RBAC_RULES = REPO / "charts" / "dbmigrate-operator" / "files" / "rbac-rules.yaml"
 PEERING_CRDS = REPO / "charts" / "dbmigrate-operator" / "crds" / "kopf-peering.yaml"
+CHART = REPO / "charts" / "dbmigrate-operator"
+VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 SHOP = REPO / "examples" / "shop"
 EXAMPLE = REPO / "examples" / "databasemigration.yaml"
 VENV_BIN = REPO / ".venv" / "bin"
@@ -82,7 +84,8 @@ def install_operator_identity(
     *,
     expiration_seconds: int = 6 * 3600,
 ) -> Path:
-    """The chart's identity: a ServiceAccount bound to a ClusterRole with exactly rbac-rules.yaml.
+    """The chart's identity: a ServiceAccount bound to a ClusterRole with exactly rbac-rules.yaml, held
+    to what the operator does by the chart's ValidatingAdmissionPolicies (where the API server has them).
 
     Returns a kubeconfig holding a token of that ServiceAccount (no admin, no client certificate).
     """
@@ -105,10 +108,46 @@ def install_operator_identity(
         },
     ):
         cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    install_admission_policy(cluster, namespace, service_account, role)
     path: Path = cluster.service_account_kubeconfig(
         namespace, service_account, expiration_seconds=expiration_seconds
     )
     return path
+
+
+def install_admission_policy(cluster: Cluster, namespace: str, service_account: str, name: str) -> bool:
+    """The chart's ValidatingAdmissionPolicies for this ServiceAccount, rendered by helm as the chart
+    does; waits until the API server enforces them. False (nothing installed) before Kubernetes 1.30."""
+    if cluster.kubectl("get", "validatingadmissionpolicies", check=False).returncode != 0:
+        return False
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    rendered = cluster.helm(
+        "template", "dbm", str(CHART), "--namespace", namespace, "--kube-version", version,
+        "--api-versions", VAP_API, "--show-only", "templates/admission-policy.yaml",
+        "--set", "serviceAccount.create=false", "--set", f"serviceAccount.name={service_account}",
+        "--set", f"fullnameOverride={name}",
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=rendered)
+    probe = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "admission-probe", "namespace": namespace},
+        "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "x", "image": "x:1"}]}}
+        },
+    }
+    as_it = ["--as", f"system:serviceaccount:{namespace}:{service_account}"]
+    wait_for(
+        lambda: (
+            "denied request"
+            in cluster.kubectl(
+                "create", "--dry-run=server", "-f", "-", *as_it, input=json.dumps(probe), check=False
+            ).stderr
+        ),
+        60,
+        "the chart's admission policy to be enforced",
+    )
+    return True
 
 
 def install_peering(cluster: Cluster, name: str) -> str:

@@ -562,6 +562,30 @@ def validate(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def not_allowed(spec: dict[str, Any], settings: Settings) -> Verdict | None:
+    """The operator's allowlists (chart values job.allowedServiceAccounts / job.allowedImages): whoever
+    may create a DatabaseMigration could otherwise run any image as any ServiceAccount of its namespace."""
+    job = spec.get("job") or {}
+    account = str(job.get("serviceAccountName") or "")
+    allowed = settings.allowed_service_accounts
+    if allowed and (account or "default") not in allowed:
+        named = f'"{account}"' if account else 'unset (the namespace\'s "default")'
+        return stalled(
+            Reason.SERVICE_ACCOUNT_NOT_ALLOWED,
+            f"spec.job.serviceAccountName {named} is not in the operator's allowlist "
+            f"({', '.join(allowed)}); ask your platform team. No Job is created.",
+        )
+    image = str(spec.get("image") or "")
+    prefixes = settings.allowed_images
+    if prefixes and not image.startswith(prefixes):
+        return stalled(
+            Reason.IMAGE_NOT_ALLOWED,
+            f'spec.image "{image}" does not start with one of the operator\'s allowed prefixes '
+            f"({', '.join(prefixes)}); ask your platform team. No Job is created.",
+        )
+    return None
+
+
 def _last_run(job: dict[str, Any], result: Result | None, settings: Settings) -> dict[str, Any]:
     meta = job.get("metadata") or {}
     jspec = job.get("spec") or {}
@@ -738,6 +762,9 @@ def decide(
                 Reason.REPLACING_JOB, f"re-running {desired_name}: a newer run happened since it ran"
             ),
         )
+    elif (refused := not_allowed(spec, settings)) is not None:
+        # Checked before a Job is made, never against a run already made: a Ready resource stays Ready.
+        phase, verdict = Phase.FAILED, refused
     else:
         target = str(spec.get("target") or "")
         downgrade = is_downgrade(target, current_by_app(new))

@@ -26,6 +26,11 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks dropped."""
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     # Every DatabaseMigration is re-checked this often even without any event (a missed watch
@@ -58,11 +63,17 @@ class Settings:
     message_chars: int = 1024
     # The runner's executable inside migration images (built FROM the migrations base image).
     runner_command: tuple[str, ...] = ("dbmigrate-runner",)
+    # Whoever may create a DatabaseMigration may otherwise run a Pod with any image and any
+    # ServiceAccount of its namespace. ServiceAccounts spec.job.serviceAccountName may name (unset
+    # counts as "default"); empty = any.
+    allowed_service_accounts: tuple[str, ...] = ()
+    # Prefixes spec.image must start with; empty = any.
+    allowed_images: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        namespaces = tuple(n.strip() for n in env.get("DBMIGRATE_NAMESPACES", "").split(",") if n.strip())
+        namespaces = _list(env, "DBMIGRATE_NAMESPACES")
         liveness = env.get("DBMIGRATE_LIVENESS_ENDPOINT")
         return cls(
             resync_seconds=_number(env, "DBMIGRATE_RESYNC_SECONDS", cls.resync_seconds, 5),
@@ -84,4 +95,6 @@ class Settings:
             applied_versions_cap=int(
                 _number(env, "DBMIGRATE_APPLIED_VERSIONS_CAP", cls.applied_versions_cap, 1)
             ),
+            allowed_service_accounts=_list(env, "DBMIGRATE_ALLOWED_SERVICE_ACCOUNTS"),
+            allowed_images=_list(env, "DBMIGRATE_ALLOWED_IMAGES"),
         )

@@ -40,6 +40,8 @@ class Reason(enum.StrEnum):
     JOB_FAILED = "JobFailed"
     JOB_CREATE_FAILED = "JobCreateFailed"
     POD_CREATE_FAILED = "PodCreateFailed"
+    SERVICE_ACCOUNT_NOT_ALLOWED = "ServiceAccountNotAllowed"
+    IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 
 
 OUTCOME_REASONS: dict[Outcome, Reason] = {

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "dbmigrate-operator"
 KUBE_VERSION = "1.34.4"
 RELEASE = "dbm"
+# What an API server that serves ValidatingAdmissionPolicy (GA since 1.30) tells helm.
+VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 NAMESPACE = "dbmigrate-system"
 
 
@@ -78,7 +80,13 @@ def helm(helm_bin: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedPr
 def render(helm_bin: Path, tmp_path: Path) -> RenderFn:
     """`helm template` the chart (CRDs included) with extra values; fails the test on a helm error."""
 
-    def run(values: dict[str, Any] | None = None, *sets: str, namespace: str = NAMESPACE) -> Rendered:
+    def run(
+        values: dict[str, Any] | None = None,
+        *sets: str,
+        namespace: str = NAMESPACE,
+        api_versions: tuple[str, ...] = (),
+    ) -> Rendered:
+        """`api_versions`: what a live API server would tell helm it serves (`--api-versions`)."""
         done = subprocess.run(
             [
                 str(helm_bin),
@@ -90,6 +98,7 @@ def render(helm_bin: Path, tmp_path: Path) -> RenderFn:
                 "--kube-version",
                 KUBE_VERSION,
                 "--include-crds",
+                *(arg for version in api_versions for arg in ("--api-versions", version)),
                 *helm_args(values, list(sets), tmp_path),
             ],
             capture_output=True,

@@ -27,6 +27,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         }
     },
     "no-webhook": {"webhook": {"enabled": False}},
+    "network-policy": {
+        "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
+    },
     "everything-set": {
         "replicaCount": 3,
         "image": {"digest": "sha256:" + "a" * 64},
@@ -53,6 +56,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "excludedNamespaces": ["kube-system", "ops"],
         },
         "podDisruptionBudget": {"minAvailable": 2},
+        "job": {"allowedServiceAccounts": ["migrator", "default"], "allowedImages": ["reg.example/m/"]},
     },
 }
 # Kinds that are not built into Kubernetes: checked by their own CRDs (ours, kopf's) or by cert-manager.
@@ -418,6 +422,9 @@ def test_operator_parses_the_settings_the_chart_gives_it(render: RenderFn, scena
     assert settings.liveness_endpoint == "http://0.0.0.0:8080/healthz"
     assert settings.log_format == "json"
     assert settings.resync_seconds == 300
+    job = values.get("job", {})
+    assert settings.allowed_service_accounts == tuple(job.get("allowedServiceAccounts", ()))
+    assert settings.allowed_images == tuple(job.get("allowedImages", ()))
     if values.get("webhook", {}).get("enabled", True):
         webhook = WebhookSettings.from_env(env)
         assert webhook.operator_namespace == NAMESPACE

@@ -62,8 +62,9 @@ sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 class Operator:
     """kopf in its own thread and event loop, as the operator ServiceAccount."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, settings: Settings | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.settings = settings or Settings(resync_seconds=10, unschedulable_grace_seconds=5)
         self.config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=self.config)
         self.stop_flag = threading.Event()
@@ -72,7 +73,7 @@ class Operator:
 
     def _run(self) -> None:
         registry = kopf.OperatorRegistry()
-        register(registry, Settings(resync_seconds=10, unschedulable_grace_seconds=5), api_config=self.config)
+        register(registry, self.settings, api_config=self.config)
         cfg = self.config
         token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
 
@@ -136,6 +137,32 @@ def secret(cluster: Any, namespace: str) -> None:
         namespace,
         "--from-literal=url=postgres://shop:not-a-real-password@db.invalid:5432/shop",
     )
+
+
+def test_service_account_outside_the_allowlist_is_stalled_and_gets_no_job(
+    cluster: Any, namespace: str, operator_kubeconfig: Path
+) -> None:
+    settings = Settings(resync_seconds=10, allowed_service_accounts=("migrator",))
+    with Operator(operator_kubeconfig, settings):
+        apply_cr(cluster, namespace, "refused", job={"serviceAccountName": "admin-sa"})
+        apply_cr(cluster, namespace, "allowed", job={"serviceAccountName": "migrator"})
+        wait_for(
+            lambda: true_condition(cluster, namespace, "refused") == (c.STALLED, "ServiceAccountNotAllowed"),
+            60,
+            "the refused resource to be Stalled",
+        )
+        refused = condition(cluster, namespace, "refused", c.STALLED)
+        assert '"admin-sa" is not in the operator\'s allowlist (migrator)' in refused["message"]
+        wait_for(lambda: jobs_of(cluster, namespace, "allowed"), 60, "the allowed resource's Job")
+        assert jobs_of(cluster, namespace, "refused") == []
+        wait_for(
+            lambda: (
+                [e["reason"] for e in events_of(cluster, namespace, "refused") if e["type"] == "Warning"]
+                == ["ServiceAccountNotAllowed"]
+            ),
+            30,
+            "the Warning event",
+        )
 
 
 def test_run_applies_and_a_spec_change_runs_again(cluster: Any, namespace: str, operator: Operator) -> None:

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from dbmigrate_operator.jobs import build_job, run_hash
 from dbmigrate_operator.kube import Kube, StaleObject
 from dbmigrate_operator.leadership import LeaseConfig, LeaseElector
+from dbmigrate_operator.settings import Settings
 from localcluster.stack import (
     OperatorProcess,
     install_crd,
@@ -45,19 +47,17 @@ def kube(cluster: Any, identity: Path) -> Kube:
     return Kube(cluster.api_client(identity))
 
 
-def suspended_job(namespace: str, name: str) -> dict[str, Any]:
-    """A Job that never makes a Pod (suspended): enough to test who may delete it."""
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"dbmigrate.dev/migration": "x"}},
-        "spec": {
-            "suspend": True,
-            "template": {
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}
-            },
-        },
-    }
+def suspended_job(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    """A migration Job as the operator builds it (the chart's admission policy refuses any other from
+    its identity), owned by a real DatabaseMigration, suspended: it never makes a Pod."""
+    cr = make_cr("x", namespace)
+    del cr["metadata"]["uid"], cr["metadata"]["generation"]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(cr))
+    cr = json.loads(cluster.kubectl("get", "dbm", "x", "-n", namespace, "-o", "json").stdout)
+    job = build_job(cr, hash_=run_hash(cr), command="upgrade", settings=Settings())
+    job["metadata"]["name"] = name
+    job["spec"]["suspend"] = True
+    return job
 
 
 def job_uid(cluster: Any, namespace: str, name: str) -> str:
@@ -68,11 +68,11 @@ def job_uid(cluster: Any, namespace: str, name: str) -> str:
 def test_a_delete_with_a_stale_uid_leaves_the_namesake_alone(
     cluster: Any, namespace: str, kube: Kube
 ) -> None:
-    assert kube.create_job(namespace, suspended_job(namespace, "run-a"))
+    assert kube.create_job(namespace, suspended_job(cluster, namespace, "run-a"))
     first = job_uid(cluster, namespace, "run-a")
     assert kube.delete_job(namespace, "run-a", first)
     cluster.kubectl("wait", "--for=delete", "job/run-a", "-n", namespace, "--timeout=30s")
-    assert kube.create_job(namespace, suspended_job(namespace, "run-a"))
+    assert kube.create_job(namespace, suspended_job(cluster, namespace, "run-a"))
     second = job_uid(cluster, namespace, "run-a")
     assert not kube.delete_job(namespace, "run-a", first)  # 409: precondition failed
     assert job_uid(cluster, namespace, "run-a") == second

@@ -834,6 +834,72 @@ def test_invalid_spec_is_stalled_without_a_job() -> None:
     assert cond(plan, c.STALLED)["reason"] == "InvalidSpec"
 
 
+ALLOWLISTED = Settings(
+    allowed_service_accounts=("migrator", "default"), allowed_images=("registry.example.com/",)
+)
+
+
+def test_service_account_outside_the_allowlist_is_stalled_without_a_job() -> None:
+    cr = make_cr(job={"serviceAccountName": "cluster-admin-sa"})
+    plan = decide(cr, [], [], T0, ALLOWLISTED)
+    assert plan.of(CreateJob) == []
+    stalled_ = cond(plan, c.STALLED)
+    assert stalled_["status"] == "True"
+    assert stalled_["reason"] == "ServiceAccountNotAllowed"
+    assert stalled_["message"].startswith(
+        'spec.job.serviceAccountName "cluster-admin-sa" is not in the operator\'s allowlist '
+        "(migrator, default); ask your platform team"
+    )
+    assert plan.status["phase"] == "Failed"
+    (warning,) = [e for e in plan.of(EmitEvent) if e.type == "Warning"]
+    assert warning.reason == "ServiceAccountNotAllowed"
+    # idempotent: the second pass asks for nothing
+    again = decide(apply(cr, plan), [], [], T0 + timedelta(seconds=30), ALLOWLISTED)
+    assert again.actions == []
+
+
+def test_unset_service_account_counts_as_default() -> None:
+    only = Settings(allowed_service_accounts=("migrator",))
+    plan = decide(make_cr(), [], [], T0, only)
+    assert plan.of(CreateJob) == []
+    assert 'unset (the namespace\'s "default")' in cond(plan, c.STALLED)["message"]
+    assert len(decide(make_cr(), [], [], T0, ALLOWLISTED).of(CreateJob)) == 1
+
+
+def test_allowed_service_account_and_image_run() -> None:
+    cr = make_cr(job={"serviceAccountName": "migrator"})
+    (create,) = decide(cr, [], [], T0, ALLOWLISTED).of(CreateJob)
+    assert create.manifest["spec"]["template"]["spec"]["serviceAccountName"] == "migrator"
+    assert len(decide(cr, [], [], T0, S).of(CreateJob)) == 1, "empty allowlists allow anything"
+
+
+def test_image_outside_the_allowed_prefixes_is_stalled_without_a_job() -> None:
+    cr = make_cr(image="evil.example.com/miner:1")
+    plan = decide(cr, [], [], T0, ALLOWLISTED)
+    assert plan.of(CreateJob) == []
+    assert cond(plan, c.STALLED)["reason"] == "ImageNotAllowed"
+    assert "registry.example.com/" in cond(plan, c.STALLED)["message"]
+
+
+def test_allowlist_never_unsettles_a_finished_run() -> None:
+    """A run made before the allowlist changed keeps its verdict; only new runs are refused."""
+    cr = make_cr(job={"serviceAccountName": "old-sa"})
+    end = T0 + timedelta(seconds=20)
+    done = completed(first_job(cr), end)
+    pods = [terminated_pod(done, 0, success_report([V1]), end)]
+    cr, _ = settle(cr, [done], pods, now=end)
+    plan = decide(cr, [done], pods, end + timedelta(minutes=5), ALLOWLISTED)
+    assert cond(plan, c.READY)["status"] == "True"
+    assert plan.of(CreateJob) == []
+
+
+def test_allowlists_come_from_the_environment() -> None:
+    env = {"DBMIGRATE_ALLOWED_SERVICE_ACCOUNTS": " migrator, ,default ", "DBMIGRATE_ALLOWED_IMAGES": "a/,b:"}
+    settings = Settings.from_env(env)
+    assert settings.allowed_service_accounts == ("migrator", "default")
+    assert settings.allowed_images == ("a/", "b:")
+
+
 def test_history_keeps_the_newest_finished_jobs() -> None:
     cr = make_cr(historyLimit=2)
     jobs, pods = [], []
