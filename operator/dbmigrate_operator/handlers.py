@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
-from dbmigrate_operator import watching
+from dbmigrate_operator import metrics, watching
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
 from dbmigrate_operator.reconcile import (
     CreateJob,
@@ -146,7 +146,8 @@ class Controller:
         async with slot.lock:
             slot.queued = False
             try:
-                await self._reconcile(namespace, name)
+                with metrics.reconcile_pass():
+                    await self._reconcile(namespace, name)
             except asyncio.CancelledError:
                 raise
             except lead.NotActive:
@@ -177,6 +178,7 @@ class Controller:
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
             self.forget(namespace, name)
             return  # its Jobs go with it (ownerReferences); the database is never touched
+        metrics.status_seen(namespace, name, cr.get("status") or {})
         jobs, pods = await asyncio.gather(
             asyncio.to_thread(kube.list_jobs, namespace, name),
             asyncio.to_thread(kube.list_pods, namespace, name),
@@ -249,6 +251,7 @@ class Controller:
         await asyncio.to_thread(
             self.kube.patch_status, namespace, name, patch, str(meta.get("resourceVersion") or "")
         )
+        metrics.status_written(namespace, name, cr.get("status") or {}, status)
         if "phase" in patch or "conditions" in patch:
             true: dict[str, Any] = next(
                 (x for x in status.get("conditions", []) if x["status"] == "True"), {}
@@ -314,6 +317,7 @@ class Controller:
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
+        metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
         slot = self._slots.get((namespace, name))
@@ -334,6 +338,7 @@ async def _owned_event(
     controller: Controller, kind: str, labels: Mapping[str, str], name: str, namespace: str | None
 ) -> None:
     """A watch event about one of our Jobs or Pods: reconcile its DatabaseMigration."""
+    metrics.watch_event(f"{kind}s")
     migration = watching.migration_of(labels)
     logger.debug("watch event %s=%s/%s migration=%s", kind, namespace, name, migration)
     if namespace is None or migration is None:
@@ -362,6 +367,7 @@ def register(
 
     @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-migration")
     async def on_migration(type: str, name: str, namespace: str | None, **_: Any) -> None:
+        metrics.watch_event(c.PLURAL)
         if namespace is None:
             return
         if type == "DELETED":

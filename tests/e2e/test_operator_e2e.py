@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,41 @@ def test_standalone_operator_reacts(e2e: E2E) -> None:
             standalone.stop()
     finally:
         e2e.op.start()
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text exposition → {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_the_run_with_its_outcome(e2e: E2E) -> None:
+    """/metrics of the operator process, on its own port, after a real run through the node agent."""
+    succeeded = ("dbmigrate_runs_total", frozenset({("outcome", "Succeeded"), ("reason", "Applied")}))
+    before = samples(e2e.op.metrics())
+    e2e.apply_example()
+    status = e2e.wait_ready()
+
+    after = samples(e2e.op.metrics())
+    assert after[succeeded] == before.get(succeeded, 0) + 1
+    duration = ("dbmigrate_run_duration_seconds_count", frozenset({("outcome", "Succeeded")}))
+    assert after[duration] == before.get(duration, 0) + 1
+    completed = datetime.fromisoformat(status["lastRun"]["completedAt"].replace("Z", "+00:00"))
+    last = ("dbmigrate_last_success_timestamp_seconds", frozenset({("namespace", e2e.ns), ("name", NAME)}))
+    assert after[last] == completed.timestamp()
+    assert after[("dbmigrate_reconcile_total", frozenset())] > before.get(
+        ("dbmigrate_reconcile_total", frozenset()), 0
+    )
+    assert after[("dbmigrate_watch_events_total", frozenset({("resource", "jobs")}))] > 0
+    # bounded cardinality: no Job or Pod name anywhere in the exposition
+    job = status["lastRun"]["job"]
+    assert job not in e2e.op.metrics()
+
+    # the DatabaseMigration deleted: its series goes with it
+    e2e.cluster.kubectl("delete", "dbm", NAME, "-n", e2e.ns, "--wait=true")
+    e2e.wait(lambda: last not in samples(e2e.op.metrics()), "the last-success series removed")
