@@ -146,7 +146,7 @@ class Controller:
         async with slot.lock:
             slot.queued = False
             try:
-                with metrics.reconcile_pass():
+                with metrics.reconcile_pass(benign=(lead.NotActive,)):  # losing the Lease is no error
                     await self._reconcile(namespace, name)
             except asyncio.CancelledError:
                 raise

@@ -74,12 +74,14 @@ def serve(port: int, addr: str = "0.0.0.0") -> bool:
 
 
 @contextmanager
-def reconcile_pass() -> Iterator[None]:
-    """Count and time one reconcile pass; an exception counts as an error (and is re-raised)."""
+def reconcile_pass(benign: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Count and time one reconcile pass; an exception counts as an error unless ``benign`` (re-raised)."""
     RECONCILES.inc()
     start = time.monotonic()
     try:
         yield
+    except benign:
+        raise
     except Exception:
         RECONCILE_ERRORS.inc()
         raise

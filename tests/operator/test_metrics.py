@@ -70,7 +70,9 @@ def test_reconcile_pass_counts_errors_and_time() -> None:
         pass
     with pytest.raises(RuntimeError), metrics.reconcile_pass():
         raise RuntimeError("boom")
-    assert value("dbmigrate_reconcile_total") == total + 2
+    with pytest.raises(LookupError), metrics.reconcile_pass(benign=(LookupError,)):
+        raise KeyError("not an error of the pass")
+    assert value("dbmigrate_reconcile_total") == total + 3
     assert value("dbmigrate_reconcile_errors_total") == errors + 1
 
 
