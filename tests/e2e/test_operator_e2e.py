@@ -207,6 +207,11 @@ def test_new_image_runs_again_keeps_history_and_deletion_leaves_the_database(e2e
 
 
 def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> None:
+    failed = (
+        "dbmigrate_runs_total",
+        frozenset({("outcome", "MigrationFailed"), ("reason", "MigrationFailed")}),
+    )
+    counted = samples(e2e.op.metrics()).get(failed, 0)
     broken = stack.shop_copy(e2e.tmp / "shop-broken", aerich={BROKEN.name: BROKEN.read_text()})
     e2e.apply_example(image=e2e.image(broken))
     e2e.wait(lambda: e2e.condition() == ("Stalled", "MigrationFailed"), "Stalled/MigrationFailed")
@@ -215,6 +220,7 @@ def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> Non
     stalled = stack.condition(e2e.cluster, e2e.ns, NAME, "Stalled")
     assert 'relation "no_such_table" does not exist' in stalled["message"]
     assert status["phase"] == "Failed"
+    assert samples(e2e.op.metrics())[failed] == counted + 1  # the run, counted with its outcome
     assert status["lastRun"]["outcome"] == Outcome.MIGRATION_FAILED
     good = [("models", v) for v in stack.shop_versions()]
     assert e2e.tracking() == good  # earlier versions applied and intact, the broken one left nothing
@@ -240,6 +246,7 @@ def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> Non
     time.sleep(5)  # the Pod deletion event and a reconcile or two
     assert e2e.condition() == ("Stalled", "MigrationFailed")
     assert "no_such_table" in stack.condition(e2e.cluster, e2e.ns, NAME, "Stalled")["message"]
+    assert samples(e2e.op.metrics())[failed] == counted + 1  # re-reading the same run counts nothing
 
 
 def test_missing_secret_is_reported_at_once_and_clears_when_it_arrives(e2e: E2E) -> None:
