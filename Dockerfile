@@ -42,5 +42,5 @@ ENV PATH=/opt/venv/bin:${PATH} \
 WORKDIR /tmp
 USER 65532:65532
 # 8080: kopf liveness/readiness (/healthz); 9443: admission webhook (TLS); 8000: metrics (optional)
-EXPOSE 8080 9443
+EXPOSE 8080 9443 8000
 ENTRYPOINT ["dbmigrate-operator"]

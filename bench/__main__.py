@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import applyn, cluster_figures, noop
+from bench import applyn, cluster_figures, lifecycle, noop
 from bench.context import Context
 from bench.core import REPO, FigureResult, load, machine
 from bench.report import console_table, record_docs, write_json
@@ -27,6 +27,7 @@ FIGURES: dict[str, Callable[[Context], FigureResult]] = {
     "react": cluster_figures.react,
     "scale": cluster_figures.scale,
     "webhook": cluster_figures.webhook,
+    "lifecycle": lifecycle.run,
 }
 
 

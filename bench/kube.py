@@ -1,4 +1,4 @@
-"""The operator on the real local control plane, for figures 3-5: setup, watches, metrics.
+"""The operator on the real local control plane, for figures 3-6: setup, watches, metrics.
 
 The operator runs as its real console script (``dbmigrate-operator``) under a ServiceAccount of
 its own. A FlowSchema that matches only that ServiceAccount makes the API server count the
@@ -65,6 +65,13 @@ class Operator:
     log: Path
     resync_seconds: float
     verbose: bool
+    metrics_port: int = 0
+
+    def metric(self, name: str, match: dict[str, str] | None = None) -> float:
+        """A sum over the operator's own Prometheus series (its metrics port)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return metric_sum(resp.read().decode(), name, match or {})
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -339,7 +346,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
     # resync pass and show the timer's per-CR rate (the loop sleeps a full period when idle).
     resync = float(ctx.options.get("resync_seconds") or 60)
     log = ctx.scratch / f"operator-{'verbose' if verbose else 'quiet'}.log"
-    webhook_port, health_port = _free_port(), _free_port()
+    webhook_port, health_port, metrics_port = _free_port(), _free_port(), _free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -349,6 +356,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
         "DBMIGRATE_WEBHOOK_REGISTER": "true",
         "DBMIGRATE_WEBHOOK_LISTEN_HOST": "127.0.0.1",
         "DBMIGRATE_WEBHOOK_PORT": str(webhook_port),
+        "DBMIGRATE_METRICS_PORT": str(metrics_port),
         "DBMIGRATE_OPERATOR_NAMESPACE": OPERATOR_NS,
         "DBMIGRATE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health_port}/healthz",
         "DBMIGRATE_VERBOSE": "true" if verbose else "false",
@@ -379,7 +387,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
         60,
         "the webhook configuration pointing at this operator",
     )
-    return Operator(proc, log, resync, verbose)
+    return Operator(proc, log, resync, verbose, metrics_port)
 
 
 def _die_with_parent() -> None:

@@ -53,13 +53,25 @@ ADMISSION_PLUGINS = ",".join(
 )
 
 
-# Who wrote what: every write request, its user and its object, never bodies; reads are not logged.
+# Who wrote what: every write request, its user and its object, never bodies. Reads are logged only
+# for lists and watches of Pods and Jobs (who asked, with which requestURI: its selectors), which is
+# what proves a client's watches are filtered by the API server; a watch is logged when it starts.
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+READ_VERBS = ("list", "watch")
+PODS_AND_JOBS = [{"group": "", "resources": ["pods"]}, {"group": "batch", "resources": ["jobs"]}]
 AUDIT_POLICY: dict[str, Any] = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
-    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "omitStages": ["RequestReceived"],
     "rules": [
-        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "Metadata", "verbs": list(WRITE_VERBS), "omitStages": ["ResponseStarted"]},
+        {
+            "level": "Metadata",
+            "verbs": ["watch"],
+            "resources": PODS_AND_JOBS,
+            "omitStages": ["ResponseComplete"],
+        },
+        {"level": "Metadata", "verbs": ["list"], "resources": PODS_AND_JOBS},
         {"level": "None"},
     ],
 }
@@ -112,11 +124,10 @@ class Cluster:
 
     @property
     def audit_log(self) -> Path:
-        """The API server's audit log: one JSON line per write request (see AUDIT_POLICY)."""
+        """The API server's audit log: one JSON line per write, and per list/watch of Pods and Jobs."""
         return self.data_dir / "audit.log"
 
-    def audited_writes(self) -> list[dict[str, Any]]:
-        """The audit events so far (writes only: create, update, patch, delete), oldest first."""
+    def _audit_events(self) -> list[dict[str, Any]]:
         if not self.audit_log.exists():
             return []
         events = []
@@ -124,6 +135,14 @@ class Cluster:
             with contextlib.suppress(ValueError):  # the line being written right now
                 events.append(json.loads(line))
         return events
+
+    def audited_writes(self) -> list[dict[str, Any]]:
+        """The audit events so far (writes only: create, update, patch, delete), oldest first."""
+        return [e for e in self._audit_events() if e.get("verb") in WRITE_VERBS]
+
+    def audited_reads(self) -> list[dict[str, Any]]:
+        """Lists and watches of Pods and Jobs so far (user, verb, objectRef, requestURI), oldest first."""
+        return [e for e in self._audit_events() if e.get("verb") in READ_VERBS]
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: our kubectl/helm first on PATH, KUBECONFIG set."""

@@ -261,6 +261,7 @@ class OperatorProcess:
     starts: int = 0
     health_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def environment(self) -> dict[str, str]:
@@ -275,6 +276,7 @@ class OperatorProcess:
                 "DBMIGRATE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.health_port}/healthz",
                 "DBMIGRATE_WEBHOOK_LISTEN_HOST": "127.0.0.1",
                 "DBMIGRATE_WEBHOOK_PORT": str(self.webhook_port),
+                "DBMIGRATE_METRICS_PORT": str(self.metrics_port),
                 "DBMIGRATE_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
                 "DBMIGRATE_LOG_FORMAT": "plain",
                 "PYTHONUNBUFFERED": "1",
@@ -324,6 +326,11 @@ class OperatorProcess:
                 return bool(r.status == 200)
         except OSError:
             return False
+
+    def metrics(self) -> str:
+        """The operator's Prometheus exposition (text format), scraped from its metrics port."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""

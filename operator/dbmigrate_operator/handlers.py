@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
+from dbmigrate_operator import metrics, watching
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
 from dbmigrate_operator.reconcile import (
     CreateJob,
@@ -38,7 +39,6 @@ from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 
 logger = logging.getLogger("dbmigrate_operator")
 STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
-OUR_LABELS: dict[str, Any] = {c.MANAGED_BY_LABEL: c.MANAGED_BY, c.MIGRATION_LABEL: kopf.PRESENT}
 
 
 @dataclass
@@ -146,7 +146,8 @@ class Controller:
         async with slot.lock:
             slot.queued = False
             try:
-                await self._reconcile(namespace, name)
+                with metrics.reconcile_pass(benign=(lead.NotActive,)):  # losing the Lease is no error
+                    await self._reconcile(namespace, name)
             except asyncio.CancelledError:
                 raise
             except lead.NotActive:
@@ -177,6 +178,7 @@ class Controller:
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
             self.forget(namespace, name)
             return  # its Jobs go with it (ownerReferences); the database is never touched
+        metrics.status_seen(namespace, name, cr.get("status") or {})
         jobs, pods = await asyncio.gather(
             asyncio.to_thread(kube.list_jobs, namespace, name),
             asyncio.to_thread(kube.list_pods, namespace, name),
@@ -249,6 +251,7 @@ class Controller:
         await asyncio.to_thread(
             self.kube.patch_status, namespace, name, patch, str(meta.get("resourceVersion") or "")
         )
+        metrics.status_written(namespace, name, cr.get("status") or {}, status)
         if "phase" in patch or "conditions" in patch:
             true: dict[str, Any] = next(
                 (x for x in status.get("conditions", []) if x["status"] == "True"), {}
@@ -314,6 +317,7 @@ class Controller:
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
+        metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
         slot = self._slots.get((namespace, name))
@@ -330,6 +334,18 @@ def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
     return None
 
 
+async def _owned_event(
+    controller: Controller, kind: str, labels: Mapping[str, str], name: str, namespace: str | None
+) -> None:
+    """A watch event about one of our Jobs or Pods: reconcile its DatabaseMigration."""
+    metrics.watch_event(f"{kind}s")
+    migration = watching.migration_of(labels)
+    logger.debug("watch event %s=%s/%s migration=%s", kind, namespace, name, migration)
+    if namespace is None or migration is None:
+        return
+    await controller.reconcile(namespace, migration)
+
+
 def register(
     registry: kopf.OperatorRegistry,
     settings: Settings,
@@ -342,6 +358,7 @@ def register(
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Our own Events are explicit; kopf's log lines become Events only when they are warnings.
         settings.posting.level = logging.WARNING
+        watching.configure(settings)  # server-side selectors on every Job/Pod list and watch
         await controller.start()
 
     @kopf.on.cleanup(registry=registry, id="dbmigrate-stop")
@@ -350,6 +367,7 @@ def register(
 
     @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-migration")
     async def on_migration(type: str, name: str, namespace: str | None, **_: Any) -> None:
+        metrics.watch_event(c.PLURAL)
         if namespace is None:
             return
         if type == "DELETED":
@@ -358,15 +376,15 @@ def register(
         controller.remember(namespace, name)
         await controller.reconcile(namespace, name)
 
-    @kopf.on.event("batch", "v1", "jobs", labels=OUR_LABELS, registry=registry, id="dbmigrate-job")
-    async def on_job(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-        if namespace is not None:
-            await controller.reconcile(namespace, labels[c.MIGRATION_LABEL])
+    # No client-side ``labels=`` filter: the API server selects (watching.configure), so every event
+    # kopf receives is one of ours; an event that is not is logged, never reconciled.
+    @kopf.on.event("batch", "v1", "jobs", registry=registry, id="dbmigrate-job")
+    async def on_job(labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
+        await _owned_event(controller, "job", labels, name, namespace)
 
-    @kopf.on.event("", "v1", "pods", labels=OUR_LABELS, registry=registry, id="dbmigrate-pod")
-    async def on_pod(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-        if namespace is not None:
-            await controller.reconcile(namespace, labels[c.MIGRATION_LABEL])
+    @kopf.on.event("", "v1", "pods", registry=registry, id="dbmigrate-pod")
+    async def on_pod(labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
+        await _owned_event(controller, "pod", labels, name, namespace)
 
     return controller
 

@@ -31,6 +31,13 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default, 0)
+    if value != int(value) or value > 65535:
+        raise ValueError(f"{name} must be a port number (0 disables), got {env.get(name)!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     # Every DatabaseMigration is re-checked this often even without any event (a missed watch
@@ -46,6 +53,8 @@ class Settings:
     # leaseDurationSeconds: a killed active replica is replaced after this long.
     lease_seconds: float = 15.0
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    # Prometheus metrics (/metrics) on a port of their own; 0 disables them.
+    metrics_port: int = 8000
     log_format: str = "full"  # kopf's: plain | full | json
     verbose: bool = False
     # Used when a CR leaves spec.historyLimit / spec.job.* unset (the CRD defaults them too).
@@ -87,6 +96,7 @@ class Settings:
             lease_namespace=env.get("DBMIGRATE_OPERATOR_NAMESPACE", "").strip(),
             lease_seconds=_number(env, "DBMIGRATE_LEASE_SECONDS", cls.lease_seconds, 3),
             liveness_endpoint=cls.liveness_endpoint if liveness is None else (liveness.strip() or None),
+            metrics_port=_port(env, "DBMIGRATE_METRICS_PORT", cls.metrics_port),
             log_format=(env.get("DBMIGRATE_LOG_FORMAT", "").strip().lower() or cls.log_format),
             verbose=_bool(env.get("DBMIGRATE_VERBOSE"), False),
             unschedulable_grace_seconds=_number(

@@ -139,6 +139,7 @@ def test_operator_from_the_image_runs_with_the_charts_namespaced_install(
                 "DBMIGRATE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health}/healthz",
                 "DBMIGRATE_WEBHOOK_LISTEN_HOST": "127.0.0.1",
                 "DBMIGRATE_WEBHOOK_PORT": str(webhook),
+                "DBMIGRATE_METRICS_PORT": str(free_port()),
                 "DBMIGRATE_WEBHOOK_CERT_FILE": str(tmp_path / "tls.crt"),
                 "DBMIGRATE_WEBHOOK_KEY_FILE": str(tmp_path / "tls.key"),
                 "KUBECONFIG": str(cluster.service_account_kubeconfig(namespace, fullname, create=False)),

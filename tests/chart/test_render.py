@@ -30,6 +30,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "network-policy": {
         "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
     },
+    "monitoring": {
+        "metrics": {
+            "port": 9100,
+            "service": {"annotations": {"example.com/scrape": "true"}},
+            "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+            "prometheusRule": {
+                "enabled": True,
+                "labels": {"release": "prometheus"},
+                "heldPodsThresholdSeconds": 600,
+            },
+        }
+    },
+    "no-metrics": {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
     "everything-set": {
         "replicaCount": 3,
         "image": {"digest": "sha256:" + "a" * 64},
@@ -60,7 +73,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
 }
 # Kinds that are not built into Kubernetes: checked by their own CRDs (ours, kopf's) or by cert-manager.
-CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "Issuer", "Certificate"}
+CUSTOM_KINDS = {
+    "ClusterKopfPeering",
+    "KopfPeering",
+    "Issuer",
+    "Certificate",
+    "ServiceMonitor",
+    "PrometheusRule",
+}
 # The oldest supported minor (DESIGN.md: clusters from 1.29) and the one the tests run.
 VALIDATE_VERSIONS = ["1.29.0", KUBE_VERSION]
 
@@ -126,6 +146,13 @@ BAD_VALUES = [
     (["webhook.certManager.issuerRef.kind=Vault"], "/webhook/certManager/issuerRef", ""),
     (["webhook.certManager.duration=1year"], "/webhook/certManager/duration", "pattern"),
     (["extraEnv[0].value=x"], "/extraEnv/0", "name"),
+    (["metrics.port=80"], "/metrics/port", "minimum"),
+    (["metrics.serviceMonitor.interval=soon"], "/metrics/serviceMonitor/interval", "pattern"),
+    (
+        ["metrics.prometheusRule.heldPodsThresholdSeconds=0"],
+        "/metrics/prometheusRule/heldPodsThresholdSeconds",
+        "minimum",
+    ),
 ]
 
 
@@ -218,12 +245,23 @@ def test_ports_probes_and_service_agree(render: RenderFn) -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
     assert int(env["DBMIGRATE_WEBHOOK_PORT"]) == ports["webhook"]
-    service = rendered.one("Service")
+    assert int(env["DBMIGRATE_METRICS_PORT"]) == ports["metrics"] == 8000
+    service = _service(rendered, "webhook")
     assert service["spec"]["ports"] == [
         {"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
     ]
     selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
     assert service["spec"]["selector"] == selector
+    metrics = _service(rendered, "metrics")
+    assert metrics["spec"]["ports"] == [
+        {"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert metrics["spec"]["selector"] == selector
+
+
+def _service(rendered: Any, suffix: str) -> dict[str, Any]:
+    (found,) = [s for s in rendered.of_kind("Service") if s["metadata"]["name"].endswith(f"-{suffix}")]
+    return found
 
 
 def test_every_operator_setting_the_chart_passes_is_read_by_the_operator(render: RenderFn) -> None:
@@ -315,7 +353,7 @@ def test_generated_certificate_is_signed_by_the_ca_in_the_webhook_configuration(
     cert.verify_directly_issued_by(ca)
     (webhook,) = rendered.one("MutatingWebhookConfiguration")["webhooks"]
     assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
-    service = rendered.one("Service")["metadata"]["name"]
+    service = _service(rendered, "webhook")["metadata"]["name"]
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName
     )
@@ -331,7 +369,7 @@ def test_cert_manager_mode_lets_cert_manager_issue_and_inject(render: RenderFn) 
     pod = rendered.one("Deployment")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
     assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
-    service = rendered.one("Service")["metadata"]["name"]
+    service = _service(rendered, "webhook")["metadata"]["name"]
     assert f"{service}.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
     assert not serving["spec"].get("isCA")
 
@@ -396,7 +434,10 @@ def test_cert_manager_with_an_existing_issuer_creates_none(render: RenderFn) -> 
 
 def test_without_webhook_nothing_webhook_related_is_rendered(render: RenderFn) -> None:
     rendered = render(SCENARIOS["no-webhook"])
-    assert not {"Service", "Secret", "MutatingWebhookConfiguration", "Certificate"} & rendered.kinds()
+    assert not {"Secret", "MutatingWebhookConfiguration", "Certificate"} & rendered.kinds()
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Service")] == [
+        f"{RELEASE}-dbmigrate-operator-metrics"
+    ]
     env = _env(_container(rendered))
     assert not [name for name in env if name.startswith("DBMIGRATE_WEBHOOK_")]
 
@@ -425,6 +466,8 @@ def test_operator_parses_the_settings_the_chart_gives_it(render: RenderFn, scena
     job = values.get("job", {})
     assert settings.allowed_service_accounts == tuple(job.get("allowedServiceAccounts", ()))
     assert settings.allowed_images == tuple(job.get("allowedImages", ()))
+    metrics = values.get("metrics", {})
+    assert settings.metrics_port == (metrics.get("port", 8000) if metrics.get("enabled", True) else 0)
     if values.get("webhook", {}).get("enabled", True):
         webhook = WebhookSettings.from_env(env)
         assert webhook.operator_namespace == NAMESPACE
@@ -467,3 +510,62 @@ def test_watch_namespaces_still_grant_the_lease_in_the_release_namespace(render:
     ]
     bindings = [b for b in rendered.of_kind("RoleBinding") if b["metadata"]["namespace"] == NAMESPACE]
     assert [b["roleRef"]["name"] for b in bindings] == [role["metadata"]["name"]]
+
+
+def test_metrics_service_monitor_and_alerts(render: RenderFn) -> None:
+    """monitoring.coreos.com/v1 objects (no schema to validate against): their structure, by hand."""
+    values = SCENARIOS["monitoring"]
+    rendered = render(values)
+    container = _container(rendered)
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
+    service = _service(rendered, "metrics")
+    assert service["metadata"]["annotations"] == {"example.com/scrape": "true"}
+    assert service["spec"]["ports"][0]["port"] == 9100
+
+    monitor = rendered.one("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()  # it selects the metrics Service...
+    webhook = _service(rendered, "webhook")
+    assert not selected.items() <= webhook["metadata"]["labels"].items()  # ...and not the webhook's
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "15s"}
+
+    rule = rendered.one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {"DatabaseMigrationFailed", "DatabaseMigrationPodsHeldTooLong"}
+    for alert in alerts.values():
+        assert set(alert) <= {"alert", "expr", "for", "labels", "annotations"}
+        assert isinstance(alert["expr"], str)
+        assert alert["labels"]["severity"] == "warning"
+        assert "{{ $" in alert["annotations"]["summary"]  # Prometheus templating survives Helm's
+    assert "dbmigrate_runs_total" in alerts["DatabaseMigrationFailed"]["expr"]
+    assert alerts["DatabaseMigrationPodsHeldTooLong"]["expr"].endswith("> 600")
+    # every metric an alert reads is one the operator exports
+    from prometheus_client import REGISTRY
+
+    from dbmigrate_operator import metrics  # noqa: F401 - registers them
+
+    exported = {family.name for family in REGISTRY.collect()}
+    for alert in alerts.values():
+        for name in re.findall(r"dbmigrate_[a-z_]+", alert["expr"]):
+            assert name.removesuffix("_total") in exported, name
+
+
+def test_metrics_off_renders_no_port_service_or_monitor(render: RenderFn) -> None:
+    rendered = render(SCENARIOS["no-metrics"])
+    assert not {"ServiceMonitor", "PrometheusRule"} & rendered.kinds()
+    assert not [s for s in rendered.of_kind("Service") if s["metadata"]["name"].endswith("-metrics")]
+    container = _container(rendered)
+    assert "metrics" not in {p["name"] for p in container["ports"]}
+    assert _env(container)["DBMIGRATE_METRICS_PORT"] == "0"
+
+
+def test_monitoring_objects_are_off_by_default(render: RenderFn) -> None:
+    assert not {"ServiceMonitor", "PrometheusRule"} & render().kinds()

@@ -164,7 +164,11 @@ def test_webhook_configuration_mirrors_the_gating_module(render: RenderFn, value
     chart = rendered.one("MutatingWebhookConfiguration")
     webhook = {**{"failurePolicy": "Fail", "timeoutSeconds": 5, "excludedNamespaces": ["kube-system"]}}
     webhook.update(values.get("webhook", {}))
-    service = rendered.one("Service")["metadata"]["name"]
+    (service,) = [
+        s["metadata"]["name"]
+        for s in rendered.of_kind("Service")
+        if s["metadata"]["name"].endswith("-webhook")
+    ]
     expected = webhook_config.mutating_webhook_configuration(
         client_config=webhook_config.service_client_config(namespace=NAMESPACE, service=service, port=443),
         operator_namespace=NAMESPACE,

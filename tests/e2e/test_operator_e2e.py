@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,11 @@ def test_new_image_runs_again_keeps_history_and_deletion_leaves_the_database(e2e
 
 
 def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> None:
+    failed = (
+        "dbmigrate_runs_total",
+        frozenset({("outcome", "MigrationFailed"), ("reason", "MigrationFailed")}),
+    )
+    counted = samples(e2e.op.metrics()).get(failed, 0)
     broken = stack.shop_copy(e2e.tmp / "shop-broken", aerich={BROKEN.name: BROKEN.read_text()})
     e2e.apply_example(image=e2e.image(broken))
     e2e.wait(lambda: e2e.condition() == ("Stalled", "MigrationFailed"), "Stalled/MigrationFailed")
@@ -214,6 +220,7 @@ def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> Non
     stalled = stack.condition(e2e.cluster, e2e.ns, NAME, "Stalled")
     assert 'relation "no_such_table" does not exist' in stalled["message"]
     assert status["phase"] == "Failed"
+    assert samples(e2e.op.metrics())[failed] == counted + 1  # the run, counted with its outcome
     assert status["lastRun"]["outcome"] == Outcome.MIGRATION_FAILED
     good = [("models", v) for v in stack.shop_versions()]
     assert e2e.tracking() == good  # earlier versions applied and intact, the broken one left nothing
@@ -239,6 +246,7 @@ def test_failing_migration_is_stalled_with_the_database_message(e2e: E2E) -> Non
     time.sleep(5)  # the Pod deletion event and a reconcile or two
     assert e2e.condition() == ("Stalled", "MigrationFailed")
     assert "no_such_table" in stack.condition(e2e.cluster, e2e.ns, NAME, "Stalled")["message"]
+    assert samples(e2e.op.metrics())[failed] == counted + 1  # re-reading the same run counts nothing
 
 
 def test_missing_secret_is_reported_at_once_and_clears_when_it_arrives(e2e: E2E) -> None:
@@ -317,3 +325,41 @@ def test_standalone_operator_reacts(e2e: E2E) -> None:
             standalone.stop()
     finally:
         e2e.op.start()
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text exposition → {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_the_run_with_its_outcome(e2e: E2E) -> None:
+    """/metrics of the operator process, on its own port, after a real run through the node agent."""
+    succeeded = ("dbmigrate_runs_total", frozenset({("outcome", "Succeeded"), ("reason", "Applied")}))
+    before = samples(e2e.op.metrics())
+    e2e.apply_example()
+    status = e2e.wait_ready()
+
+    after = samples(e2e.op.metrics())
+    assert after[succeeded] == before.get(succeeded, 0) + 1
+    duration = ("dbmigrate_run_duration_seconds_count", frozenset({("outcome", "Succeeded")}))
+    assert after[duration] == before.get(duration, 0) + 1
+    completed = datetime.fromisoformat(status["lastRun"]["completedAt"].replace("Z", "+00:00"))
+    last = ("dbmigrate_last_success_timestamp_seconds", frozenset({("namespace", e2e.ns), ("name", NAME)}))
+    assert after[last] == completed.timestamp()
+    assert after[("dbmigrate_reconcile_total", frozenset())] > before.get(
+        ("dbmigrate_reconcile_total", frozenset()), 0
+    )
+    assert after[("dbmigrate_watch_events_total", frozenset({("resource", "jobs")}))] > 0
+    # bounded cardinality: no Job or Pod name anywhere in the exposition
+    job = status["lastRun"]["job"]
+    assert job not in e2e.op.metrics()
+
+    # the DatabaseMigration deleted: its series goes with it
+    e2e.cluster.kubectl("delete", "dbm", NAME, "-n", e2e.ns, "--wait=true")
+    e2e.wait(lambda: last not in samples(e2e.op.metrics()), "the last-success series removed")

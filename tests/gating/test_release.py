@@ -187,3 +187,17 @@ async def test_the_sweep_lists_opted_in_pods_from_the_watch_cache() -> None:
     # a pass for one DatabaseMigration (its status just changed) reads the latest state
     assert one_migration[1]["label_selector"] == f"{WAIT_FOR_LABEL}=shop-db"
     assert "resource_version" not in one_migration[1]
+
+
+async def test_the_sweep_reports_the_pods_it_leaves_held() -> None:
+    from prometheus_client import REGISTRY
+
+    pods = [
+        make_pod("a-1", wait_for="a-db", gates=(SCHEDULING_GATE,)),
+        make_pod("a-2", wait_for="a-db", gates=(SCHEDULING_GATE,)),
+    ]
+    await Releaser(FakeApi(pods, migration_body(ready=False))).sweep()
+    assert REGISTRY.get_sample_value("dbmigrate_gated_pods") == 2
+    await Releaser(FakeApi(pods, migration_body(ready=True))).sweep()  # released: none left
+    assert REGISTRY.get_sample_value("dbmigrate_gated_pods") == 0
+    assert REGISTRY.get_sample_value("dbmigrate_gated_pod_oldest_wait_seconds") == 0

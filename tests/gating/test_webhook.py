@@ -160,3 +160,20 @@ async def test_the_api_read_does_not_queue_behind_a_busy_default_thread_pool() -
     assert warnings == []
     assert len(threads) == 1
     assert threads[0].startswith("webhook")
+
+
+async def test_admissions_are_counted_by_decision() -> None:
+    import kopf
+    from prometheus_client import REGISTRY
+
+    def count(decision: str) -> float:
+        return REGISTRY.get_sample_value("dbmigrate_webhook_admissions_total", {"decision": decision}) or 0.0
+
+    before = count("failed_closed")
+    await call_handler(make_pod("web-1"), kopf.Memo())  # no runtime: fails closed
+    assert count("failed_closed") == before + 1
+    latency = REGISTRY.get_sample_value(
+        "dbmigrate_webhook_admission_duration_seconds_count", {"decision": "failed_closed"}
+    )
+    assert latency is not None
+    assert latency >= 1

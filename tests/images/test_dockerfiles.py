@@ -183,3 +183,15 @@ def test_dockerignore_keeps_everything_the_build_copies(name: str) -> None:
     assert _dockerignored("tests/conftest.py", patterns)
     assert _dockerignored(".git/config", patterns)
     assert _dockerignored("operator/dbmigrate_operator/__pycache__/x.pyc", patterns)
+
+
+def test_operator_image_exposes_the_ports_it_serves() -> None:
+    """Liveness, webhook and metrics: the operator's defaults, each EXPOSEd once."""
+    from dbmigrate_operator.gating.server import WebhookSettings
+    from dbmigrate_operator.settings import Settings
+
+    expose = load(OPERATOR_DOCKERFILE).final.all("EXPOSE")
+    assert len(expose) == 1, "one EXPOSE line"
+    ports = [int(p.split("/")[0]) for p in expose[0].value.split()]
+    liveness = int((Settings().liveness_endpoint or "").rsplit(":", 1)[1].split("/")[0])
+    assert sorted(ports) == sorted({liveness, WebhookSettings().port, Settings().metrics_port})

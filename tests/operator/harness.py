@@ -3,7 +3,7 @@
 kmock (0.8) stores objects as JSON and merges patches; it has no label selectors, no uid or
 creationTimestamp, no status subresource isolation, no generation, no generateName, no Job
 controller and no kubelet. :class:`Emulator` adds what an API server does on its own (uid,
-creationTimestamp, generation on create, generateName, equality label selectors on lists,
+creationTimestamp, generation on create, generateName, equality and existence label selectors on lists,
 status isolation for DatabaseMigrations), so a test cannot pass only because the mock is lax.
 :class:`FakeCluster` plays the Job controller and the kubelet explicitly, step by step, from the
 test (the scenarios say what the runner reported); the e2e suite plays the same scenarios on
@@ -72,13 +72,18 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         result = await super()._serve_list(request)
         selector = (request.params or {}).get("labelSelector")
         if selector:
-            pairs = [part.split("=", 1) for part in selector.split(",")]
-            result["items"] = [
-                item
-                for item in result["items"]
-                if all(((item.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in pairs)
-            ]
+            result["items"] = [item for item in result["items"] if selected(item, selector)]
         return result
+
+
+def selected(obj: dict[str, Any], selector: str) -> bool:
+    """Equality (``k=v``) and existence (``k``) label selectors, as the API server applies them."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for part in selector.split(","):
+        key, eq, value = part.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    return True
 
 
 async def eventually(check: Callable[[], T], within: float = 15.0, what: str = "") -> T:

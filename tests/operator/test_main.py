@@ -10,7 +10,16 @@ import kopf
 import pytest
 
 from dbmigrate_operator import __main__ as entry
+from dbmigrate_operator import metrics
 from dbmigrate_operator.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def served(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """main() would serve metrics on :8000 in the test process: record the port instead."""
+    ports: list[int] = []
+    monkeypatch.setattr(metrics, "serve", lambda port, addr="0.0.0.0": bool(ports.append(port)))
+    return ports
 
 
 def test_settings_defaults_and_environment() -> None:
@@ -62,6 +71,14 @@ def test_main_runs_kopf_with_both_parts_registered(monkeypatch: pytest.MonkeyPat
     ids = {h.id for h in registry._watching.get_all_handlers()}
     assert {"dbmigrate-migration", "dbmigrate-job", "dbmigrate-pod"} <= ids
     assert "release-gated-pods" in ids  # the gating part is wired in too
+
+
+def test_main_serves_metrics_on_their_own_port(monkeypatch: pytest.MonkeyPatch, served: list[int]) -> None:
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: None)
+    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    monkeypatch.setenv("DBMIGRATE_METRICS_PORT", "9100")
+    entry.main([])
+    assert served == [9100]
 
 
 @pytest.mark.parametrize("standalone", ["true", "false"])

@@ -271,3 +271,26 @@ async def test_an_unschedulable_pod_is_stalled_when_its_grace_ends_without_any_e
             within=10,
             what="Stalled once the grace is over",
         )
+
+
+async def test_job_and_pod_watches_are_selected_by_the_api_server(server: Any, cluster: FakeCluster) -> None:
+    """Every list and watch of Jobs and Pods carries our labelSelector; a bystander reconciles nothing."""
+    async with running_operator(server):
+        await cluster.create(
+            f"/api/v1/namespaces/{NS}/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"}}
+        )
+        await cluster.apply_cr(make_cr("shop-db"))
+        await one_job(cluster, "shop-db")
+        await eventually(
+            lambda: cluster.requests("GET", "/pods") and cluster.requests("GET", "/jobs"),
+            what="pod/job reads",
+        )
+    selector = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY},{c.MIGRATION_LABEL}"
+    reads = cluster.requests("GET", "/pods") + cluster.requests("GET", "/jobs")
+    # kopf's cluster-wide list and watch, and the controller's own per-CR lists (by the CR's name)
+    kopf_reads = [r for r in reads if "/namespaces/" not in r.url.path]
+    assert {bool(r.params.get("watch")) for r in kopf_reads} == {True, False}, kopf_reads
+    for request in kopf_reads:
+        assert request.params.get("labelSelector") == selector, request.url
+    for request in reads:
+        assert request.params.get("labelSelector"), request.url

@@ -27,6 +27,7 @@ from typing import Any
 import kopf
 
 from dbmigrate_operator import leadership as lead
+from dbmigrate_operator import metrics
 from dbmigrate_operator.constants import GROUP, PLURAL, SCHEDULING_GATE, VERSION
 from dbmigrate_operator.gating import events
 from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
@@ -213,14 +214,19 @@ class Releaser:
             pods.extend(waiting)
         groups = group_by_migration(pods)
         seen: set[str] = set()
+        held: list[Mapping[str, Any]] = []  # still gated after this pass (the metrics)
         for (namespace, name), group in groups.items():
             seen.update(str((p.get("metadata") or {}).get("uid")) for p in group)
             try:
                 migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
             except Exception as e:
                 self._error(f"reading DatabaseMigration {namespace}/{name} failed", e)
+                held.extend(group)
                 continue
-            await self._execute(decide(group, name, migration))
+            decisions = decide(group, name, migration)
+            await self._execute(decisions)
+            held.extend(d.pod for d in decisions if not d.release)
+        metrics.held_pods(held)
         # Forget pods that no longer wait (released, deleted): bounded memory.
         for uid in set(self._announced) - seen:
             del self._announced[uid]

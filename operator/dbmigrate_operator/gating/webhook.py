@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
 
+from dbmigrate_operator import metrics
 from dbmigrate_operator.constants import SCHEDULING_GATE, WAIT_FOR_LABEL
 from dbmigrate_operator.gating.kube import describe_error
 from dbmigrate_operator.gating.patches import add_gate
@@ -109,6 +111,8 @@ async def gate_pods(
     **_: Any,
 ) -> None:
     """Add the scheduling gate to an opted-in pod whose DatabaseMigration requirement is unmet."""
+    started = time.monotonic()
+    failed = False
     runtime = runtime_of(memo)
     try:
         if runtime is None:
@@ -127,7 +131,18 @@ async def gate_pods(
         logger.exception("Gating webhook failed; gating the pod (fail-closed).")
         verdict = Verdict(False, "WebhookError", f"the gating webhook failed ({describe_error(e)})")
         admission = Admission(gate=True, verdict=verdict)
+        failed = True
 
+    decision = (
+        "denied"
+        if admission.deny
+        else "failed_closed"
+        if failed
+        else "gated"
+        if admission.gate
+        else "admitted"
+    )
+    metrics.admission(decision, time.monotonic() - started)
     if admission.deny:
         raise kopf.AdmissionError(admission.deny, code=403)
     if not admission.gate:

@@ -1,0 +1,152 @@
+"""Figure 6 on the real local control plane: what one DatabaseMigration costs over its whole life,
+and what the rest of the cluster costs the operator (nothing, with server-side filtered watches).
+
+* lifecycle: N DatabaseMigrations created, run to Ready, left idle, deleted: the operator's API
+  requests per CR for each phase (the API server counts them for the operator's ServiceAccount alone,
+  a FlowSchema of its own; see bench/kube.py);
+* noise: while those N are idle, unrelated Pods and Jobs (not the operator's, no opt-in label) are
+  created, run to completion and deleted. The operator's API requests and CPU during that churn are
+  compared with an idle window as long, and its own counter of the watch events it received
+  (``dbmigrate_watch_events_total``) shows whether any of the churn reached it.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.context import Context
+from bench.core import FigureResult
+from bench.kube import APP_IMAGE, RUN_LABEL, Kube, Watcher, start
+from dbmigrate_operator.constants import GROUP, PLURAL, VERSION
+
+
+def _events(kube: Kube) -> dict[str, float]:
+    return {
+        r: kube.operator.metric("dbmigrate_watch_events_total", {"resource": r})
+        for r in ("pods", "jobs", "databasemigrations")
+    }
+
+
+def _bystanders(kube: Kube, ns: str, pods: int, jobs: int) -> None:
+    """Pods and Jobs that are none of the operator's business, run to completion, then deleted."""
+    from kubernetes import client
+
+    core: Any = client.CoreV1Api(kube.api)
+    batch: Any = client.BatchV1Api(kube.api)
+    labels = {RUN_LABEL: kube.run_id, "app": "bystander"}
+    spec = {
+        "containers": [{"name": "app", "image": APP_IMAGE}],
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 0,
+    }
+
+    def pod(i: int) -> None:
+        body = {"metadata": {"name": f"noise-{i}", "labels": labels}, "spec": spec}
+        core.create_namespaced_pod(ns, body, _preload_content=False)
+
+    def job(i: int) -> None:
+        body = {
+            "metadata": {"name": f"noise-job-{i}", "labels": labels},
+            "spec": {"template": {"metadata": {"labels": labels}, "spec": spec}, "backoffLimit": 0},
+        }
+        batch.create_namespaced_job(ns, body, _preload_content=False)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(pod, range(pods)))
+        list(pool.map(job, range(jobs)))
+    deadline = time.monotonic() + 120 + pods + jobs
+    selector = "app=bystander"
+    while time.monotonic() < deadline:
+        items = core.list_namespaced_pod(ns, label_selector=selector).items
+        if len(items) >= pods + jobs and all(p.status.phase in ("Succeeded", "Failed") for p in items):
+            break
+        time.sleep(1)
+    batch.delete_collection_namespaced_job(ns, label_selector=selector, propagation_policy="Background")
+    core.delete_collection_namespaced_pod(ns, label_selector=selector, grace_period_seconds=0)
+    while time.monotonic() < deadline and core.list_namespaced_pod(ns, label_selector=selector).items:
+        time.sleep(1)
+
+
+def run(ctx: Context) -> FigureResult:
+    n = int(ctx.options.get("crs") or (20 if ctx.quick else 100))
+    churn = ctx.repetitions(full=300, quick=60)
+    fig = FigureResult(
+        "lifecycle", f"{n} DatabaseMigrations: create → Ready → idle → delete; {churn} unrelated Pods + Jobs"
+    )
+    kube = start(ctx)
+    fig.extra["settle_before_s"] = round(kube.settle(), 1)
+    from kubernetes import client
+
+    custom: Any = client.CustomObjectsApi(kube.api)
+    ns = kube.namespace("lifecycle")
+    try:
+        with Watcher(kube, {ns}) as w:
+            req0, ev0 = kube.operator_requests(), _events(kube)
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: kube.create_migration(ns, f"mig-{i}"), range(n)))
+            w.wait(lambda: len(w.ready) >= n, 120 + n, "every CR Ready")
+            kube.settle()
+            req1, ev1 = kube.operator_requests(), _events(kube)
+
+        # the noise: unrelated churn while the n CRs are idle
+        cpu0, t0 = kube.operator.cpu_seconds(), time.monotonic()
+        _bystanders(kube, ns, churn, churn // 4)
+        churn_s = time.monotonic() - t0
+        req2, ev2, cpu1 = kube.operator_requests(), _events(kube), kube.operator.cpu_seconds()
+        # an idle window as long, for comparison (the resync timer's reads)
+        time.sleep(churn_s)
+        req3, cpu2 = kube.operator_requests(), kube.operator.cpu_seconds()
+
+        for i in range(n):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, f"mig-{i}")
+        deadline = time.monotonic() + 120
+        while (
+            time.monotonic() < deadline
+            and custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        ):
+            time.sleep(1)
+        kube.settle()
+        req4, ev4 = kube.operator_requests(), _events(kube)
+    finally:
+        kube.delete_namespaces([ns])
+
+    fig.add("operator API requests per CR: create → Ready → quiet", "req", [(req1 - req0) / n])
+    fig.add("operator API requests per CR: delete → quiet", "req", [(req4 - req3) / n])
+    fig.add(
+        "operator API requests per CR: whole life (without idle)", "req", [(req1 - req0 + req4 - req3) / n]
+    )
+    fig.add(
+        "watch events received per CR: create → quiet (CR, Jobs, Pods)",
+        "events",
+        [(sum(ev1.values()) - sum(ev0.values())) / n],
+    )
+    fig.add(f"churn window ({churn} Pods + {churn // 4} Jobs, not ours)", "s", [churn_s])
+    fig.add("operator API requests during the churn", "req", [req2 - req1])
+    fig.add("operator API requests in an idle window as long", "req", [req3 - req2])
+    fig.add("operator CPU during the churn", "s", [cpu1 - cpu0])
+    fig.add("operator CPU in an idle window as long", "s", [cpu2 - cpu1])
+    noise = (ev2["pods"] - ev1["pods"]) + (ev2["jobs"] - ev1["jobs"])
+    fig.add("Pod/Job watch events the churn brought the operator", "events", [noise])
+    fig.target("Pod/Job watch events from unrelated churn", noise, 0)
+    fig.extra.update(
+        {
+            "crs": n,
+            "churn_pods": churn,
+            "churn_jobs": churn // 4,
+            "operator_requests": {
+                "create_to_quiet": req1 - req0,
+                "churn": req2 - req1,
+                "idle": req3 - req2,
+                "delete_to_quiet": req4 - req3,
+            },
+            "watch_events": {"before": ev0, "ready": ev1, "after_churn": ev2, "after_delete": ev4},
+        }
+    )
+    fig.notes.append(
+        "requests counted by the API server for the operator's ServiceAccount alone (its FlowSchema); watch "
+        "events from the operator's own dbmigrate_watch_events_total (docs/operations.md); bystanders run "
+        "`true` through the node agent"
+    )
+    return fig
