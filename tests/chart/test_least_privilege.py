@@ -3,6 +3,8 @@ promised; tests/chart/test_least_privilege_e2e.py checks them on the real API se
 
 from __future__ import annotations
 
+from typing import Any
+
 import kubernetes_validate
 import pytest
 
@@ -70,7 +72,7 @@ def test_network_policy_is_off_by_default(render: RenderFn) -> None:
     assert "NetworkPolicy" not in render().kinds()
 
 
-def test_network_policy_opens_only_the_webhook_and_health_ports(render: RenderFn) -> None:
+def test_network_policy_opens_only_the_webhook_metrics_and_health_ports(render: RenderFn) -> None:
     rendered = render({"networkPolicy": {"enabled": True}})
     policy = rendered.one("NetworkPolicy")
     for version in ("1.29.0", KUBE_VERSION):
@@ -78,16 +80,20 @@ def test_network_policy_opens_only_the_webhook_and_health_ports(render: RenderFn
     pod_labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    webhook, health = policy["spec"]["ingress"]
+    webhook, metrics, health = policy["spec"]["ingress"]
     assert webhook == {"ports": [{"port": 9443, "protocol": "TCP"}]}, "default: any source, that port only"
+    assert metrics == {"ports": [{"port": 8000, "protocol": "TCP"}]}
     assert health == {"ports": [{"port": 8080, "protocol": "TCP"}]}
     container = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert {p["containerPort"] for p in container["ports"]} == {9443, 8080}, "no other port to open"
+    assert {p["containerPort"] for p in container["ports"]} == {9443, 8000, 8080}, "no other port to open"
 
 
 def test_network_policy_takes_the_webhook_peers_from_values(render: RenderFn) -> None:
     peers = [{"ipBlock": {"cidr": "10.0.0.0/24"}}, {"namespaceSelector": {"matchLabels": {"team": "ops"}}}]
-    values = {"networkPolicy": {"enabled": True, "webhookFrom": peers, "allowHealthPort": False}}
+    values: dict[str, Any] = {
+        "networkPolicy": {"enabled": True, "webhookFrom": peers, "allowHealthPort": False},
+        "metrics": {"enabled": False},
+    }
     values["webhook"] = {"port": 10250}
     policy = render(values).one("NetworkPolicy")
     kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
