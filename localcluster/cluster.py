@@ -361,18 +361,8 @@ def _remove_stale_data_dirs() -> None:
     for pids_file in Path(tempfile.gettempdir()).glob(f"{DATA_PREFIX}*/pids.json"):
         with contextlib.suppress(OSError, ValueError):
             pids = json.loads(pids_file.read_text()).values()
-            if time.time() - pids_file.stat().st_mtime > 60 and not any(_alive(p) for p in pids):
+            if time.time() - pids_file.stat().st_mtime > 60 and not any(nodemod.alive(p) for p in pids):
                 shutil.rmtree(pids_file.parent, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _kill_group(pid: int, grace: float = 10) -> None:

@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,7 +390,7 @@ def acquire(data_dir: Path) -> MachineState:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if STATE_FILE.exists():
             old = json.loads(STATE_FILE.read_text())
-            if any(_alive(pid) for pid in old.get("pids", {}).values()):
+            if any(alive(pid) for pid in old.get("pids", {}).values()):
                 raise NodeBusy(
                     f"a local real node is already running (data dir {old['data_dir']}); "
                     "stop it first (`make demo-stop` or `python -m localcluster down`)"
@@ -421,7 +420,8 @@ def cleanup(data_dir: Path, saved: MachineState) -> None:
         STATE_FILE.unlink()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists (ours or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -454,13 +454,3 @@ def write_node_files(
         )
     )
     return paths
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

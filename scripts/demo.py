@@ -116,19 +116,23 @@ def _rows(out: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines()[1:] if line.strip()]
 
 
+def _begin(demo: Demo) -> float:
+    """Refuse a second demo, record this one; returns when it began."""
+    if demo.file.exists():
+        sys.exit(f"a demo is already running (state in {demo.dir}); `make demo-stop` first")
+    demo.dir.mkdir(parents=True, exist_ok=True)
+    demo.save()
+    say("dbmigrate-operator demo: a Tortoise ORM app's migrations applied by the operator on Kubernetes")
+    return time.monotonic()
+
+
 def start_real(demo: Demo) -> None:
     """The demo on the real node: our images in containers, the operator installed by its chart."""
     from localcluster import images, realstack
     from localcluster import node as nodemod
     from scripts import pg
 
-    if demo.file.exists():
-        sys.exit(f"a demo is already running (state in {demo.dir}); `make demo-stop` first")
-    demo.dir.mkdir(parents=True, exist_ok=True)
-    demo.save()
-    began = time.monotonic()
-    total = 7
-    say("dbmigrate-operator demo: a Tortoise ORM app's migrations applied by the operator on Kubernetes")
+    began, total = _begin(demo), 7
 
     step(1, total, "Kubernetes on a real node (control plane; kubelet + containerd + runc; our images)")
     say("  images built from this repository's Dockerfiles (cached by content):")
@@ -216,13 +220,7 @@ def start(demo: Demo) -> None:
     from localcluster import stack
     from scripts import pg
 
-    if demo.file.exists():
-        sys.exit(f"a demo is already running (state in {demo.dir}); `make demo-stop` first")
-    demo.dir.mkdir(parents=True, exist_ok=True)
-    demo.save()
-    began = time.monotonic()
-    total = 7
-    say("dbmigrate-operator demo: a Tortoise ORM app's migrations applied by the operator on Kubernetes")
+    began, total = _begin(demo), 7
     say("NOTE: --node agent: no containers. The node agent stands in for the kubelet and runs the")
     say("      migration image as the local dbmigrate-runner; the operator is a local process.")
 

@@ -49,6 +49,16 @@ def _reason(status: dict[str, Any]) -> tuple[str, str, str]:
     return "", "", ""
 
 
+def _verdict(
+    cluster: Cluster, namespace: str, name: str, kinds: tuple[str, ...], timeout: float, what: str
+) -> dict[str, Any]:
+    """The status once its True kstatus condition is one of `kinds`."""
+    found: dict[str, Any] = wait_for(
+        lambda: (s := cr_status(cluster, namespace, name)) and _reason(s)[0] in kinds and s, timeout, what
+    )
+    return found
+
+
 def _job_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     return list(get(cluster, "pods", "-n", namespace, "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
 
@@ -122,10 +132,9 @@ def test_story_migration_in_a_container_releases_gated_pods(
     assert {realstack.condition(p, "PodScheduled")["reason"] for p in gated} == {"SchedulingGated"}  # type: ignore[index]
 
     realstack.apply(real_cluster, *_story_docs(ns, realstack.pod_database_url(node_pg, database)))
-    status = wait_for(
-        lambda: (s := cr_status(real_cluster, ns, "shop-db")) and _reason(s)[0] in ("Ready", "Stalled") and s,
-        300, "the DatabaseMigration to be Ready",
-    )  # fmt: skip
+    status = _verdict(
+        real_cluster, ns, "shop-db", ("Ready", "Stalled"), 300, "the DatabaseMigration to be Ready"
+    )
     assert _reason(status)[:2] == ("Ready", "Applied"), status
     expected = shop_versions()
     assert status["currentVersion"] == f"models:{expected[-1]}"
@@ -182,18 +191,19 @@ def test_missing_secret_then_created(
     )  # fmt: skip
     assert waiting["reason"] == "CreateContainerConfigError"
     assert name in waiting["message"]
-    status = wait_for(
-        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
-        60, "Stalled",
-    )  # fmt: skip
+    status = _verdict(real_cluster, ns, name, ("Stalled",), 60, "Stalled")
     assert _reason(status)[1] == "SecretNotFound"
     assert name in _reason(status)[2]
 
     realstack.apply(real_cluster, realstack.secret(ns, name, realstack.pod_database_url(node_pg, database)))
-    status = wait_for(
-        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Ready" and s,
-        180, "Ready once the Secret exists (the kubelet retries by itself)",
-    )  # fmt: skip
+    status = _verdict(
+        real_cluster,
+        ns,
+        name,
+        ("Ready",),
+        180,
+        "Ready once the Secret exists (the kubelet retries by itself)",
+    )
     assert status["currentVersion"] == f"models:{shop_versions()[-1]}"
 
 
@@ -210,10 +220,7 @@ def test_absent_image_is_a_real_pull_failure(
         120, "the kubelet's pull failure",
     )  # fmt: skip
     assert absent in waiting["message"]
-    status = wait_for(
-        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
-        60, "Stalled",
-    )  # fmt: skip
+    status = _verdict(real_cluster, ns, name, ("Stalled",), 60, "Stalled")
     assert _reason(status)[1] == "ImagePullFailed"
     assert absent in _reason(status)[2]
 
@@ -229,10 +236,7 @@ def test_memory_limit_kill_is_called_oomkilled(
         180, "the container killed by its memory limit",
     )  # fmt: skip
     assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
-    status = wait_for(
-        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
-        120, "Stalled",
-    )  # fmt: skip
+    status = _verdict(real_cluster, ns, name, ("Stalled",), 120, "Stalled")
     _, reason, message = _reason(status)
     assert reason == "OOMKilled", status
     assert "memory" in message
@@ -252,10 +256,7 @@ def test_active_deadline_while_waiting_for_a_lock(
             120, "the Job's deadline",
         )  # fmt: skip
         assert realstack.condition(job, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
-        status = wait_for(
-            lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] == "Stalled" and s,
-            60, "Stalled",
-        )  # fmt: skip
+        status = _verdict(real_cluster, ns, name, ("Stalled",), 60, "Stalled")
     assert _reason(status)[1] == "DeadlineExceeded", status
     assert status["lastRun"]["outcome"] != "Succeeded"
 
@@ -280,10 +281,9 @@ def test_active_operator_pod_deleted_mid_run(
         real_cluster.kubectl("delete", "pod", active, "-n", realstack.OPERATOR_NAMESPACE, "--wait=false")
         # the Deployment replaces it; the standby takes the Lease over and finishes the run
         wait_for(lambda: _active_operator_pod(real_cluster, operator) != active, 90, "a new Lease holder")
-    status = wait_for(
-        lambda: (s := cr_status(real_cluster, ns, name)) and _reason(s)[0] in ("Ready", "Stalled") and s,
-        240, "the run completed after the handover",
-    )  # fmt: skip
+    status = _verdict(
+        real_cluster, ns, name, ("Ready", "Stalled"), 240, "the run completed after the handover"
+    )
     assert _reason(status)[:2] == ("Ready", "Applied"), status
     assert len(_jobs(real_cluster, ns, name)) == 1, "no second Job after the handover"
 
