@@ -72,6 +72,11 @@ async def run(settings: Settings, state: RunState) -> None:
     # Configs commonly build their db_url from DATABASE_URL at import time; with the split form
     # (DB_HOST, ...) provide it, so such a config imports. The runner's own connection wins anyway.
     os.environ.setdefault("DATABASE_URL", settings.db.url())
+    if settings.tool == "alembic":
+        from dbmigrate_runner.tools import alembic
+
+        await alembic.run(settings, state)
+        return
     project = load_project(settings.tool, settings.project_dir, settings.config, settings.location)
     disk = discover(project, settings.apps)
     state.apps = list(disk)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from localcluster.images import REFS, context_files, debian_mirrors, storage_ref
-
 from tests.images.conftest import ROOT
 
 

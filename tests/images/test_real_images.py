@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from dbmigrate_runner.report import Outcome, Report, decode
 from localcluster.images import (
     REFS,
     BuiltImage,
@@ -22,8 +24,6 @@ from localcluster.images import (
     image_config,
     import_into_containerd,
 )
-
-from dbmigrate_runner.report import Outcome, Report, decode
 from localcluster.postgres import PostgresServer
 from tests.images.conftest import ROOT
 
