@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dbmigrate-runner",
-        description="Apply Tortoise ORM migrations (aerich or tortoise.migrations) safely.",
+        description="Apply database migrations (aerich, tortoise.migrations or Alembic) safely.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -64,6 +64,11 @@ def make_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--target", help="version to stop at: app:version, version or its number [env DBMIGRATE_TARGET]"
+        )
+        p.add_argument(
+            "--baseline",
+            help="adopt an existing schema: record migrations up to this version as applied without "
+            "running them, when the tracking table records none yet [env DBMIGRATE_BASELINE]",
         )
         p.add_argument(
             "--project-dir",

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from dbmigrate_runner import database
-from dbmigrate_runner.errors import LockTimeout, MigrationFailed, RunnerError
+from dbmigrate_runner.errors import ConfigError, LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
-from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, unfulfilled
+from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
@@ -72,6 +72,11 @@ async def run(settings: Settings, state: RunState) -> None:
     # Configs commonly build their db_url from DATABASE_URL at import time; with the split form
     # (DB_HOST, ...) provide it, so such a config imports. The runner's own connection wins anyway.
     os.environ.setdefault("DATABASE_URL", settings.db.url())
+    if settings.tool == "alembic":
+        from dbmigrate_runner.tools import alembic
+
+        await alembic.run(settings, state)
+        return
     project = load_project(settings.tool, settings.project_dir, settings.config, settings.location)
     disk = discover(project, settings.apps)
     state.apps = list(disk)
@@ -108,6 +113,9 @@ async def run(settings: Settings, state: RunState) -> None:
             applied = await _read_applied(tool, conn)
             state.final_applied = applied
             target = _target(settings, disk, applied)
+            baseline = _baseline(settings, tool, disk, applied)
+            if baseline:
+                applied = {**applied, **baseline}  # planned as if recorded; recorded before the upgrade
             plan = plan_run(settings.command, disk, applied, target)
             for app_plan in plan.apps:
                 if app_plan.unknown_applied:
@@ -117,7 +125,7 @@ async def run(settings: Settings, state: RunState) -> None:
                         app=app_plan.app,
                         versions=list(app_plan.unknown_applied),
                     )
-            if plan.empty:
+            if plan.empty and not baseline:
                 log.info("plan.noop", "nothing to do", applied={a: len(v) for a, v in applied.items()})
                 return
             log.info(
@@ -129,7 +137,14 @@ async def run(settings: Settings, state: RunState) -> None:
             state.final_applied = None  # stale from here on until read back
             try:
                 await _execute(
-                    settings, tool, plan, target, project_apps=state.apps, state=state, project=project
+                    settings,
+                    tool,
+                    plan,
+                    target,
+                    project_apps=state.apps,
+                    state=state,
+                    project=project,
+                    baseline=baseline,
                 )
             finally:
                 state.final_applied = await _read_back(tool, conn, settings)
@@ -159,6 +174,29 @@ async def _read_back(
     return None
 
 
+def _baseline(
+    settings: Settings, tool: MigrationTool, disk: dict[str, list[str]], applied: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """Versions to record as applied without running them (``--baseline``): only into an empty
+    tracking table. Once the baseline version is recorded (a later run with the same spec), nothing."""
+    if not settings.baseline or settings.command != "upgrade":
+        return {}
+    base = resolve_target(settings.baseline, disk, allow_zero=False)
+    if base.version in applied.get(base.app, []):
+        log.info(
+            "baseline.done", "the baseline version is already recorded", baseline=f"{base.app}:{base.version}"
+        )
+        return {}
+    recorded = sum(len(versions) for versions in applied.values())
+    if recorded:
+        raise ConfigError(
+            f"baseline refused: {tool.table} already records {recorded} migrations "
+            f"(not including {base.app}:{base.version})"
+        )
+    versions = sort_versions(disk[base.app])
+    return {base.app: versions[: versions.index(base.version) + 1]}
+
+
 def _target(settings: Settings, disk: dict[str, list[str]], applied: dict[str, list[str]]) -> Target | None:
     if not settings.target:
         return None
@@ -175,11 +213,20 @@ async def _execute(
     project_apps: list[str],
     state: RunState,
     project: Project,
+    baseline: dict[str, list[str]] | None = None,
 ) -> None:
     started = time.monotonic()
     await tool.open(project, settings.db, project_apps)
     try:
         await tool.bootstrap()
+        for app, versions in (baseline or {}).items():
+            await tool.record_baseline(app, versions)
+            log.info(
+                "baseline.recorded",
+                f"recorded {len(versions)} migration(s) of {app} as applied without running them",
+                app=app,
+                versions=versions,
+            )
         if settings.command == "upgrade":
             await tool.upgrade(plan, target, state.applied_now.append)
         else:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.report import DEFAULT_PATH
 
-TOOLS = ("aerich", "tortoise")
+TOOLS = ("aerich", "tortoise", "alembic")
 COMMANDS = ("upgrade", "downgrade", "status")
 URL_SCHEMES = ("postgres", "postgresql", "asyncpg")
 DEFAULT_WAIT_TIMEOUT = 60.0
@@ -83,6 +83,7 @@ class Settings:
     config: str | None = None
     apps: tuple[str, ...] = ()
     target: str | None = None
+    baseline: str | None = None
     project_dir: Path = Path(".")
     location: str | None = None
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
@@ -272,6 +273,9 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         raise ConfigError(f"unknown tool {tool!r}: use one of {', '.join(TOOLS)}")
     apps = _apps(args.get("app") or [env.get("DBMIGRATE_APPS", "")])
     target = pick("target", "DBMIGRATE_TARGET")
+    baseline = pick("baseline", "DBMIGRATE_BASELINE")
+    if baseline and command != "upgrade":
+        raise ConfigError("--baseline applies to upgrade only")
     if command == "downgrade" and not target:
         raise ConfigError("downgrade needs an explicit --target (a version, or 'zero' to revert everything)")
     return Settings(
@@ -281,6 +285,7 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         config=pick("config", "DBMIGRATE_CONFIG"),
         apps=apps,
         target=target.strip() if target else None,
+        baseline=baseline.strip() if baseline else None,
         project_dir=Path(pick("project_dir", "DBMIGRATE_PROJECT_DIR") or "."),
         location=pick("location", "DBMIGRATE_LOCATION"),
         wait_timeout=_float(

@@ -59,6 +59,8 @@ def run_hash(cr: dict[str, Any]) -> str:
         "allowDowngrade": bool(spec.get("allowDowngrade", False)),
         "rerun": (meta.get("annotations") or {}).get(c.RERUN_ANNOTATION, ""),
     }
+    if spec.get("baseline"):  # only when set: existing resources keep their Job names
+        essence["baseline"] = spec["baseline"]
     raw = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:HASH_CHARS]
 
@@ -77,6 +79,8 @@ def runner_args(spec: dict[str, Any], command: str) -> list[str]:
         args += ["--app", app]
     if spec.get("target"):
         args += ["--target", spec["target"]]
+    if spec.get("baseline") and command == "upgrade":
+        args += ["--baseline", spec["baseline"]]
     return args
 
 

@@ -549,8 +549,8 @@ def validate(spec: dict[str, Any]) -> str | None:
     """Last line of defence behind the CRD schema (an old CRD, a cluster without CEL)."""
     if not str(spec.get("image") or "").strip():
         return "spec.image is required"
-    if (spec.get("tool") or "aerich") not in ("aerich", "tortoise"):
-        return f"spec.tool must be aerich or tortoise, got {spec.get('tool')!r}"
+    if (spec.get("tool") or "aerich") not in ("aerich", "tortoise", "alembic"):
+        return f"spec.tool must be aerich, tortoise or alembic, got {spec.get('tool')!r}"
     db = spec.get("database") or {}
     if bool(db.get("urlSecretRef")) == bool(db.get("secretRef")):
         return "set exactly one of spec.database.urlSecretRef or spec.database.secretRef"

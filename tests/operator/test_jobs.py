@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 
 from dbmigrate_operator import constants as c
-from dbmigrate_operator.jobs import build_job, job_name, run_hash
+from dbmigrate_operator.jobs import build_job, job_name, run_hash, runner_args
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner import report
 from tests.operator.builders import make_cr
@@ -193,3 +193,13 @@ def test_the_termination_message_path_is_the_runners_report_path(monkeypatch: py
     cr = make_cr()
     job = build_job(cr, hash_=run_hash(cr), command="upgrade", settings=S)
     assert container(job)["terminationMessagePath"] == "/dev/elsewhere"
+
+
+def test_baseline_reaches_the_runner_and_the_hash_only_when_set() -> None:
+    spec = {"image": "r/m:1", "tool": "alembic", "database": {"urlSecretRef": {"name": "s", "key": "url"}}}
+    assert "--baseline" not in runner_args(spec, "upgrade")
+    with_baseline = {**spec, "baseline": "a1b2c3"}
+    assert runner_args(with_baseline, "upgrade")[-2:] == ["--baseline", "a1b2c3"]
+    assert "--baseline" not in runner_args(with_baseline, "downgrade")
+    cr = {"metadata": {"uid": "u"}, "spec": spec}
+    assert run_hash(cr) != run_hash({**cr, "spec": with_baseline})

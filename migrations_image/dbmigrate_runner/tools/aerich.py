@@ -95,9 +95,32 @@ class AerichTool:
             raise ConfigError(f"migration file {path} is missing")
         return import_py_file(path)
 
+    def _state(self, app: str, module: Any) -> Any:
+        from aerich.utils import decompress_dict, get_models_describe
+
+        state_text = getattr(module, "MODELS_STATE", None)
+        if state_text:
+            return decompress_dict(state_text)
+        # Old-format file: the current models, as aerich does (computed once).
+        if app not in self._describe:
+            self._describe[app] = get_models_describe(app)
+        return self._describe[app]
+
+    async def record_baseline(self, app: str, versions: list[str]) -> None:
+        from aerich.models import Aerich
+        from tortoise.transactions import in_transaction
+
+        label = f"{app}:{versions[-1]}"
+        with migration_errors(label):
+            async with in_transaction(self._connection_name(app)) as conn:
+                await self._ensure_table(conn)
+                for version in versions:
+                    state = self._state(app, self._module(app, version))
+                    await Aerich.create(version=f"{version}.py", app=app, content=state, using_db=conn)
+                await self.before_commit(label)
+
     async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
         from aerich.models import Aerich
-        from aerich.utils import decompress_dict, get_models_describe
         from tortoise import Tortoise
         from tortoise.transactions import in_transaction
 
@@ -115,13 +138,7 @@ class AerichTool:
                         if sql and sql.strip():
                             await conn.execute_script(sql)
                         await self._ensure_table(conn)
-                        state_text = getattr(module, "MODELS_STATE", None)
-                        if state_text:
-                            state = decompress_dict(state_text)
-                        else:  # old-format file: the current models, as aerich does (computed once)
-                            if app not in self._describe:
-                                self._describe[app] = get_models_describe(app)
-                            state = self._describe[app]
+                        state = self._state(app, module)
                         await Aerich.create(version=f"{version}.py", app=app, content=state, using_db=conn)
 
                     if getattr(module, "RUN_IN_TRANSACTION", True):

@@ -43,6 +43,9 @@ class MigrationTool(Protocol):
     async def bootstrap(self) -> None:
         """Create the tracking table on a fresh database."""
 
+    async def record_baseline(self, app: str, versions: list[str]) -> None:
+        """Record ``versions`` of ``app`` as applied without running them, in one transaction."""
+
     async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
         """Apply the plan; each migration commits together with its tracking row when it is atomic."""
 

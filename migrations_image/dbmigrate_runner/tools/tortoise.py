@@ -111,6 +111,17 @@ class TortoiseTool:
         for executor in self.executors:
             await executor.recorder.ensure_schema(executor._schema_editor(atomic=False))
 
+    async def record_baseline(self, app: str, versions: list[str]) -> None:
+        from tortoise.transactions import in_transaction
+
+        executor = next(e for e in self.executors if app in e.loader.apps_config)
+        label = f"{app}:{versions[-1]}"
+        with migration_errors(label):
+            async with in_transaction(executor.connection.connection_name) as txn:
+                for version in versions:
+                    await _record(txn, app, version, applied=True)
+                await self.before_commit(label)
+
     async def _steps(self, executor: Any, targets: list[Any]) -> tuple[list[Any], set[Any]]:
         applied = set(await executor.recorder.applied_migrations())
         try:

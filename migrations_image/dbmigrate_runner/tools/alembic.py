@@ -1,0 +1,408 @@
+"""Alembic: the image's ``alembic.ini`` and script directory, run through Alembic's own API in-process.
+
+One run of the user's ``env.py`` does the work: our ``fn`` (the hook ``alembic.command`` uses too)
+reads the current heads and the version table (name and schema as env.py configured them) from the
+:class:`~alembic.runtime.migration.MigrationContext`, decides, and hands Alembic the steps. Nothing
+to do means one env.py run whose ``fn`` returns no steps.
+
+env.py runs in a worker thread (the asyncio template calls ``asyncio.run``), while the event loop
+keeps the advisory lock's asyncpg connection; an ``on_version_apply`` callback checks the lock from
+inside each step's transaction, before it commits.
+
+The database reaches env.py the documented ways: ``sqlalchemy.url`` in the Config, ``DATABASE_URL``
+in the environment (both as a SQLAlchemy URL: ``postgresql+psycopg://``, or ``postgresql+asyncpg://``
+for an async env.py), and ``config.attributes["connection"]`` (a psycopg connection) for env.py
+files that follow the shared-connection recipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging.config
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from dbmigrate_runner import database
+from dbmigrate_runner.errors import ConfigError, DowngradeRefused, LockTimeout, MigrationFailed, RunnerError
+from dbmigrate_runner.log import log
+from dbmigrate_runner.planning import ZERO
+from dbmigrate_runner.settings import DbParams, Settings
+from dbmigrate_runner.tools.base import database_error
+
+APP = "alembic"  # the one "app" of an Alembic project in the report
+DEFAULT_INI = "alembic.ini"
+# An env.py that builds an async engine needs an async driver in sqlalchemy.url.
+_ASYNC_MARKERS = ("async_engine_from_config", "create_async_engine", "AsyncEngine", "AsyncConnection")
+
+
+def sqlalchemy_url(db: DbParams, driver: str) -> str:
+    from sqlalchemy.engine import URL
+
+    query: dict[str, str] = {}
+    if db.ssl:
+        query = {"sslmode": db.ssl} if driver == "psycopg" else {"ssl": db.ssl}
+    url = URL.create(
+        f"postgresql+{driver}",
+        username=db.user,
+        password=db.password,
+        host=db.host,
+        port=db.port,
+        database=db.database,
+        query=query,
+    )
+    return url.render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class VersionTable:
+    name: str
+    schema: str | None
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    def sql(self) -> str:
+        quoted = '"' + self.name.replace('"', '""') + '"'
+        return f'"{self.schema.replace(chr(34), chr(34) * 2)}".{quoted}' if self.schema else quoted
+
+
+@dataclass
+class Work:
+    """The ``fn`` handed to Alembic for one env.py run, and what it found out."""
+
+    script: Any
+    mode: str  # "read", "upgrade", "downgrade"
+    destination: str | None = None
+    baseline: str | None = None
+    on_apply: Callable[[str], None] | None = None
+    table: VersionTable | None = None
+    heads: tuple[str, ...] | None = None
+    current: str | None = None  # the revision being applied or reverted
+    done: list[str] = field(default_factory=list)
+
+    def __call__(self, heads: Any, context: Any) -> Iterable[Any]:
+        self.table = VersionTable(context.version_table, context.version_table_schema)
+        self.heads = tuple(context.get_current_heads())
+        if self.mode == "read":
+            return []
+        context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, self._applied)
+        applied = ancestry(self.script, self.heads)
+        start = self.heads
+        stamp: list[Any] = []
+        if self.baseline:
+            if not self.heads:
+                stamp = list(self.script._stamp_revs((self.baseline,), ()))
+                start = (self.baseline,)
+                applied = ancestry(self.script, start)
+                log.info(
+                    "baseline", f"recording {len(applied)} revision(s) as applied", baseline=self.baseline
+                )
+            elif self.baseline not in applied:
+                raise ConfigError(
+                    f"baseline refused: {self.table} already records {len(applied)} migrations "
+                    f"(heads {', '.join(self.heads)}), not including {self.baseline}"
+                )
+        assert self.destination is not None
+        if self.mode == "upgrade":
+            below = self.destination not in ("head", "heads", *start) and self.destination in applied
+            if below:
+                raise DowngradeRefused(
+                    f"target {APP}:{self.destination} is below the applied head(s) "
+                    f"{', '.join(start)}; upgrade never rolls back (use the downgrade command)"
+                )
+            steps = list(self.script._upgrade_revs(self.destination, start))
+        else:
+            if self.destination != "base" and self.destination not in applied:
+                raise ConfigError(f"downgrade target {APP}:{self.destination} is not applied")
+            steps = list(self.script._downgrade_revs(self.destination, start))
+        if not steps and not stamp:
+            log.info("plan.noop", "nothing to do", applied={APP: len(applied)})
+            return []
+        log.info(
+            "plan",
+            "migrations to run",
+            apply=[f"{APP}:{s.revision.revision}" for s in steps if self.mode == "upgrade"],
+            revert=[f"{APP}:{s.revision.revision}" for s in steps if self.mode == "downgrade"],
+        )
+        # Lazily: Alembic pulls each step right before running it, so `current` names the running one.
+        return itertools.chain(stamp, self._track(steps))
+
+    def _track(self, steps: list[Any]) -> Iterator[Any]:
+        for step in steps:
+            self.current = f"{APP}:{step.revision.revision}"
+            verb = "applying" if self.mode == "upgrade" else "reverting"
+            event = "migration.apply" if self.mode == "upgrade" else "migration.revert"
+            log.info(event, f"{verb} {self.current}", migration=self.current)
+            yield step
+
+    def _applied(self, *, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        """Inside the step's transaction (if any), right after its version row changed."""
+        if step.is_stamp:
+            return
+        for revision in step.up_revision_ids:
+            label = f"{APP}:{revision}"
+            if self.on_apply is not None:
+                self.on_apply(label)
+            self.done.append(label)
+
+
+def ancestry(script: Any, heads: tuple[str, ...]) -> list[str]:
+    """The revisions from ``heads`` down to base, oldest first (Alembic records only the heads)."""
+    if not heads:
+        return []
+    try:
+        revs = [rev.revision for rev in script.iterate_revisions(heads, "base")]
+    except Exception as exc:
+        raise ConfigError(f"the database's head(s) {', '.join(heads)} are not in this image: {exc}") from exc
+    return list(reversed(revs))
+
+
+@dataclass
+class Project:
+    config: Any  # alembic.config.Config
+    script: Any  # alembic.script.ScriptDirectory
+    ini: Path
+    is_async: bool
+
+
+def load(settings: Settings) -> Project:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if settings.apps:
+        raise ConfigError("--app does not apply to alembic (an Alembic project has one version history)")
+    root = settings.project_dir.resolve()
+    if not root.is_dir():
+        raise ConfigError(f"project directory {root} does not exist")
+    os.chdir(root)  # like running `alembic` there: a relative script_location resolves against it
+    ini = Path(settings.config or DEFAULT_INI)
+    ini = ini if ini.is_absolute() else root / ini
+    if not ini.is_file():
+        raise ConfigError(f"no Alembic config at {ini} (pass --config path/to/alembic.ini)")
+    config = Config(str(ini))
+    try:
+        script = ScriptDirectory.from_config(config)
+    except (CommandError, Exception) as exc:
+        raise ConfigError(f"cannot load the Alembic script directory from {ini}: {exc}") from exc
+    env_py = Path(script.dir, "env.py")
+    text = env_py.read_text(encoding="utf-8") if env_py.is_file() else ""
+    is_async = any(marker in text for marker in _ASYNC_MARKERS)
+    url = sqlalchemy_url(settings.db, "asyncpg" if is_async else "psycopg")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    os.environ["DATABASE_URL"] = url
+    return Project(config, script, ini, is_async)
+
+
+def resolve_destination(script: Any, target: str | None, command: str) -> str:
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    spec = (target or "head").strip()
+    if command == "downgrade" and spec in (ZERO, "base"):
+        return "base"
+    if spec == "heads":
+        return spec
+    if spec == "head":
+        heads = list(script.get_heads())
+        if len(heads) > 1:
+            raise ConfigError(
+                f"MultipleHeads: the script directory has {len(heads)} heads ({', '.join(sorted(heads))}); "
+                "merge them (alembic merge heads) or set the target to 'heads'",
+                kind="MultipleHeads",
+            )
+        return spec
+    try:
+        rev = script.get_revision(spec)
+    except (CommandError, RevisionError) as exc:
+        raise ConfigError(f"target {spec!r}: {exc}") from None
+    if rev is None:
+        raise ConfigError(f"target {spec!r} matches no revision of this image")
+    return str(rev.revision)
+
+
+def _error(exc: BaseException, migration: str | None) -> RunnerError:
+    if isinstance(exc, RunnerError):
+        return exc
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, asyncpg.PostgresError):
+            break
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException) and not isinstance(orig.__cause__, asyncpg.PostgresError):
+            return MigrationFailed(str(orig).strip(), kind=type(orig).__name__, migration=migration)
+        current = current.__cause__ or current.__context__
+    kind, text = database_error(exc)
+    return MigrationFailed(text, kind=kind, migration=migration)
+
+
+@contextlib.contextmanager
+def _no_file_config() -> Iterator[None]:
+    """env.py templates call ``logging.config.fileConfig(alembic.ini)``, which would replace the
+    runner's JSON (and masking) log handler: ignored while env.py runs."""
+    original = logging.config.fileConfig
+
+    def skip(*args: Any, **kwargs: Any) -> None:
+        log.debug("alembic.logging", "env.py's fileConfig() ignored: the runner keeps its JSON logs")
+
+    logging.config.fileConfig = skip  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        logging.config.fileConfig = original  # type: ignore[assignment]
+
+
+def run_env(project: Project, work: Work, dont_mutate: bool = False) -> None:
+    """Run env.py once with ``work`` as Alembic's ``fn`` (in a worker thread: env.py may ``asyncio.run``)."""
+    from alembic.runtime.environment import EnvironmentContext
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    sync_url = project.config.get_main_option("sqlalchemy.url")
+    if project.is_async:
+        sync_url = sync_url.replace("postgresql+asyncpg://", "postgresql+psycopg://", 1).replace(
+            "ssl=", "sslmode="
+        )
+    engine = create_engine(sync_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            project.config.attributes["connection"] = conn
+            try:
+                with (
+                    _no_file_config(),
+                    EnvironmentContext(project.config, project.script, fn=work, dont_mutate=dont_mutate),
+                ):
+                    project.script.run_env()
+                if conn.in_transaction():
+                    conn.commit()
+            finally:
+                project.config.attributes.pop("connection", None)
+    finally:
+        engine.dispose()
+
+
+async def read_heads(conn: asyncpg.Connection, table: VersionTable) -> tuple[str, ...]:
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table.sql()):
+        return ()
+    rows = await conn.fetch(f"SELECT version_num FROM {table.sql()}")
+    return tuple(str(row["version_num"]) for row in rows)
+
+
+async def run(settings: Settings, state: Any) -> None:
+    """The whole Alembic run (``state`` is the runner's RunState)."""
+    project = await asyncio.to_thread(load, settings)
+    state.apps = [APP]
+    log.info(
+        "run.start",
+        f"{settings.command} with alembic",
+        command=settings.command,
+        tool="alembic",
+        config=str(project.ini),
+        target=settings.target,
+        baseline=settings.baseline,
+        async_env=project.is_async,
+        database=settings.db.describe(),
+    )
+    conn = await database.connect(settings.db, settings.wait_timeout)
+    try:
+        if settings.command == "status":
+            read = Work(project.script, "read")
+            await _env(project, read, dont_mutate=True)
+            applied = ancestry(project.script, read.heads or ())
+            state.final_applied = {APP: applied}
+            everything = [r.revision for r in project.script.walk_revisions()][::-1]
+            state.pending[APP] = [r for r in everything if r not in set(applied)]
+            log.info(
+                "status",
+                f"{len(applied)} applied, {len(state.pending[APP])} pending",
+                app=APP,
+                heads=list(read.heads or ()),
+                applied=applied,
+                pending=state.pending[APP],
+            )
+            return
+        destination = resolve_destination(project.script, settings.target, settings.command)
+        baseline = (
+            resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
+        )
+        try:
+            waited = await database.acquire_lock(conn, settings.lock_timeout)
+        except LockTimeout:
+            with contextlib.suppress(Exception):
+                read = Work(project.script, "read")
+                await _env(project, read, dont_mutate=True)
+                state.final_applied = {APP: ancestry(project.script, read.heads or ())}
+            raise
+        log.info(
+            "lock.acquired", "holding the migration lock", key=database.LOCK_KEY, waited_s=round(waited, 3)
+        )
+        try:
+            guard = await database.LockGuard.start(conn)
+            loop = asyncio.get_running_loop()
+            check = guard.check
+
+            def on_apply(label: str) -> None:
+                asyncio.run_coroutine_threadsafe(check(label), loop).result()
+
+            work = Work(project.script, settings.command, destination, baseline, on_apply)
+            try:
+                await _env(project, work)
+            finally:
+                state.final_applied = await _read_back(conn, settings, project, work)
+                final = set(state.final_applied.get(APP, [])) if state.final_applied is not None else None
+                for label in work.done:
+                    revision = label.split(":", 1)[1]
+                    committed = final is None or (revision in final) == (settings.command == "upgrade")
+                    if committed:
+                        state.applied_now.append(label)
+        finally:
+            with contextlib.suppress(Exception):
+                await database.release_lock(conn)
+    finally:
+        try:
+            await asyncio.wait_for(conn.close(), 5)
+        except Exception:
+            conn.terminate()
+
+
+async def _env(project: Project, work: Work, dont_mutate: bool = False) -> None:
+    try:
+        await asyncio.to_thread(run_env, project, work, dont_mutate)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        if work.current is None and work.mode != "read":
+            kind, text = database_error(exc)
+            err = _error(exc, None)
+            raise ConfigError(f"env.py failed: {err.message or text}", kind=err.kind or kind) from exc
+        if work.mode == "read":
+            err = _error(exc, None)
+            raise ConfigError(f"env.py failed: {err.message}", kind=err.kind) from exc
+        raise _error(exc, work.current) from exc
+
+
+async def _read_back(
+    conn: asyncpg.Connection, settings: Settings, project: Project, work: Work
+) -> dict[str, list[str]] | None:
+    if work.table is None:
+        return None
+    with contextlib.suppress(Exception):
+        if conn.is_closed():
+            conn = await database.connect(settings.db, min(settings.wait_timeout, 5.0))
+            try:
+                heads = await read_heads(conn, work.table)
+            finally:
+                await conn.close()
+        else:
+            heads = await read_heads(conn, work.table)
+        return {APP: ancestry(project.script, heads)}
+    return None

@@ -1,0 +1,148 @@
+"""tool: alembic against a real PostgreSQL, with examples/alembic-shop (sync env.py with the shared-connection
+recipe and a custom version table; async env.py from Alembic's asyncio template)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from localcluster.postgres import PostgresServer
+from tests.runner.conftest import REPO, Runner, finish
+
+pytestmark = pytest.mark.postgres
+
+ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
+BASE, ORDERS, BIO, MERGE = "a1b2c3d4e5f6", "b7e1f0c2a9d3", "c4d5e6f7a8b9", "d0e1f2a3b4c5"
+VARIANTS = {
+    "sync": ("alembic.ini", "shop_alembic_version"),
+    "async": ("alembic-async.ini", "alembic_version"),
+}
+
+
+@pytest.fixture(params=list(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def alembic_shop(postgres: PostgresServer, database: str, tmp_path: Path) -> Runner:
+    return Runner(postgres, database, ALEMBIC_SHOP, tmp_path, "alembic")
+
+
+def heads(runner: Runner, table: str) -> list[str]:
+    if runner.postgres.psql(runner.database, f"SELECT to_regclass('{table}') IS NULL") == "t":
+        return []
+    return sorted(runner.postgres.psql(runner.database, f"SELECT version_num FROM {table}").split())
+
+
+def test_fresh_then_noop(alembic_shop: Runner, variant: str) -> None:
+    ini, table = VARIANTS[variant]
+    first = alembic_shop("upgrade", "--config", ini)
+    assert first.rc == 0, first.stdout + first.stderr
+    report = first.report
+    state = report.apps["alembic"]
+    assert state.versions[0] == BASE
+    assert state.versions[-1] == MERGE
+    assert sorted(state.versions) == sorted([BASE, ORDERS, BIO, MERGE])
+    assert report.current_version() == f"alembic:{MERGE}"
+    assert sorted(report.applied) == sorted(f"alembic:{r}" for r in (BASE, ORDERS, BIO, MERGE))
+    assert heads(alembic_shop, table) == [MERGE]
+    assert "orders" in alembic_shop.tables()
+    assert "bio" in alembic_shop.columns("users")
+
+    again = alembic_shop("upgrade", "--config", ini)
+    assert again.rc == 0, again.stdout
+    assert again.report.applied == []
+    assert again.report.apps["alembic"].count == 4
+    assert again.events("plan.noop")
+
+
+def test_target_prefix_then_head(alembic_shop: Runner) -> None:
+    result = alembic_shop("upgrade", "--target", ORDERS[:4])
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.apps["alembic"].versions == [BASE, ORDERS]
+    assert heads(alembic_shop, "shop_alembic_version") == [ORDERS]
+    below = alembic_shop("upgrade", "--target", BASE)
+    assert below.rc == 6, below.stdout
+    assert below.report.outcome.value == "DowngradeRefused"
+    rest = alembic_shop("upgrade")
+    assert rest.rc == 0
+    assert sorted(rest.report.applied) == sorted([f"alembic:{BIO}", f"alembic:{MERGE}"])
+
+
+def test_downgrade(alembic_shop: Runner) -> None:
+    assert alembic_shop("upgrade").rc == 0
+    down = alembic_shop("downgrade", "--target", BASE)
+    assert down.rc == 0, down.stdout + down.stderr
+    assert down.report.apps["alembic"].versions == [BASE]
+    assert sorted(down.report.applied) == sorted(f"alembic:{r}" for r in (ORDERS, BIO, MERGE))
+    assert "orders" not in alembic_shop.tables()
+
+
+def test_multiple_heads(postgres: PostgresServer, database: str, tmp_path: Path) -> None:
+    project = shutil.copytree(ALEMBIC_SHOP, tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "migrations" / "versions" / f"{MERGE}_merge_orders_and_bio.py").unlink()
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    failed = runner("upgrade")
+    assert failed.rc == 2, failed.stdout
+    assert failed.report.error is not None
+    assert failed.report.error.message.startswith("MultipleHeads: ")
+    assert BIO in failed.report.error.message
+    assert ORDERS in failed.report.error.message
+    both = runner("upgrade", "--target", "heads")
+    assert both.rc == 0, both.stdout + both.stderr
+    assert heads(runner, "shop_alembic_version") == sorted([ORDERS, BIO])
+    assert sorted(both.report.apps["alembic"].versions) == sorted([BASE, ORDERS, BIO])
+
+
+def test_concurrent_runners_apply_once(alembic_shop: Runner, variant: str) -> None:
+    ini, table = VARIANTS[variant]
+    procs = [alembic_shop.start("upgrade", "--config", ini) for _ in range(4)]
+    results = [finish(proc, report, alembic_shop.postgres.password) for proc, report in procs]
+    assert all(r.rc == 0 for r in results), [r.stdout for r in results]
+    applied = [label for r in results for label in r.report.applied]
+    assert sorted(applied) == sorted(f"alembic:{r}" for r in (BASE, ORDERS, BIO, MERGE))
+    assert heads(alembic_shop, table) == [MERGE]
+
+
+def test_failing_migration_reports_database_error(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    project = shutil.copytree(ALEMBIC_SHOP, tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    postgres.psql(database, "CREATE TABLE orders (id int)")
+    failed = runner("upgrade")
+    assert failed.rc == 5, failed.stdout + failed.stderr
+    assert failed.report.error is not None
+    assert failed.report.error.kind == "DuplicateTable"
+    assert failed.report.error.migration == f"alembic:{ORDERS}"
+    assert postgres.password not in failed.stdout
+
+
+def test_baseline(alembic_shop: Runner, variant: str) -> None:
+    ini, table = VARIANTS[variant]
+    pg, db = alembic_shop.postgres, alembic_shop.database
+    pg.psql(db, "CREATE TABLE users (id serial PRIMARY KEY, email varchar(200) NOT NULL UNIQUE)")
+    plain = alembic_shop("upgrade", "--config", ini)
+    assert plain.rc == 5
+    assert plain.report.error is not None
+    assert "already exists" in plain.report.error.message
+    adopted = alembic_shop("upgrade", "--config", ini, "--baseline", BASE)
+    assert adopted.rc == 0, adopted.stdout + adopted.stderr
+    assert f"alembic:{BASE}" not in adopted.report.applied
+    assert sorted(adopted.report.applied) == sorted(f"alembic:{r}" for r in (ORDERS, BIO, MERGE))
+    # The same spec later: baseline already recorded, nothing to do.
+    again = alembic_shop("upgrade", "--config", ini, "--baseline", BASE)
+    assert again.rc == 0
+    assert again.report.applied == []
+    assert heads(alembic_shop, table) == [MERGE]
+
+
+def test_baseline_refused_when_history_differs(alembic_shop: Runner) -> None:
+    assert alembic_shop("upgrade", "--target", BASE).rc == 0
+    refused = alembic_shop("upgrade", "--baseline", ORDERS)
+    assert refused.rc == 2, refused.stdout
+    assert refused.report.error is not None
+    assert refused.report.error.message.startswith("baseline refused: shop_alembic_version already records 1")
