@@ -27,3 +27,6 @@ STALLED = "Stalled"
 
 # The migration container's name in every Job the operator creates.
 CONTAINER_NAME = "migrate"
+
+# The one app of `tool: alembic` in the report and status (`currentVersion: alembic:<revision>`).
+ALEMBIC_APP = "alembic"

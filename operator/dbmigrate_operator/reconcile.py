@@ -524,13 +524,29 @@ def current_by_app(status: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def is_downgrade(target: str, current: dict[str, str]) -> bool:
-    """Is ``target`` below what is applied? Unknown (nothing applied, unknown app) counts as no."""
+def is_downgrade(target: str, current: dict[str, str], applied: list[dict[str, Any]] | None = None) -> bool:
+    """Is ``target`` below what is applied? Unknown (nothing applied, unknown app) counts as no:
+    the runner's ``upgrade`` refuses a downgrade itself (DowngradeRefused)."""
     if not target:
         return False
+    if c.ALEMBIC_APP in current:
+        return _alembic_is_downgrade(target, current[c.ALEMBIC_APP], applied or [])
     app, _, version = target.rpartition(":")
     apps = [app] if app else list(current)
     return any(a in current and version_number(version) < version_number(current[a]) for a in apps)
+
+
+def _alembic_is_downgrade(target: str, head: str, applied: list[dict[str, Any]]) -> bool:
+    """Alembic revision ids are not ordered: a target is below the head when it is one of the
+    applied ancestors (by id or unique prefix) other than the head itself; `base` reverts all."""
+    revision = target.rpartition(":")[2]
+    if revision in ("head", "heads"):
+        return False
+    if revision == "base":
+        return bool(head)
+    names = [str(v.get("version")) for v in applied if v.get("app") == c.ALEMBIC_APP]
+    matches = [name for name in names if name.startswith(revision)]
+    return bool(matches) and not any(head.startswith(revision) or name == head for name in matches)
 
 
 def versions_status(report: Report, cap: int) -> dict[str, Any]:
@@ -767,7 +783,7 @@ def decide(
         phase, verdict = Phase.FAILED, refused
     else:
         target = str(spec.get("target") or "")
-        downgrade = is_downgrade(target, current_by_app(new))
+        downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"))
         if downgrade and not spec.get("allowDowngrade"):
             phase, verdict = (
                 Phase.FAILED,

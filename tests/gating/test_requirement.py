@@ -187,6 +187,15 @@ class TestVersionPin:
         assert not evaluate(Requirement("db", version=V1["version"]), body).met
         assert evaluate(Requirement("db", version=V1["version"], app="models"), body).met
 
+    def test_alembic_pin_is_met_only_when_listed_never_by_number(self) -> None:
+        body = migration(applied=[{"app": "alembic", "version": "9f00aa11bb22"}])
+        body["status"]["appliedCount"] = 60  # capped: older revisions are not listed
+        body["status"]["currentVersion"] = "alembic:9f00aa11bb22"
+        assert evaluate(Requirement("db", version="9f00aa11bb22"), body).met
+        # "1abc..." would count as "1 <= 9" for the numbered tools: not for revision ids
+        assert not evaluate(Requirement("db", version="1abc00000000"), body).met
+        assert not evaluate(Requirement("db", version="1abc00000000", app="alembic"), body).met
+
     @pytest.mark.parametrize("applied", [None, "1_x", {"app": "models", "version": "1_x"}, [None, "1_x"]])
     def test_malformed_applied_versions_are_unmet(self, applied: Any) -> None:
         body = migration()

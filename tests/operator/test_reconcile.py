@@ -824,6 +824,35 @@ def test_target_at_or_above_the_applied_version_is_an_upgrade() -> None:
         assert create.manifest["spec"]["template"]["spec"]["containers"][0]["args"][0] == "upgrade"
 
 
+ALEMBIC_REVS = ("1975ea83b712", "ae1027a6acf6", "3f9c2d1b7e40")  # ids are not ordered
+
+
+def at_alembic_head(**spec: Any) -> dict[str, Any]:
+    status = {
+        "currentVersion": f"alembic:{ALEMBIC_REVS[-1]}",
+        "appliedCount": 3,
+        "appliedVersions": [{"app": "alembic", "version": v} for v in ALEMBIC_REVS],
+    }
+    return make_cr(generation=2, status=status, tool="alembic", **spec)
+
+
+def test_alembic_target_among_the_ancestors_is_a_downgrade_whatever_its_digits() -> None:
+    # "ae10..." starts with no digit and "1975..." with a small number: numbers must not decide
+    for target in (ALEMBIC_REVS[1], ALEMBIC_REVS[0][:6], "base"):
+        _cr, plan = settle(at_alembic_head(target=target), [], [])
+        assert plan.of(CreateJob) == [], target
+        assert cond(plan, c.STALLED)["reason"] == "DowngradeNotAllowed"
+    plan = decide(at_alembic_head(target=ALEMBIC_REVS[0], allowDowngrade=True), [], [], T0, S)
+    (create,) = plan.of(CreateJob)
+    assert create.manifest["spec"]["template"]["spec"]["containers"][0]["args"][0] == "downgrade"
+
+
+def test_alembic_unknown_or_head_target_is_an_upgrade() -> None:
+    for target in ("head", "heads", ALEMBIC_REVS[-1], "9abcdef01234"):
+        (create,) = decide(at_alembic_head(target=target), [], [], T0, S).of(CreateJob)
+        assert create.manifest["spec"]["template"]["spec"]["containers"][0]["args"][0] == "upgrade", target
+
+
 # ------------------------------------------------------------------ the rest
 
 

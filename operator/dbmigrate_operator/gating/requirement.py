@@ -11,7 +11,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dbmigrate_operator.constants import KIND, SCHEDULING_GATE, WAIT_FOR_LABEL, WAIT_FOR_VERSION_ANNOTATION
+from dbmigrate_operator.constants import (
+    ALEMBIC_APP,
+    KIND,
+    SCHEDULING_GATE,
+    WAIT_FOR_LABEL,
+    WAIT_FOR_VERSION_ANNOTATION,
+)
 
 # Keep user-visible texts short: Events are truncated by the API at 1 KiB, and the DB error text of
 # a failed run (lastRun.message) can be long.
@@ -165,6 +171,8 @@ def _is_below_current(requirement: Requirement, status: Mapping[str, Any]) -> bo
         (app,) = current
     else:
         return False  # ambiguous without the app name
+    if app == ALEMBIC_APP:  # revision ids are not ordered: only the listed ancestry counts
+        return False
     pinned, newest = _version_number(requirement.version), _version_number(current.get(app, ""))
     return pinned is not None and newest is not None and pinned <= newest
 
