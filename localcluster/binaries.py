@@ -1,4 +1,4 @@
-"""Find or build the control-plane binaries (etcd, kube-*, kubectl, helm).
+"""Find or build the local cluster's binaries (etcd, kube-*, kubelet, kubectl, helm, crictl).
 
 They are built from Go modules pinned under hack/ by hack/build-binaries.sh and cached per
 version under ~/.cache/dbmigrate-operator/k8s/<versions>/bin/ (outside the work tree, so fresh
@@ -17,6 +17,7 @@ from typing import TextIO
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+NODE = ("kubelet", "kube-proxy", "crictl")  # the real node's; prebuilt dirs (envtest) may lack them
 OPTIONAL = ("helm",)
 
 
@@ -58,7 +59,7 @@ def cached_bin_dir() -> Path:
 
 
 def missing(bin_dir: Path) -> list[str]:
-    return [name for name in (*REQUIRED, *OPTIONAL) if not os.access(bin_dir / name, os.X_OK)]
+    return [name for name in (*REQUIRED, *NODE, *OPTIONAL) if not os.access(bin_dir / name, os.X_OK)]
 
 
 def ensure_binaries(progress: TextIO | None = None) -> Path:
