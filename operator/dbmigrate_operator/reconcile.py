@@ -644,6 +644,22 @@ def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+@dataclass
+class Observed:
+    """This resource's Jobs, sorted into what the decision needs (newest first)."""
+
+    ours: list[dict[str, Any]]
+    active: list[dict[str, Any]]  # not finished
+    finished: list[dict[str, Any]]
+    # Succeeded by its Pod, not yet closed by the Job controller: its result counts, but the Job object
+    # is still active, so no other Job is created (or deleted) for this CR until it is closed.
+    closing: list[dict[str, Any]]
+
+    @property
+    def head(self) -> dict[str, Any] | None:
+        return self.ours[0] if self.ours else None
+
+
 def decide(
     cr: dict[str, Any],
     jobs: list[dict[str, Any]],
@@ -652,180 +668,31 @@ def decide(
     settings: Settings,
     job_events: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> Plan:
-    """What to do now for one DatabaseMigration, given everything observed about it.
+    """What to do now for one DatabaseMigration, given everything observed about it:
+    observe → results → record → next step → history → plan.
 
     ``job_events``: the Events of the Jobs :func:`jobs_awaiting_pods` named, by Job uid.
     """
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
-    name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
-    generation = int(meta.get("generation") or 0)
-    uid = str(meta.get("uid") or "")
-    actions: list[Action] = []
-    events: list[EmitEvent] = []
-
-    ours = [
-        job
-        for job in jobs
-        if (job.get("metadata") or {}).get("labels", {}).get(c.MIGRATION_LABEL) == name
-        and _owned(job, uid, c.KIND)
-        and not (job.get("metadata") or {}).get("deletionTimestamp")
-    ]
-    ours.sort(key=_order_key, reverse=True)  # newest first
     old_run = dict(old.get("lastRun") or {})
-    done = {job["metadata"]["name"]: _finished(job, _pods_of(job, pods), old_run) for job in ours}
-    active = [job for job in ours if done[job["metadata"]["name"]] is None]
-    finished = [job for job in ours if done[job["metadata"]["name"]] is not None]
-    # Succeeded by its Pod, not yet closed by the Job controller: its result counts, but the Job object
-    # is still active, so no other Job is created (or deleted) for this CR until it is closed.
-    closing = [job for job in finished if _job_verdict(job) is None]
+    seen = _observe(cr, jobs, pods, old_run)
+    results, kept = _results(seen, pods, old_run, settings)
+    new, events = _record(old, seen, results, kept, settings)
     hash_ = j.run_hash(cr)
-    desired_name = j.job_name(name, hash_)
-    hint = RERUN_HINT.format(name=name, namespace=namespace)
+    step = _next_step(cr, seen, pods, results, new, hash_, job_events or {}, now, settings)
+    events.extend(step.events)
+    _warn_on_stall(old, step.verdict, events)
+    actions = [
+        *step.actions,
+        *_history(spec, seen, step.actions, j.job_name(str(meta.get("name", "")), hash_), settings),
+    ]
 
-    new: dict[str, Any] = {
-        k: old[k] for k in ("currentVersion", "appliedVersions", "appliedCount", "lastRun") if k in old
-    }
-
-    # A result learned from a Pod's report is never unlearned: once that Pod is gone (Pod GC, node
-    # drain), the Job alone says far less (JobFailed, no database error), so the outcome status.lastRun
-    # recorded for this very Job stands. Status is the record, so a restarted operator agrees.
-    results: dict[str, Result] = {}
-    kept: set[str] = set()
-    for job in finished:
-        jname = job["metadata"]["name"]
-        fresh = read_result(job, _pods_of(job, pods), settings)
-        if _keeps_record(old_run, job, fresh):
-            results[jname] = _result_of_record(old_run)
-            kept.add(jname)
-        else:
-            results[jname] = fresh
-    # The applied versions come from the newest finished Job that left a report (deterministic, so
-    # reading it again after a restart gives the same answer). A newer finished Job whose report can no
-    # longer be read ends the search: what status holds is newer than any older Job's report.
-    for job in finished:
-        result = results[job["metadata"]["name"]]
-        if result.report is None:
-            break
-        if result.report.apps:
-            new.update(versions_status(result.report, settings.applied_versions_cap))
-            break
-    # lastRun describes the newest Job (running or finished); without Jobs, what status remembers.
-    head = ours[0] if ours else None
-    if head is not None:
-        hname = head["metadata"]["name"]
-        new["lastRun"] = old_run if hname in kept else _last_run(head, results.get(hname), settings)
-    run = dict(new.get("lastRun") or {})
-    if (
-        head is not None
-        and head in finished
-        and (old_run.get("job"), old_run.get("outcome")) != (run.get("job"), run.get("outcome"))
-    ):
-        head_result = results[head["metadata"]["name"]]
-        if head_result.reason is Reason.APPLIED:
-            events.append(EmitEvent("Normal", "Applied", f"Job {run['job']}: {run.get('message', '')}"))
-        else:
-            events.append(
-                EmitEvent("Warning", head_result.reason.value, f"Job {run['job']}: {head_result.message}")
-            )
-
-    phase: Phase
-    verdict: Verdict
-    problem = validate(spec)
-    recheck_at: datetime | None = None
-    if active:
-        job = active[0]
-        events_of_job = (job_events or {}).get(str(job["metadata"].get("uid")), [])
-        step = _active_step(job, _pods_of(job, pods), events_of_job, desired_name, old, now, settings)
-        phase, verdict, recheck_at = step.phase, step.verdict, step.recheck_at
-        actions.extend(step.actions)
-        events.extend(step.events)
-    elif problem:
-        phase, verdict = Phase.FAILED, stalled(Reason.INVALID_SPEC, problem)
-    elif run.get("runHash") == hash_ and run.get("outcome") not in (None, "", RUNNING):
-        # The desired run is done: its verdict stands until the spec changes or a rerun is asked for.
-        if run.get("outcome") == Outcome.SUCCEEDED.value:
-            phase, verdict = Phase.SUCCEEDED, ready(run.get("message") or "Applied")
-        else:
-            found = results.get(str(run.get("job")))
-            reason = found.reason if found else _reason_of(str(run.get("outcome")))
-            phase, verdict = (
-                Phase.FAILED,
-                stalled(
-                    reason,
-                    f"Job {run.get('job')} failed: {run.get('message') or reason.value}. Fix the cause, then "
-                    f"change the spec or ask for a rerun: {hint}",
-                ),
-            )
-    elif closing:
-        jname = closing[0]["metadata"]["name"]
-        phase, verdict = (
-            Phase.RUNNING,
-            progressing(
-                Reason.WAITING_FOR_PREVIOUS_RUN,
-                f"the spec changed while Job {jname} ran; the new run starts once the Job controller "
-                "has closed it",
-            ),
-        )
-    elif any(job["metadata"]["name"] == desired_name for job in finished):
-        # An old Job of the same run exists but a newer run happened since (A → B → A): its result is
-        # stale, so remove it and run again under the same deterministic name.
-        actions.append(DeleteJob(desired_name, "stale result of an older run of the same spec"))
-        phase, verdict = (
-            Phase.PENDING,
-            progressing(
-                Reason.REPLACING_JOB, f"re-running {desired_name}: a newer run happened since it ran"
-            ),
-        )
-    elif (refused := not_allowed(spec, settings)) is not None:
-        # Checked before a Job is made, never against a run already made: a Ready resource stays Ready.
-        phase, verdict = Phase.FAILED, refused
-    else:
-        target = str(spec.get("target") or "")
-        downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"))
-        if downgrade and not spec.get("allowDowngrade"):
-            phase, verdict = (
-                Phase.FAILED,
-                stalled(
-                    Reason.DOWNGRADE_NOT_ALLOWED,
-                    f"spec.target {target} is below the applied version {new.get('currentVersion')}; set "
-                    "spec.allowDowngrade: true to revert the newer migrations, or raise the target",
-                ),
-            )
-        else:
-            command = "downgrade" if downgrade else "upgrade"
-            manifest = j.build_job(cr, hash_=hash_, command=command, settings=settings, now=now)
-            actions.append(CreateJob(manifest))
-            what = f"{command} to {target}" if target else f"{command} to the newest migration"
-            events.append(
-                EmitEvent(
-                    "Normal", "RunStarted", f"Created Job {desired_name} ({what}, image {spec.get('image')})"
-                )
-            )
-            phase, verdict = (
-                Phase.PENDING,
-                progressing(Reason.JOB_CREATED, f"created Job {desired_name} ({what})"),
-            )
-
-    # Stalled transitions are worth a Warning even when no Job ended (stuck Pod, refused downgrade).
-    old_stalled = [cond for cond in old.get("conditions") or [] if cond.get("type") == c.STALLED]
-    was = old_stalled[0] if old_stalled else {}
-    repeated = was.get("status") == "True" and was.get("reason") == verdict.reason.value
-    if verdict.kind == "stalled" and not repeated and not any(e.type == "Warning" for e in events):
-        events.append(EmitEvent("Warning", verdict.reason.value, verdict.message))
-
-    # History: keep the newest historyLimit finished Jobs (never the one whose result stands).
-    limit = max(1, int(spec.get("historyLimit") or settings.history_limit))
-    deleting = {a.name for a in actions if isinstance(a, DeleteJob)}
-    for job in finished[limit:]:
-        jname = job["metadata"]["name"]
-        if jname not in deleting and job is not head and jname != desired_name and job not in closing:
-            actions.append(DeleteJob(jname, f"beyond spec.historyLimit ({limit})"))
-
+    generation = int(meta.get("generation") or 0)
     new["observedGeneration"] = generation
-    new["phase"] = phase.value
-    new["conditions"] = conditions(verdict, old.get("conditions"), generation, now)
+    new["phase"] = step.phase.value
+    new["conditions"] = conditions(step.verdict, old.get("conditions"), generation, now)
     patch = _merge_patch(old, new)
     # Order: act first, then record; events last (they describe what happened). Except the very first
     # status: kstatus readers (kubectl wait, Argo CD, Flux) take a resource without conditions for done,
@@ -835,8 +702,218 @@ def decide(
     elif patch:
         actions.append(PatchStatus(patch))
     actions.extend(events)
-    recheck = (recheck_at - now).total_seconds() + 1 if recheck_at is not None else None
+    recheck = (step.recheck_at - now).total_seconds() + 1 if step.recheck_at is not None else None
     return Plan(actions=actions, status=new, recheck_after=recheck)
+
+
+def _observe(
+    cr: dict[str, Any], jobs: list[dict[str, Any]], pods: list[dict[str, Any]], old_run: dict[str, Any]
+) -> Observed:
+    """Our Jobs (labelled for this resource, owned by it, not being deleted), newest first."""
+    meta = cr.get("metadata") or {}
+    name, uid = str(meta.get("name", "")), str(meta.get("uid") or "")
+    ours = [
+        job
+        for job in jobs
+        if (job.get("metadata") or {}).get("labels", {}).get(c.MIGRATION_LABEL) == name
+        and _owned(job, uid, c.KIND)
+        and not (job.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    ours.sort(key=_order_key, reverse=True)
+    done = {job["metadata"]["name"]: _finished(job, _pods_of(job, pods), old_run) for job in ours}
+    active = [job for job in ours if done[job["metadata"]["name"]] is None]
+    finished = [job for job in ours if done[job["metadata"]["name"]] is not None]
+    closing = [job for job in finished if _job_verdict(job) is None]
+    return Observed(ours, active, finished, closing)
+
+
+def _results(
+    seen: Observed, pods: list[dict[str, Any]], old_run: dict[str, Any], settings: Settings
+) -> tuple[dict[str, Result], set[str]]:
+    """Each finished Job's result, and which of them come from status.lastRun.
+
+    A result learned from a Pod's report is never unlearned: once that Pod is gone (Pod GC, node
+    drain), the Job alone says far less (JobFailed, no database error), so the outcome status.lastRun
+    recorded for this very Job stands. Status is the record, so a restarted operator agrees.
+    """
+    results: dict[str, Result] = {}
+    kept: set[str] = set()
+    for job in seen.finished:
+        jname = job["metadata"]["name"]
+        fresh = read_result(job, _pods_of(job, pods), settings)
+        if _keeps_record(old_run, job, fresh):
+            results[jname] = _result_of_record(old_run)
+            kept.add(jname)
+        else:
+            results[jname] = fresh
+    return results, kept
+
+
+def _record(
+    old: dict[str, Any],
+    seen: Observed,
+    results: dict[str, Result],
+    kept: set[str],
+    settings: Settings,
+) -> tuple[dict[str, Any], list[EmitEvent]]:
+    """The new status's record part (versions, lastRun) and the Event for a run that just ended."""
+    new: dict[str, Any] = {
+        k: old[k] for k in ("currentVersion", "appliedVersions", "appliedCount", "lastRun") if k in old
+    }
+    # The applied versions come from the newest finished Job that left a report (deterministic, so
+    # reading it again after a restart gives the same answer). A newer finished Job whose report can no
+    # longer be read ends the search: what status holds is newer than any older Job's report.
+    for job in seen.finished:
+        result = results[job["metadata"]["name"]]
+        if result.report is None:
+            break
+        if result.report.apps:
+            new.update(versions_status(result.report, settings.applied_versions_cap))
+            break
+    # lastRun describes the newest Job (running or finished); without Jobs, what status remembers.
+    old_run = dict(old.get("lastRun") or {})
+    head = seen.head
+    if head is None:
+        return new, []
+    hname = head["metadata"]["name"]
+    new["lastRun"] = old_run if hname in kept else _last_run(head, results.get(hname), settings)
+    run = dict(new["lastRun"] or {})
+    ended = head in seen.finished and (old_run.get("job"), old_run.get("outcome")) != (
+        run.get("job"),
+        run.get("outcome"),
+    )
+    if not ended:
+        return new, []
+    head_result = results[hname]
+    if head_result.reason is Reason.APPLIED:
+        return new, [EmitEvent("Normal", "Applied", f"Job {run['job']}: {run.get('message', '')}")]
+    return new, [EmitEvent("Warning", head_result.reason.value, f"Job {run['job']}: {head_result.message}")]
+
+
+def _next_step(
+    cr: dict[str, Any],
+    seen: Observed,
+    pods: list[dict[str, Any]],
+    results: dict[str, Result],
+    new: dict[str, Any],
+    hash_: str,
+    job_events: Mapping[str, list[dict[str, Any]]],
+    now: datetime,
+    settings: Settings,
+) -> Step:
+    """The one branch that applies: a run under way, a bad spec, the desired run done, a run to close,
+    a stale namesake to replace, a refused spec, or a new run."""
+    meta, spec = cr.get("metadata") or {}, cr.get("spec") or {}
+    old = dict(cr.get("status") or {})
+    desired_name = j.job_name(str(meta.get("name", "")), hash_)
+    run = dict(new.get("lastRun") or {})
+    problem = validate(spec)
+    if seen.active:
+        job = seen.active[0]
+        events_of_job = job_events.get(str(job["metadata"].get("uid")), [])
+        return _active_step(job, _pods_of(job, pods), events_of_job, desired_name, old, now, settings)
+    if problem:
+        return Step(Phase.FAILED, stalled(Reason.INVALID_SPEC, problem))
+    if run.get("runHash") == hash_ and run.get("outcome") not in (None, "", RUNNING):
+        return _done_step(
+            run, results, RERUN_HINT.format(name=meta.get("name", ""), namespace=meta.get("namespace", ""))
+        )
+    if seen.closing:
+        jname = seen.closing[0]["metadata"]["name"]
+        return Step(
+            Phase.RUNNING,
+            progressing(
+                Reason.WAITING_FOR_PREVIOUS_RUN,
+                f"the spec changed while Job {jname} ran; the new run starts once the Job controller "
+                "has closed it",
+            ),
+        )
+    if any(job["metadata"]["name"] == desired_name for job in seen.finished):
+        # An old Job of the same run exists but a newer run happened since (A → B → A): its result is
+        # stale, so remove it and run again under the same deterministic name.
+        return Step(
+            Phase.PENDING,
+            progressing(
+                Reason.REPLACING_JOB, f"re-running {desired_name}: a newer run happened since it ran"
+            ),
+            actions=[DeleteJob(desired_name, "stale result of an older run of the same spec")],
+        )
+    if (refused := not_allowed(spec, settings)) is not None:
+        # Checked before a Job is made, never against a run already made: a Ready resource stays Ready.
+        return Step(Phase.FAILED, refused)
+    return _new_run_step(cr, new, hash_, desired_name, now, settings)
+
+
+def _done_step(run: dict[str, Any], results: dict[str, Result], hint: str) -> Step:
+    """The desired run is done: its verdict stands until the spec changes or a rerun is asked for."""
+    if run.get("outcome") == Outcome.SUCCEEDED.value:
+        return Step(Phase.SUCCEEDED, ready(run.get("message") or "Applied"))
+    found = results.get(str(run.get("job")))
+    reason = found.reason if found else _reason_of(str(run.get("outcome")))
+    return Step(
+        Phase.FAILED,
+        stalled(
+            reason,
+            f"Job {run.get('job')} failed: {run.get('message') or reason.value}. Fix the cause, then "
+            f"change the spec or ask for a rerun: {hint}",
+        ),
+    )
+
+
+def _new_run_step(
+    cr: dict[str, Any], new: dict[str, Any], hash_: str, desired_name: str, now: datetime, settings: Settings
+) -> Step:
+    """Create the desired run's Job: an upgrade, or a downgrade when allowed."""
+    spec = cr.get("spec") or {}
+    target = str(spec.get("target") or "")
+    downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"))
+    if downgrade and not spec.get("allowDowngrade"):
+        return Step(
+            Phase.FAILED,
+            stalled(
+                Reason.DOWNGRADE_NOT_ALLOWED,
+                f"spec.target {target} is below the applied version {new.get('currentVersion')}; set "
+                "spec.allowDowngrade: true to revert the newer migrations, or raise the target",
+            ),
+        )
+    command = "downgrade" if downgrade else "upgrade"
+    manifest = j.build_job(cr, hash_=hash_, command=command, settings=settings, now=now)
+    what = f"{command} to {target}" if target else f"{command} to the newest migration"
+    started = f"Created Job {desired_name} ({what}, image {spec.get('image')})"
+    return Step(
+        Phase.PENDING,
+        progressing(Reason.JOB_CREATED, f"created Job {desired_name} ({what})"),
+        actions=[CreateJob(manifest)],
+        events=[EmitEvent("Normal", "RunStarted", started)],
+    )
+
+
+def _warn_on_stall(old: dict[str, Any], verdict: Verdict, events: list[EmitEvent]) -> None:
+    """Stalled transitions are worth a Warning even when no Job ended (stuck Pod, refused downgrade)."""
+    old_stalled = [cond for cond in old.get("conditions") or [] if cond.get("type") == c.STALLED]
+    was = old_stalled[0] if old_stalled else {}
+    repeated = was.get("status") == "True" and was.get("reason") == verdict.reason.value
+    if verdict.kind == "stalled" and not repeated and not any(e.type == "Warning" for e in events):
+        events.append(EmitEvent("Warning", verdict.reason.value, verdict.message))
+
+
+def _history(
+    spec: dict[str, Any], seen: Observed, actions: list[Action], desired_name: str, settings: Settings
+) -> list[Action]:
+    """Keep the newest historyLimit finished Jobs (never the one whose result stands)."""
+    limit = max(1, int(spec.get("historyLimit") or settings.history_limit))
+    deleting = {a.name for a in actions if isinstance(a, DeleteJob)}
+    out: list[Action] = []
+    for job in seen.finished[limit:]:
+        jname = job["metadata"]["name"]
+        if (
+            jname not in deleting
+            and job is not seen.head
+            and jname != desired_name
+            and job not in seen.closing
+        ):
+            out.append(DeleteJob(jname, f"beyond spec.historyLimit ({limit})"))
+    return out
 
 
 @dataclass
