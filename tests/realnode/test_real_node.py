@@ -1,5 +1,5 @@
 """The whole story on a real node: a real kubelet runs the chart's operator image (2 replicas,
-peering, restricted Pod Security) and the migration Jobs in containers built from this
+leader election with a Lease, restricted Pod Security) and the migration Jobs in containers built from this
 repository's Dockerfiles. Every assertion reads what the kubelet reported (Pod/Job status).
 """
 
