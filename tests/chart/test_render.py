@@ -500,11 +500,14 @@ def test_replicas_started_from_the_chart_elect_with_a_lease_in_the_release_names
     import kopf
 
     from dbmigrate_operator import __main__ as entry
+    from dbmigrate_operator import metrics
 
     container = _container(render())
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    # not the chart's fixed port 8000 on this machine: another test run may hold it
+    monkeypatch.setattr(metrics, "serve", lambda port: None)
     for item in container["env"]:
         monkeypatch.setenv(item["name"], item.get("value", NAMESPACE))
     entry.main([])
