@@ -41,11 +41,10 @@ IMAGE = "bench.dbmigrate.dev/migrations:1"  # mapped to the stand-in runner
 APP_IMAGE = "bench.dbmigrate.dev/app:1"  # mapped to `true`: released app pods finish at once
 OPERATOR_NS = "dbmigrate-system"
 OPERATOR_SA = "dbmigrate-operator"
-PEERING = "dbmigrate-operator"
+LEASE = "dbmigrate-operator"  # leader election, in OPERATOR_NS: the operator creates it
 FLOW_SCHEMA = "dbmigrate-bench-operator"
 RUN_LABEL = "bench.dbmigrate.dev/run"
 CRD = REPO / "crds" / "databasemigrations.dbmigrate.dev.yaml"
-PEERING_CRDS = REPO / "charts" / "dbmigrate-operator" / "crds" / "kopf-peering.yaml"
 VERSION_NAME = "0_20260101000000_init"
 
 
@@ -256,12 +255,10 @@ def start(ctx: Context, *, verbose: bool = False) -> Kube:
         existing.operator = _launch(ctx, existing.kubeconfig, verbose)
         return existing
     cluster = ctx.cluster
-    # As the chart ships it: kopf peering on (DBMIGRATE_STANDALONE=false), its CRDs and object.
-    # (Standalone, `dbmigrate-operator` passes a peering name, which makes kopf pause every watch
-    # until peering CRDs it never looks for in standalone mode appear: it would never react.)
-    cluster.kubectl("apply", "-f", str(CRD), "-f", str(PEERING_CRDS))
+    # As the chart ships it: leader election on (DBMIGRATE_STANDALONE=false), with the Lease the
+    # operator creates in OPERATOR_NS itself; nothing else to install for it.
+    cluster.kubectl("apply", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    _apply(ctx, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}})
     cluster.kubectl("create", "namespace", OPERATOR_NS, check=False)
     # cluster-admin for brevity: RBAC evaluation cost does not depend on the rules' breadth here.
     cluster.kubectl(
@@ -290,7 +287,8 @@ def start(ctx: Context, *, verbose: bool = False) -> Kube:
 
 
 def _warm_up(kube: Kube) -> None:
-    """One migration through to Ready, so peering's start-up pause is over before anything is timed."""
+    """One migration through to Ready, so start-up (taking the Lease, first watches) is over before
+    anything is timed."""
     from kubernetes import client
 
     custom: Any = client.CustomObjectsApi(kube.api)
@@ -352,7 +350,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
         "KUBECONFIG": str(kubeconfig),
         "DBMIGRATE_RESYNC_SECONDS": f"{resync:g}",
         "DBMIGRATE_STANDALONE": "false",
-        "DBMIGRATE_PEERING_NAME": PEERING,
+        "DBMIGRATE_LEASE_NAME": LEASE,
         "DBMIGRATE_WEBHOOK_REGISTER": "true",
         "DBMIGRATE_WEBHOOK_LISTEN_HOST": "127.0.0.1",
         "DBMIGRATE_WEBHOOK_PORT": str(webhook_port),

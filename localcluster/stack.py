@@ -30,7 +30,6 @@ from localcluster.binaries import REPO
 
 CRD = REPO / "crds" / "databasemigrations.dbmigrate.dev.yaml"
 RBAC_RULES = REPO / "charts" / "dbmigrate-operator" / "files" / "rbac-rules.yaml"
-PEERING_CRDS = REPO / "charts" / "dbmigrate-operator" / "crds" / "kopf-peering.yaml"
 CHART = REPO / "charts" / "dbmigrate-operator"
 VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 SHOP = REPO / "examples" / "shop"
@@ -150,24 +149,6 @@ def install_admission_policy(cluster: Cluster, namespace: str, service_account: 
     return True
 
 
-def install_peering(cluster: Cluster, name: str) -> str:
-    """kopf's peering CRDs (from the chart's crds/) and one ClusterKopfPeering, as the chart installs them.
-
-    The chart's default runs the operator with peering (DBMIGRATE_STANDALONE=false).
-    """
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(PEERING_CRDS))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s"
-    )
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
-    wait_for(
-        lambda: cluster.kubectl("apply", "-f", "-", input=json.dumps(peering), check=False).returncode == 0,
-        60,
-        "the ClusterKopfPeering object",
-    )
-    return name
-
-
 # -- images ----------------------------------------------------------------------------------------
 
 
@@ -248,17 +229,18 @@ class OperatorProcess:
     Its output goes to `log` (appended across restarts). `detach=True` lets it outlive the
     Python process that started it (the demo); otherwise it dies with it (tests).
 
-    With `peering` (the chart's default) it runs with kopf peering on that ClusterKopfPeering. Each
-    start takes a higher priority than the previous one: a restarted replica then takes over at once
-    (with a lower one, kopf would keep it paused until the killed replica's entry expires).
+    With `lease` (the chart's default: several replicas) it elects itself with that
+    coordination.k8s.io Lease in OPERATOR_NAMESPACE (DBMIGRATE_STANDALONE=false), which it creates
+    itself: the ClusterRole of `install_operator_identity` grants leases (rbac-rules.yaml). A
+    restart after `stop()` takes over at once (the Lease was handed back); after `kill()` it waits
+    for the Lease to expire (DBMIGRATE_LEASE_SECONDS).
     """
 
     kubeconfig: Path
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     detach: bool = False
-    peering: str | None = None
-    starts: int = 0
+    lease: str | None = None
     health_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
@@ -282,10 +264,9 @@ class OperatorProcess:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        if self.peering:
+        if self.lease:
             env["DBMIGRATE_STANDALONE"] = "false"
-            env["DBMIGRATE_PEERING_NAME"] = self.peering
-            env["DBMIGRATE_PEERING_PRIORITY"] = str(100 + self.starts)
+            env["DBMIGRATE_LEASE_NAME"] = self.lease
         else:
             env["DBMIGRATE_STANDALONE"] = "true"
         env.update(self.env)
@@ -294,7 +275,6 @@ class OperatorProcess:
     def start(self, timeout: float = 120) -> OperatorProcess:
         """Start and wait for kopf's liveness endpoint (startup handlers done, watches starting)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
         with self.log.open("ab") as out:
             out.write(f"\n===== dbmigrate-operator started at {time.strftime('%H:%M:%S')} =====\n".encode())
             out.flush()

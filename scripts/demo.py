@@ -44,7 +44,7 @@ DEFAULT_STATE_DIR = REPO / ".cache" / "demo"
 NAMESPACE = "shop"  # the namespace of examples/databasemigration.yaml
 APP_MANIFEST = REPO / "examples" / "demo" / "shop-web.yaml"
 APP_SELECTOR = "app=shop-web"
-PEERING = "dbmigrate-operator"
+LEASE = "dbmigrate-operator"  # the leader-election Lease, in stack.OPERATOR_NAMESPACE
 WEBHOOK_NAME = "dbmigrate-operator-demo"
 TIMEOUT = 300.0
 
@@ -251,8 +251,8 @@ def start(demo: Demo) -> None:
     say(
         f"  ServiceAccount {stack.OPERATOR_NAMESPACE}/{stack.OPERATOR_SA} bound to a ClusterRole with exactly"
     )
-    say(f"  {stack.RBAC_RULES.relative_to(REPO)} (no Secrets access); kopf peering as the chart runs it")
-    stack.install_peering(cluster, PEERING)
+    say(f"  {stack.RBAC_RULES.relative_to(REPO)} (no Secrets access); leader election with a Lease, as the")
+    say(f"  chart runs it (the operator creates {stack.OPERATOR_NAMESPACE}/{LEASE} itself)")
     certs = demo.dir / "webhook-tls"
     certs.mkdir(exist_ok=True)
     made = tls.self_signed(["127.0.0.1", "localhost"])
@@ -269,7 +269,7 @@ def start(demo: Demo) -> None:
             "DBMIGRATE_GATE_SWEEP_SECONDS": "10",
         },
         detach=True,
-        peering=PEERING,
+        lease=LEASE,
     )
     try:
         operator.start()

@@ -90,7 +90,7 @@ class Settings:
             standalone=_bool(env.get("DBMIGRATE_STANDALONE"), cls.standalone),
             lease_name=(
                 env.get("DBMIGRATE_LEASE_NAME", "").strip()
-                or env.get("DBMIGRATE_PEERING_NAME", "").strip()  # the chart's name for it until 0.2
+                or env.get("DBMIGRATE_PEERING_NAME", "").strip()  # what charts set before the Lease
                 or cls.lease_name
             ),
             lease_namespace=env.get("DBMIGRATE_OPERATOR_NAMESPACE", "").strip(),

@@ -4,7 +4,7 @@ The real API server checks what `helm template` cannot: CRD structural schemas, 
 (escalation checks), Pod Security admission, the webhook configuration, and `lookup` keeping the
 generated certificate across upgrades. The node agent does not run the chart's pods (the image is
 not mapped), so the second test runs the operator from the replayed image as a local process with
-everything the install made for it: ServiceAccount token, RBAC, peering object, certificate, env;
+everything the install made for it: ServiceAccount token, RBAC, certificate, env (it makes its Lease);
 the API server then reaches it through the chart's webhook configuration and gates a pod.
 """
 
@@ -70,19 +70,24 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespa
     assert len(pods) == 2
     assert f"Watching: {app_namespace}" in installed.stdout  # NOTES.txt
     try:
-        for crd in (
-            "databasemigrations.dbmigrate.dev",
-            "kopfpeerings.kopf.dev",
-            "clusterkopfpeerings.kopf.dev",
-        ):
-            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-        assert _get(cluster, "kopfpeering", fullname, "-n", app_namespace)["metadata"]["name"] == fullname
+        crd = "crd/databasemigrations.dbmigrate.dev"
+        cluster.kubectl("wait", "--for=condition=Established", crd, "--timeout=60s")
+        # leader election is a Lease the operator makes itself: nothing of kopf's peering is installed
+        for crd in ("crd/kopfpeerings.kopf.dev", "crd/clusterkopfpeerings.kopf.dev"):
+            assert cluster.kubectl("get", crd, check=False).returncode != 0, crd
+        manifest = cluster.helm("get", "manifest", release, "-n", namespace).stdout
+        assert "kopf.dev" not in manifest
 
         secret = _get(cluster, "secret", f"{fullname}-webhook-tls", "-n", namespace)["data"]
         configuration = _get(cluster, "mutatingwebhookconfiguration", fullname)
         assert configuration["webhooks"][0]["clientConfig"]["caBundle"] == secret["ca.crt"]
 
-        cluster.helm("upgrade", release, *args, "--set", "resyncSeconds=120")
+        # a values file from the kopf-peering days (peering.createObjects) still upgrades: ignored
+        upgraded = cluster.helm(
+            "upgrade", release, *args, "--set", "resyncSeconds=120", "--set", "peering.createObjects=true"
+        )
+        assert "kubectl delete crd clusterkopfpeerings.kopf.dev kopfpeerings.kopf.dev" in upgraded.stdout
+        assert "kopf.dev" not in cluster.helm("get", "manifest", release, "-n", namespace).stdout
         again = _get(cluster, "secret", f"{fullname}-webhook-tls", "-n", namespace)["data"]
         assert again == secret, "an upgrade must keep the generated certificate (lookup)"
         configuration = _get(cluster, "mutatingwebhookconfiguration", fullname)
@@ -106,6 +111,8 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespa
             "namespaced install leaks to other namespaces"
         )
         assert not can("create", "pods", "-n", app_namespace)
+        for verb in ("get", "create", "update"):  # the leader-election Lease, in the release namespace
+            assert can(verb, "leases.coordination.k8s.io", "-n", namespace), verb
     finally:
         cluster.helm("uninstall", release, "-n", namespace, "--wait", check=False)
     gone = cluster.kubectl("get", "mutatingwebhookconfiguration", fullname, check=False)
@@ -116,8 +123,8 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, app_namespa
 def test_operator_from_the_image_runs_with_the_charts_namespaced_install(
     cluster: Cluster, namespace: str, app_namespace: str, operator_image: ImageState, tmp_path: Path
 ) -> None:
-    """The operator as installed in the image, with the identity, RBAC, peering object and
-    certificate a namespaced `helm install` made, and the env the chart's Deployment sets."""
+    """The operator as installed in the image, with the identity, RBAC and certificate a namespaced
+    `helm install` made, and the env the chart's Deployment sets (it creates its Lease itself)."""
     release = f"dbm-{uuid.uuid4().hex[:6]}"
     fullname = f"{release}-dbmigrate-operator"
     cluster.helm(

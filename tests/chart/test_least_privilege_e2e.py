@@ -266,12 +266,15 @@ def test_service_account_allowlist_is_enforced_by_the_api_server_too(
     assert env["DBMIGRATE_ALLOWED_SERVICE_ACCOUNTS"] == "migrator"
     assert env["DBMIGRATE_ALLOWED_IMAGES"] == "registry.example.com/"
 
-    def create(manifest: dict[str, Any]) -> tuple[bool, str]:
-        return install.as_operator(cluster, "create", "-f", "-", input=json.dumps(manifest))
+    def create(manifest: dict[str, Any], *flags: str) -> tuple[bool, str]:
+        return install.as_operator(cluster, "create", *flags, "-f", "-", input=json.dumps(manifest))
 
-    refused(
-        create(operator_job(cr, serviceAccountName="admin-sa")), "not in the operator's allowlist (migrator)"
+    # The upgraded policy takes a moment to reach the API server's admission (as after an install).
+    admin_job = operator_job(cr, serviceAccountName="admin-sa")
+    wait_for(
+        lambda: "allowlist" in create(admin_job, "--dry-run=server")[1], 60, "the upgraded policy enforced"
     )
+    refused(create(admin_job), "not in the operator's allowlist (migrator)")
     # unset: the namespace's "default"
     refused(create(operator_job(cr)), "not in the operator's allowlist (migrator)")
     evil = copy.deepcopy(cr)

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 from cryptography import x509
 
-from tests.chart.conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE, RenderFn, helm_args
+from tests.chart.conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE, Rendered, RenderFn, helm_args
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -72,10 +72,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "job": {"allowedServiceAccounts": ["migrator", "default"], "allowedImages": ["reg.example/m/"]},
     },
 }
-# Kinds that are not built into Kubernetes: checked by their own CRDs (ours, kopf's) or by cert-manager.
+# Kinds that are not built into Kubernetes (cert-manager's, the Prometheus Operator's).
 CUSTOM_KINDS = {
-    "ClusterKopfPeering",
-    "KopfPeering",
     "Issuer",
     "Certificate",
     "ServiceMonitor",
@@ -114,19 +112,40 @@ def test_rendered_objects_match_the_kubernetes_schemas(render: RenderFn, scenari
             kubernetes_validate.validate(doc, version, strict=True)
 
 
-def test_custom_objects_belong_to_known_crds(render: RenderFn) -> None:
-    """Peering objects must match the kopf CRDs the chart ships (group, kind, scope)."""
-    for scenario in ("default", "namespaced"):
-        rendered = render(SCENARIOS[scenario])
-        crds = {
-            (c["spec"]["group"], c["spec"]["names"]["kind"]): c["spec"]["scope"]
-            for c in rendered.of_kind("CustomResourceDefinition")
-        }
-        for doc in rendered.docs:
-            if doc["kind"] in {"ClusterKopfPeering", "KopfPeering"}:
-                group = doc["apiVersion"].split("/")[0]
-                scope = crds[(group, doc["kind"])]
-                assert ("namespace" in doc["metadata"]) == (scope == "Namespaced"), doc
+# A values file written for the chart when it still ran kopf peering (every key it had then).
+OLD_PEERING_VALUES = {"peering": {"enabled": True, "name": "shop-operator", "createObjects": True}}
+
+
+def _kopf_objects(rendered: Rendered) -> list[dict[str, Any]]:
+    return [
+        doc
+        for doc in rendered.docs
+        if doc["apiVersion"].startswith("kopf.dev/")
+        or (doc["kind"] == "CustomResourceDefinition" and doc["spec"]["group"] == "kopf.dev")
+    ]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_kopf_peering_object_or_crd_is_rendered(render: RenderFn, scenario: str) -> None:
+    """The replicas elect with a Lease the operator makes itself: nothing of kopf's peering is installed."""
+    rendered = render(SCENARIOS[scenario])
+    assert _kopf_objects(rendered) == []
+    assert {c["spec"]["group"] for c in rendered.of_kind("CustomResourceDefinition")} == {"dbmigrate.dev"}
+    rules = [r for kind in ("ClusterRole", "Role") for doc in rendered.of_kind(kind) for r in doc["rules"]]
+    assert not [r for r in rules if "kopf.dev" in r["apiGroups"] or "peering" in str(r["resources"])]
+
+
+@pytest.mark.parametrize("extra", [{}, SCENARIOS["namespaced"]], ids=["cluster-wide", "namespaced"])
+def test_an_old_values_file_with_peering_create_objects_still_renders(
+    render: RenderFn, extra: dict[str, Any]
+) -> None:
+    """`peering.createObjects` is deprecated and ignored, not rejected: `helm upgrade -f old.yaml` works."""
+    rendered = render({**OLD_PEERING_VALUES, **extra})
+    assert _kopf_objects(rendered) == []
+    env = _env(_container(rendered))
+    assert env["DBMIGRATE_STANDALONE"] == "false"
+    assert env["DBMIGRATE_LEASE_NAME"] == "shop-operator"  # peering.name names the Lease
+    assert rendered.one("PodDisruptionBudget")
 
 
 BAD_VALUES = [
@@ -289,13 +308,13 @@ def test_certificate_files_are_where_the_operator_looks(render: RenderFn) -> Non
     assert volume["secret"]["secretName"] == rendered.one("Secret")["metadata"]["name"]
 
 
-def test_peering_replicas_pdb_and_peering_object(render: RenderFn) -> None:
+def test_replicas_elect_with_the_lease_and_a_pdb(render: RenderFn) -> None:
     rendered = render()
     assert rendered.one("Deployment")["spec"]["replicas"] >= 2
     env = _env(_container(rendered))
     assert env["DBMIGRATE_STANDALONE"] == "false"
-    peering = rendered.one("ClusterKopfPeering")
-    assert peering["metadata"]["name"] == env["DBMIGRATE_PEERING_NAME"]
+    assert env["DBMIGRATE_LEASE_NAME"] == f"{RELEASE}-dbmigrate-operator"  # the release's full name
+    assert "DBMIGRATE_PEERING_NAME" not in env
     pdb = rendered.one("PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"] == rendered.one("Deployment")["spec"]["selector"]
@@ -307,17 +326,14 @@ def test_single_replica_runs_standalone_without_pdb(render: RenderFn) -> None:
     rendered = render(SCENARIOS["single-replica"])
     assert _env(_container(rendered))["DBMIGRATE_STANDALONE"] == "true"
     assert not rendered.of_kind("PodDisruptionBudget")
-    assert not rendered.of_kind("ClusterKopfPeering")
 
 
-def test_watch_namespaces_get_a_peering_object_each(render: RenderFn) -> None:
+def test_watch_namespaces_elect_with_one_lease_in_the_release_namespace(render: RenderFn) -> None:
     rendered = render(SCENARIOS["namespaced"])
     env = _env(_container(rendered))
     assert env["DBMIGRATE_NAMESPACES"] == "shop,billing"
-    peerings = rendered.of_kind("KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["billing", "shop"]
-    assert {p["metadata"]["name"] for p in peerings} == {env["DBMIGRATE_PEERING_NAME"]}
-    assert not rendered.of_kind("ClusterKopfPeering")
+    assert env["DBMIGRATE_STANDALONE"] == "false"
+    assert env["DBMIGRATE_LEASE_NAME"] == f"{RELEASE}-dbmigrate-operator"
 
 
 def test_scheduling_settings_pass_through(render: RenderFn) -> None:
@@ -484,11 +500,14 @@ def test_replicas_started_from_the_chart_elect_with_a_lease_in_the_release_names
     import kopf
 
     from dbmigrate_operator import __main__ as entry
+    from dbmigrate_operator import metrics
 
     container = _container(render())
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    # not the chart's fixed port 8000 on this machine: another test run may hold it
+    monkeypatch.setattr(metrics, "serve", lambda port: None)
     for item in container["env"]:
         monkeypatch.setenv(item["name"], item.get("value", NAMESPACE))
     entry.main([])
@@ -499,7 +518,7 @@ def test_replicas_started_from_the_chart_elect_with_a_lease_in_the_release_names
     settings = Settings.from_env(dict(os.environ))
     assert settings.standalone is False
     assert settings.lease_namespace == NAMESPACE
-    assert settings.lease_name == _env(container)["DBMIGRATE_PEERING_NAME"]
+    assert settings.lease_name == _env(container)["DBMIGRATE_LEASE_NAME"] == f"{RELEASE}-dbmigrate-operator"
 
 
 def test_watch_namespaces_still_grant_the_lease_in_the_release_namespace(render: RenderFn) -> None:

@@ -18,14 +18,13 @@ REPO_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 RBAC_RULES = CHART / "files" / "rbac-rules.yaml"
 # Resources in the rules file, by scope. A new resource must be sorted into one of these on
 # purpose: the namespaced install binds cluster-scoped ones cluster-wide, the rest per namespace.
-CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces"}
 NAMESPACED = {
     "databasemigrations",
     "databasemigrations/status",
     "jobs",
     "pods",
     "events",
-    "kopfpeerings",
     "replicasets",
     "leases",
 }
@@ -58,12 +57,16 @@ def test_packaged_chart_carries_the_crd_itself(
         assert packaged.read() == crd.read_bytes()
 
 
-def test_rendered_crds_are_the_repository_crds_and_kopfs(render: RenderFn) -> None:
+def test_rendered_crds_are_exactly_the_repository_crds(render: RenderFn) -> None:
     crds = {c["metadata"]["name"]: c for c in render().of_kind("CustomResourceDefinition")}
     for path in REPO_CRDS:
         ours = yaml.safe_load(path.read_text())
         assert crds.pop(ours["metadata"]["name"]) == ours
-    assert set(crds) == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert crds == {}, "the chart ships no CRD of its own (kopf's peering CRDs are gone)"
+
+
+def test_chart_crds_are_only_links_to_the_repository_crds() -> None:
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [p.name for p in REPO_CRDS]
 
 
 # --- RBAC -------------------------------------------------------------------------------------

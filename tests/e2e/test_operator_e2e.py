@@ -46,10 +46,10 @@ BROKEN = (
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     stack.install_crd(cluster)
     kubeconfig = stack.install_operator_identity(cluster)
-    peering = stack.install_peering(cluster, f"dbmigrate-e2e-{uuid.uuid4().hex[:6]}")
+    lease = f"dbmigrate-e2e-{uuid.uuid4().hex[:6]}"  # as the chart runs it: replicas elect with a Lease
     stack.map_runner_image(cluster, EXAMPLE_IMAGE, SHOP)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(kubeconfig, log, env={"DBMIGRATE_RESYNC_SECONDS": "30"}, peering=peering).start()
+    op = OperatorProcess(kubeconfig, log, env={"DBMIGRATE_RESYNC_SECONDS": "30"}, lease=lease).start()
     yield op
     op.stop()
 
@@ -313,7 +313,7 @@ def test_tortoise_tool_on_a_fresh_database(e2e: E2E) -> None:
 
 def test_standalone_operator_reacts(e2e: E2E) -> None:
     # DBMIGRATE_STANDALONE=true (the default, one replica, what `.venv/bin/dbmigrate-operator`
-    # runs locally), in place of the module's peering operator for the length of this test.
+    # runs locally), in place of the module's Lease-electing operator for the length of this test.
     standalone = OperatorProcess(e2e.op.kubeconfig, e2e.op.log, env={"DBMIGRATE_RESYNC_SECONDS": "30"})
     e2e.op.stop()
     try:

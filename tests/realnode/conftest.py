@@ -47,7 +47,7 @@ def app_namespaces(real_cluster: Cluster) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def operator(real_cluster: Cluster, app_namespaces: dict[str, str]) -> str:
-    """The chart installed with our operator image: 2 replicas with peering, restricted Pod
+    """The chart installed with our operator image: 2 replicas electing with a Lease, restricted Pod
     Security on its namespace, watching the scenarios' namespaces. Returns the release's full name."""
     real_cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
     real_cluster.kubectl("label", "namespace", OPERATOR_NAMESPACE, *realstack.RESTRICTED)

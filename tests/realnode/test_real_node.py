@@ -1,6 +1,6 @@
-"""The whole story on a real node: a real kubelet runs the chart's operator image (2 replicas,
-peering, restricted Pod Security) and the migration Jobs in containers built from this
-repository's Dockerfiles. Every assertion reads what the kubelet reported (Pod/Job status).
+"""The whole story on a real node: a real kubelet runs the chart's operator image (2 replicas
+electing with a Lease, restricted Pod Security) and the migration Jobs in containers built from
+this repository's Dockerfiles. Every assertion reads what the kubelet reported (Pod/Job status).
 """
 
 from __future__ import annotations

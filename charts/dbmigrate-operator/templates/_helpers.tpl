@@ -46,7 +46,8 @@ app.kubernetes.io/part-of: dbmigrate-operator
 {{- end }}
 {{- end }}
 
-{{- define "dbmigrate-operator.peeringName" -}}
+{{- /* The leader-election Lease's name (values: peering.name, the key's name from before the Lease). */}}
+{{- define "dbmigrate-operator.leaseName" -}}
 {{- default (include "dbmigrate-operator.fullname" .) .Values.peering.name }}
 {{- end }}
 

@@ -1,9 +1,9 @@
 """The mutating admission webhook: gate opted-in pods at creation while their requirement is unmet.
 
 Scheduling gates can only be removed after a pod exists, never added, so this is the only place
-that adds ours. The decision reads the DatabaseMigration from the API on every request: a standby
-replica (kopf peering) serves webhooks without watching anything, so in-memory state would be
-empty there.
+that adds ours. The decision reads the DatabaseMigration from the API on every request: every
+replica serves webhooks, standbys (not holding the Lease) too, so no replica's in-memory state may
+decide.
 
 Failure handling, fail-closed: when the DatabaseMigration cannot be read (API slow or down, RBAC),
 or anything in here raises, the pod is still admitted *with* the gate and a warning. That is safe
