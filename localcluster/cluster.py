@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from localcluster.binaries import REPO, ensure_binaries, k8s_version
 NODE_NAME = "dbmigrate-node"
 DATA_PREFIX = "dbmigrate-k8s-"
 SERVICE_CIDR = "10.0.0.0/24"
+EGRESS_SOCKET = "egress.sock"  # in the data dir: the node agent's CONNECT proxy for the apiserver
 ADMISSION_PLUGINS = ",".join(
     [
         "NamespaceLifecycle",
@@ -412,10 +414,59 @@ def _https_ok(url: str, ctx: ssl.SSLContext) -> bool:
         return bool(resp.status == 200)
 
 
+@dataclass
+class _Boot:
+    """One start in progress: where its files go, how its processes are launched and awaited."""
+
+    cluster: Cluster
+    pki: pkimod.Pki
+    detach: bool
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return self.cluster.data_dir / "logs"
+
+    def kubeconfig(self, stem: str) -> Path:
+        """A kubeconfig for the client certificate `stem` of the PKI."""
+        path = self.cluster.data_dir / f"{stem}.kubeconfig"
+        user = {"client-certificate": str(self.pki.cert(stem)), "client-key": str(self.pki.key(stem))}
+        path.write_text(_kubeconfig(self.cluster.server, self.pki.ca_cert, user))
+        return path
+
+    def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        data_dir = self.cluster.data_dir
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=data_dir,
+                env=env,
+                preexec_fn=os.setpgrp if self.detach else _die_with_parent,
+            )
+        self.procs[name] = proc
+        self.cluster.pids[name] = proc.pid
+        (data_dir / "pids.json").write_text(json.dumps(self.cluster.pids))
+
+    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        _wait(check, timeout, what, self.procs, self.logs)
+
+
+@dataclass(frozen=True)
+class _Ports:
+    etcd: int = field(default_factory=free_port)
+    etcd_peer: int = field(default_factory=free_port)
+    api: int = field(default_factory=free_port)
+    kcm: int = field(default_factory=free_port)
+    scheduler: int = field(default_factory=free_port)
+
+
 def start(
     data_dir: Path | None = None, *, detach: bool = False, progress: Any = None, node: str = "agent"
 ) -> Cluster:
-    """Build binaries if needed, start the control plane and its node, wait until usable.
+    """Build binaries (and images) if needed, start the control plane and its node, wait until usable.
 
     `node="kubelet"`: a real node (containerd, runc, CNI bridge, kubelet, kube-proxy; our images
     built and imported); `node="agent"`: the node agent, which runs mapped images as local
@@ -434,8 +485,7 @@ def start(
     began = time.monotonic()
     _remove_stale_data_dirs()
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix=DATA_PREFIX))
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     service_cidr = nodemod.SERVICE_CIDR if real else SERVICE_CIDR
     pki = pkimod.generate(
         data_dir / "pki",
@@ -443,18 +493,140 @@ def start(
         service_ip=_first_ip(service_cidr),
         extra_ips=(nodemod.NODE_IP,) if real else (),
     )
-    etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
-    server = f"https://127.0.0.1:{api_port}"
+    ports = _Ports()
+    server = f"https://127.0.0.1:{ports.api}"
+    image_map = data_dir / "image-map.json"
+    image_map.write_text("{}")
+    cluster = Cluster(bin_dir, data_dir, server, data_dir / "admin.kubeconfig", image_map, node=node)
+    boot = _Boot(cluster, pki, detach)
+    boot.kubeconfig("admin")
+    if real:  # claim the machine's one real node before touching anything outside data_dir
+        cluster.saved = nodemod.acquire(data_dir / "node").to_json()
+    try:
+        if real:
+            nodemod.create_cgroups()
+            nodemod.create_bridge()
+        node_args = _real_node_apiserver_args(pki) if real else _agent_apiserver_args(data_dir)
+        _start_control_plane(boot, ports, service_cidr, node_args)
+        if real:
+            _start_real_node(boot, built)
+        else:
+            _start_node_agent(boot, ports.api)
+        boot.wait(lambda: _node_ready(cluster), 120, f"node {NODE_NAME} Ready")
+        boot.wait(
+            lambda: "default" in cluster.kubectl("get", "sa", "-n", "default", "-o", "name").stdout,
+            60,
+            "the default ServiceAccount (controller-manager up)",
+        )
+        print(f"[cluster] up in {time.monotonic() - began:.1f}s at {server} ({node})", file=sys.stderr)
+    except BaseException:
+        cluster.stop(remove=False)
+        print(f"[cluster] start failed; logs kept in {boot.logs}", file=sys.stderr)
+        raise
+    return cluster
 
-    def client_kubeconfig(stem: str) -> Path:
-        path = data_dir / f"{stem}.kubeconfig"
-        user = {"client-certificate": str(pki.cert(stem)), "client-key": str(pki.key(stem))}
-        path.write_text(_kubeconfig(server, pki.ca_cert, user))
-        return path
 
-    admin = client_kubeconfig("admin")
-    # The apiserver's traffic to Services (webhooks) goes through the node agent's proxy.
-    egress_socket = data_dir / "egress.sock"
+def _start_control_plane(boot: _Boot, ports: _Ports, service_cidr: str, node_args: list[str]) -> None:
+    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler; returns once all are healthy."""
+    cluster, pki = boot.cluster, boot.pki
+    bin_dir, data_dir = cluster.bin_dir, cluster.data_dir
+    audit_policy = data_dir / "audit-policy.yaml"
+    audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+    etcd = f"http://127.0.0.1:{ports.etcd}"
+    peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    boot.launch(
+        "etcd",
+        [
+            str(bin_dir / "etcd"),
+            "--name=test",
+            f"--data-dir={data_dir / 'etcd'}",
+            f"--listen-client-urls={etcd}",
+            f"--advertise-client-urls={etcd}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=test={peer}",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=1073741824",
+            "--log-level=warn",
+        ],
+    )
+    boot.launch(
+        "kube-apiserver",
+        [
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd}",
+            f"--secure-port={ports.api}",
+            f"--tls-cert-file={pki.cert('apiserver')}",
+            f"--tls-private-key-file={pki.key('apiserver')}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=Node,RBAC",
+            f"--enable-admission-plugins={ADMISSION_PLUGINS}",
+            f"--service-cluster-ip-range={service_cidr}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            *node_args,
+            "--allow-privileged=true",
+            f"--cert-dir={data_dir / 'apiserver-certs'}",
+            "--profiling=false",
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={data_dir / 'audit.log'}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+            "--v=1",
+        ],
+    )
+    boot.launch(
+        "kube-controller-manager",
+        [
+            str(bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={boot.kubeconfig('controller-manager')}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.kcm}",
+            "--leader-elect=false",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            f"--service-cluster-ip-range={service_cidr}",
+            f"--cert-dir={data_dir / 'kcm-certs'}",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+    boot.launch(
+        "kube-scheduler",
+        [
+            str(bin_dir / "kube-scheduler"),
+            f"--kubeconfig={boot.kubeconfig('scheduler')}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.scheduler}",
+            "--leader-elect=false",
+            f"--cert-dir={data_dir / 'scheduler-certs'}",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.load_cert_chain(pki.cert("admin"), pki.key("admin"))
+    boot.wait(lambda: _https_ok(f"{cluster.server}/readyz", ctx), 120, "kube-apiserver /readyz")
+    insecure = ssl._create_unverified_context()
+    for name, port in (("kube-scheduler", ports.scheduler), ("kube-controller-manager", ports.kcm)):
+        url = f"https://127.0.0.1:{port}/healthz"
+        boot.wait(functools.partial(_https_ok, url, insecure), 60, f"{name} /healthz")
+
+
+def _first_ip(cidr: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_network(cidr)[1])
+
+
+def _agent_apiserver_args(data_dir: Path) -> list[str]:
+    """Loopback only; the apiserver's traffic to Services (webhooks) goes through the node agent's
+    CONNECT proxy on a Unix socket (localcluster/service_proxy.py)."""
     egress_config = data_dir / "egress-selector.yaml"
     egress_config.write_text(
         yaml.safe_dump(
@@ -466,162 +638,13 @@ def start(
                         "name": "cluster",
                         "connection": {
                             "proxyProtocol": "HTTPConnect",
-                            "transport": {"uds": {"udsName": str(egress_socket)}},
+                            "transport": {"uds": {"udsName": str(data_dir / EGRESS_SOCKET)}},
                         },
                     }
                 ],
             }
         )
     )
-    image_map = data_dir / "image-map.json"
-    image_map.write_text("{}")
-    audit_policy = data_dir / "audit-policy.yaml"
-    audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
-    cluster = Cluster(bin_dir, data_dir, server, admin, image_map, node=node)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    if real:  # claim the machine's one real node before touching anything outside data_dir
-        cluster.saved = nodemod.acquire(data_dir / "node").to_json()
-
-    def launch(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        with (logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=data_dir,
-                env=env,
-                preexec_fn=os.setpgrp if detach else _die_with_parent,
-            )
-        procs[name] = proc
-        cluster.pids[name] = proc.pid
-        (data_dir / "pids.json").write_text(json.dumps(cluster.pids))
-
-    try:
-        if real:
-            nodemod.create_cgroups()
-            nodemod.create_bridge()
-        launch(
-            "etcd",
-            [
-                str(bin_dir / "etcd"),
-                "--name=test",
-                f"--data-dir={data_dir / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-cluster=test=http://127.0.0.1:{etcd_peer}",
-                "--unsafe-no-fsync=true",
-                "--quota-backend-bytes=1073741824",
-                "--log-level=warn",
-            ],
-        )
-        launch(
-            "kube-apiserver",
-            [
-                str(bin_dir / "kube-apiserver"),
-                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                f"--secure-port={api_port}",
-                f"--tls-cert-file={pki.cert('apiserver')}",
-                f"--tls-private-key-file={pki.key('apiserver')}",
-                f"--client-ca-file={pki.ca_cert}",
-                "--authorization-mode=Node,RBAC",
-                f"--enable-admission-plugins={ADMISSION_PLUGINS}",
-                f"--service-cluster-ip-range={service_cidr}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.sa_pub}",
-                f"--service-account-signing-key-file={pki.sa_key}",
-                *(_real_node_apiserver_args(pki) if real else _agent_apiserver_args(egress_config)),
-                "--allow-privileged=true",
-                f"--cert-dir={data_dir / 'apiserver-certs'}",
-                "--profiling=false",
-                f"--audit-policy-file={audit_policy}",
-                f"--audit-log-path={data_dir / 'audit.log'}",
-                "--audit-log-format=json",
-                "--audit-log-mode=blocking",
-                "--v=1",
-            ],
-        )
-        launch(
-            "kube-controller-manager",
-            [
-                str(bin_dir / "kube-controller-manager"),
-                f"--kubeconfig={client_kubeconfig('controller-manager')}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={kcm_port}",
-                "--leader-elect=false",
-                "--controllers=*",
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={pki.sa_key}",
-                f"--root-ca-file={pki.ca_cert}",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                f"--service-cluster-ip-range={service_cidr}",
-                f"--cert-dir={data_dir / 'kcm-certs'}",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
-        launch(
-            "kube-scheduler",
-            [
-                str(bin_dir / "kube-scheduler"),
-                f"--kubeconfig={client_kubeconfig('scheduler')}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={sched_port}",
-                "--leader-elect=false",
-                f"--cert-dir={data_dir / 'scheduler-certs'}",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
-        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
-        ctx.load_cert_chain(pki.cert("admin"), pki.key("admin"))
-        _wait(lambda: _https_ok(f"{server}/readyz", ctx), 120, "kube-apiserver /readyz", procs, logs)
-        insecure = ssl._create_unverified_context()
-        _wait(
-            lambda: _https_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
-            60,
-            "kube-scheduler /healthz",
-            procs,
-            logs,
-        )
-        _wait(
-            lambda: _https_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
-            60,
-            "kube-controller-manager /healthz",
-            procs,
-            logs,
-        )
-        if real:
-            _start_real_node(cluster, launch, pki, client_kubeconfig, built, procs, logs)
-        else:
-            _start_node_agent(cluster, launch, client_kubeconfig, egress_socket, image_map, api_port)
-        _wait(lambda: _node_ready(cluster), 120, f"node {NODE_NAME} Ready", procs, logs)
-        _wait(
-            lambda: "default" in cluster.kubectl("get", "sa", "-n", "default", "-o", "name").stdout,
-            60,
-            "the default ServiceAccount (controller-manager up)",
-            procs,
-            logs,
-        )
-        print(f"[cluster] up in {time.monotonic() - began:.1f}s at {server} ({node})", file=sys.stderr)
-    except BaseException:
-        cluster.stop(remove=False)
-        print(f"[cluster] start failed; logs kept in {logs}", file=sys.stderr)
-        raise
-    return cluster
-
-
-def _first_ip(cidr: str) -> str:
-    import ipaddress
-
-    return str(ipaddress.ip_network(cidr)[1])
-
-
-def _agent_apiserver_args(egress_config: Path) -> list[str]:
-    """Loopback only; the apiserver's Service traffic goes through the node agent's proxy."""
     return [
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
@@ -642,28 +665,19 @@ def _real_node_apiserver_args(pki: pkimod.Pki) -> list[str]:
     ]
 
 
-Launch = Callable[..., None]
-
-
-def _start_node_agent(
-    cluster: Cluster,
-    launch: Launch,
-    client_kubeconfig: Callable[[str], Path],
-    egress_socket: Path,
-    image_map: Path,
-    api_port: int,
-) -> None:
-    launch(
+def _start_node_agent(boot: _Boot, api_port: int) -> None:
+    cluster = boot.cluster
+    boot.launch(
         "node-agent",
         [
             sys.executable,
             "-m",
             "localcluster.node_agent",
-            f"--kubeconfig={client_kubeconfig('node')}",
+            f"--kubeconfig={boot.kubeconfig('node')}",
             f"--node-name={NODE_NAME}",
-            f"--image-map-file={image_map}",
+            f"--image-map-file={cluster.image_map_file}",
             f"--work-dir={cluster.data_dir / 'pods'}",
-            f"--egress-socket={egress_socket}",
+            f"--egress-socket={cluster.data_dir / EGRESS_SOCKET}",
             f"--service-map-file={cluster.data_dir / 'service-map.json'}",
         ],
         env={
@@ -675,17 +689,11 @@ def _start_node_agent(
     )
 
 
-def _start_real_node(
-    cluster: Cluster,
-    launch: Launch,
-    pki: pkimod.Pki,
-    client_kubeconfig: Callable[[str], Path],
-    built: dict[str, Any],
-    procs: dict[str, subprocess.Popen[bytes]],
-    logs: Path,
-) -> None:
+def _start_real_node(boot: _Boot, built: dict[str, Any]) -> None:
     """containerd (our images imported) → kubelet → kube-proxy."""
     from localcluster import images
+
+    cluster, pki, launch, client_kubeconfig = boot.cluster, boot.pki, boot.launch, boot.kubeconfig
 
     node_dir = cluster.data_dir / "node"
     kubelet_ports = (free_port(), free_port())
@@ -695,7 +703,7 @@ def _start_real_node(
     handle = cluster.real_node
     assert handle is not None
     launch("containerd", ["containerd", "--config", str(files["containerd"])])
-    _wait(handle.containerd_socket.exists, 60, "containerd's socket", procs, logs)
+    boot.wait(handle.containerd_socket.exists, 60, "containerd's socket")
     # what pods run (the Python base is only a build stage)
     images.import_into_containerd(handle.containerd_socket, [b for k, b in built.items() if k != "python"])
     launch(
