@@ -7,9 +7,11 @@ Wrong credentials or an unknown database are configuration errors and fail at on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,8 +179,40 @@ class LockGuard:
         )
 
 
+async def take_lock(conn: asyncpg.Connection, limit_s: float) -> None:
+    """:func:`acquire_lock`, and say so in the log (LockTimeout past ``limit_s``)."""
+    waited = await acquire_lock(conn, limit_s)
+    log.info("lock.acquired", "holding the migration lock", key=LOCK_KEY, waited_s=round(waited, 3))
+
+
 async def release_lock(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    """Best effort: the lock goes with the session anyway, and a failure here must not hide the
+    run's own outcome."""
+    with contextlib.suppress(Exception):
+        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+
+
+@contextlib.asynccontextmanager
+async def live(
+    conn: asyncpg.Connection, db: DbParams, wait_timeout: float
+) -> AsyncIterator[asyncpg.Connection]:
+    """``conn``, or a short-lived replacement when it was lost (reading back after a lost lock)."""
+    if not conn.is_closed():
+        yield conn
+        return
+    fresh = await connect(db, min(wait_timeout, 5.0))
+    try:
+        yield fresh
+    finally:
+        await close(fresh)
+
+
+async def close(conn: asyncpg.Connection) -> None:
+    """Close within 5 s, else drop the connection: a dead server must not hang the end of a run."""
+    try:
+        await asyncio.wait_for(conn.close(), 5)
+    except Exception:
+        conn.terminate()
 
 
 async def table_exists(conn: asyncpg.Connection, table: str) -> bool:

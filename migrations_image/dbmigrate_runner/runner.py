@@ -7,7 +7,6 @@ there is work.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -99,15 +98,12 @@ async def run(settings: Settings, state: RunState) -> None:
             await _status(tool, conn, disk, state)
             return
         try:
-            waited = await database.acquire_lock(conn, settings.lock_timeout)
+            await database.take_lock(conn, settings.lock_timeout)
         except LockTimeout:
             # Reading is safe without the lock; the report then still tells what is applied.
             with contextlib.suppress(asyncpg.PostgresError):
                 state.final_applied = await _read_applied(tool, conn)
             raise
-        log.info(
-            "lock.acquired", "holding the migration lock", key=database.LOCK_KEY, waited_s=round(waited, 3)
-        )
         try:
             tool.before_commit = (await database.LockGuard.start(conn)).check
             applied = await _read_applied(tool, conn)
@@ -149,13 +145,9 @@ async def run(settings: Settings, state: RunState) -> None:
             finally:
                 state.final_applied = await _read_back(tool, conn, settings)
         finally:
-            with contextlib.suppress(Exception):
-                await database.release_lock(conn)
+            await database.release_lock(conn)
     finally:
-        try:
-            await asyncio.wait_for(conn.close(), 5)
-        except Exception:
-            conn.terminate()
+        await database.close(conn)
 
 
 async def _read_back(
@@ -164,13 +156,8 @@ async def _read_back(
     """Best effort, after migrating: a failure here must not hide the run's own error (the report then
     says "unknown" with an empty apps map). A lost lock connection is replaced by a short-lived one."""
     with contextlib.suppress(Exception):
-        if conn.is_closed():
-            conn = await database.connect(settings.db, min(settings.wait_timeout, 5.0))
-            try:
-                return await _read_applied(tool, conn)
-            finally:
-                await conn.close()
-        return await _read_applied(tool, conn)
+        async with database.live(conn, settings.db, settings.wait_timeout) as reading:
+            return await _read_applied(tool, reading)
     return None
 
 

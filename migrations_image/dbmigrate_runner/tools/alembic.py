@@ -335,16 +335,13 @@ async def run(settings: Settings, state: Any) -> None:
             resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
         )
         try:
-            waited = await database.acquire_lock(conn, settings.lock_timeout)
+            await database.take_lock(conn, settings.lock_timeout)
         except LockTimeout:
             with contextlib.suppress(Exception):
                 read = Work(project.script, "read")
                 await _env(project, read, dont_mutate=True)
                 state.final_applied = {APP: ancestry(project.script, read.heads or ())}
             raise
-        log.info(
-            "lock.acquired", "holding the migration lock", key=database.LOCK_KEY, waited_s=round(waited, 3)
-        )
         try:
             guard = await database.LockGuard.start(conn)
             loop = asyncio.get_running_loop()
@@ -365,13 +362,9 @@ async def run(settings: Settings, state: Any) -> None:
                     if committed:
                         state.applied_now.append(label)
         finally:
-            with contextlib.suppress(Exception):
-                await database.release_lock(conn)
+            await database.release_lock(conn)
     finally:
-        try:
-            await asyncio.wait_for(conn.close(), 5)
-        except Exception:
-            conn.terminate()
+        await database.close(conn)
 
 
 async def _env(project: Project, work: Work, dont_mutate: bool = False) -> None:
@@ -396,13 +389,7 @@ async def _read_back(
     if work.table is None:
         return None
     with contextlib.suppress(Exception):
-        if conn.is_closed():
-            conn = await database.connect(settings.db, min(settings.wait_timeout, 5.0))
-            try:
-                heads = await read_heads(conn, work.table)
-            finally:
-                await conn.close()
-        else:
-            heads = await read_heads(conn, work.table)
+        async with database.live(conn, settings.db, settings.wait_timeout) as reading:
+            heads = await read_heads(reading, work.table)
         return {APP: ancestry(project.script, heads)}
     return None
