@@ -39,6 +39,7 @@ from dbmigrate_operator import constants as c
 from localcluster import Cluster
 from localcluster.binaries import REPO
 from localcluster.cluster import start as start_cluster
+from localcluster.postgres import PostgresServer
 
 DEFAULT_STATE_DIR = REPO / ".cache" / "demo"
 NAMESPACE = "shop"  # the namespace of examples/databasemigration.yaml
@@ -116,6 +117,42 @@ def _rows(out: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines()[1:] if line.strip()]
 
 
+def _show_gated(demo: Demo) -> None:
+    _watch(
+        demo,
+        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
+        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "SchedulingGated" for r in rows),
+        "the app's pods to be SchedulingGated",
+    )
+    say("  held by the scheduling gate dbmigrate.dev/migration: the schema they need is not there yet")
+
+
+def _show_ready(demo: Demo) -> None:
+    _watch(
+        demo,
+        ["get", "dbmigrations", "-n", NAMESPACE],
+        lambda out: any(r[:2] == ["shop-db", "True"] for r in _rows(out)),
+        "the DatabaseMigration to be Ready",
+    )
+
+
+def _show_tracking_table(server: PostgresServer) -> None:
+    query = "SELECT app, version FROM aerich ORDER BY id"
+    say(f"# aerich's tracking table in PostgreSQL: {query}")
+    for line in server.psql("shop", query).splitlines():
+        say(f"  {line}")
+
+
+def _show_running(demo: Demo) -> None:
+    _watch(
+        demo,
+        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
+        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "Running" for r in rows),
+        "the app's pods to be Running",
+    )
+    demo.kubectl("get", "dbm", "-n", NAMESPACE, "-o", "wide")
+
+
 def _begin(demo: Demo) -> float:
     """Refuse a second demo, record this one; returns when it began."""
     if demo.file.exists():
@@ -169,37 +206,18 @@ def start_real(demo: Demo) -> None:
     )
     _wait_for_webhook(cluster)
     demo.kubectl("apply", "-f", "-", input=yaml.safe_dump(realstack.example_app(NAMESPACE)))
-    _watch(
-        demo,
-        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
-        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "SchedulingGated" for r in rows),
-        "the app's pods to be SchedulingGated",
-    )
-    say("  held by the scheduling gate dbmigrate.dev/migration: the schema they need is not there yet")
+    _show_gated(demo)
 
     step(6, total, f"The migration: examples/databasemigration.yaml with image {images.REFS['shop']}")
     url = realstack.pod_database_url(postgres.instance, "shop", postgres.password)
     docs = [realstack.secret(NAMESPACE, "shop-db", url), realstack.example_migration(NAMESPACE)]
     demo.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    _watch(
-        demo,
-        ["get", "dbmigrations", "-n", NAMESPACE],
-        lambda out: any(r[:2] == ["shop-db", "True"] for r in _rows(out)),
-        "the DatabaseMigration to be Ready",
-    )
+    _show_ready(demo)
     demo.kubectl("get", "jobs,pods", "-n", NAMESPACE, "-l", f"{c.MIGRATION_LABEL}=shop-db")
-    say("# aerich's tracking table in PostgreSQL: SELECT app, version FROM aerich ORDER BY id")
-    for line in postgres.server.psql("shop", "SELECT app, version FROM aerich ORDER BY id").splitlines():
-        say(f"  {line}")
+    _show_tracking_table(postgres.server)
 
     step(7, total, "The app's pods released by the operator, running in containers")
-    _watch(
-        demo,
-        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
-        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "Running" for r in rows),
-        "the app's pods to be Running",
-    )
-    demo.kubectl("get", "dbm", "-n", NAMESPACE, "-o", "wide")
+    _show_running(demo)
     say("$ crictl ps -a   # the node's containers, as containerd runs them")
     for line in cluster.crictl("ps", "-a").stdout.rstrip().splitlines():
         say(f"  {line}")
@@ -297,13 +315,7 @@ def start(demo: Demo) -> None:
     demo.kubectl("apply", "-f", "-", input=yaml.safe_dump(namespace), show=False)
     _wait_for_webhook(cluster)
     demo.kubectl("apply", "-f", str(APP_MANIFEST.relative_to(REPO)))
-    _watch(
-        demo,
-        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
-        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "SchedulingGated" for r in rows),
-        "the app's pods to be SchedulingGated",
-    )
-    say("  held by the scheduling gate dbmigrate.dev/migration: the schema they need is not there yet")
+    _show_gated(demo)
 
     step(6, total, "The migration: examples/databasemigration.yaml (its Secret's url -> the demo database)")
     docs = stack.example_documents(NAMESPACE, server_.url("shop"))
@@ -311,25 +323,12 @@ def start(demo: Demo) -> None:
     say(f"$ kubectl apply -f -   # {stack.EXAMPLE.relative_to(REPO)}, Secret url: the demo database")
     for line in out.rstrip().splitlines():
         say(f"  {line}")
-    _watch(
-        demo,
-        ["get", "dbmigrations", "-n", NAMESPACE],
-        lambda out: any(r[:2] == ["shop-db", "True"] for r in _rows(out)),
-        "the DatabaseMigration to be Ready",
-    )
+    _show_ready(demo)
     demo.kubectl("get", "jobs", "-n", NAMESPACE)
-    say("# aerich's tracking table in PostgreSQL: SELECT app, version FROM aerich ORDER BY id")
-    for line in server_.psql("shop", "SELECT app, version FROM aerich ORDER BY id").splitlines():
-        say(f"  {line}")
+    _show_tracking_table(server_)
 
     step(7, total, "The app's pods released by the operator")
-    _watch(
-        demo,
-        ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
-        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "Running" for r in rows),
-        "the app's pods to be Running",
-    )
-    demo.kubectl("get", "dbm", "-n", NAMESPACE, "-o", "wide")
+    _show_running(demo)
 
     say(f"\nDemo ready in {time.monotonic() - began:.0f}s and left running. Try it:")
     for line in demo.exports():
