@@ -478,6 +478,23 @@ def _proc_mounted(root: Path) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(root / "proc")], check=False)
 
 
+@contextlib.contextmanager
+def _scratch_container() -> Iterator[str]:
+    """A new working container FROM scratch, removed again if building on it fails."""
+    container = _buildah("from", "--pull=never", "scratch").strip()
+    try:
+        yield container
+    except BaseException:
+        subprocess.run(buildah_command("rm", container), capture_output=True, check=False)
+        raise
+
+
+def _commit(container: str, name: str, key: str, *config: str) -> None:
+    """Set the image config (and the inputs' hash label), then commit under its hash tag."""
+    _buildah("config", *config, "--label", f"{LABEL}={key}", container)
+    _buildah("commit", "--quiet", "--rm", container, storage_ref(REFS[name], key))
+
+
 def _build_python(log: _Log) -> BuiltImage:
     mirror, security = debian_mirrors()
     key = _python_key(mirror, security)
@@ -485,8 +502,7 @@ def _build_python(log: _Log) -> BuiltImage:
     if cached:
         return cached
     log(f"debootstrap {SUITE} from {mirror} (+ {', '.join(DEBIAN_PACKAGES)}) into a new image")
-    container = _buildah("from", "--pull=never", "scratch").strip()
-    try:
+    with _scratch_container() as container:
         root = Path(_buildah("mount", container).strip())
         debs = cache_dir() / "debs"
         debs.mkdir(parents=True, exist_ok=True)
@@ -506,8 +522,10 @@ def _build_python(log: _Log) -> BuiltImage:
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MIRROR": mirror, "SECURITY": security}
             _run(["chroot", str(root), "/bin/sh", "-c", _FINISH], log, env=env)
         _buildah("umount", container)
-        _buildah(
-            "config",
+        _commit(
+            container,
+            "python",
+            key,
             "--env",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "--env",
@@ -515,15 +533,8 @@ def _build_python(log: _Log) -> BuiltImage:
             "--cmd",
             '["python3"]',
             "--label",
-            f"{LABEL}={key}",
-            "--label",
             f"org.opencontainers.image.description=Debian {SUITE} minbase, Python 3.11 (localcluster)",
-            container,
         )
-        _buildah("commit", "--quiet", "--rm", container, storage_ref(REFS["python"], key))
-    except BaseException:
-        subprocess.run(buildah_command("rm", container), capture_output=True, check=False)
-        raise
     return BuiltImage(REFS["python"], _export("python", key, log), key)
 
 
@@ -541,25 +552,19 @@ def _build_pause(log: _Log) -> BuiltImage:
     if cached:
         return cached
     log(f"pause image from {binary}")
-    container = _buildah("from", "--pull=never", "scratch").strip()
-    try:
+    with _scratch_container() as container:
         _buildah("copy", "--chmod", "0755", container, str(binary), "/catatonit")
-        _buildah(
-            "config",
+        _commit(
+            container,
+            "pause",
+            key,
             "--entrypoint",
             '["/catatonit", "-P"]',
             "--cmd",
             "",
             "--user",
             "65535:65535",
-            "--label",
-            f"{LABEL}={key}",
-            container,
         )
-        _buildah("commit", "--quiet", "--rm", container, storage_ref(REFS["pause"], key))
-    except BaseException:
-        subprocess.run(buildah_command("rm", container), capture_output=True, check=False)
-        raise
     return BuiltImage(REFS["pause"], _export("pause", key, log), key)
 
 
