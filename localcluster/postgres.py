@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dbmigrate_runner.database import LOCK_KEY
+
 SUPERUSER = "postgres"
 PASSWORD = "s3cr3t-Pa55word"  # tests grep every output for this string
 
@@ -217,3 +219,25 @@ def running_postgres() -> Iterator[PostgresServer]:
         yield instance.server()
     finally:
         instance.stop()
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(postgres: PostgresServer, database: str) -> Iterator[None]:
+    """Another session (psql) holds the runners' advisory lock while the block runs, as a long
+    migration elsewhere would."""
+    holder = subprocess.Popen(
+        [str(postgres.bindir / "psql"), "-X", "-q", "-A", "-t", "-h", str(postgres.socket_dir),
+         "-p", str(postgres.port), "-U", postgres.user, "-d", database],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        holder.stdin.write(f"SELECT pg_advisory_lock({LOCK_KEY});\n\\echo locked\n")
+        holder.stdin.flush()
+        while holder.stdout.readline().strip() != "locked":
+            pass
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

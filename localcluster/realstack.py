@@ -6,9 +6,7 @@ gated Deployment. Shared by `make demo` and the real-node suite (tests/realnode)
 from __future__ import annotations
 
 import contextlib
-import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -24,22 +22,6 @@ EXAMPLE_MIGRATION = REPO / "examples" / "databasemigration.yaml"
 APP_MANIFEST = REPO / "examples" / "demo" / "shop-web.yaml"
 OPERATOR_NAMESPACE = "dbmigrate-system"
 RESTRICTED = ("pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/warn=restricted")
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll until `check` returns something truthy (returned); TimeoutError names `what`."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            if value := check():
-                return value
-        except Exception as e:  # the API may not have the object yet
-            last = e
-        time.sleep(interval)
-    raise TimeoutError(
-        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else "")
-    )
 
 
 @contextlib.contextmanager
@@ -61,10 +43,6 @@ def node_postgres() -> Iterator[Instance]:
 def pod_database_url(instance: Instance, database: str, password: str = PASSWORD) -> str:
     """The URL a pod uses: the node's address, not loopback."""
     return instance.server(password, host=nodemod.NODE_IP).url(database)
-
-
-def get(cluster: Cluster, *args: str) -> Any:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
 def restricted_namespace(cluster: Cluster, prefix: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -59,7 +58,3 @@ def operator(real_cluster: Cluster, app_namespaces: dict[str, str]) -> str:
 @pytest.fixture
 def database(node_pg: Instance) -> str:
     return node_pg.server().create_database(f"rn_{uuid.uuid4().hex[:8]}")
-
-
-def cr_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    return dict(realstack.get(cluster, "dbm", name, "-n", namespace).get("status") or {})

@@ -5,24 +5,19 @@ this repository's Dockerfiles. Every assertion reads what the kubelet reported (
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbmigrate_operator import constants as c
-from dbmigrate_runner.database import LOCK_KEY
 from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
 from localcluster import images, realstack
 from localcluster.cluster import Cluster
-from localcluster.postgres import Instance
-from localcluster.stack import shop_versions
-from tests.realnode.conftest import cr_status
+from localcluster.postgres import Instance, lock_held_elsewhere
+from localcluster.stack import get_json, jobs_of, shop_versions, status_of, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -32,9 +27,6 @@ pytestmark = [
     ),
     pytest.mark.timeout(600),
 ]
-
-get = realstack.get
-wait_for = realstack.wait_for
 
 
 def _name(prefix: str) -> str:
@@ -54,17 +46,13 @@ def _verdict(
 ) -> dict[str, Any]:
     """The status once its True kstatus condition is one of `kinds`."""
     found: dict[str, Any] = wait_for(
-        lambda: (s := cr_status(cluster, namespace, name)) and _reason(s)[0] in kinds and s, timeout, what
+        lambda: (s := status_of(cluster, namespace, name)) and _reason(s)[0] in kinds and s, timeout, what
     )
     return found
 
 
 def _job_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    return list(get(cluster, "pods", "-n", namespace, "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
-
-
-def _jobs(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    return list(get(cluster, "jobs", "-n", namespace, "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
+    return list(get_json(cluster, namespace, "pods", "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
 
 
 def _state(cluster: Cluster, namespace: str, name: str, key: str) -> dict[str, Any] | None:
@@ -84,38 +72,6 @@ def _deploy(cluster: Cluster, namespace: str, name: str, url: str, **spec: Any) 
     realstack.apply(cluster, realstack.secret(namespace, name, url), cr)
 
 
-@contextlib.contextmanager
-def _holding_lock(instance: Instance, database: str) -> Iterator[subprocess.Popen[str]]:
-    """Hold the runners' advisory lock from a psql session, as a long migration elsewhere would."""
-    server = instance.server()
-    proc = subprocess.Popen(
-        [str(server.bindir / "psql"), "-h", str(server.socket_dir), "-p", str(server.port),
-         "-U", server.user, "-d", database, "-v", "ON_ERROR_STOP=1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdin is not None
-    proc.stdin.write(f"SELECT pg_advisory_lock({LOCK_KEY});\n\\echo locked\n")
-    proc.stdin.flush()
-    assert proc.stdout is not None
-    wait_for(
-        lambda: (
-            server.psql(
-                database, "SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND granted"
-            ).strip()
-            != "0"
-        ),
-        30,
-        "the test's advisory lock",
-    )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(Exception):
-            proc.stdin.close()
-        proc.kill()
-        proc.wait()
-
-
 def test_story_migration_in_a_container_releases_gated_pods(
     real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
 ) -> None:
@@ -124,7 +80,7 @@ def test_story_migration_in_a_container_releases_gated_pods(
     # webhook that the API server reached through the chart's Service on the real node.
     realstack.apply(real_cluster, realstack.example_app(ns))
     gated = wait_for(
-        lambda: [p for p in get(real_cluster, "pods", "-n", ns, "-l", "app=shop-web")["items"]
+        lambda: [p for p in get_json(real_cluster, ns, "pods", "-l", "app=shop-web")["items"]
                  if c.SCHEDULING_GATE in {g["name"] for g in p["spec"].get("schedulingGates") or []}],
         60, "gated app pods",
     )  # fmt: skip
@@ -154,15 +110,16 @@ def test_story_migration_in_a_container_releases_gated_pods(
     report = decode(terminated["message"])
     assert report.outcome is Outcome.SUCCEEDED
     assert pod["status"]["containerStatuses"][0]["imageID"], "the kubelet reports the image it ran"
+    complete = realstack.condition
     (job,) = wait_for(
-        lambda: (js := _jobs(real_cluster, ns, "shop-db")) and realstack.condition(js[0], "Complete") and js,
+        lambda: (js := jobs_of(real_cluster, ns, "shop-db")) and complete(js[-1], "Complete") and js,
         60, "the Job controller's Complete (it trails the Pod's exit)",
     )  # fmt: skip
     assert job["status"]["succeeded"] == 1
 
     # The gate is lifted and the app's pods run in real containers.
     running = wait_for(
-        lambda: (ps := get(real_cluster, "pods", "-n", ns, "-l", "app=shop-web")["items"])
+        lambda: (ps := get_json(real_cluster, ns, "pods", "-l", "app=shop-web")["items"])
         and all(_container(p).get("ready") for p in ps) and ps,
         180, "the app pods Running and Ready",
     )  # fmt: skip
@@ -246,13 +203,13 @@ def test_active_deadline_while_waiting_for_a_lock(
     real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
 ) -> None:
     ns, name = app_namespaces["deadline"], _name("deadline")
-    with _holding_lock(node_pg, database):
+    with lock_held_elsewhere(node_pg.server(), database):
         _deploy(
             real_cluster, ns, name, realstack.pod_database_url(node_pg, database),
             job={"activeDeadlineSeconds": 30, "backoffLimit": 0},  # the schema's minimum
         )  # fmt: skip
         (job,) = wait_for(
-            lambda: (js := _jobs(real_cluster, ns, name)) and realstack.condition(js[0], "Failed") and js,
+            lambda: (js := jobs_of(real_cluster, ns, name)) and realstack.condition(js[0], "Failed") and js,
             120, "the Job's deadline",
         )  # fmt: skip
         assert realstack.condition(job, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
@@ -263,7 +220,7 @@ def test_active_deadline_while_waiting_for_a_lock(
 
 def _active_operator_pod(cluster: Cluster, fullname: str) -> str:
     """The replica holding the leader-election Lease (holderIdentity: `<pod name>_<process id>`)."""
-    lease = get(cluster, "lease", fullname, "-n", realstack.OPERATOR_NAMESPACE)
+    lease = get_json(cluster, realstack.OPERATOR_NAMESPACE, "lease", fullname)
     return str(lease["spec"]["holderIdentity"]).rsplit("_", 1)[0]
 
 
@@ -271,7 +228,7 @@ def test_active_operator_pod_deleted_mid_run(
     real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
 ) -> None:
     ns, name = app_namespaces["handover"], _name("handover")
-    with _holding_lock(node_pg, database):
+    with lock_held_elsewhere(node_pg.server(), database):
         _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database))
         wait_for(
             lambda: _state(real_cluster, ns, name, "running"),
@@ -285,7 +242,7 @@ def test_active_operator_pod_deleted_mid_run(
         real_cluster, ns, name, ("Ready", "Stalled"), 240, "the run completed after the handover"
     )
     assert _reason(status)[:2] == ("Ready", "Applied"), status
-    assert len(_jobs(real_cluster, ns, name)) == 1, "no second Job after the handover"
+    assert len(jobs_of(real_cluster, ns, name)) == 1, "no second Job after the handover"
 
 
 def _labelled_pod(namespace: str, name: str) -> dict[str, Any]:
@@ -322,11 +279,11 @@ def test_webhook_pods_gone_fail_refuses_ignore_admits(real_cluster: Cluster) -> 
     )
     gated = _labelled_pod(app, "while-up")
     real_cluster.kubectl("apply", "-f", "-", input=json.dumps(gated))
-    pod = get(real_cluster, "pod", "while-up", "-n", app)
+    pod = get_json(real_cluster, app, "pod", "while-up")
     assert [g["name"] for g in pod["spec"]["schedulingGates"]] == [c.SCHEDULING_GATE]
 
     real_cluster.kubectl("scale", "deployment", fullname, "-n", system, "--replicas=0")
-    wait_for(lambda: not get(real_cluster, "pods", "-n", system)["items"], 120, "no operator pod left")
+    wait_for(lambda: not get_json(real_cluster, system, "pods")["items"], 120, "no operator pod left")
     refused = real_cluster.kubectl(
         "apply", "-f", "-", input=json.dumps(_labelled_pod(app, "while-down")), check=False
     )
@@ -338,7 +295,7 @@ def test_webhook_pods_gone_fail_refuses_ignore_admits(real_cluster: Cluster) -> 
         "--set", "webhook.failurePolicy=Ignore",
     )  # fmt: skip
     real_cluster.kubectl("scale", "deployment", fullname, "-n", system, "--replicas=0")
-    wait_for(lambda: not get(real_cluster, "pods", "-n", system)["items"], 120, "no operator pod left")
+    wait_for(lambda: not get_json(real_cluster, system, "pods")["items"], 120, "no operator pod left")
     admitted = wait_for(
         lambda: real_cluster.kubectl(
             "apply", "-f", "-", input=json.dumps(_labelled_pod(app, "ignored")), check=False
@@ -347,7 +304,7 @@ def test_webhook_pods_gone_fail_refuses_ignore_admits(real_cluster: Cluster) -> 
     )  # fmt: skip
     assert admitted
     running = wait_for(
-        lambda: (p := get(real_cluster, "pod", "ignored", "-n", app))["status"]["phase"] == "Running" and p,
+        lambda: (p := get_json(real_cluster, app, "pod", "ignored"))["status"]["phase"] == "Running" and p,
         120, "the ungated pod Running",
     )  # fmt: skip
     assert not running["spec"].get("schedulingGates")

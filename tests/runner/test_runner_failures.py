@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dbmigrate_runner.database import LOCK_KEY
 from dbmigrate_runner.report import Outcome
-from localcluster.postgres import PostgresServer
+from localcluster.postgres import PostgresServer, lock_held_elsewhere
 from tests.runner.conftest import SHOP, Result, finish, runner_env, start
 
 pytestmark = pytest.mark.postgres
@@ -123,27 +119,6 @@ def test_missing_credentials(tmp_path: Path) -> None:
     assert result.rc == Outcome.CONFIG_ERROR.exit_code
     assert result.report.error is not None
     assert "DATABASE_URL" in result.report.error.message
-
-
-@contextlib.contextmanager
-def lock_held_elsewhere(postgres: PostgresServer, database: str) -> Iterator[None]:
-    """Another session (psql) holds the runner's advisory lock."""
-    holder = subprocess.Popen(
-        [str(postgres.bindir / "psql"), "-X", "-q", "-A", "-t", "-h", str(postgres.socket_dir),
-         "-p", str(postgres.port), "-U", postgres.user, "-d", database],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdin is not None
-        assert holder.stdout is not None
-        holder.stdin.write(f"SELECT pg_advisory_lock({LOCK_KEY});\n\\echo locked\n")
-        holder.stdin.flush()
-        while holder.stdout.readline().strip() != "locked":
-            pass
-        yield
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_lock_timeout_when_another_session_holds_the_lock(
