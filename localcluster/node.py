@@ -48,8 +48,8 @@ SYSCTLS = (
     "vm/overcommit_memory",
     "net/ipv4/conf/all/route_localnet",
 )
-TOOLS = {"containerd": "containerd", "runc": "runc", "iptables": "iptables", "ip": "iproute2"}
-ENSURE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ensure-node-tools.sh"
+TOOLS = ("containerd", "runc", "iptables", "ip")
+ENSURE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ensure-container-tools.sh"
 
 
 class NodeBusy(RuntimeError):
@@ -58,9 +58,10 @@ class NodeBusy(RuntimeError):
 
 def ensure_tools() -> None:
     """Install containerd, runc, the CNI plugins and iptables from Debian's packages when absent."""
-    if all(shutil.which(t) for t in TOOLS) and (CNI_BIN / "bridge").exists():
+    path = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+    if all(shutil.which(t, path=path) for t in TOOLS) and (CNI_BIN / "bridge").exists():
         return
-    subprocess.run([str(ENSURE_SCRIPT)], check=True)
+    subprocess.run(["bash", str(ENSURE_SCRIPT)], check=True)
 
 
 def _sysctl_path(name: str) -> Path:
