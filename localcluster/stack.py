@@ -13,7 +13,9 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -150,6 +152,24 @@ def install_admission_policy(cluster: Cluster, namespace: str, service_account: 
 
 
 # -- images ----------------------------------------------------------------------------------------
+
+
+FAKE_RUNNER = """#!{python}
+import os, sys
+with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
+    f.write(os.environ.get("FAKE_REPORT", ""))
+print("fake runner", sys.argv[1:], "url set:", bool(os.environ.get("DATABASE_URL")))
+sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
+"""
+
+
+def map_fake_runner(cluster: Cluster, image: str, bindir: Path) -> None:
+    """Pods of `image` run a stand-in `dbmigrate-runner` (in `bindir`) that writes the report given in
+    the pod's FAKE_REPORT env var and exits with FAKE_EXIT: controller tests without a database."""
+    runner = bindir / "dbmigrate-runner"
+    runner.write_text(FAKE_RUNNER.format(python=sys.executable))
+    runner.chmod(runner.stat().st_mode | stat.S_IEXEC)
+    cluster.map_image(image, ["dbmigrate-runner"], env={"PATH": f"{bindir}:/usr/bin:/bin"})
 
 
 def map_runner_image(

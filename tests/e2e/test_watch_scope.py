@@ -8,8 +8,6 @@ that are not the operator's, created, changed and deleted, reach none of its han
 from __future__ import annotations
 
 import json
-import stat
-import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -28,11 +26,6 @@ pytestmark = [
     pytest.mark.local_cluster("the API server's audit log records the operator's lists and watches"),
 ]
 IMAGE = "registry.example.com/watch-scope-migrations:1.0.0"
-FAKE_RUNNER = """#!{python}
-import os
-with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
-    f.write(os.environ.get("FAKE_REPORT", ""))
-"""
 SELECTOR = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY},{c.MIGRATION_LABEL}"
 
 
@@ -48,10 +41,7 @@ def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     account = "operator-watch"
     kubeconfig = stack.install_operator_identity(cluster, ns, account)
     tmp = tmp_path_factory.mktemp("watch-scope")
-    runner = tmp / "dbmigrate-runner"
-    runner.write_text(FAKE_RUNNER.format(python=sys.executable))
-    runner.chmod(runner.stat().st_mode | stat.S_IEXEC)
-    cluster.map_image(IMAGE, ["dbmigrate-runner"], env={"PATH": f"{tmp}:/usr/bin:/bin"})
+    stack.map_fake_runner(cluster, IMAGE, tmp)
     env = {"DBMIGRATE_VERBOSE": "true", "DBMIGRATE_OPERATOR_NAMESPACE": ns, "DBMIGRATE_RESYNC_SECONDS": "30"}
     op = OperatorProcess(kubeconfig, tmp / "operator.log", env=env).start()
     try:

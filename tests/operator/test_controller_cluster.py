@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import stat
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +35,7 @@ from localcluster.stack import (
     install_crd,
     install_operator_identity,
     jobs_of,
+    map_fake_runner,
     status_of,
     true_condition,
     wait_for,
@@ -50,13 +49,6 @@ pytestmark = [
     pytest.mark.local_cluster("map_image: migration Job pods run a stand-in runner as local processes"),
 ]
 IMAGE = "registry.example.com/fake-migrations:1.0.0"
-FAKE_RUNNER = """#!{python}
-import os, sys
-with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
-    f.write(os.environ.get("FAKE_REPORT", ""))
-print("fake runner", sys.argv[1:], "url set:", bool(os.environ.get("DATABASE_URL")))
-sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
-"""
 
 
 class Operator:
@@ -102,11 +94,7 @@ class Operator:
 def operator_kubeconfig(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     install_crd(cluster)
     path = install_operator_identity(cluster, cluster.create_namespace("dbmigrate-system"), "operator")
-    bindir = tmp_path_factory.mktemp("fake-image-bin")
-    runner = bindir / "dbmigrate-runner"
-    runner.write_text(FAKE_RUNNER.format(python=sys.executable))
-    runner.chmod(runner.stat().st_mode | stat.S_IEXEC)
-    cluster.map_image(IMAGE, ["dbmigrate-runner"], env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    map_fake_runner(cluster, IMAGE, tmp_path_factory.mktemp("fake-image-bin"))
     return path
 
 
