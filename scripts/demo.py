@@ -147,8 +147,8 @@ def _show_running(demo: Demo) -> None:
     _watch(
         demo,
         ["get", "pods", "-n", NAMESPACE, "-l", APP_SELECTOR],
-        lambda out: len(rows := _rows(out)) == 2 and all(r[2] == "Running" for r in rows),
-        "the app's pods to be Running",
+        lambda out: len(rows := _rows(out)) == 2 and all(r[1:3] == ["1/1", "Running"] for r in rows),
+        "the app's pods to be Running and Ready",
     )
     demo.kubectl("get", "dbm", "-n", NAMESPACE, "-o", "wide")
 
