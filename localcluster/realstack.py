@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from localcluster import images
+from localcluster import images, stack
 from localcluster import node as nodemod
 from localcluster.binaries import REPO
 from localcluster.cluster import Cluster
@@ -74,7 +74,11 @@ def install_operator(
     values: tuple[str, ...] = (),
     timeout: str = "180s",
 ) -> str:
-    """`helm install --wait` of the chart with our image; returns the release's full name."""
+    """`helm install --wait` of the chart with our image; returns the release's full name.
+
+    With `watch`, also waits until the webhook gates pods in the first watched namespace: `--wait`
+    sees the pod Ready, not the Service route the API server takes to it.
+    """
     args = [
         "install",
         release,
@@ -90,6 +94,8 @@ def install_operator(
     for value in values:
         args += ["--set", value]
     cluster.helm(*args, timeout=300)
+    if watch and "webhook.enabled=false" not in values:
+        stack.wait_for_gating(cluster, watch[0])
     return f"{release}-dbmigrate-operator"
 
 

@@ -62,6 +62,37 @@ def wait_for(
         time.sleep(every)
 
 
+def wait_for_gating(cluster: Cluster, namespace: str, timeout: float = 60) -> None:
+    """Until the API server calls the gating webhook for `namespace` and gets an answer.
+
+    Both a new webhook configuration and a new Service route (kube-proxy) take effect
+    asynchronously after `helm install --wait`; a server-side dry run of an opted-in pod proves the
+    whole path (API server -> Service -> operator pod) without creating anything.
+    """
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gating-probe", "namespace": namespace, "labels": {c.WAIT_FOR_LABEL: "probe"}},
+        "spec": {  # meets the restricted Pod Security standard
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.example.com/probe:1",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+
+    def gated() -> bool:
+        res = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe))
+        gates = json.loads(res.stdout)["spec"].get("schedulingGates") or []
+        return any(g["name"] == c.SCHEDULING_GATE for g in gates)
+
+    wait_for(gated, timeout, f"the gating webhook to serve namespace {namespace}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

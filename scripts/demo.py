@@ -165,7 +165,7 @@ def _begin(demo: Demo) -> float:
 
 def start_real(demo: Demo) -> None:
     """The demo on the real node: our images in containers, the operator installed by its chart."""
-    from localcluster import images, realstack
+    from localcluster import images, realstack, stack
     from localcluster import node as nodemod
     from scripts import pg
 
@@ -204,7 +204,7 @@ def start_real(demo: Demo) -> None:
     step(
         5, total, "The app first (as `kubectl apply -f dir/` or Argo CD may deliver it before its migration)"
     )
-    _wait_for_webhook(cluster)
+    stack.wait_for_gating(cluster, NAMESPACE)
     demo.kubectl("apply", "-f", "-", input=yaml.safe_dump(realstack.example_app(NAMESPACE)))
     _show_gated(demo)
 
@@ -313,7 +313,7 @@ def start(demo: Demo) -> None:
     example = list(yaml.safe_load_all(stack.EXAMPLE.read_text()))
     namespace = next(d for d in example if d["kind"] == "Namespace")
     demo.kubectl("apply", "-f", "-", input=yaml.safe_dump(namespace), show=False)
-    _wait_for_webhook(cluster)
+    stack.wait_for_gating(cluster, NAMESPACE)
     demo.kubectl("apply", "-f", str(APP_MANIFEST.relative_to(REPO)))
     _show_gated(demo)
 
@@ -337,34 +337,6 @@ def start(demo: Demo) -> None:
     say(f"  kubectl get events -n {NAMESPACE}")
     say(f"  operator log: {operator.log}")
     say("Stop it (operator, cluster, PostgreSQL; state removed): make demo-stop")
-
-
-def _wait_for_webhook(cluster: Cluster) -> None:
-    """The API server picks up a new webhook configuration asynchronously: probe with a dry run."""
-    from localcluster import stack
-
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "probe", "namespace": NAMESPACE, "labels": {c.WAIT_FOR_LABEL: "shop-db"}},
-        "spec": {  # meets the restricted Pod Security standard the real-node demo enforces
-            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "registry.example.com/probe:1",
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                }
-            ],
-        },
-    }
-
-    def gated() -> bool:
-        res = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe))
-        gates = json.loads(res.stdout)["spec"].get("schedulingGates") or []
-        return any(g["name"] == c.SCHEDULING_GATE for g in gates)
-
-    stack.wait_for(gated, 60, "the gating webhook to serve")
 
 
 def process_running(pid: int) -> bool:
