@@ -64,14 +64,14 @@ class Controller:
         self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
+        self._recheck_tasks: set[asyncio.Task[None]] = set()
 
     def active(self) -> bool:
         return (self.leadership or lead.current()).is_active()
 
     def _ensure_active(self) -> None:
         lead.ensure_active(self.leadership or lead.current())
-        self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
-        self._recheck_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         api_client = await asyncio.to_thread(new_api_client, self.api_config)

@@ -216,3 +216,20 @@ async def test_releaser_stops_at_once_when_the_lease_is_lost() -> None:
         "web-1",
         "web-2",
     }
+
+
+async def test_a_pending_recheck_survives_writes_and_is_cancelled_on_stop() -> None:
+    """A grace-period recheck is armed once per CR, kept across passes and writes, and stopped with
+    the controller (it used to be forgotten by every write, so stop() left it to fire later)."""
+    kube = FakeKube(make_cr(), [], [])
+    controller = controller_on(kube)
+    controller.leadership = Switch(True)
+    controller._recheck("shop", "shop-db", 3600)
+    first = controller._rechecks[("shop", "shop-db")]
+    controller._ensure_active()  # every write asks this: it must not drop the pending recheck
+    controller._recheck("shop", "shop-db", 3600)  # re-armed: the earlier one is cancelled, not leaked
+    assert first.cancelled()
+    second = controller._rechecks[("shop", "shop-db")]
+    controller.kube = None  # no API client to close
+    await controller.stop()
+    assert second.cancelled()
