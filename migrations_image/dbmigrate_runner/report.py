@@ -79,6 +79,35 @@ class ErrorInfo:
 
 
 @dataclass
+class PlanFinding:
+    """A destructive change, compactly: the migration, its statement's index, what kind, on what."""
+
+    migration: str
+    statement: int
+    kind: str
+    target: str
+
+
+@dataclass
+class PlanSummary:
+    """The ``plan`` command's result as the operator needs it to gate a run (the SQL itself travels
+    in the Pod's log, checked against ``hash``). Lists keep their first entries; ``*_omitted`` say
+    how many were left out to fit, ``*_count`` are always exact."""
+
+    hash: str
+    target: str | None = None  # the last migration the approved run may apply
+    pending: list[str] = field(default_factory=list)  # in run order
+    pending_count: int = 0
+    pending_omitted: int = 0
+    statements: int = 0
+    opaque: list[str] = field(default_factory=list)  # migrations with steps that are not SQL
+    opaque_omitted: int = 0
+    findings: list[PlanFinding] = field(default_factory=list)
+    findings_count: int = 0
+    findings_omitted: int = 0
+
+
+@dataclass
 class Report:
     outcome: Outcome
     tool: str = ""
@@ -89,6 +118,7 @@ class Report:
     applied_count: int = 0
     duration_ms: int = 0
     error: ErrorInfo | None = None
+    plan: PlanSummary | None = None  # the plan command only
     v: int = SCHEMA_VERSION
 
     @property
@@ -105,6 +135,8 @@ class Report:
         data["outcome"] = self.outcome.value
         if self.error is None:
             del data["error"]
+        if self.plan is None:
+            del data["plan"]
         return data
 
 
@@ -188,6 +220,28 @@ def _fit_message(data: dict[str, Any], limit: int) -> bool:
     return best is not None
 
 
+def _fit_plan(data: dict[str, Any], budget: int) -> None:
+    """Shrink the plan summary to ``budget`` bytes of its own: its lists keep their first entries
+    (a common cap, by bisection), their ``*_omitted`` counts grow; hash, target and counts stay."""
+    plan = data.get("plan")
+    if not plan:
+        return
+    lists = ("pending", "opaque", "findings")
+    full = {name: list(plan[name]) for name in lists}
+    omitted = {name: int(plan[f"{name}_omitted"]) for name in lists}
+
+    def cap(n: int) -> bool:
+        for name in lists:
+            plan[name] = full[name][:n]
+            plan[f"{name}_omitted"] = omitted[name] + len(full[name]) - len(plan[name])
+        return len(_dumps(plan)) <= budget
+
+    longest = max(len(v) for v in full.values())
+    if cap(longest):
+        return
+    cap(_largest(0, longest, cap) or 0)
+
+
 def encode(report: Report, limit: int = MAX_BYTES) -> str:
     """Serialize compactly, dropping the least useful detail first until it fits ``limit`` bytes.
 
@@ -199,6 +253,7 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
     data = report.to_dict()
     if data.get("error"):
         data["error"]["message"] = data["error"]["message"][:MAX_MESSAGE_CHARS]
+    _fit_plan(data, limit // 2)  # a plan summary takes at most half; the rest shrinks as before
     if _fits(data, limit) or _fit_applied(data, limit) or _fit_versions(data, limit):
         return _dumps(data).decode()
     if _fit_message(data, limit):
@@ -222,7 +277,35 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
         "command": data["command"],
         "duration_ms": data["duration_ms"],
     }
+    if data.get("plan"):
+        plan = data["plan"]
+        for name in ("pending", "opaque", "findings"):
+            plan[f"{name}_omitted"] += len(plan[name])
+            plan[name] = []
+        verdict["plan"] = plan
     return _dumps(verdict).decode()
+
+
+def _decode_plan(raw: Any) -> PlanSummary | None:
+    if not isinstance(raw, dict) or not raw.get("hash"):
+        return None
+    return PlanSummary(
+        hash=str(raw["hash"]),
+        target=raw.get("target"),
+        pending=[str(v) for v in raw.get("pending", [])],
+        pending_count=int(raw.get("pending_count", 0)),
+        pending_omitted=int(raw.get("pending_omitted", 0)),
+        statements=int(raw.get("statements", 0)),
+        opaque=[str(v) for v in raw.get("opaque", [])],
+        opaque_omitted=int(raw.get("opaque_omitted", 0)),
+        findings=[
+            PlanFinding(str(f["migration"]), int(f["statement"]), str(f["kind"]), str(f.get("target", "")))
+            for f in raw.get("findings", [])
+            if isinstance(f, dict)
+        ],
+        findings_count=int(raw.get("findings_count", 0)),
+        findings_omitted=int(raw.get("findings_omitted", 0)),
+    )
 
 
 class ReportError(ValueError):
@@ -258,6 +341,7 @@ def decode(text: str) -> Report:
         else None
     )
     return Report(
+        plan=_decode_plan(data.get("plan")),
         outcome=outcome,
         tool=str(data.get("tool", "")),
         command=str(data.get("command", "")),

@@ -18,9 +18,11 @@ from dbmigrate_runner import database
 from dbmigrate_runner.errors import ConfigError, LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
+from dbmigrate_runner.plans import finish_plan, summarize
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
+from dbmigrate_runner.sqlplan import SqlPlan, Step
 from dbmigrate_runner.tools import MigrationTool, get_tool
 
 
@@ -32,6 +34,7 @@ class RunState:
     final_applied: dict[str, list[str]] | None = None
     apps: list[str] = field(default_factory=list)
     pending: dict[str, list[str]] = field(default_factory=dict)
+    plan: SqlPlan | None = None  # the plan command's result
 
 
 def app_states(applied: dict[str, list[str]], apps: list[str]) -> dict[str, AppState]:
@@ -59,6 +62,7 @@ def build_report(settings: Settings, state: RunState, started: float, error: Run
         applied_count=len(state.applied_now),
         duration_ms=int((time.monotonic() - started) * 1000),
         error=ErrorInfo(kind=error.kind, message=error.message, migration=error.migration) if error else None,
+        plan=summarize(state.plan) if state.plan is not None else None,
     )
 
 
@@ -96,6 +100,9 @@ async def run(settings: Settings, state: RunState) -> None:
     try:
         if settings.command == "status":
             await _status(tool, conn, disk, state)
+            return
+        if settings.command == "plan":
+            await _plan(settings, tool, conn, disk, project, state)
             return
         try:
             await database.take_lock(conn, settings.lock_timeout)
@@ -260,3 +267,27 @@ async def _status(
             applied=applied.get(app, []),
             pending=state.pending[app],
         )
+
+
+async def _plan(
+    settings: Settings,
+    tool: MigrationTool,
+    conn: asyncpg.Connection,
+    disk: dict[str, list[str]],
+    project: Project,
+    state: RunState,
+) -> None:
+    """Read-only, no lock: what ``upgrade`` with the same settings would run now."""
+    applied = await _read_applied(tool, conn)
+    state.final_applied = applied
+    target = _target(settings, disk, applied)
+    baseline = _baseline(settings, tool, disk, applied)
+    plan = plan_run("upgrade", disk, {**applied, **baseline}, target)
+    steps: list[Step] = []
+    if not plan.empty:
+        await tool.open(project, settings.db, state.apps)
+        try:
+            steps = await tool.plan_sql(plan)
+        finally:
+            await tool.close()
+    state.plan = await finish_plan(settings, tool.name, steps, conn)

@@ -34,6 +34,7 @@ from dbmigrate_runner.errors import ConfigError, DowngradeRefused, LockTimeout, 
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
 from dbmigrate_runner.settings import DbParams, Settings
+from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import database_error
 
 APP = "alembic"  # the one "app" of an Alembic project in the report
@@ -86,6 +87,9 @@ class Work:
     heads: tuple[str, ...] | None = None
     current: str | None = None  # the revision being applied or reverted
     done: list[str] = field(default_factory=list)
+    # mode "plan": the start revisions and the steps an upgrade would take (nothing runs).
+    start: tuple[str, ...] = ()
+    planned: list[str] = field(default_factory=list)
 
     def __call__(self, heads: Any, context: Any) -> Iterable[Any]:
         self.table = VersionTable(context.version_table, context.version_table_schema)
@@ -110,7 +114,7 @@ class Work:
                     f"(heads {', '.join(self.heads)}), not including {self.baseline}"
                 )
         assert self.destination is not None
-        if self.mode == "upgrade":
+        if self.mode in ("upgrade", "plan"):
             below = self.destination not in ("head", "heads", *start) and self.destination in applied
             if below:
                 raise DowngradeRefused(
@@ -122,6 +126,10 @@ class Work:
             if self.destination != "base" and self.destination not in applied:
                 raise ConfigError(f"downgrade target {APP}:{self.destination} is not applied")
             steps = list(self.script._downgrade_revs(self.destination, start))
+        if self.mode == "plan":
+            self.start = tuple(start)
+            self.planned = [s.revision.revision for s in steps]
+            return []
         if not steps and not stamp:
             log.info("plan.noop", "nothing to do", applied={APP: len(applied)})
             return []
@@ -330,6 +338,9 @@ async def run(settings: Settings, state: Any) -> None:
                 pending=state.pending[APP],
             )
             return
+        if settings.command == "plan":
+            await _plan(settings, project, conn, state)
+            return
         destination = resolve_destination(project.script, settings.target, settings.command)
         baseline = (
             resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
@@ -393,3 +404,82 @@ async def _read_back(
             heads = await read_heads(reading, work.table)
         return {APP: ancestry(project.script, heads)}
     return None
+
+
+_RUNNING = "-- Running upgrade "
+
+
+def render_offline(project: Project, start: tuple[str, ...], destination: str) -> str:
+    """What ``alembic upgrade START:DEST --sql`` prints: env.py in offline mode, SQL to a buffer."""
+    import io
+
+    from alembic import command
+
+    buffer = io.StringIO()
+    project.config.output_buffer = buffer
+    try:
+        with _no_file_config():
+            command.upgrade(project.config, f"{start[0]}:{destination}" if start else destination, sql=True)
+    finally:
+        project.config.output_buffer = None
+    return buffer.getvalue()
+
+
+def offline_steps(text: str, pending: list[str], table: VersionTable | None) -> list[Step]:
+    """Cut an offline script at Alembic's ``-- Running upgrade`` markers, one chunk per pending
+    revision; the framing (BEGIN/COMMIT) and the version table's own rows are left out, as the
+    other tools' plans leave out their tracking tables."""
+    from dbmigrate_runner.destructive import is_framing, split_statements, touches_only
+
+    chunks: list[list[str]] = []
+    order: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(_RUNNING):
+            # "-- Running upgrade a, b -> c, message": the revision is the first name after "->".
+            order.append(line.split("->", 1)[-1].strip().split(",", 1)[0].strip())
+            chunks.append([])
+        elif chunks:
+            chunks[-1].append(line)
+    if order != pending:
+        raise ConfigError(
+            f"alembic's offline SQL runs {', '.join(order) or 'nothing'}; "
+            f"the plan expected {', '.join(pending)}"
+        )
+    steps = []
+    for revision, lines in zip(pending, chunks, strict=True):
+        statements = [
+            s
+            for s in split_statements("\n".join(lines))
+            if not is_framing(s) and not (table is not None and touches_only(s, table.name))
+        ]
+        steps.append(Step(f"{APP}:{revision}", statements))
+    return steps
+
+
+async def _plan(settings: Settings, project: Project, conn: asyncpg.Connection, state: Any) -> None:
+    """Read-only: the heads through env.py (nothing written), then the pending revisions' SQL
+    rendered offline, as ``alembic upgrade --sql`` does."""
+    from dbmigrate_runner.plans import finish_plan
+
+    destination = resolve_destination(project.script, settings.target, "upgrade")
+    baseline = (
+        resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
+    )
+    work = Work(project.script, "plan", destination, baseline)
+    await _env(project, work, dont_mutate=True)
+    state.final_applied = {APP: ancestry(project.script, work.heads or ())}
+    steps: list[Step] = []
+    if work.planned:
+        if len(work.start) > 1:
+            reason = f"the database has {len(work.start)} heads; Alembic renders offline SQL from one start"
+            steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
+        else:
+            try:
+                text = await asyncio.to_thread(render_offline, project, work.start, destination)
+                steps = offline_steps(text, work.planned, work.table)
+            except RunnerError:
+                raise
+            except Exception as exc:
+                reason = f"offline rendering failed: {type(exc).__name__}: {exc}"
+                steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
+    state.plan = await finish_plan(settings, "alembic", steps, conn)
