@@ -163,6 +163,9 @@ def test_plan_report_fits_when_huge() -> None:
         statements=900,
         findings=findings,
         findings_count=400,
+        steps=[
+            {"migration": f"models:{i}_x", "statements": ["DROP TABLE t"], "opaque": []} for i in range(400)
+        ],
     )
     text = encode(Report(Outcome.SUCCEEDED, tool="aerich", command="plan", plan=summary))
     assert len(text.encode()) <= MAX_BYTES
@@ -174,3 +177,16 @@ def test_plan_report_fits_when_huge() -> None:
     assert back.findings_omitted == 400 - len(back.findings)
     assert back.pending == summary.pending[: len(back.pending)]
     assert back.pending_omitted == 400 - len(back.pending)
+    assert back.steps is None
+    assert back.steps_omitted  # the SQL is not silently cut: it is said to be elsewhere
+
+
+def test_small_plan_keeps_its_sql() -> None:
+    steps = [{"migration": "models:1_x", "statements": ['ALTER TABLE "t" DROP COLUMN "c"'], "opaque": []}]
+    summary = PlanSummary(
+        hash="b" * 64, target="models:1_x", pending=["models:1_x"], pending_count=1, steps=steps
+    )
+    back = decode(encode(Report(Outcome.SUCCEEDED, tool="aerich", command="plan", plan=summary))).plan
+    assert back is not None
+    assert back.steps == steps
+    assert not back.steps_omitted

@@ -101,6 +101,12 @@ def make_parser() -> argparse.ArgumentParser:
             choices=("debug", "info", "warning", "error"),
             help="[env DBMIGRATE_LOG_LEVEL, default info]",
         )
+        if name == "upgrade":
+            p.add_argument(
+                "--expect-plan",
+                help="apply only if the pending migrations' plan has this hash (an approved plan); "
+                "else change nothing [env DBMIGRATE_EXPECT_PLAN]",
+            )
         if name == "plan":
             p.add_argument("--plan-file", help="write the plan document (JSON) there as well")
             p.add_argument("--sql-file", help="write the plan as a readable SQL script there")

@@ -15,10 +15,11 @@ from pathlib import Path
 import asyncpg
 
 from dbmigrate_runner.destructive import analyse
+from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.report import PlanFinding, PlanSummary
 from dbmigrate_runner.settings import Settings
-from dbmigrate_runner.sqlplan import Finding, SqlPlan, Step, render_sql
+from dbmigrate_runner.sqlplan import Finding, SqlPlan, Step, content_hash, render_sql
 
 
 def _quoted(name: str) -> str:
@@ -70,6 +71,21 @@ def _write_files(settings: Settings, plan: SqlPlan) -> None:
             Path(path).write_text(text, encoding="utf-8")
 
 
+def check_expected(settings: Settings, tool: str, steps: list[Step]) -> None:
+    """An approved run (``--expect-plan``) applies exactly the approved plan: under the lock, before
+    anything is applied, the plan is made again and must hash the same."""
+    if not settings.expect_plan:
+        return
+    now = content_hash(tool, steps)
+    if now != settings.expect_plan:
+        raise ConfigError(
+            f"the approved plan {settings.expect_plan} is not what would run now (plan {now}: the "
+            "database or the image changed since); nothing was applied — review and approve the new plan",
+            kind="PlanChanged",
+        )
+    log.info("plan.approved", "the plan matches the approved hash", hash=now)
+
+
 def summarize(plan: SqlPlan) -> PlanSummary:
     """What the termination message carries of a plan (the report shrinks it to fit)."""
     return PlanSummary(
@@ -81,4 +97,7 @@ def summarize(plan: SqlPlan) -> PlanSummary:
         opaque=[s.migration for s in plan.steps if s.opaque],
         findings=[PlanFinding(f.migration, f.statement, f.kind, f.target) for f in plan.findings],
         findings_count=len(plan.findings),
+        steps=[
+            {"migration": s.migration, "statements": s.statements, "opaque": s.opaque} for s in plan.steps
+        ],
     )

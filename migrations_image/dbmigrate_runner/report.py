@@ -105,6 +105,10 @@ class PlanSummary:
     findings: list[PlanFinding] = field(default_factory=list)
     findings_count: int = 0
     findings_omitted: int = 0
+    # The whole plan's steps ({migration, statements, opaque}) when the report still fits with them;
+    # else None and ``steps_omitted`` True: the SQL is then only in the plan Job's log.
+    steps: list[dict[str, Any]] | None = None
+    steps_omitted: bool = False
 
 
 @dataclass
@@ -245,15 +249,21 @@ def _fit_plan(data: dict[str, Any], budget: int) -> None:
 def encode(report: Report, limit: int = MAX_BYTES) -> str:
     """Serialize compactly, dropping the least useful detail first until it fits ``limit`` bytes.
 
-    Order of sacrifice: the oldest names applied by this run (for an upgrade they repeat the newest
-    version names; their count stays), then the oldest version names (counts stay exact), then the
-    tail of the error message; each step keeps as much as fits (bisection on exact sizes). Outcome,
-    current versions and counts always survive.
+    A plan's SQL (``plan.steps``) goes first, marked ``steps_omitted``; then its summary's lists
+    are cut to half the limit (first entries kept, ``*_omitted`` counted; hash, target and counts
+    stay). Then, order of sacrifice: the oldest names applied by this run (for an upgrade they
+    repeat the newest version names; their count stays), then the oldest version names (counts
+    stay exact), then the tail of the error message; each step keeps as much as fits (bisection
+    on exact sizes). Outcome, current versions and counts always survive.
     """
     data = report.to_dict()
     if data.get("error"):
         data["error"]["message"] = data["error"]["message"][:MAX_MESSAGE_CHARS]
-    _fit_plan(data, limit // 2)  # a plan summary takes at most half; the rest shrinks as before
+    plan = data.get("plan")
+    if plan and not _fits(data, limit):
+        if plan["steps"] is not None:
+            plan["steps"], plan["steps_omitted"] = None, True  # the SQL goes first; the log keeps it
+        _fit_plan(data, limit // 2)  # then the summary takes at most half; the rest shrinks as before
     if _fits(data, limit) or _fit_applied(data, limit) or _fit_versions(data, limit):
         return _dumps(data).decode()
     if _fit_message(data, limit):
@@ -305,6 +315,10 @@ def _decode_plan(raw: Any) -> PlanSummary | None:
         ],
         findings_count=int(raw.get("findings_count", 0)),
         findings_omitted=int(raw.get("findings_omitted", 0)),
+        steps=[dict(step) for step in raw["steps"] if isinstance(step, dict)]
+        if isinstance(raw.get("steps"), list)
+        else None,
+        steps_omitted=bool(raw.get("steps_omitted", False)),
     )
 
 

@@ -18,7 +18,7 @@ from dbmigrate_runner import database
 from dbmigrate_runner.errors import ConfigError, LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
-from dbmigrate_runner.plans import finish_plan, summarize
+from dbmigrate_runner.plans import check_expected, finish_plan, summarize
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
@@ -212,6 +212,8 @@ async def _execute(
     started = time.monotonic()
     await tool.open(project, settings.db, project_apps)
     try:
+        if settings.expect_plan and settings.command == "upgrade":
+            check_expected(settings, tool.name, await tool.plan_sql(plan))
         await tool.bootstrap()
         for app, versions in (baseline or {}).items():
             await tool.record_baseline(app, versions)

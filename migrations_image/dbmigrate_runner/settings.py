@@ -99,6 +99,7 @@ class Settings:
     log_level: str = "info"
     plan_file: Path | None = None  # plan: where to write the plan document (JSON)
     sql_file: Path | None = None  # plan: where to write the readable SQL
+    expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
 
 
 _ENCODE_HINT = (
@@ -295,6 +296,9 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         db=replace(db, read_only=True) if command == "plan" else db,
         plan_file=Path(plan_file) if plan_file else None,
         sql_file=Path(sql_file) if sql_file else None,
+        expect_plan=(pick("expect_plan", "DBMIGRATE_EXPECT_PLAN") or "").strip() or None
+        if command == "upgrade"
+        else None,
         config=pick("config", "DBMIGRATE_CONFIG"),
         apps=apps,
         target=target.strip() if target else None,

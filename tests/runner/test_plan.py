@@ -12,6 +12,7 @@ from pathlib import Path
 import pglast
 import pytest
 
+from dbmigrate_runner.report import Outcome
 from dbmigrate_runner.sqlplan import SqlPlan, from_dict
 from localcluster.postgres import PostgresServer, lock_held_elsewhere
 from tests.runner.conftest import SHOP_VERSIONS, Result, Runner
@@ -340,3 +341,34 @@ def downgrade() -> None:
         (0, "DropColumn", "users.bio"),
         (1, "Truncate", "orders"),
     ]
+
+
+# --- an approved run applies exactly the approved plan -----------------------------------------
+
+
+def test_expect_plan_applies_exactly_the_approved_plan(shop: Runner, tool: str) -> None:
+    versions = SHOP_VERSIONS[tool]
+    approved = plan_of(shop("plan"))
+    # Someone else moves the database on after the review: the approval is stale, nothing runs.
+    assert shop("upgrade", "--target", f"models:{versions[0]}").rc == 0
+    stale = shop("upgrade", "--expect-plan", approved.hash)
+    assert stale.rc == Outcome.CONFIG_ERROR.exit_code
+    assert stale.report.error is not None
+    assert stale.report.error.kind == "PlanChanged"
+    assert approved.hash in stale.report.error.message
+    assert shop.applied() == versions[:1]
+    # The current plan, approved, runs.
+    current = plan_of(shop("plan"))
+    ok = shop("upgrade", "--expect-plan", current.hash)
+    assert ok.rc == 0, ok.stdout
+    assert ok.report.applied == current.pending
+    assert ok.events("plan.approved")
+
+
+def test_expect_plan_alembic(alembic_shop: Runner) -> None:
+    approved = plan_of(alembic_shop("plan"))
+    assert alembic_shop("upgrade", "--expect-plan", "0" * 64).rc == Outcome.CONFIG_ERROR.exit_code
+    assert alembic_shop.tables() == []
+    ok = alembic_shop("upgrade", "--expect-plan", approved.hash)
+    assert ok.rc == 0, ok.stdout
+    assert sorted(ok.report.applied) == sorted(approved.pending)

@@ -208,6 +208,9 @@ class AerichTool:
                 module = self._module(app_plan.app, version)
                 try:
                     async with in_transaction(self._connection_name(app_plan.app)) as conn:
+                        # Read-only also inside an upgrade's read-write session (--expect-plan), so
+                        # both make the same plan: a write fails, the step is marked, nothing lands.
+                        await conn.execute_script("SET TRANSACTION READ ONLY")
                         watched = _Watched(conn)
                         sql = await module.upgrade(watched)
                         raise _Rollback(sql)

@@ -361,6 +361,12 @@ async def run(settings: Settings, state: Any) -> None:
             def on_apply(label: str) -> None:
                 asyncio.run_coroutine_threadsafe(check(label), loop).result()
 
+            if settings.expect_plan and settings.command == "upgrade":
+                from dbmigrate_runner.plans import check_expected
+
+                planned, steps = await plan_steps(settings, project)
+                if planned.planned:
+                    check_expected(settings, "alembic", steps)
             work = Work(project.script, settings.command, destination, baseline, on_apply)
             try:
                 await _env(project, work)
@@ -461,13 +467,19 @@ async def _plan(settings: Settings, project: Project, conn: asyncpg.Connection, 
     rendered offline, as ``alembic upgrade --sql`` does."""
     from dbmigrate_runner.plans import finish_plan
 
+    work, steps = await plan_steps(settings, project)
+    state.final_applied = {APP: ancestry(project.script, work.heads or ())}
+    state.plan = await finish_plan(settings, "alembic", steps, conn)
+
+
+async def plan_steps(settings: Settings, project: Project) -> tuple[Work, list[Step]]:
+    """The revisions an upgrade would apply now and their offline SQL (``work.heads``: the database's)."""
     destination = resolve_destination(project.script, settings.target, "upgrade")
     baseline = (
         resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
     )
     work = Work(project.script, "plan", destination, baseline)
     await _env(project, work, dont_mutate=True)
-    state.final_applied = {APP: ancestry(project.script, work.heads or ())}
     steps: list[Step] = []
     if work.planned:
         if len(work.start) > 1:
@@ -482,4 +494,4 @@ async def _plan(settings: Settings, project: Project, conn: asyncpg.Connection, 
             except Exception as exc:
                 reason = f"offline rendering failed: {type(exc).__name__}: {exc}"
                 steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
-    state.plan = await finish_plan(settings, "alembic", steps, conn)
+    return work, steps
