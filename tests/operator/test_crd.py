@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.status import Phase
 from tests.operator.crd_support import (
     CRD_PATH,
     EXAMPLES,
@@ -82,7 +83,22 @@ def test_status_fields_match_what_the_operator_writes() -> None:
         "lastRun",
         "conditions",
     } <= set(props)
-    assert props["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
+    assert props["phase"]["enum"] == [phase.value for phase in Phase]
+    assert {
+        "hash",
+        "job",
+        "target",
+        "pending",
+        "pendingCount",
+        "statements",
+        "opaque",
+        "findings",
+        "findingsCount",
+        "omitted",
+        "sql",
+        "sqlOmitted",
+        "approvedBy",
+    } == set(props["plan"]["properties"])
     assert {
         "job",
         "runHash",
