@@ -4,6 +4,13 @@ The runner writes it to the container's termination message; the operator reads 
 the Pod status. Kubernetes keeps at most 4096 bytes of that message, so :func:`encode` shrinks
 a report until it fits instead of letting the kubelet cut the JSON in half.
 
+The ``plan`` command's report also carries the plan (``plan``, a :class:`PlanSummary`): this is
+how a plan reaches the operator. The summary (hash, target, pending versions, statement count,
+migrations with non-SQL steps, findings) always fits — its lists are shrunk with explicit
+``*_omitted`` counts, the counts stay exact — and the SQL itself (``plan.steps``) comes along only
+while the whole report still fits; else ``steps_omitted`` says it was left out. The whole plan is
+then in the plan Job's log (one ``plan.document`` line, see ``plans.py``), checked against the hash.
+
 Pure standard library on purpose: the operator imports this module without the ORM stack.
 """
 
