@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.gating.requirement import Requirement, evaluate
 from dbmigrate_operator.jobs import JOB_KIND_LABEL, job_name, plan_job_name, run_hash
 from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, Plan, decide
 from dbmigrate_operator.settings import Settings
@@ -215,3 +216,15 @@ def test_downgrade_is_not_gated() -> None:
     plan: Plan = decide(cr, [], [], T0, S)
     (create,) = plan.of(CreateJob)
     assert create.manifest["spec"]["template"]["spec"]["containers"][0]["args"][0] == "downgrade"
+
+
+def test_gated_pods_stay_held_while_waiting_and_say_why() -> None:
+    """The status a waiting plan writes keeps the gate shut, for the label alone and for a pinned
+    version; the pod's reason names the plan."""
+    report, h = plan_report([V1, V2], destructive=True)
+    cr, jobs, pods = planned(make_cr(approval="Manual"), report)
+    cr = apply(cr, decide(cr, jobs, pods, at(30), S))
+    held = evaluate(Requirement("shop-db"), cr)
+    assert not held.met
+    assert f"WaitingForApproval: waiting for approval of plan {h}" in held.message
+    assert not evaluate(Requirement("shop-db", V2.split(":")[1], "models"), cr).met
