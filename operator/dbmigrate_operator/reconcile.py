@@ -943,7 +943,7 @@ def _approval_step(
         known.pop("approvedBy", None)
         stale = {where: value for where, value in found.items() if value != known["hash"]}
         return Step(
-            Phase.WAITING_FOR_APPROVAL,
+            Phase.PENDING,
             progressing(Reason.WAITING_FOR_APPROVAL, ap.waiting_message(known, stale, name, namespace)),
         )
     return str(known["hash"])

@@ -64,7 +64,6 @@ class Phase(enum.StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
-    WAITING_FOR_APPROVAL = "WaitingForApproval"
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
         {"migration": f"models:{V4}", "statement": 0, "kind": "DropColumn", "target": "product.description"}
     ]
     assert 'ALTER TABLE "product" DROP COLUMN "description";' in plan["sql"]
-    assert status["phase"] == "WaitingForApproval"
+    assert status["phase"] == "Pending"
     assert stack.condition(e2e.cluster, e2e.ns, NAME, c.READY)["status"] == "False"
     assert plan["hash"] in stack.condition(e2e.cluster, e2e.ns, NAME, c.RECONCILING)["message"]
 

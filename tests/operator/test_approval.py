@@ -89,7 +89,7 @@ def test_manual_waits_with_the_plan_in_status_then_runs_on_annotation() -> None:
     cr, jobs, pods = planned(make_cr(approval="Manual"), report)
     waiting = decide(cr, jobs, pods, at(30), S)
     assert waiting.of(CreateJob) == []
-    assert waiting.status["phase"] == "WaitingForApproval"
+    assert waiting.status["phase"] == "Pending"  # DESIGN.md's four phases; the condition says why
     condition = true_condition(waiting)
     assert condition["type"] == c.RECONCILING
     assert condition["reason"] == "WaitingForApproval"
@@ -154,7 +154,7 @@ def test_on_destructive_waits_on_findings() -> None:
     cr, jobs, pods = planned(make_cr(approval="OnDestructive"), report)
     plan = decide(cr, jobs, pods, at(30), S)
     assert plan.of(CreateJob) == []
-    assert plan.status["phase"] == "WaitingForApproval"
+    assert true_condition(plan)["reason"] == "WaitingForApproval"
 
 
 def test_manual_with_nothing_pending_goes_ahead() -> None:
