@@ -99,6 +99,16 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
     assert 'ALTER TABLE "product" DROP COLUMN "description";' in shown.stdout
     summary = kubectl_dbm(e2e.cluster, "status", NAME, "-n", e2e.ns)
     assert "WaitingForApproval" in summary.stdout
+    table = kubectl_dbm(e2e.cluster, "status", "-n", e2e.ns).stdout.splitlines()
+    assert table[0].split() == ["NAMESPACE", "NAME", "READY", "PHASE", "VERSION", "REASON"]
+    assert table[1].split() == [
+        e2e.ns,
+        NAME,
+        "False",
+        "Pending",
+        f"models:{versions[-1]}",
+        "WaitingForApproval",
+    ]
     assert plan["hash"] in summary.stdout
 
     # A stale approval (another plan's hash) approves nothing.
