@@ -3,11 +3,13 @@ recipe and a custom version table; async env.py from Alembic's asyncio template)
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
 import pytest
 
+from dbmigrate_runner.report import MAX_BYTES
 from localcluster.postgres import PostgresServer
 from tests.runner.conftest import REPO, Runner, finish
 
@@ -146,3 +148,50 @@ def test_baseline_refused_when_history_differs(alembic_shop: Runner) -> None:
     assert refused.rc == 2, refused.stdout
     assert refused.report.error is not None
     assert refused.report.error.message.startswith("baseline refused: shop_alembic_version already records 1")
+
+
+def test_long_history_report_carries_an_exact_ancestry(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """600 revisions on top of the shop's merged branches: the report stays within the kubelet's
+    bound, lists the newest revisions by their full ids and counts the rest, and what the operator
+    makes of it releases listed ancestors only."""
+    from dbmigrate_operator import ancestry
+    from dbmigrate_operator.gating.requirement import Requirement, evaluate
+
+    project = shutil.copytree(ALEMBIC_SHOP, tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+    rng = random.Random(13)
+    chain = [f"{rng.getrandbits(48):012x}" for _ in range(601)]
+    down = MERGE
+    for i, rev in enumerate(chain):
+        (project / "migrations" / "versions" / f"{rev}_step_{i}.py").write_text(
+            f'"""step {i}"""\n\nrevision = "{rev}"\ndown_revision = "{down}"\n'
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+        )
+        down = rev
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    result = runner("upgrade", "--target", chain[599])  # the last one stays pending
+    assert result.rc == 0, result.stdout + result.stderr
+    assert len(result.report_text.encode()) <= MAX_BYTES
+    state = result.report.apps["alembic"]
+    assert state.heads == [chain[599]] == heads(runner, "shop_alembic_version")
+    assert state.count == 604  # the shop's four, then 600
+    assert len(state.versions) >= 450
+    assert state.omitted == 604 - len(state.versions)
+    assert state.versions == chain[600 - len(state.versions) : 600]  # newest kept, ids exact
+
+    status = {
+        "currentVersion": f"alembic:{chain[599]}",
+        "appliedCount": state.count,
+        "ancestry": ancestry.merge(None, state, 2000),
+    }
+    body = {"metadata": {"name": "shop-db", "generation": 1}, "status": status}
+
+    def released(rev: str) -> bool:
+        return evaluate(Requirement("shop-db", version=rev), body).met
+
+    assert released(chain[599])
+    assert released(chain[600 - len(state.versions)])
+    assert not released(chain[600])  # in the image, not applied
+    assert not released(BASE)  # applied, but older than what one report holds: held, never guessed

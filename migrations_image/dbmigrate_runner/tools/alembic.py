@@ -319,6 +319,7 @@ async def run(settings: Settings, state: Any) -> None:
             await _env(project, read, dont_mutate=True)
             applied = ancestry(project.script, read.heads or ())
             state.final_applied = {APP: applied}
+            state.heads = {APP: sorted(read.heads or ())}
             everything = [r.revision for r in project.script.walk_revisions()][::-1]
             state.pending[APP] = [r for r in everything if r not in set(applied)]
             log.info(
@@ -341,6 +342,7 @@ async def run(settings: Settings, state: Any) -> None:
                 read = Work(project.script, "read")
                 await _env(project, read, dont_mutate=True)
                 state.final_applied = {APP: ancestry(project.script, read.heads or ())}
+                state.heads = {APP: sorted(read.heads or ())}
             raise
         try:
             guard = await database.LockGuard.start(conn)
@@ -354,7 +356,7 @@ async def run(settings: Settings, state: Any) -> None:
             try:
                 await _env(project, work)
             finally:
-                state.final_applied = await _read_back(conn, settings, project, work)
+                state.final_applied, state.heads = await _read_back(conn, settings, project, work)
                 final = set(state.final_applied.get(APP, [])) if state.final_applied is not None else None
                 for label in work.done:
                     revision = label.split(":", 1)[1]
@@ -385,11 +387,12 @@ async def _env(project: Project, work: Work, dont_mutate: bool = False) -> None:
 
 async def _read_back(
     conn: asyncpg.Connection, settings: Settings, project: Project, work: Work
-) -> dict[str, list[str]] | None:
+) -> tuple[dict[str, list[str]] | None, dict[str, list[str]]]:
+    """What the version table holds after the run: the ancestry and the heads (unknown: None, {})."""
     if work.table is None:
-        return None
+        return None, {}
     with contextlib.suppress(Exception):
         async with database.live(conn, settings.db, settings.wait_timeout) as reading:
             heads = await read_heads(reading, work.table)
-        return {APP: ancestry(project.script, heads)}
-    return None
+        return {APP: ancestry(project.script, heads)}, {APP: sorted(heads)}
+    return None, {}
