@@ -62,7 +62,7 @@ def test_fresh_then_noop(alembic_shop: Runner, variant: str) -> None:
 
 
 def test_target_prefix_then_head(alembic_shop: Runner) -> None:
-    result = alembic_shop("upgrade", "--target", ORDERS[:4])
+    result = alembic_shop("upgrade", "--target", f"alembic:{ORDERS[:4]}")  # as status writes it
     assert result.rc == 0, result.stdout + result.stderr
     assert result.report.apps["alembic"].versions == [BASE, ORDERS]
     assert heads(alembic_shop, "shop_alembic_version") == [ORDERS]

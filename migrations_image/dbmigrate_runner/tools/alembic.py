@@ -206,6 +206,7 @@ def resolve_destination(script: Any, target: str | None, command: str) -> str:
     from alembic.util import CommandError
 
     spec = (target or "head").strip()
+    spec = spec.removeprefix(f"{APP}:")  # as status.currentVersion writes it
     if command == "downgrade" and spec in (ZERO, "base"):
         return "base"
     if spec == "heads":
