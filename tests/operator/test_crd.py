@@ -81,9 +81,11 @@ def test_status_fields_match_what_the_operator_writes() -> None:
         "currentVersion",
         "appliedVersions",
         "appliedCount",
+        "ancestry",
         "lastRun",
         "conditions",
     } <= set(props)
+    assert {"heads", "packed", "known", "omitted"} <= set(props["ancestry"]["properties"])
     assert props["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
     assert {
         "job",
