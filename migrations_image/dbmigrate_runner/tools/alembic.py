@@ -3,7 +3,8 @@
 One run of the user's ``env.py`` does the work: our ``fn`` (the hook ``alembic.command`` uses too)
 reads the current heads and the version table (name and schema as env.py configured them) from the
 :class:`~alembic.runtime.migration.MigrationContext`, decides, and hands Alembic the steps. Nothing
-to do means one env.py run whose ``fn`` returns no steps.
+to do is usually decided before that, without Alembic (:func:`_noop_from_source`); otherwise it
+is one env.py run whose ``fn`` returns no steps.
 
 env.py runs in a worker thread (the asyncio template calls ``asyncio.run``), while the event loop
 keeps the advisory lock's asyncpg connection; an ``on_version_apply`` callback checks the lock from
@@ -353,9 +354,11 @@ async def _noop_from_source(settings: Settings, state: Any) -> bool | None:
         except LockTimeout:
             with contextlib.suppress(Exception):
                 heads = await read_heads(conn, table)
-                state.apps = [APP]
-                state.final_applied = {APP: found.ancestry(heads) or []}
-                state.heads = {APP: sorted(heads)}
+                known = found.ancestry(heads)
+                if known is not None:  # heads this source does not know: leave "unknown"
+                    state.apps = [APP]
+                    state.final_applied = {APP: known}
+                    state.heads = {APP: sorted(heads)}
             raise
         try:
             heads = await read_heads(conn, table)
