@@ -123,11 +123,10 @@ def _evaluate_pin(requirement: Requirement, status: Mapping[str, Any], what: str
     current = status.get("currentVersion")
     current_text = f" (current version: {current})" if current else " (no version applied yet)"
     if in_ancestry is None:
-        known = ancestry.known(status)
+        listed, omitted = _listed_and_omitted(status)
         current_text += (
-            f"; it is not among the {len(known.revisions if known else ())} newest applied revisions "
-            f"the operator knows, and {known.omitted if known else 'some'} older ones are not listed, "
-            "so it cannot be verified: pin a newer revision"
+            f"; it is not among the {listed} newest applied revisions the operator knows, and "
+            f"{omitted} older ones are not listed, so it cannot be verified: pin a newer revision"
         )
     failure = _failure(status)
     if failure is not None:
@@ -164,6 +163,17 @@ def _pin_app(requirement: Requirement, status: Mapping[str, Any]) -> str | None:
     apps = {part.partition(":")[0].strip() for part in str(status.get("currentVersion") or "").split(",")}
     apps.discard("")
     return next(iter(apps)) if len(apps) == 1 else None
+
+
+def _listed_and_omitted(status: Mapping[str, Any]) -> tuple[int, int]:
+    """How many applied revisions status names for pins, and how many it only counts."""
+    known = ancestry.known(status)
+    if known is not None:
+        return len(known.revisions), known.omitted
+    applied = status.get("appliedVersions")
+    listed = len(applied) if isinstance(applied, list) else 0
+    count = status.get("appliedCount")
+    return listed, max((count if isinstance(count, int) else listed) - listed, 0)
 
 
 def _in_ancestry(requirement: Requirement, status: Mapping[str, Any]) -> bool | None:
