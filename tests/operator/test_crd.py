@@ -10,6 +10,7 @@ import yaml
 
 from dbmigrate_operator import constants as c
 from tests.operator.crd_support import (
+    ACCEPTED_VERSIONS,
     CRD_PATH,
     EXAMPLES,
     CelError,
@@ -20,6 +21,7 @@ from tests.operator.crd_support import (
     invalid_cases,
     schema,
     validate,
+    with_version,
 )
 
 CASES = invalid_cases()
@@ -79,9 +81,11 @@ def test_status_fields_match_what_the_operator_writes() -> None:
         "currentVersion",
         "appliedVersions",
         "appliedCount",
+        "ancestry",
         "lastRun",
         "conditions",
     } <= set(props)
+    assert {"heads", "packed", "known", "omitted"} <= set(props["ancestry"]["properties"])
     assert props["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
     assert {
         "job",
@@ -100,6 +104,11 @@ def test_status_fields_match_what_the_operator_writes() -> None:
 @pytest.mark.parametrize(("name", "obj"), example_migrations(), ids=[n for n, _ in example_migrations()])
 def test_examples_are_accepted(name: str, obj: dict[str, Any]) -> None:
     assert validate(obj) == []
+
+
+@pytest.mark.parametrize(("tool", "field", "value"), ACCEPTED_VERSIONS)
+def test_versions_each_tool_accepts(tool: str, field: str, value: str) -> None:
+    assert validate(with_version(tool, field, value)) == []
 
 
 def test_every_example_file_parses_and_its_other_objects_are_valid() -> None:
