@@ -16,9 +16,12 @@ Pure standard library on purpose: the operator imports this module without the O
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,6 +79,9 @@ class AppState:
     versions: list[str] = field(default_factory=list)
     # How many of the oldest versions were left out of ``versions`` to fit the size limit.
     omitted: int = 0
+    # Alembic only: the head revision(s) recorded in the version table. ``versions`` is then the
+    # ancestry of these heads (every revision they contain), oldest first; empty for the ordered tools.
+    heads: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -151,8 +157,99 @@ class Report:
         return data
 
 
+# ---------------------------------------------------------------- packed version lists
+#
+# Alembic's default revision ids are 12 lowercase hex digits: as JSON strings they cost 15 bytes each
+# ("…",), packed as bytes and base64'd about 8. The packing is exact (every id comes back character
+# for character) and general (any id of 1-127 UTF-8 bytes), so the operator can trust it for gating.
+#
+# Layout (before base64): one format byte (1), then groups of ids of one shape: a tag byte, a count
+# byte (1-255), and the ids. Tag 0x80|k: each id is 2k lowercase hex digits stored as k bytes.
+# Tag k (1-127): each id is k bytes of UTF-8 text. Order is kept (oldest first, as ``versions``).
+
+_PACK_FORMAT = 1
+_LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+_MAX_GROUP = 255
+
+
+def _shape(version: str) -> tuple[int, bytes] | None:
+    if len(version) <= 254 and _LOWER_HEX.fullmatch(version):
+        return 0x80 | (len(version) // 2), bytes.fromhex(version)
+    raw = version.encode()
+    return (len(raw), raw) if 1 <= len(raw) <= 127 else None
+
+
+def pack_versions(versions: Sequence[str]) -> str | None:
+    """The packed form of ``versions``, or None when one of them cannot be packed (over 127 bytes)."""
+    out = bytearray([_PACK_FORMAT])
+    group: list[bytes] = []
+    tag = -1
+    for version in versions:
+        shape = _shape(version)
+        if shape is None:
+            return None
+        if shape[0] != tag or len(group) == _MAX_GROUP:
+            if group:
+                out += bytes([tag, len(group)]) + b"".join(group)
+            tag, group = shape[0], []
+        group.append(shape[1])
+    if group:
+        out += bytes([tag, len(group)]) + b"".join(group)
+    return base64.b64encode(bytes(out)).decode("ascii")
+
+
+def unpack_versions(text: str) -> list[str]:
+    """Inverse of :func:`pack_versions`; a malformed text raises :class:`ReportError` (never a guess)."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ReportError("packed versions are not base64") from None
+    if not raw or raw[0] != _PACK_FORMAT:
+        raise ReportError("packed versions: unknown format")
+    versions: list[str] = []
+    pos = 1
+    while pos < len(raw):
+        if pos + 2 > len(raw):
+            raise ReportError("packed versions: truncated group header")
+        tag, count = raw[pos], raw[pos + 1]
+        size = tag & 0x7F
+        pos += 2
+        if not size or not count or pos + size * count > len(raw):
+            raise ReportError("packed versions: malformed group")
+        for _ in range(count):
+            chunk = raw[pos : pos + size]
+            pos += size
+            if tag & 0x80:
+                versions.append(chunk.hex())
+            else:
+                try:
+                    versions.append(chunk.decode())
+                except UnicodeDecodeError:
+                    raise ReportError("packed versions: invalid UTF-8") from None
+    return versions
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _wire_app(state: dict[str, Any]) -> dict[str, Any]:
+    """One app's state as sent: versions packed when that is shorter, no empty ``heads``."""
+    wire = dict(state)
+    if not wire.get("heads"):
+        wire.pop("heads", None)
+    versions = wire.get("versions") or []
+    packed = pack_versions(versions) if versions else None
+    if packed is not None and len(packed) + 2 < len(_json(versions)):
+        del wire["versions"]
+        wire["packed"] = packed
+    return wire
+
+
 def _dumps(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    wire = dict(data)
+    wire["apps"] = {name: _wire_app(state) for name, state in (data.get("apps") or {}).items()}
+    return _json(wire).encode()
 
 
 def _fits(data: dict[str, Any], limit: int) -> bool:
@@ -348,8 +445,13 @@ def decode(text: str) -> Report:
         str(name): AppState(
             current=state.get("current"),
             count=int(state.get("count", 0)),
-            versions=[str(v) for v in state.get("versions", [])],
+            versions=(
+                unpack_versions(str(state["packed"]))
+                if "packed" in state
+                else [str(v) for v in state.get("versions", [])]
+            ),
             omitted=int(state.get("omitted", 0)),
+            heads=[str(h) for h in state.get("heads", [])],
         )
         for name, state in (data.get("apps") or {}).items()
     }

@@ -35,9 +35,13 @@ class RunState:
     apps: list[str] = field(default_factory=list)
     pending: dict[str, list[str]] = field(default_factory=dict)
     plan: SqlPlan | None = None  # the plan command's result
+    # Alembic: the head(s) read with final_applied (which is then their ancestry).
+    heads: dict[str, list[str]] = field(default_factory=dict)
 
 
-def app_states(applied: dict[str, list[str]], apps: list[str]) -> dict[str, AppState]:
+def app_states(
+    applied: dict[str, list[str]], apps: list[str], heads: dict[str, list[str]] | None = None
+) -> dict[str, AppState]:
     """Per-app state for the report: every selected app, plus any other app found in the table."""
     names = list(dict.fromkeys([*apps, *applied]))
     return {
@@ -45,6 +49,7 @@ def app_states(applied: dict[str, list[str]], apps: list[str]) -> dict[str, AppS
             current=applied[app][-1] if applied.get(app) else None,
             count=len(applied.get(app, [])),
             versions=list(applied.get(app, [])),
+            heads=list((heads or {}).get(app, [])),
         )
         for app in names
     }
@@ -57,7 +62,9 @@ def build_report(settings: Settings, state: RunState, started: float, error: Run
         tool=settings.tool,
         command=settings.command,
         # Unknown (not read) stays empty, so nobody mistakes "not read" for "nothing applied".
-        apps=app_states(state.final_applied, state.apps) if state.final_applied is not None else {},
+        apps=(
+            {} if state.final_applied is None else app_states(state.final_applied, state.apps, state.heads)
+        ),
         applied=list(state.applied_now),
         applied_count=len(state.applied_now),
         duration_ms=int((time.monotonic() - started) * 1000),

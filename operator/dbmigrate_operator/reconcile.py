@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from dbmigrate_operator import ancestry
 from dbmigrate_operator import approval as ap
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import jobs as j
@@ -525,19 +526,26 @@ def current_by_app(status: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def is_downgrade(target: str, current: dict[str, str], applied: list[dict[str, Any]] | None = None) -> bool:
+def is_downgrade(
+    target: str,
+    current: dict[str, str],
+    applied: list[dict[str, Any]] | None = None,
+    known: ancestry.Known | None = None,
+) -> bool:
     """Is ``target`` below what is applied? Unknown (nothing applied, unknown app) counts as no:
     the runner's ``upgrade`` refuses a downgrade itself (DowngradeRefused)."""
     if not target:
         return False
     if c.ALEMBIC_APP in current:
-        return _alembic_is_downgrade(target, current[c.ALEMBIC_APP], applied or [])
+        names = [str(v.get("version")) for v in applied or [] if v.get("app") == c.ALEMBIC_APP]
+        names += sorted(known.revisions) if known is not None else []
+        return _alembic_is_downgrade(target, current[c.ALEMBIC_APP], names)
     app, _, version = target.rpartition(":")
     apps = [app] if app else list(current)
     return any(a in current and version_number(version) < version_number(current[a]) for a in apps)
 
 
-def _alembic_is_downgrade(target: str, head: str, applied: list[dict[str, Any]]) -> bool:
+def _alembic_is_downgrade(target: str, head: str, names: list[str]) -> bool:
     """Alembic revision ids are not ordered: a target is below the head when it is one of the
     applied ancestors (by id or unique prefix) other than the head itself; `base` reverts all."""
     revision = target.rpartition(":")[2]
@@ -545,7 +553,6 @@ def _alembic_is_downgrade(target: str, head: str, applied: list[dict[str, Any]])
         return False
     if revision == "base":
         return bool(head)
-    names = [str(v.get("version")) for v in applied if v.get("app") == c.ALEMBIC_APP]
     matches = [name for name in names if name.startswith(revision)]
     return bool(matches) and not any(head.startswith(revision) or name == head for name in matches)
 
@@ -763,7 +770,7 @@ def _record(
     """The new status's record part (versions, lastRun) and the Event for a run that just ended."""
     new: dict[str, Any] = {
         k: old[k]
-        for k in ("currentVersion", "appliedVersions", "appliedCount", "lastRun", "plan")
+        for k in ("currentVersion", "appliedVersions", "appliedCount", "ancestry", "lastRun", "plan")
         if k in old
     }
     # The applied versions come from the newest finished Job that left a report (deterministic, so
@@ -775,6 +782,11 @@ def _record(
             break
         if result.report.apps:
             new.update(versions_status(result.report, settings.applied_versions_cap))
+            alembic = result.report.apps.get(c.ALEMBIC_APP) if result.report.tool == "alembic" else None
+            if alembic is not None:
+                new["ancestry"] = ancestry.merge(old.get("ancestry"), alembic, settings.ancestry_cap)
+            else:
+                new.pop("ancestry", None)
             break
     # lastRun describes the newest Job (running or finished); without Jobs, what status remembers.
     old_run = dict(old.get("lastRun") or {})
@@ -973,7 +985,7 @@ def _new_run_step(
     approved plan's hash, so the run applies exactly that plan or nothing)."""
     spec = cr.get("spec") or {}
     target = str(spec.get("target") or "")
-    downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"))
+    downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"), ancestry.known(new))
     if downgrade and not spec.get("allowDowngrade"):
         return Step(
             Phase.FAILED,

@@ -3,7 +3,8 @@
 One run of the user's ``env.py`` does the work: our ``fn`` (the hook ``alembic.command`` uses too)
 reads the current heads and the version table (name and schema as env.py configured them) from the
 :class:`~alembic.runtime.migration.MigrationContext`, decides, and hands Alembic the steps. Nothing
-to do means one env.py run whose ``fn`` returns no steps.
+to do is usually decided before that, without Alembic (:func:`_noop_from_source`); otherwise it
+is one env.py run whose ``fn`` returns no steps.
 
 env.py runs in a worker thread (the asyncio template calls ``asyncio.run``), while the event loop
 keeps the advisory lock's asyncpg connection; an ``on_version_apply`` callback checks the lock from
@@ -35,6 +36,7 @@ from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
 from dbmigrate_runner.settings import DbParams, Settings
 from dbmigrate_runner.sqlplan import Step
+from dbmigrate_runner.tools import alembic_scan
 from dbmigrate_runner.tools.base import database_error
 
 APP = "alembic"  # the one "app" of an Alembic project in the report
@@ -162,14 +164,29 @@ class Work:
 
 
 def ancestry(script: Any, heads: tuple[str, ...]) -> list[str]:
-    """The revisions from ``heads`` down to base, oldest first (Alembic records only the heads)."""
+    """The revisions from ``heads`` down to base, oldest first (Alembic records only the heads), in
+    :func:`alembic_scan.oldest_first`'s order, the same as the no-op path's."""
     if not heads:
         return []
     try:
-        revs = [rev.revision for rev in script.iterate_revisions(heads, "base")]
+        revs = list(script.iterate_revisions(heads, "base"))
     except Exception as exc:
         raise ConfigError(f"the database's head(s) {', '.join(heads)} are not in this image: {exc}") from exc
-    return list(reversed(revs))
+    ids = {rev.revision for rev in revs}
+    down = {
+        rev.revision: tuple(
+            below for below in (*_ids(rev.down_revision), *_ids(rev.dependencies)) if below in ids
+        )
+        for rev in revs
+    }
+    ordered = alembic_scan.oldest_first(down, heads)
+    return ordered if ordered is not None else [rev.revision for rev in reversed(revs)]
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 @dataclass
@@ -191,8 +208,7 @@ def load(settings: Settings) -> Project:
     if not root.is_dir():
         raise ConfigError(f"project directory {root} does not exist")
     os.chdir(root)  # like running `alembic` there: a relative script_location resolves against it
-    ini = Path(settings.config or DEFAULT_INI)
-    ini = ini if ini.is_absolute() else root / ini
+    ini = _ini(settings)
     if not ini.is_file():
         raise ConfigError(f"no Alembic config at {ini} (pass --config path/to/alembic.ini)")
     config = Config(str(ini))
@@ -214,6 +230,7 @@ def resolve_destination(script: Any, target: str | None, command: str) -> str:
     from alembic.util import CommandError
 
     spec = (target or "head").strip()
+    spec = spec.removeprefix(f"{APP}:")  # as status.currentVersion writes it
     if command == "downgrade" and spec in (ZERO, "base"):
         return "base"
     if spec == "heads":
@@ -305,21 +322,78 @@ async def read_heads(conn: asyncpg.Connection, table: VersionTable) -> tuple[str
     return tuple(str(row["version_num"]) for row in rows)
 
 
-async def run(settings: Settings, state: Any) -> None:
-    """The whole Alembic run (``state`` is the runner's RunState)."""
-    project = await asyncio.to_thread(load, settings)
-    state.apps = [APP]
+def _ini(settings: Settings) -> Path:
+    root = settings.project_dir.resolve()
+    ini = Path(settings.config or DEFAULT_INI)
+    return ini if ini.is_absolute() else root / ini
+
+
+def _log_start(settings: Settings, ini: Path, async_env: bool | None) -> None:
     log.info(
         "run.start",
         f"{settings.command} with alembic",
         command=settings.command,
         tool="alembic",
-        config=str(project.ini),
+        config=str(ini),
         target=settings.target,
         baseline=settings.baseline,
-        async_env=project.is_async,
+        async_env=async_env,
         database=settings.db.describe(),
     )
+
+
+async def _noop_from_source(settings: Settings, state: Any) -> bool | None:
+    """The no-op deploy without Alembic, SQLAlchemy or env.py (see :mod:`alembic_scan`): True when
+    the version table already holds the image's head(s), under the lock, like the full path; None
+    when the source cannot tell (nothing done); False when it could but there is work to do."""
+    target = (settings.target or "head").strip().removeprefix(f"{APP}:")
+    if settings.command != "upgrade" or settings.baseline or settings.apps or target not in ("head", "heads"):
+        return None
+    root = settings.project_dir.resolve()
+    found = alembic_scan.scan(_ini(settings), root) if root.is_dir() else None
+    if found is None or (target == "head" and len(found.heads) != 1):
+        return None  # MultipleHeads and anything unusual: the full path says it
+    _log_start(settings, _ini(settings), None)
+    table = VersionTable(found.table, found.schema)
+    conn = await database.connect(settings.db, settings.wait_timeout)
+    try:
+        try:
+            await database.take_lock(conn, settings.lock_timeout)
+        except LockTimeout:
+            with contextlib.suppress(Exception):
+                heads = await read_heads(conn, table)
+                known = found.ancestry(heads)
+                if known is not None:  # heads this source does not know: leave "unknown"
+                    state.apps = [APP]
+                    state.final_applied = {APP: known}
+                    state.heads = {APP: sorted(heads)}
+            raise
+        try:
+            heads = await read_heads(conn, table)
+        finally:
+            await database.release_lock(conn)
+    finally:
+        await database.close(conn)
+    applied = found.ancestry(heads)
+    if set(heads) != set(found.heads) or applied is None:
+        log.debug("plan.source", "work to do: Alembic decides", heads=sorted(heads), image=list(found.heads))
+        return False
+    state.apps = [APP]
+    state.final_applied = {APP: applied}
+    state.heads = {APP: sorted(heads)}
+    log.info("plan.noop", "nothing to do", applied={APP: len(applied)}, read="source")
+    return True
+
+
+async def run(settings: Settings, state: Any) -> None:
+    """The whole Alembic run (``state`` is the runner's RunState)."""
+    lean = await _noop_from_source(settings, state)
+    if lean:
+        return
+    project = await asyncio.to_thread(load, settings)
+    state.apps = [APP]
+    if lean is None:  # not logged yet
+        _log_start(settings, project.ini, project.is_async)
     conn = await database.connect(settings.db, settings.wait_timeout)
     try:
         if settings.command == "status":
@@ -327,6 +401,7 @@ async def run(settings: Settings, state: Any) -> None:
             await _env(project, read, dont_mutate=True)
             applied = ancestry(project.script, read.heads or ())
             state.final_applied = {APP: applied}
+            state.heads = {APP: sorted(read.heads or ())}
             everything = [r.revision for r in project.script.walk_revisions()][::-1]
             state.pending[APP] = [r for r in everything if r not in set(applied)]
             log.info(
@@ -352,6 +427,7 @@ async def run(settings: Settings, state: Any) -> None:
                 read = Work(project.script, "read")
                 await _env(project, read, dont_mutate=True)
                 state.final_applied = {APP: ancestry(project.script, read.heads or ())}
+                state.heads = {APP: sorted(read.heads or ())}
             raise
         try:
             guard = await database.LockGuard.start(conn)
@@ -371,7 +447,7 @@ async def run(settings: Settings, state: Any) -> None:
             try:
                 await _env(project, work)
             finally:
-                state.final_applied = await _read_back(conn, settings, project, work)
+                state.final_applied, state.heads = await _read_back(conn, settings, project, work)
                 final = set(state.final_applied.get(APP, [])) if state.final_applied is not None else None
                 for label in work.done:
                     revision = label.split(":", 1)[1]
@@ -402,14 +478,15 @@ async def _env(project: Project, work: Work, dont_mutate: bool = False) -> None:
 
 async def _read_back(
     conn: asyncpg.Connection, settings: Settings, project: Project, work: Work
-) -> dict[str, list[str]] | None:
+) -> tuple[dict[str, list[str]] | None, dict[str, list[str]]]:
+    """What the version table holds after the run: the ancestry and the heads (unknown: None, {})."""
     if work.table is None:
-        return None
+        return None, {}
     with contextlib.suppress(Exception):
         async with database.live(conn, settings.db, settings.wait_timeout) as reading:
             heads = await read_heads(reading, work.table)
-        return {APP: ancestry(project.script, heads)}
-    return None
+        return {APP: ancestry(project.script, heads)}, {APP: sorted(heads)}
+    return None, {}
 
 
 _RUNNING = "-- Running upgrade "
@@ -469,6 +546,7 @@ async def _plan(settings: Settings, project: Project, conn: asyncpg.Connection, 
 
     work, steps = await plan_steps(settings, project)
     state.final_applied = {APP: ancestry(project.script, work.heads or ())}
+    state.heads = {APP: sorted(work.heads or ())}
     state.plan = await finish_plan(settings, "alembic", steps, conn)
 
 

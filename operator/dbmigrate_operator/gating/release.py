@@ -102,6 +102,8 @@ def fingerprint(migration: Mapping[str, Any] | None) -> str:
             if isinstance(c, Mapping) and c.get("type") in ("Ready", "Stalled")
         ],
         "appliedVersions": status.get("appliedVersions"),
+        "appliedCount": status.get("appliedCount"),
+        "ancestry": status.get("ancestry"),  # Alembic pins are checked against it
         "currentVersion": status.get("currentVersion"),
         "lastRun": (status.get("lastRun") or {}).get("message"),
     }
