@@ -15,7 +15,7 @@ import pytest
 from dbmigrate_runner.report import Outcome
 from dbmigrate_runner.sqlplan import SqlPlan, from_dict
 from localcluster.postgres import PostgresServer, lock_held_elsewhere
-from tests.runner.conftest import SHOP_VERSIONS, Result, Runner
+from tests.runner.conftest import SHOP, SHOP_VERSIONS, Result, Runner
 from tests.runner.test_alembic import ALEMBIC_SHOP, BASE, BIO, MERGE, ORDERS
 
 pytestmark = pytest.mark.postgres
@@ -100,9 +100,10 @@ def test_plan_needs_no_lock(shop: Runner) -> None:
     assert plan_of(result).pending
 
 
-def test_tortoise_sql_matches_tortoise_sqlmigrate(shop: Runner) -> None:
-    if shop.tool != "tortoise":
-        pytest.skip("tortoise's CLI")
+def test_tortoise_sql_matches_tortoise_sqlmigrate(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    shop = Runner(postgres, database, SHOP, tmp_path, "tortoise")
     plan = plan_of(shop("plan"))
     env = {"PATH": os.environ["PATH"], "DATABASE_URL": shop.postgres.url(shop.database)}
     for step in plan.steps:
@@ -118,10 +119,9 @@ def test_tortoise_sql_matches_tortoise_sqlmigrate(shop: Runner) -> None:
         assert statements_of(printed) == normalized(step.statements), step.migration
 
 
-def test_aerich_sql_is_what_upgrade_returns(shop: Runner) -> None:
+def test_aerich_sql_is_what_upgrade_returns(postgres: PostgresServer, database: str, tmp_path: Path) -> None:
     """aerich's CLI prints no SQL; its ``upgrade()`` is the source ``aerich upgrade`` executes."""
-    if shop.tool != "aerich":
-        pytest.skip("aerich's files")
+    shop = Runner(postgres, database, SHOP, tmp_path, "aerich")
     plan = plan_of(shop("plan"))
     code = (
         "import asyncio, sys\n"
