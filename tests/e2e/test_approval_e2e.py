@@ -9,17 +9,13 @@ each run exactly the planned migrations.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbmigrate_operator import constants as c
-from localcluster import Cluster, stack
+from localcluster import stack
 from tests.e2e.test_operator_e2e import E2E, NAME, e2e, operator
 
 __all__ = ["e2e", "operator"]  # fixtures shared with the main e2e module
@@ -35,21 +31,6 @@ pytestmark = [
 DROP = stack.aerich_migration('ALTER TABLE "product" DROP COLUMN "description";')
 DROP_BIO = stack.aerich_migration('ALTER TABLE "customer" DROP COLUMN "bio";')
 V4, V5 = "3_20261201000000_drop_description", "4_20261202000000_drop_bio"
-
-
-def kubectl_dbm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    """``kubectl dbm ...``: our kubectl finds ``kubectl-dbm`` (this venv's console script) on PATH."""
-    env = cluster.env()
-    env["PATH"] = f"{cluster.bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return subprocess.run(
-        [str(cluster.bin_dir / "kubectl"), "dbm", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def waiting(e2e: E2E) -> dict[str, Any] | None:
@@ -92,14 +73,14 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
     assert plan["hash"] in stack.condition(e2e.cluster, e2e.ns, NAME, c.RECONCILING)["message"]
 
     # The plugin shows it.
-    shown = kubectl_dbm(e2e.cluster, "plan", NAME, "-n", e2e.ns)
+    shown = stack.kubectl_dbm(e2e.cluster, "plan", NAME, "-n", e2e.ns)
     assert shown.returncode == 0, shown.stderr
     assert f"# plan {plan['hash']}" in shown.stdout
     assert "DropColumn product.description" in shown.stdout
     assert 'ALTER TABLE "product" DROP COLUMN "description";' in shown.stdout
-    summary = kubectl_dbm(e2e.cluster, "status", NAME, "-n", e2e.ns)
+    summary = stack.kubectl_dbm(e2e.cluster, "status", NAME, "-n", e2e.ns)
     assert "WaitingForApproval" in summary.stdout
-    table = kubectl_dbm(e2e.cluster, "status", "-n", e2e.ns).stdout.splitlines()
+    table = stack.kubectl_dbm(e2e.cluster, "status", "-n", e2e.ns).stdout.splitlines()
     assert table[0].split() == ["NAMESPACE", "NAME", "READY", "PHASE", "VERSION", "REASON"]
     assert table[1].split() == [
         e2e.ns,
@@ -125,9 +106,9 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
     assert "description" in e2e.columns("product")
 
     # `kubectl dbm approve` without a terminal asks nothing and approves nothing unless --yes.
-    refused = kubectl_dbm(e2e.cluster, "approve", NAME, "-n", e2e.ns)
+    refused = stack.kubectl_dbm(e2e.cluster, "approve", NAME, "-n", e2e.ns)
     assert refused.returncode == 1
-    approved = kubectl_dbm(e2e.cluster, "approve", NAME, "-n", e2e.ns, "--yes")
+    approved = stack.kubectl_dbm(e2e.cluster, "approve", NAME, "-n", e2e.ns, "--yes")
     assert approved.returncode == 0, approved.stderr
     status = e2e.wait_ready(generation=2)
     assert e2e.tracking() == [("models", v) for v in [*versions, V4]]
@@ -150,8 +131,9 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
     assert "bio" not in e2e.columns("customer")
 
     # rerun through the plugin (`kubectl dbm logs` needs the kubelet's log endpoint, which the node
-    # agent does not serve: tests/operator/test_kubectl_dbm.py covers it and the plan-from-log path)
-    rerun = kubectl_dbm(e2e.cluster, "rerun", NAME, "-n", e2e.ns)
+    # agent does not serve: the real-node suite runs it on a kubelet; tests/operator/test_kubectl_dbm.py
+    # covers the plan-from-log path)
+    rerun = stack.kubectl_dbm(e2e.cluster, "rerun", NAME, "-n", e2e.ns)
     assert rerun.returncode == 0, rerun.stderr
     annotations = json.loads(e2e.cluster.kubectl("get", "dbm", NAME, "-n", e2e.ns, "-o", "json").stdout)[
         "metadata"

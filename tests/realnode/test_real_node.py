@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.jobs import JOB_KIND_LABEL, PLAN_KIND
 from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
-from localcluster import images, realstack
+from localcluster import images, realstack, stack
 from localcluster.cluster import Cluster
-from localcluster.postgres import Instance, lock_held_elsewhere
+from localcluster.postgres import PASSWORD, Instance, lock_held_elsewhere
 from localcluster.stack import get_json, jobs_of, shop_versions, status_of, wait_for
 
 pytestmark = [
@@ -128,6 +129,47 @@ def test_story_migration_in_a_container_releases_gated_pods(
     listed = real_cluster.crictl("ps", "-o", "json").stdout
     for p in running:
         assert _container(p)["containerID"].removeprefix("containerd://") in listed
+
+
+def test_manual_approval_plans_in_a_container_and_kubectl_dbm_reads_the_kubelet(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    """docs/reviewing-changes.md on the real node: the plan Job runs the runner's `plan` (pglast
+    in our image), nothing is applied until `kubectl dbm approve`, then exactly the plan runs, and
+    `kubectl dbm logs` shows the run's log as the kubelet serves it."""
+    ns, name = app_namespaces["review"], _name("review")
+    _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database), approval="Manual")
+    waiting = wait_for(
+        lambda: (s := status_of(real_cluster, ns, name)) and _reason(s)[1] == "WaitingForApproval" and s,
+        300, "the plan to wait for approval",
+    )  # fmt: skip
+    plan = waiting["plan"]
+    assert plan["pending"] == [f"models:{v}" for v in shop_versions()]
+    assert plan["hash"][:12] in _reason(waiting)[2]
+    assert "currentVersion" not in waiting
+    (plan_pod,) = get_json(real_cluster, ns, "pods", "-l", f"{JOB_KIND_LABEL}={PLAN_KIND}")["items"]
+    assert plan_pod["spec"]["containers"][0]["args"][0] == "plan"
+    terminated = _container(plan_pod)["state"]["terminated"]
+    assert terminated["exitCode"] == 0
+    assert decode(terminated["message"]).plan is not None
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert node_pg.server().psql(database, tables).strip() == "0", "a plan creates nothing"
+
+    shown = stack.kubectl_dbm(real_cluster, "plan", name, "-n", ns)
+    assert shown.returncode == 0, shown.stderr
+    assert plan["hash"] in shown.stdout
+    assert 'CREATE TABLE IF NOT EXISTS "product"' in shown.stdout
+    approved = stack.kubectl_dbm(real_cluster, "approve", name, "-n", ns, "--yes")
+    assert approved.returncode == 0, approved.stderr
+    status = _verdict(real_cluster, ns, name, ("Ready", "Stalled"), 300, "the approved run")
+    assert _reason(status)[:2] == ("Ready", "Applied"), status
+    assert [v["version"] for v in status["appliedVersions"]] == shop_versions()
+
+    logs = stack.kubectl_dbm(real_cluster, "logs", name, "-n", ns)
+    assert logs.returncode == 0, logs.stderr
+    events = [json.loads(line).get("event") for line in logs.stdout.splitlines() if line.startswith("{")]
+    assert {"run.start", "migrations.done"} <= set(events), logs.stdout[-2000:]
+    assert PASSWORD not in logs.stdout
 
 
 def _story_docs(namespace: str, url: str) -> list[dict[str, Any]]:
