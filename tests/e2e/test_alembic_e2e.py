@@ -3,7 +3,7 @@
 The operator runs as its own process with the chart's RBAC and serves the gating webhook (registered
 by the test as an installer would). The migration image is mapped by the node agent to the real
 runner in a copy of examples/alembic-shop with 120 more revisions whose ids are not hex
-(`rel_0001`…), so the applied history (123 revisions) is longer than status.appliedVersions keeps
+(`rel_0001`…), so the applied history (124 revisions) is longer than status.appliedVersions keeps
 (50): a pod pinned to one of the shop's first revisions is released only through status.ancestry,
 and a pod pinned to a revision that is not applied yet stays gated until it is.
 """
@@ -175,14 +175,14 @@ def test_alembic_example_goes_ready_and_releases_pods_pinned_to_applied_revision
 
     status = wait(lambda: ready(1), "alembic-shop Ready")
     assert status["currentVersion"] == f"alembic:{CHAIN[-2]}"
-    assert status["appliedCount"] == 4 + 119
+    assert status["appliedCount"] == 5 + 119
     assert len(status["appliedVersions"]) == 50  # capped: the shop's first revisions are not listed
     assert status["appliedVersions"][-1] == {"app": "alembic", "version": CHAIN[-2]}
     known = ancestry.known(status)
     assert known is not None
     assert known.heads == (CHAIN[-2],)
     assert known.omitted == 0
-    assert len(known.revisions) == 123
+    assert len(known.revisions) == 124
     assert postgres.psql(db, "SELECT version_num FROM shop_alembic_version") == CHAIN[-2]
 
     wait(

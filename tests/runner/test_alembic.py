@@ -16,7 +16,15 @@ from tests.runner.conftest import REPO, Runner, finish, start
 pytestmark = pytest.mark.postgres
 
 ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
-BASE, ORDERS, BIO, MERGE = "a1b2c3d4e5f6", "b7e1f0c2a9d3", "c4d5e6f7a8b9", "d0e1f2a3b4c5"
+# create users; add orders, then their FK ON DELETE CASCADE; add user bio (a branch); the merge
+BASE, ORDERS, CASCADE, BIO, MERGE = (
+    "a1b2c3d4e5f6",
+    "b7e1f0c2a9d3",
+    "9a2d1282dd17",
+    "c4d5e6f7a8b9",
+    "d0e1f2a3b4c5",
+)
+ALL = (BASE, ORDERS, CASCADE, BIO, MERGE)
 VARIANTS = {
     "sync": ("alembic.ini", "shop_alembic_version"),
     "async": ("alembic-async.ini", "alembic_version"),
@@ -47,9 +55,9 @@ def test_fresh_then_noop(alembic_shop: Runner, variant: str) -> None:
     state = report.apps["alembic"]
     assert state.versions[0] == BASE
     assert state.versions[-1] == MERGE
-    assert sorted(state.versions) == sorted([BASE, ORDERS, BIO, MERGE])
+    assert sorted(state.versions) == sorted(ALL)
     assert report.current_version() == f"alembic:{MERGE}"
-    assert sorted(report.applied) == sorted(f"alembic:{r}" for r in (BASE, ORDERS, BIO, MERGE))
+    assert sorted(report.applied) == sorted(f"alembic:{r}" for r in ALL)
     assert heads(alembic_shop, table) == [MERGE]
     assert "orders" in alembic_shop.tables()
     assert "bio" in alembic_shop.columns("users")
@@ -57,7 +65,7 @@ def test_fresh_then_noop(alembic_shop: Runner, variant: str) -> None:
     again = alembic_shop("upgrade", "--config", ini)
     assert again.rc == 0, again.stdout
     assert again.report.applied == []
-    assert again.report.apps["alembic"].count == 4
+    assert again.report.apps["alembic"].count == len(ALL)
     assert again.events("plan.noop")
 
 
@@ -100,7 +108,7 @@ def test_target_prefix_then_head(alembic_shop: Runner) -> None:
     assert below.report.outcome.value == "DowngradeRefused"
     rest = alembic_shop("upgrade")
     assert rest.rc == 0
-    assert sorted(rest.report.applied) == sorted([f"alembic:{BIO}", f"alembic:{MERGE}"])
+    assert sorted(rest.report.applied) == sorted(f"alembic:{r}" for r in (CASCADE, BIO, MERGE))
 
 
 def test_downgrade(alembic_shop: Runner) -> None:
@@ -108,7 +116,7 @@ def test_downgrade(alembic_shop: Runner) -> None:
     down = alembic_shop("downgrade", "--target", BASE)
     assert down.rc == 0, down.stdout + down.stderr
     assert down.report.apps["alembic"].versions == [BASE]
-    assert sorted(down.report.applied) == sorted(f"alembic:{r}" for r in (ORDERS, BIO, MERGE))
+    assert sorted(down.report.applied) == sorted(f"alembic:{r}" for r in (ORDERS, CASCADE, BIO, MERGE))
     assert "orders" not in alembic_shop.tables()
 
 
@@ -121,11 +129,11 @@ def test_multiple_heads(postgres: PostgresServer, database: str, tmp_path: Path)
     assert failed.report.error is not None
     assert failed.report.error.message.startswith("MultipleHeads: ")
     assert BIO in failed.report.error.message
-    assert ORDERS in failed.report.error.message
+    assert CASCADE in failed.report.error.message
     both = runner("upgrade", "--target", "heads")
     assert both.rc == 0, both.stdout + both.stderr
-    assert heads(runner, "shop_alembic_version") == sorted([ORDERS, BIO])
-    assert sorted(both.report.apps["alembic"].versions) == sorted([BASE, ORDERS, BIO])
+    assert heads(runner, "shop_alembic_version") == sorted([CASCADE, BIO])
+    assert sorted(both.report.apps["alembic"].versions) == sorted([BASE, ORDERS, CASCADE, BIO])
 
 
 def test_concurrent_runners_apply_once(alembic_shop: Runner, variant: str) -> None:
@@ -134,7 +142,7 @@ def test_concurrent_runners_apply_once(alembic_shop: Runner, variant: str) -> No
     results = [finish(proc, report, alembic_shop.postgres.password) for proc, report in procs]
     assert all(r.rc == 0 for r in results), [r.stdout for r in results]
     applied = [label for r in results for label in r.report.applied]
-    assert sorted(applied) == sorted(f"alembic:{r}" for r in (BASE, ORDERS, BIO, MERGE))
+    assert sorted(applied) == sorted(f"alembic:{r}" for r in ALL)
     assert heads(alembic_shop, table) == [MERGE]
 
 
@@ -163,7 +171,7 @@ def test_baseline(alembic_shop: Runner, variant: str) -> None:
     adopted = alembic_shop("upgrade", "--config", ini, "--baseline", BASE)
     assert adopted.rc == 0, adopted.stdout + adopted.stderr
     assert f"alembic:{BASE}" not in adopted.report.applied
-    assert sorted(adopted.report.applied) == sorted(f"alembic:{r}" for r in (ORDERS, BIO, MERGE))
+    assert sorted(adopted.report.applied) == sorted(f"alembic:{r}" for r in (ORDERS, CASCADE, BIO, MERGE))
     # The same spec later: baseline already recorded, nothing to do.
     again = alembic_shop("upgrade", "--config", ini, "--baseline", BASE)
     assert again.rc == 0
@@ -205,9 +213,9 @@ def test_long_history_report_carries_an_exact_ancestry(
     assert len(result.report_text.encode()) <= MAX_BYTES
     state = result.report.apps["alembic"]
     assert state.heads == [chain[599]] == heads(runner, "shop_alembic_version")
-    assert state.count == 604  # the shop's four, then 600
+    assert state.count == 605  # the shop's five, then 600
     assert len(state.versions) >= 450
-    assert state.omitted == 604 - len(state.versions)
+    assert state.omitted == 605 - len(state.versions)
     assert state.versions == chain[600 - len(state.versions) : 600]  # newest kept, ids exact
 
     status = {
@@ -283,9 +291,9 @@ def test_failing_revision_with_and_without_transaction_per_migration(
     assert failed.report.error.migration == f"alembic:{BROKEN}"
     state = failed.report.apps["alembic"]  # read back after the failure
     if per_migration:  # every revision before the broken one committed on its own
-        assert sorted(failed.report.applied) == sorted(f"alembic:{r}" for r in (BASE, ORDERS, BIO, MERGE))
+        assert sorted(failed.report.applied) == sorted(f"alembic:{r}" for r in ALL)
         assert heads(runner, "shop_alembic_version") == [MERGE] == state.heads
-        assert sorted(state.versions) == sorted([BASE, ORDERS, BIO, MERGE])
+        assert sorted(state.versions) == sorted(ALL)
         assert "orders" in runner.tables()
     else:  # one transaction: the failure rolled everything back, and the report says nothing applied
         assert failed.report.applied == []

@@ -11,7 +11,14 @@ from dbmigrate_runner.tools.alembic_scan import oldest_first, scan
 
 REPO = Path(__file__).resolve().parents[2]
 ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
-BASE, ORDERS, BIO, MERGE = "a1b2c3d4e5f6", "b7e1f0c2a9d3", "c4d5e6f7a8b9", "d0e1f2a3b4c5"
+# create users; add orders, then their FK ON DELETE CASCADE; add user bio (a branch); the merge
+BASE, ORDERS, CASCADE, BIO, MERGE = (
+    "a1b2c3d4e5f6",
+    "b7e1f0c2a9d3",
+    "9a2d1282dd17",
+    "c4d5e6f7a8b9",
+    "d0e1f2a3b4c5",
+)
 
 
 @pytest.fixture
@@ -23,8 +30,9 @@ def test_the_example_as_alembic_sees_it(shop: Path) -> None:
     sync = scan(shop / "alembic.ini", shop)
     assert sync is not None
     assert (sync.table, sync.schema, sync.heads) == ("shop_alembic_version", None, (MERGE,))
-    assert sync.down == {BASE: (), ORDERS: (BASE,), BIO: (BASE,), MERGE: (ORDERS, BIO)}
-    assert sync.ancestry((MERGE,)) == [BASE, ORDERS, BIO, MERGE]
+    assert sync.down == {BASE: (), ORDERS: (BASE,), CASCADE: (ORDERS,), BIO: (BASE,), MERGE: (CASCADE, BIO)}
+    assert sync.ancestry((MERGE,)) == [BASE, ORDERS, CASCADE, BIO, MERGE]
+    assert sync.ancestry((CASCADE,)) == [BASE, ORDERS, CASCADE]
     assert sync.ancestry((ORDERS,)) == [BASE, ORDERS]
     assert sync.ancestry(()) == []
     assert sync.ancestry(("ffffffffffff",)) is None
@@ -60,7 +68,7 @@ ENV = "migrations/env.py"
     [
         # a computed revision id, a computed down revision, dependencies
         (MERGE_FILE, "revision: str = 'd0e1f2a3b4c5'", "revision: str = 'd0e1f2a3b4c5'.upper()"),
-        (MERGE_FILE, "= ('b7e1f0c2a9d3', 'c4d5e6f7a8b9')", "= tuple(['b7e1f0c2a9d3', 'c4d5e6f7a8b9'])"),
+        (MERGE_FILE, "= ('9a2d1282dd17', 'c4d5e6f7a8b9')", "= tuple(['9a2d1282dd17', 'c4d5e6f7a8b9'])"),
         (MERGE_FILE, "depends_on: Union[str, Sequence[str], None] = None", "depends_on = 'a1b2c3d4e5f6'"),
         # a version table named at run time, or passed through **options
         (ENV, 'version_table="shop_alembic_version"', 'version_table=os.environ["TABLE"]'),
