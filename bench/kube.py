@@ -77,16 +77,36 @@ class Operator:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """Peak resident set size of the process so far (VmHWM)."""
+        return _status_kb(self.proc.pid, "VmHWM:") / 1024
+
+    def rss_mb(self) -> float:
+        """Resident set size now (VmRSS)."""
+        return _status_kb(self.proc.pid, "VmRSS:") / 1024
+
+    def read_bytes(self) -> int:
+        """Bytes the process has read through read()-like calls, sockets included (``rchar``).
+
+        The operator reads no files after start-up, so this is what its watches and API responses
+        brought it (plus a few /proc reads by its own libraries).
+        """
+        for line in Path(f"/proc/{self.proc.pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+        return 0
 
     def webhook_requests(self) -> int:
         """Requests the webhook server answered, from its aiohttp access log lines."""
         return sum(
             1 for line in self.log.read_text(errors="replace").splitlines() if "POST /gate-pods" in line
         )
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
 
 
 @dataclass
@@ -126,24 +146,34 @@ class Kube:
         )
         return name
 
-    def migration(self, namespace: str, name: str) -> dict[str, Any]:
+    def migration(self, namespace: str, name: str, image: str = IMAGE) -> dict[str, Any]:
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "DatabaseMigration",
             "metadata": {"name": name, "namespace": namespace, "labels": {RUN_LABEL: self.run_id}},
             "spec": {
-                "image": IMAGE,
+                "image": image,
                 "tool": "aerich",
                 "database": {"urlSecretRef": {"name": "db", "key": "url"}},
             },
         }
 
-    def create_migration(self, namespace: str, name: str) -> None:
+    def create_migration(self, namespace: str, name: str, image: str = IMAGE) -> None:
         from kubernetes import client
 
         client.CustomObjectsApi(self.api).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, self.migration(namespace, name), _preload_content=False
+            GROUP, VERSION, namespace, PLURAL, self.migration(namespace, name, image), _preload_content=False
         )
+
+    def map_runner(self, image: str) -> None:
+        """Pods of ``image`` run the stand-in runner too (spec.image bumps need more than one tag)."""
+        self.ctx.cluster.map_image(image, ["dbmigrate-runner"], cmd=["upgrade"], env=_runner_env(self.ctx))
+
+    def restart_operator(self) -> Operator:
+        """A fresh operator process (same settings): its peak RSS and CPU start from zero."""
+        _stop(self.operator.proc)
+        self.operator = _launch(self.ctx, self.kubeconfig, self.operator.verbose)
+        return self.operator
 
     def gated_pod(self, namespace: str, name: str, wait_for: str | None) -> dict[str, Any]:
         labels = {RUN_LABEL: self.run_id}
@@ -227,6 +257,13 @@ def _stand_in_runner(directory: Path) -> Path:
     return directory
 
 
+def _runner_env(ctx: Context) -> dict[str, str]:
+    fakebin = ctx.scratch / "fake-runner"
+    if not (fakebin / "dbmigrate-runner").exists():
+        _stand_in_runner(fakebin)
+    return {"PATH": f"{fakebin}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+
+
 def _apply(ctx: Context, manifest: dict[str, Any]) -> None:
     ctx.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
@@ -271,14 +308,8 @@ def start(ctx: Context, *, verbose: bool = False) -> Kube:
     )
     _apply(ctx, FLOW_SCHEMA_MANIFEST)
     kubeconfig = cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA, expiration_seconds=6 * 3600)
-    fakebin = _stand_in_runner(ctx.scratch / "fake-runner")
     cluster.map_image(APP_IMAGE, ["true"])
-    cluster.map_image(
-        IMAGE,
-        ["dbmigrate-runner"],
-        cmd=["upgrade"],
-        env={"PATH": f"{fakebin}{os.pathsep}/usr/bin{os.pathsep}/bin"},
-    )
+    cluster.map_image(IMAGE, ["dbmigrate-runner"], cmd=["upgrade"], env=_runner_env(ctx))
     kube = Kube(ctx, cluster.api_client(), _launch(ctx, kubeconfig, verbose), kubeconfig)
     ctx.options["_kube"] = kube
     ctx.on_close(lambda: _stop(kube.operator.proc))
