@@ -65,6 +65,7 @@ class Operator:
     resync_seconds: float
     verbose: bool
     metrics_port: int = 0
+    selectors: bool = True  # False: the previous design (see PREVIOUS_DESIGN), for same-run comparisons
 
     def metric(self, name: str, match: dict[str, str] | None = None) -> float:
         """A sum over the operator's own Prometheus series (its metrics port)."""
@@ -83,17 +84,6 @@ class Operator:
     def rss_mb(self) -> float:
         """Resident set size now (VmRSS)."""
         return _status_kb(self.proc.pid, "VmRSS:") / 1024
-
-    def read_bytes(self) -> int:
-        """Bytes the process has read through read()-like calls, sockets included (``rchar``).
-
-        The operator reads no files after start-up, so this is what its watches and API responses
-        brought it (plus a few /proc reads by its own libraries).
-        """
-        for line in Path(f"/proc/{self.proc.pid}/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-        return 0
 
     def webhook_requests(self) -> int:
         """Requests the webhook server answered, from its aiohttp access log lines."""
@@ -169,10 +159,14 @@ class Kube:
         """Pods of ``image`` run the stand-in runner too (spec.image bumps need more than one tag)."""
         self.ctx.cluster.map_image(image, ["dbmigrate-runner"], cmd=["upgrade"], env=_runner_env(self.ctx))
 
-    def restart_operator(self) -> Operator:
-        """A fresh operator process (same settings): its peak RSS and CPU start from zero."""
+    def restart_operator(self, *, selectors: bool = True, kubeconfig: Path | None = None) -> Operator:
+        """A fresh operator process: its peak RSS and CPU start from zero. ``selectors=False`` runs
+        the previous design, without server-side selectors on its Job and Pod watches; ``kubeconfig``
+        replaces the operator's own (e.g. :meth:`ByteCounter.kubeconfig`)."""
         _stop(self.operator.proc)
-        self.operator = _launch(self.ctx, self.kubeconfig, self.operator.verbose)
+        self.operator = _launch(
+            self.ctx, kubeconfig or self.kubeconfig, self.operator.verbose, selectors=selectors
+        )
         return self.operator
 
     def gated_pod(self, namespace: str, name: str, wait_for: str | None) -> dict[str, Any]:
@@ -224,6 +218,66 @@ class Kube:
                 break
             last = now
         return time.monotonic() - began
+
+
+class ByteCounter:
+    """A TCP relay in front of the API server that counts the bytes it passes each way.
+
+    TLS passes through untouched (the API server's certificate names the IP, not the port), so the
+    count is exactly what crossed the operator's connections: watch streams, responses, TLS framing.
+    """
+
+    def __init__(self, server: str) -> None:
+        import socket
+
+        host_port = server.split("://", 1)[1].rstrip("/")
+        self.server = server
+        self.upstream = (host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1]))
+        self.received = 0  # API server → operator
+        self.sent = 0  # operator → API server
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def kubeconfig(self, original: Path) -> Path:
+        """A copy of ``original`` whose server is this relay."""
+        path = original.with_name(f"counted-{original.name}")
+        text = original.read_text().replace(self.server, f"https://127.0.0.1:{self.port}")
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client_sock, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            for src, dst, down in ((upstream, client_sock, True), (client_sock, upstream, False)):
+                threading.Thread(target=self._pump, args=(src, dst, down), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, down: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                with self._lock:
+                    if down:
+                        self.received += len(data)
+                    else:
+                        self.sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
 
 
 def metric_sum(text: str, name: str, match: dict[str, str]) -> float:
@@ -370,7 +424,18 @@ FLOW_SCHEMA_MANIFEST = {
 }
 
 
-def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
+# The operator before server-side selectors (a5c7bd0): kopf listed and watched every Job and Pod of
+# the cluster. Only the bench can switch it back, for figures that compare the two in the same run;
+# the handlers ignore what is not theirs either way (watching.migration_of).
+PREVIOUS_DESIGN = (
+    "import sys, dbmigrate_operator.watching as w\n"
+    "w.configure = lambda settings: None\n"
+    "from dbmigrate_operator.__main__ import main\n"
+    "sys.exit(main())\n"
+)
+
+
+def _launch(ctx: Context, kubeconfig: Path, verbose: bool, *, selectors: bool = True) -> Operator:
     # 60 s instead of the shipped 300 s, so the scale figure's idle window can span a whole
     # resync pass and show the timer's per-CR rate (the loop sleeps a full period when idle).
     resync = float(ctx.options.get("resync_seconds") or 60)
@@ -393,8 +458,11 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
     }
     env.pop("DBMIGRATE_NAMESPACES", None)
     with log.open("ab") as out:
+        cmd = [str(VENV_BIN / "dbmigrate-operator")]
+        if not selectors:
+            cmd = [str(VENV_BIN / "python"), "-c", PREVIOUS_DESIGN]
         proc = subprocess.Popen(
-            [str(VENV_BIN / "dbmigrate-operator")],
+            cmd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -416,7 +484,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
         60,
         "the webhook configuration pointing at this operator",
     )
-    return Operator(proc, log, resync, verbose, metrics_port)
+    return Operator(proc, log, resync, verbose, metrics_port, selectors)
 
 
 def _die_with_parent() -> None:

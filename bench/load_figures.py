@@ -30,7 +30,7 @@ from typing import Any
 from bench.cluster_figures import reactions
 from bench.context import Context
 from bench.core import FigureResult
-from bench.kube import IMAGE, RUN_LABEL, Kube, Watcher, metric_sum, start
+from bench.kube import IMAGE, RUN_LABEL, ByteCounter, Kube, Watcher, metric_sum, start
 from bench.lifecycle import watch_events
 from dbmigrate_operator.constants import GROUP, PLURAL, VERSION
 
@@ -158,6 +158,7 @@ def memory(ctx: Context) -> FigureResult:
         t_steady = time.monotonic()
         time.sleep(steady_s)
         steady = rss.between(t_steady, time.monotonic())
+        cpu2, steady_elapsed = op.cpu_seconds(), time.monotonic() - t_steady
         peak = op.peak_rss_mb()
         sampled_max = max((mb for _, mb in rss.samples), default=0.0)
     fig.add("operator RSS at start (no DatabaseMigrations)", "MiB", [idle_rss])
@@ -170,6 +171,8 @@ def memory(ctx: Context) -> FigureResult:
         fig.add("create start → every status Ready", "s", [pop.all_ready_s])
     fig.add("operator CPU, create start → quiet", "s", [cpu1 - cpu0])
     fig.add("last status Ready → operator quiet (5 s steps)", "s", [settle])
+    # The steady CPU is the resync timer's: one reconcile per CR per period.
+    fig.add("operator CPU while steady, per minute", "s", [(cpu2 - cpu1) / steady_elapsed * 60])
     fig.target(f"peak RSS with {n} DatabaseMigrations (MiB)", peak, MEMORY_TARGET_MIB)
     if pop.ready < n:
         fig.notes.append(f"INCOMPLETE: {pop.ready} of {n} DatabaseMigrations Ready")
@@ -215,9 +218,14 @@ def react_loaded(ctx: Context) -> FigureResult:
 # -- noise ----------------------------------------------------------------------------------------
 
 
-def _apiserver_watch_events(kube: Kube, kind: str) -> float:
-    """Watch events the API server sent to all its watchers for ``kind`` (controllers, node agent...)."""
-    return metric_sum(kube.metrics(), "apiserver_watch_events_total", {"kind": kind})
+def _apiserver_watch(kube: Kube) -> tuple[float, float]:
+    """(events, bytes) the API server sent about Pods and Jobs to all its watchers (controllers...)."""
+    text = kube.metrics()
+    events = bytes_ = 0.0
+    for resource in ("pods", "jobs"):
+        events += metric_sum(text, "apiserver_watch_events_total", {"resource": resource})
+        bytes_ += metric_sum(text, "apiserver_watch_events_sizes_sum", {"resource": resource})
+    return events, bytes_
 
 
 def _churn(kube: Kube, names: list[str], pods: int, jobs: int) -> dict[str, float]:
@@ -279,6 +287,41 @@ def _churn(kube: Kube, names: list[str], pods: int, jobs: int) -> dict[str, floa
     return {"create_s": created, "total_s": time.monotonic() - t0}
 
 
+def _noise_pass(
+    kube: Kube, wire: ByteCounter, bystanders: list[str], pods: int, jobs: int
+) -> dict[str, float]:
+    """One churn window and an idle window as long right after it, against the running operator."""
+    op = kube.operator
+    kube.settle()
+    ev0, req0, cpu0, rb0 = watch_events(kube), kube.operator_requests(), op.cpu_seconds(), wire.received
+    api_ev0, api_bytes0 = _apiserver_watch(kube)
+    t0 = time.monotonic()
+    churn = _churn(kube, bystanders, pods, jobs)
+    churn_s = time.monotonic() - t0
+    ev1, req1, cpu1, rb1 = watch_events(kube), kube.operator_requests(), op.cpu_seconds(), wire.received
+    api_ev1, api_bytes1 = _apiserver_watch(kube)
+    rss1 = op.rss_mb()
+    # An idle window as long, right after: what the operator costs when nothing happens.
+    time.sleep(churn_s)
+    ev2, req2, cpu2, rb2 = watch_events(kube), kube.operator_requests(), op.cpu_seconds(), wire.received
+    return {
+        "churn_s": churn_s,
+        "create_s": churn["create_s"],
+        "api_events": api_ev1 - api_ev0,
+        "api_mib": (api_bytes1 - api_bytes0) / 2**20,
+        "events": (ev1["pods"] - ev0["pods"]) + (ev1["jobs"] - ev0["jobs"]),
+        "idle_events": (ev2["pods"] - ev1["pods"]) + (ev2["jobs"] - ev1["jobs"]),
+        "read_kib": (rb1 - rb0) / 1024,
+        "idle_read_kib": (rb2 - rb1) / 1024,
+        "requests": req1 - req0,
+        "idle_requests": req2 - req1,
+        "cpu": cpu1 - cpu0,
+        "idle_cpu": cpu2 - cpu1,
+        "rss_after": rss1,
+        "peak_rss": op.peak_rss_mb(),
+    }
+
+
 def noise(ctx: Context) -> FigureResult:
     pods = int(ctx.options.get("noise_pods") or (1000 if ctx.quick else 10_000))
     jobs = int(ctx.options.get("noise_jobs") or (200 if ctx.quick else 2_000))
@@ -286,60 +329,76 @@ def noise(ctx: Context) -> FigureResult:
     fig = FigureResult("noise", f"{pods} unrelated Pods and {jobs} unrelated Jobs created and deleted")
     kube = start(ctx)
     fig.extra["settle_before_s"] = round(kube.settle(timeout=600), 1)
-    op = kube.operator
     ours = kube.namespace("noise-ours")
     bystanders = [kube.namespace(f"noise{i}") for i in range(10)]
+    passes: dict[str, dict[str, float]] = {}
+    wire = ByteCounter(ctx.cluster.server)
+    counted = wire.kubeconfig(kube.kubeconfig)
     try:
         with Watcher(kube, {ours}) as w:  # a few DatabaseMigrations of its own: the watches are in use
             for i in range(n_crs):
                 kube.create_migration(ours, f"mig-{i}")
             w.wait(lambda: len(w.ready) >= n_crs, 120, "the noise figure's own DatabaseMigrations Ready")
-        kube.settle()
-        ev0, req0, cpu0, rb0 = watch_events(kube), kube.operator_requests(), op.cpu_seconds(), op.read_bytes()
-        api_pods0, api_jobs0 = _apiserver_watch_events(kube, "Pod"), _apiserver_watch_events(kube, "Job")
-        t0 = time.monotonic()
-        churn = _churn(kube, bystanders, pods, jobs)
-        churn_s = time.monotonic() - t0
-        ev1, req1, cpu1, rb1 = watch_events(kube), kube.operator_requests(), op.cpu_seconds(), op.read_bytes()
-        api_pods1, api_jobs1 = _apiserver_watch_events(kube, "Pod"), _apiserver_watch_events(kube, "Job")
-        # An idle window as long, right after: what the operator costs when nothing happens.
-        time.sleep(churn_s)
-        ev2, req2, cpu2, rb2 = watch_events(kube), kube.operator_requests(), op.cpu_seconds(), op.read_bytes()
+        # The same churn against a fresh operator of each design, current one first.
+        for variant, selectors in (("now", True), ("before", False)):
+            kube.restart_operator(selectors=selectors, kubeconfig=counted)
+            passes[variant] = _noise_pass(kube, wire, bystanders, pods, jobs)
     finally:
+        kube.restart_operator(selectors=True)
+        wire.close()
         kube.delete_namespaces([ours, *bystanders])
-    noise_events = (ev1["pods"] - ev0["pods"]) + (ev1["jobs"] - ev0["jobs"])
-    idle_events = (ev2["pods"] - ev1["pods"]) + (ev2["jobs"] - ev1["jobs"])
-    fig.add(f"churn window ({pods} Pods + {jobs} Jobs created, then deleted)", "s", [churn_s])
-    fig.add("  of which: creating them (16 client threads)", "s", [churn["create_s"]])
-    fig.add("Pod + Job watch events the API server sent (all its watchers)", "events",
-            [(api_pods1 - api_pods0) + (api_jobs1 - api_jobs0)])  # fmt: skip
-    fig.add("Pod/Job watch events that reached the operator, churn", "events", [noise_events])
-    fig.add("Pod/Job watch events that reached the operator, idle window", "events", [idle_events])
-    fig.add("bytes the operator read (sockets included), churn", "KiB", [(rb1 - rb0) / 1024])
-    fig.add("bytes the operator read (sockets included), idle window", "KiB", [(rb2 - rb1) / 1024])
-    fig.add("operator API requests, churn", "req", [req1 - req0])
-    fig.add("operator API requests, idle window", "req", [req2 - req1])
-    churn_cpu = fig.add("operator CPU, churn", "s", [cpu1 - cpu0])
-    idle_cpu = fig.add("operator CPU, idle window", "s", [cpu2 - cpu1])
-    fig.target("Pod/Job watch events from unrelated churn", noise_events, 0)
-    if idle_cpu.stat.median > 0:
+    now, before = passes["now"], passes["before"]
+    rows = [
+        (f"churn window ({pods} Pods + {jobs} Jobs created, then deleted)", "s", "churn_s"),
+        ("  of which: creating them (16 client threads)", "s", "create_s"),
+        ("Pod + Job watch events the API server sent (all watchers), churn", "events", "api_events"),
+        ("  their size", "MiB", "api_mib"),
+        ("Pod/Job watch events that reached the operator, churn", "events", "events"),
+        ("Pod/Job watch events that reached the operator, idle window", "events", "idle_events"),
+        ("bytes the API server sent the operator, churn", "KiB", "read_kib"),
+        ("bytes the API server sent the operator, idle window", "KiB", "idle_read_kib"),
+        ("operator API requests, churn", "req", "requests"),
+        ("operator API requests, idle window", "req", "idle_requests"),
+        ("operator CPU, churn", "s", "cpu"),
+        ("operator CPU, idle window", "s", "idle_cpu"),
+        ("operator RSS after the churn", "MiB", "rss_after"),
+        ("operator peak RSS (VmHWM)", "MiB", "peak_rss"),
+    ]
+    for label, unit, key in rows:
+        fig.add(label, unit, [now[key]])
+    for label, unit, key in rows:
+        if key not in ("churn_s", "create_s", "api_events", "api_mib", "idle_events"):
+            fig.add(f"previous design (no server-side selectors): {label.strip()}", unit, [before[key]])
+    fig.target("Pod/Job watch events from unrelated churn", now["events"], 0)
+    if now["idle_cpu"] > 0:
         # /proc counts CPU in 10 ms ticks and the timer's passes do not fall evenly into two windows:
         # "at its idle level" is read as at most 1.5 × the idle window's CPU.
-        fig.ratio("operator CPU, churn / idle window", churn_cpu.label, idle_cpu.label, 1.5)
+        fig.target("operator CPU, churn / idle window", now["cpu"] / now["idle_cpu"], 1.5)
+    if before["idle_cpu"] > 0:
+        fig.target(
+            "previous design: operator CPU, churn / idle window", before["cpu"] / before["idle_cpu"], None
+        )
+    if before["events"] == 0:
+        fig.notes.append(
+            "the previous design received no churn events either: the bench's switch (kube.PREVIOUS_DESIGN) "
+            "no longer reaches the operator's watches, so that comparison is void"
+        )
     fig.extra.update(
         {
             "pods": pods,
             "jobs": jobs,
             "own_crs": n_crs,
-            "watch_events": {"before": ev0, "after_churn": ev1, "after_idle": ev2},
-            "operator_read_bytes": {"churn": rb1 - rb0, "idle": rb2 - rb1},
-            "resync_seconds": op.resync_seconds,
+            "passes": passes,
+            "resync_seconds": kube.operator.resync_seconds,
         }
     )
     fig.notes.append(
         f"bystander Pods held Pending by a scheduling gate, Jobs suspended, in 10 namespaces; {n_crs} Ready "
         "DatabaseMigrations of the operator's own meanwhile; watch events from its "
-        "dbmigrate_watch_events_total, bytes from /proc/<pid>/io rchar, requests from its FlowSchema"
+        "dbmigrate_watch_events_total, bytes counted by a TCP relay between the operator and the API server "
+        "(TLS included), requests from its FlowSchema; each "
+        "design measured against a freshly started operator, the previous one (kopf watching every Pod and "
+        "Job, as before a5c7bd0) switched on by the bench alone"
     )
     return fig
 
