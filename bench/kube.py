@@ -243,7 +243,10 @@ class ByteCounter:
     def kubeconfig(self, original: Path) -> Path:
         """A copy of ``original`` whose server is this relay."""
         path = original.with_name(f"counted-{original.name}")
-        text = original.read_text().replace(self.server, f"https://127.0.0.1:{self.port}")
+        text = original.read_text()
+        if self.server not in text:  # else the operator would bypass the relay and count nothing
+            raise ValueError(f"{original} does not name the server {self.server}")
+        text = text.replace(self.server, f"https://127.0.0.1:{self.port}")
         path.write_text(text)
         path.chmod(0o600)
         return path

@@ -127,7 +127,7 @@ def test_growth_compares_the_first_window_after_warm_up_with_the_last() -> None:
         growth(samples[:5], warmup=20, window=20)
 
 
-def test_byte_counter_counts_what_it_relays_each_way() -> None:
+def test_byte_counter_counts_what_it_relays_each_way(tmp_path: Path) -> None:
     import socket
     import threading
     import time
@@ -155,6 +155,12 @@ def test_byte_counter_counts_what_it_relays_each_way() -> None:
         while relay.received < 200 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert (relay.sent, relay.received) == (100, 200)
+        config = tmp_path / "kubeconfig"
+        config.write_text(f"clusters:\n- cluster: {{server: https://127.0.0.1:{port}}}\n")
+        assert f"server: https://127.0.0.1:{relay.port}}}" in relay.kubeconfig(config).read_text()
+        config.write_text("clusters:\n- cluster: {server: https://elsewhere:6443}\n")
+        with pytest.raises(ValueError, match="does not name the server"):
+            relay.kubeconfig(config)
     finally:
         relay.close()
         server.close()
