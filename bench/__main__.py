@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import applyn, cluster_figures, lifecycle, noop
+from bench import applyn, cluster_figures, lifecycle, load_figures, noop
 from bench.context import Context
 from bench.core import REPO, FigureResult, load, machine
 from bench.report import console_table, record_docs, write_json
@@ -28,6 +28,10 @@ FIGURES: dict[str, Callable[[Context], FigureResult]] = {
     "scale": cluster_figures.scale,
     "webhook": cluster_figures.webhook,
     "lifecycle": lifecycle.run,
+    "memory": load_figures.memory,
+    "react-loaded": load_figures.react_loaded,
+    "noise": load_figures.noise,
+    "soak": load_figures.soak,
 }
 
 
@@ -46,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crs", type=int, help="scale figure: number of DatabaseMigrations")
     parser.add_argument("--resync", type=float, help="operator's DBMIGRATE_RESYNC_SECONDS (default 60)")
     parser.add_argument("--pace", type=float, help="react figure: seconds between two DatabaseMigrations")
+    parser.add_argument("--soak-minutes", type=float, help="soak figure: duration (default 30, --quick 3)")
+    parser.add_argument(
+        "--soak-sample", type=float, help="soak figure: seconds between RSS samples (default 10)"
+    )
+    parser.add_argument("--noise-pods", type=int, help="noise figure: unrelated Pods (default 10,000)")
+    parser.add_argument("--noise-jobs", type=int, help="noise figure: unrelated Jobs (default 2,000)")
     parser.add_argument("--keep-scratch", action="store_true", help="keep logs and projects for debugging")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -71,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             "react_pace": args.pace,
             "resync_seconds": args.resync,
             "keep_scratch": args.keep_scratch,
+            "soak_minutes": args.soak_minutes,
+            "soak_sample": args.soak_sample,
+            "noise_pods": args.noise_pods,
+            "noise_jobs": args.noise_jobs,
         },
     )
     run = {

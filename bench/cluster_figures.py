@@ -38,10 +38,17 @@ def react(ctx: Context) -> FigureResult:
     fig = FigureResult("react", f"Operator reaction times, {n} DatabaseMigrations applied {pace:g} s apart")
     kube = start(ctx)
     fig.extra["settle_s"] = round(kube.settle(), 1)
+    reactions(kube, fig, n, pace)
+    return fig
+
+
+def reactions(kube: Kube, fig: FigureResult, n: int, pace: float, prefix: str = "react") -> None:
+    """Figure 3's measurement, into ``fig``: n gated pods + DatabaseMigrations applied ``pace`` s apart
+    in a fresh namespace; apply → Job, pod Succeeded → Ready, Ready → pod released (targets 0.3 s / 1 s)."""
     from kubernetes import client
 
     core: Any = client.CoreV1Api(kube.api)
-    with namespaces(kube, "react", 1) as [ns], Watcher(kube, {ns}) as w:
+    with namespaces(kube, prefix, 1) as [ns], Watcher(kube, {ns}) as w:
         applied: dict[str, float] = {}
         pod_of: dict[str, str] = {}
         for i in range(n):
@@ -89,7 +96,6 @@ def react(ctx: Context) -> FigureResult:
         "times from the bench's own watch events (each includes one watch delivery); the Job's pod is run "
         "by the node agent as a stand-in runner writing a success report"
     )
-    return fig
 
 
 def scale(ctx: Context) -> FigureResult:

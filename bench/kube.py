@@ -65,6 +65,7 @@ class Operator:
     resync_seconds: float
     verbose: bool
     metrics_port: int = 0
+    selectors: bool = True  # False: the previous design (see PREVIOUS_DESIGN), for same-run comparisons
 
     def metric(self, name: str, match: dict[str, str] | None = None) -> float:
         """A sum over the operator's own Prometheus series (its metrics port)."""
@@ -77,16 +78,25 @@ class Operator:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """Peak resident set size of the process so far (VmHWM)."""
+        return _status_kb(self.proc.pid, "VmHWM:") / 1024
+
+    def rss_mb(self) -> float:
+        """Resident set size now (VmRSS)."""
+        return _status_kb(self.proc.pid, "VmRSS:") / 1024
 
     def webhook_requests(self) -> int:
         """Requests the webhook server answered, from its aiohttp access log lines."""
         return sum(
             1 for line in self.log.read_text(errors="replace").splitlines() if "POST /gate-pods" in line
         )
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
 
 
 @dataclass
@@ -126,24 +136,38 @@ class Kube:
         )
         return name
 
-    def migration(self, namespace: str, name: str) -> dict[str, Any]:
+    def migration(self, namespace: str, name: str, image: str = IMAGE) -> dict[str, Any]:
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "DatabaseMigration",
             "metadata": {"name": name, "namespace": namespace, "labels": {RUN_LABEL: self.run_id}},
             "spec": {
-                "image": IMAGE,
+                "image": image,
                 "tool": "aerich",
                 "database": {"urlSecretRef": {"name": "db", "key": "url"}},
             },
         }
 
-    def create_migration(self, namespace: str, name: str) -> None:
+    def create_migration(self, namespace: str, name: str, image: str = IMAGE) -> None:
         from kubernetes import client
 
         client.CustomObjectsApi(self.api).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, self.migration(namespace, name), _preload_content=False
+            GROUP, VERSION, namespace, PLURAL, self.migration(namespace, name, image), _preload_content=False
         )
+
+    def map_runner(self, image: str) -> None:
+        """Pods of ``image`` run the stand-in runner too (spec.image bumps need more than one tag)."""
+        self.ctx.cluster.map_image(image, ["dbmigrate-runner"], cmd=["upgrade"], env=_runner_env(self.ctx))
+
+    def restart_operator(self, *, selectors: bool = True, kubeconfig: Path | None = None) -> Operator:
+        """A fresh operator process: its peak RSS and CPU start from zero. ``selectors=False`` runs
+        the previous design, without server-side selectors on its Job and Pod watches; ``kubeconfig``
+        replaces the operator's own (e.g. :meth:`ByteCounter.kubeconfig`)."""
+        _stop(self.operator.proc)
+        self.operator = _launch(
+            self.ctx, kubeconfig or self.kubeconfig, self.operator.verbose, selectors=selectors
+        )
+        return self.operator
 
     def gated_pod(self, namespace: str, name: str, wait_for: str | None) -> dict[str, Any]:
         labels = {RUN_LABEL: self.run_id}
@@ -196,6 +220,69 @@ class Kube:
         return time.monotonic() - began
 
 
+class ByteCounter:
+    """A TCP relay in front of the API server that counts the bytes it passes each way.
+
+    TLS passes through untouched (the API server's certificate names the IP, not the port), so the
+    count is exactly what crossed the operator's connections: watch streams, responses, TLS framing.
+    """
+
+    def __init__(self, server: str) -> None:
+        import socket
+
+        host_port = server.split("://", 1)[1].rstrip("/")
+        self.server = server
+        self.upstream = (host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1]))
+        self.received = 0  # API server → operator
+        self.sent = 0  # operator → API server
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def kubeconfig(self, original: Path) -> Path:
+        """A copy of ``original`` whose server is this relay."""
+        path = original.with_name(f"counted-{original.name}")
+        text = original.read_text()
+        if self.server not in text:  # else the operator would bypass the relay and count nothing
+            raise ValueError(f"{original} does not name the server {self.server}")
+        text = text.replace(self.server, f"https://127.0.0.1:{self.port}")
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client_sock, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            for src, dst, down in ((upstream, client_sock, True), (client_sock, upstream, False)):
+                threading.Thread(target=self._pump, args=(src, dst, down), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, down: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                with self._lock:
+                    if down:
+                        self.received += len(data)
+                    else:
+                        self.sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 def metric_sum(text: str, name: str, match: dict[str, str]) -> float:
     """Sum of a Prometheus text-format metric over the series whose labels include ``match``."""
     total = 0.0
@@ -225,6 +312,13 @@ def _stand_in_runner(directory: Path) -> Path:
     script.write_text(f'#!/bin/sh\nexec cp {directory / "report.json"} "$DBMIGRATE_REPORT_PATH"\n')
     script.chmod(0o755)
     return directory
+
+
+def _runner_env(ctx: Context) -> dict[str, str]:
+    fakebin = ctx.scratch / "fake-runner"
+    if not (fakebin / "dbmigrate-runner").exists():
+        _stand_in_runner(fakebin)
+    return {"PATH": f"{fakebin}{os.pathsep}/usr/bin{os.pathsep}/bin"}
 
 
 def _apply(ctx: Context, manifest: dict[str, Any]) -> None:
@@ -271,14 +365,8 @@ def start(ctx: Context, *, verbose: bool = False) -> Kube:
     )
     _apply(ctx, FLOW_SCHEMA_MANIFEST)
     kubeconfig = cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA, expiration_seconds=6 * 3600)
-    fakebin = _stand_in_runner(ctx.scratch / "fake-runner")
     cluster.map_image(APP_IMAGE, ["true"])
-    cluster.map_image(
-        IMAGE,
-        ["dbmigrate-runner"],
-        cmd=["upgrade"],
-        env={"PATH": f"{fakebin}{os.pathsep}/usr/bin{os.pathsep}/bin"},
-    )
+    cluster.map_image(IMAGE, ["dbmigrate-runner"], cmd=["upgrade"], env=_runner_env(ctx))
     kube = Kube(ctx, cluster.api_client(), _launch(ctx, kubeconfig, verbose), kubeconfig)
     ctx.options["_kube"] = kube
     ctx.on_close(lambda: _stop(kube.operator.proc))
@@ -339,7 +427,18 @@ FLOW_SCHEMA_MANIFEST = {
 }
 
 
-def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
+# The operator before server-side selectors (a5c7bd0): kopf listed and watched every Job and Pod of
+# the cluster. Only the bench can switch it back, for figures that compare the two in the same run;
+# the handlers ignore what is not theirs either way (watching.migration_of).
+PREVIOUS_DESIGN = (
+    "import sys, dbmigrate_operator.watching as w\n"
+    "w.configure = lambda settings: None\n"
+    "from dbmigrate_operator.__main__ import main\n"
+    "sys.exit(main())\n"
+)
+
+
+def _launch(ctx: Context, kubeconfig: Path, verbose: bool, *, selectors: bool = True) -> Operator:
     # 60 s instead of the shipped 300 s, so the scale figure's idle window can span a whole
     # resync pass and show the timer's per-CR rate (the loop sleeps a full period when idle).
     resync = float(ctx.options.get("resync_seconds") or 60)
@@ -362,8 +461,11 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
     }
     env.pop("DBMIGRATE_NAMESPACES", None)
     with log.open("ab") as out:
+        cmd = [str(VENV_BIN / "dbmigrate-operator")]
+        if not selectors:
+            cmd = [str(VENV_BIN / "python"), "-c", PREVIOUS_DESIGN]
         proc = subprocess.Popen(
-            [str(VENV_BIN / "dbmigrate-operator")],
+            cmd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -385,7 +487,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool) -> Operator:
         60,
         "the webhook configuration pointing at this operator",
     )
-    return Operator(proc, log, resync, verbose, metrics_port)
+    return Operator(proc, log, resync, verbose, metrics_port, selectors)
 
 
 def _die_with_parent() -> None:

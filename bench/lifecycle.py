@@ -22,7 +22,8 @@ from bench.kube import APP_IMAGE, RUN_LABEL, Kube, Watcher, start
 from dbmigrate_operator.constants import GROUP, PLURAL, VERSION
 
 
-def _events(kube: Kube) -> dict[str, float]:
+def watch_events(kube: Kube) -> dict[str, float]:
+    """The operator's own count of the watch events it received, by resource."""
     return {
         r: kube.operator.metric("dbmigrate_watch_events_total", {"resource": r})
         for r in ("pods", "jobs", "databasemigrations")
@@ -83,18 +84,18 @@ def run(ctx: Context) -> FigureResult:
     ns = kube.namespace("lifecycle")
     try:
         with Watcher(kube, {ns}) as w:
-            req0, ev0 = kube.operator_requests(), _events(kube)
+            req0, ev0 = kube.operator_requests(), watch_events(kube)
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda i: kube.create_migration(ns, f"mig-{i}"), range(n)))
             w.wait(lambda: len(w.ready) >= n, 120 + n, "every CR Ready")
             kube.settle()
-            req1, ev1 = kube.operator_requests(), _events(kube)
+            req1, ev1 = kube.operator_requests(), watch_events(kube)
 
         # the noise: unrelated churn while the n CRs are idle
         cpu0, t0 = kube.operator.cpu_seconds(), time.monotonic()
         _bystanders(kube, ns, churn, churn // 4)
         churn_s = time.monotonic() - t0
-        req2, ev2, cpu1 = kube.operator_requests(), _events(kube), kube.operator.cpu_seconds()
+        req2, ev2, cpu1 = kube.operator_requests(), watch_events(kube), kube.operator.cpu_seconds()
         # an idle window as long, for comparison (the resync timer's reads)
         time.sleep(churn_s)
         req3, cpu2 = kube.operator_requests(), kube.operator.cpu_seconds()
@@ -108,7 +109,7 @@ def run(ctx: Context) -> FigureResult:
         ):
             time.sleep(1)
         kube.settle()
-        req4, ev4 = kube.operator_requests(), _events(kube)
+        req4, ev4 = kube.operator_requests(), watch_events(kube)
     finally:
         kube.delete_namespaces([ns])
 

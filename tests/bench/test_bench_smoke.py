@@ -118,3 +118,103 @@ def test_metric_sum_matches_labels() -> None:
     assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {"flow_schema": "a"}) == 7
     assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {}) == 12
     assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {"flow_schema": "c"}) == 0
+
+
+def test_growth_compares_the_first_window_after_warm_up_with_the_last() -> None:
+    from bench.load_figures import growth
+
+    # 100 s of samples: 200 MiB during the warm-up, then 100, rising to 110 over the last 20 s.
+    samples = [(float(t), 200.0 if t < 20 else (110.0 if t >= 80 else 100.0)) for t in range(100)]
+    first, last, ratio = growth(samples, warmup=20, window=20)
+    assert (first, last) == (100.0, 110.0)
+    assert ratio == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="not enough samples"):
+        growth(samples[:5], warmup=20, window=20)
+
+
+def test_byte_counter_counts_what_it_relays_each_way(tmp_path: Path) -> None:
+    import socket
+    import threading
+    import time
+
+    from bench.kube import ByteCounter
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def echo_twice() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = conn.recv(1024)
+            conn.sendall(data * 2)
+
+    threading.Thread(target=echo_twice, daemon=True).start()
+    relay = ByteCounter(f"https://127.0.0.1:{port}")
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+            sock.sendall(b"x" * 100)
+            got = b""
+            while len(got) < 200:
+                got += sock.recv(1024)
+        deadline = time.monotonic() + 5
+        while relay.received < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (relay.sent, relay.received) == (100, 200)
+        config = tmp_path / "kubeconfig"
+        config.write_text(f"clusters:\n- cluster: {{server: https://127.0.0.1:{port}}}\n")
+        assert f"server: https://127.0.0.1:{relay.port}}}" in relay.kubeconfig(config).read_text()
+        config.write_text("clusters:\n- cluster: {server: https://elsewhere:6443}\n")
+        with pytest.raises(ValueError, match="does not name the server"):
+            relay.kubeconfig(config)
+    finally:
+        relay.close()
+        server.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_load_figures_run_at_tiny_sizes(tmp_path: Path) -> None:
+    """Figures 7-10 end to end on the local control plane, sized to take minutes, checked for shape."""
+    doc = tmp_path / "benchmarks.md"
+    figures = ["memory", "react-loaded", "noise", "soak"]
+    doc.write_text("".join(f"<!-- bench:{f}:begin -->\n<!-- bench:{f}:end -->\n" for f in figures))
+    res = subprocess.run(
+        [
+            sys.executable, "-m", "bench", *figures, "--quick", "--record",
+            "--crs", "6", "--reps", "2", "--noise-pods", "20", "--noise-jobs", "4",
+            "--soak-minutes", "0.5", "--soak-sample", "1",
+            "--results-dir", str(tmp_path / "results"), "--doc", str(doc),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=880,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    [path] = (tmp_path / "results").glob("*.json")
+    data = json.loads(path.read_text())["figures"]
+    assert set(data) == set(figures)
+    ratios = {f: {r["label"]: r for r in data[f]["ratios"]} for f in figures}
+    rows = {f: {r["label"]: r["stat"] for r in data[f]["rows"]} for f in figures}
+
+    assert ratios["memory"]["peak RSS with 6 DatabaseMigrations (MiB)"]["limit"] == 150
+    peak = rows["memory"]["operator peak RSS (VmHWM), start → steady"]["median"]
+    assert 20 < peak < 4096
+    assert not [n for n in data["memory"]["notes"] if "INCOMPLETE" in n]
+
+    assert rows["react-loaded"]["pod Succeeded → status Ready"]["n"] == 2
+    assert ratios["react-loaded"]["pod Succeeded → status Ready: p99"]["limit"] == 1.0
+
+    # The current design receives none of the churn; the previous one (the bench's switch) does.
+    assert rows["noise"]["Pod/Job watch events that reached the operator, churn"]["median"] == 0
+    before = (
+        "previous design (no server-side selectors): Pod/Job watch events that reached the operator, churn"
+    )
+    assert rows["noise"][before]["median"] >= 24
+    assert rows["noise"]["Pod + Job watch events the API server sent (all watchers), churn"]["median"] >= 24
+    assert ratios["noise"]["Pod/Job watch events from unrelated churn"]["met"] is True
+
+    assert rows["soak"]["RSS samples"]["n"] >= 20
+    assert ratios["soak"]["RSS growth: last window / first window"]["limit"] == 1.1
+    assert ratios["soak"]["DatabaseMigrations left at the end and not Ready within 180 s"]["met"] is True
+    assert data["soak"]["extra"]["counts"]["create"] >= 5
+    text = doc.read_text()
+    for f in figures:
+        assert f"<!-- bench:{f}:begin -->\n_Recorded" in text
