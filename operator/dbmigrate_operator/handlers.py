@@ -1,6 +1,9 @@
 """kopf wiring: any event about a DatabaseMigration, its Jobs or their Pods → reconcile that one CR.
 
-Thin on purpose: read the CR, its Jobs and Pods; ask :func:`reconcile.decide`; carry out the plan.
+Thin on purpose: take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's
+watches through index handlers); ask :func:`reconcile.decide`; carry out the plan. The API is read
+only when the view cannot be trusted for a CR: its first pass after a (re)listing, after a takeover,
+and after a status write refused as stale (see :meth:`Controller._observe`).
 No kopf change-detecting handlers (no progress annotations) and no per-object timers (they would
 put a finalizer on every CR, so deleting a CR would hang while the operator is down): a single
 resync loop re-checks every known CR, spread evenly over ``DBMIGRATE_RESYNC_SECONDS``.
@@ -36,6 +39,7 @@ from dbmigrate_operator.reconcile import (
 )
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
+from dbmigrate_operator.view import Key, Kind, View
 
 logger = logging.getLogger("dbmigrate_operator")
 STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
@@ -60,6 +64,9 @@ class Controller:
         self.api_config = api_config
         self.kube: Kube | None = None
         self.known: set[tuple[str, str]] = set()
+        self.view = View()
+        # CRs whose view may lag what another writer recorded: their next pass reads the API once.
+        self._unsure: set[Key] = set()
         self._slots: dict[tuple[str, str], _Slot] = {}
         self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
         self._elector: lead.LeaseElector | None = None
@@ -118,6 +125,9 @@ class Controller:
             acquired.clear()
             keys = sorted(self.known)
             logger.info("active: re-checking %d DatabaseMigrations", len(keys))
+            # The previous holder wrote statuses this replica's Job and Pod watches may not have caught
+            # up with yet: one read from the API per CR, then the view again.
+            self._unsure.update(keys)
             for namespace, name in keys:
                 await self.reconcile(namespace, name)
 
@@ -164,25 +174,50 @@ class Controller:
                 await self._pass(namespace, name)
                 return
             except StaleObject as exc:
+                # Someone else wrote the CR: the view may lag what they saw, so read the API this time.
+                self._unsure.add((namespace, name))
                 logger.info("status conflict migration=%s/%s, deciding again: %s", namespace, name, exc)
         logger.warning(
             "status kept conflicting migration=%s/%s; the next event or resync retries", namespace, name
         )
 
+    async def _observe(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+        """The CR, its Jobs and its Pods, from the view; from the API when the view may lag.
+
+        The view is as new as the watches, and each watch is in order, but the three watches are not
+        in step with each other: a status another writer recorded from a Pod can be in the view
+        before that Pod's update. This replica's own writes go into the view as the API answered
+        them, so its passes agree with themselves; for a CR that someone else may have written (a
+        takeover, a refused write, a fresh listing) the CR is read first, then its Jobs and Pods, so
+        they are never older than what the status says.
+        """
+        key = (namespace, name)
+        if key in self._unsure and self.kube is not None:
+            kube = self.kube
+            cr = await asyncio.to_thread(kube.get_migration, namespace, name)
+            jobs, pods = await asyncio.gather(
+                asyncio.to_thread(kube.list_jobs, namespace, name),
+                asyncio.to_thread(kube.list_pods, namespace, name),
+            )
+            self.view.replace(key, cr, jobs, pods)
+            self._unsure.discard(key)
+        return (
+            self.view.migration(namespace, name),
+            self.view.jobs(namespace, name),
+            self.view.pods(namespace, name),
+        )
+
     async def _pass(self, namespace: str, name: str) -> None:
-        """Read the CR, its Jobs and Pods; decide; carry out the plan in its order."""
-        kube = self.kube
-        if kube is None:
+        """Observe the CR, its Jobs and Pods; decide; carry out the plan in its order."""
+        if self.kube is None:
             return
-        cr = await asyncio.to_thread(kube.get_migration, namespace, name)
+        cr, jobs, pods = await self._observe(namespace, name)
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
             self.forget(namespace, name)
             return  # its Jobs go with it (ownerReferences); the database is never touched
         metrics.status_seen(namespace, name, cr.get("status") or {})
-        jobs, pods = await asyncio.gather(
-            asyncio.to_thread(kube.list_jobs, namespace, name),
-            asyncio.to_thread(kube.list_pods, namespace, name),
-        )
         now = datetime.now(UTC)
         job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
         plan = decide(cr, jobs, pods, now, self.settings, job_events)
@@ -193,7 +228,7 @@ class Controller:
             elif isinstance(action, DeleteJob):
                 await self._delete_job(namespace, name, action, jobs)
             elif isinstance(action, PatchStatus):
-                await self._patch_status(cr, action.patch, plan.status)
+                cr = await self._patch_status(cr, action.patch, plan.status)
             elif isinstance(action, EmitEvent):
                 self._emit(cr, action.type, action.reason, action.message)
         if plan.recheck_after is not None:
@@ -210,9 +245,11 @@ class Controller:
         except ApiException as exc:
             await self._job_create_failed(cr, job_name, exc)
             return False
+        if created is not None:  # the next pass sees it even before the watch does
+            self.view.put(Kind.JOB, created)
         logger.info(
             "job %s migration=%s/%s job=%s",
-            "created" if created else "already exists",
+            "created" if created is not None else "already exists",
             meta["namespace"],
             meta["name"],
             job_name,
@@ -232,6 +269,10 @@ class Controller:
             return
         self._ensure_active()
         deleted = await asyncio.to_thread(self.kube.delete_job, namespace, action.name, uid)
+        if deleted:
+            self.view.delete(
+                Kind.JOB, {"metadata": {"namespace": namespace, "name": action.name, "uid": uid}}
+            )
         logger.info(
             "job %s migration=%s/%s job=%s uid=%s why=%s",
             "deleted" if deleted else "left alone (gone, or re-created since)",
@@ -242,15 +283,25 @@ class Controller:
             action.why,
         )
 
-    async def _patch_status(self, cr: dict[str, Any], patch: dict[str, Any], status: dict[str, Any]) -> None:
-        """Write the status decided from ``cr``, only if ``cr`` is still current (else StaleObject)."""
+    async def _patch_status(
+        self, cr: dict[str, Any], patch: dict[str, Any], status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write the status decided from ``cr``, only if ``cr`` is still current (else StaleObject).
+
+        Returns the CR as written (the view takes it too), so later writes of the same plan and the
+        next pass start from it instead of a version the API would refuse.
+        """
         assert self.kube is not None
         meta = cr["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         self._ensure_active()
-        await asyncio.to_thread(
+        written = await asyncio.to_thread(
             self.kube.patch_status, namespace, name, patch, str(meta.get("resourceVersion") or "")
         )
+        if written is None:  # deleted meanwhile: its DELETED event follows
+            self.view.delete(Kind.MIGRATION, cr)
+        else:
+            self.view.put(Kind.MIGRATION, written)
         metrics.status_written(namespace, name, cr.get("status") or {}, status)
         if "phase" in patch or "conditions" in patch:
             true: dict[str, Any] = next(
@@ -264,6 +315,7 @@ class Controller:
                 true.get("type"),
                 true.get("reason"),
             )
+        return written or cr
 
     def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self._ensure_active()
@@ -312,11 +364,18 @@ class Controller:
         await self._patch_status(cr, patch, patch)
         self._emit(cr, "Warning", Reason.JOB_CREATE_FAILED.value, message)
 
-    def remember(self, namespace: str, name: str) -> None:
+    def mark_unsure(self, namespace: str, name: str) -> None:
+        self._unsure.add((namespace, name))
+
+    def remember(self, namespace: str, name: str, *, listed: bool = False) -> None:
+        """A CR's event; ``listed``: it came from a (re)listing, so its first pass reads the API."""
         self.known.add((namespace, name))
+        if listed:
+            self._unsure.add((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
+        self._unsure.discard((namespace, name))
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
@@ -335,14 +394,29 @@ def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
 
 
 async def _owned_event(
-    controller: Controller, kind: str, labels: Mapping[str, str], name: str, namespace: str | None
+    controller: Controller,
+    kind: Kind,
+    type_: str | None,
+    body: Mapping[str, Any],
+    name: str,
+    namespace: str | None,
 ) -> None:
-    """A watch event about one of our Jobs or Pods: reconcile its DatabaseMigration."""
-    metrics.watch_event(f"{kind}s")
+    """A watch event about one of our Jobs or Pods: reconcile its DatabaseMigration.
+
+    The index handler already put the body into the view; a deletion is taken out here (kopf calls
+    index handlers for every event but DELETED). An event from a (re)listing (``type`` None) means the
+    watch restarted and deletions may have been missed: the CR's next pass reads the API.
+    """
+    metrics.watch_event(kind.value)
+    labels = (body.get("metadata") or {}).get("labels") or {}
     migration = watching.migration_of(labels)
-    logger.debug("watch event %s=%s/%s migration=%s", kind, namespace, name, migration)
+    logger.debug("watch event %s=%s/%s migration=%s", kind.value, namespace, name, migration)
+    if type_ == "DELETED":
+        controller.view.delete(kind, body)
     if namespace is None or migration is None:
         return
+    if type_ is None:
+        controller.mark_unsure(namespace, migration)
     await controller.reconcile(namespace, migration)
 
 
@@ -365,26 +439,45 @@ def register(
     async def stop(**_: Any) -> None:
         await controller.stop()
 
+    # The view's feed. kopf calls index handlers for every listed or changed object, before any other
+    # handler, and runs no other handler until the first listing of every indexed resource is done:
+    # so a CR is never decided on before its Jobs and Pods are in the view (a cold start converges).
+    # They return None, so kopf's own index stays empty: the bodies live once, in the view.
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-view-migrations")
+    def view_migration(body: kopf.Body, **_: Any) -> None:
+        controller.view.put(Kind.MIGRATION, body)
+
+    @kopf.index("batch", "v1", "jobs", registry=registry, id="dbmigrate-view-jobs")
+    def view_job(body: kopf.Body, **_: Any) -> None:
+        controller.view.put(Kind.JOB, body)
+
+    @kopf.index("", "v1", "pods", registry=registry, id="dbmigrate-view-pods")
+    def view_pod(body: kopf.Body, **_: Any) -> None:
+        controller.view.put(Kind.POD, body)
+
     @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-migration")
-    async def on_migration(type: str, name: str, namespace: str | None, **_: Any) -> None:
+    async def on_migration(
+        type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any
+    ) -> None:
         metrics.watch_event(c.PLURAL)
         if namespace is None:
             return
         if type == "DELETED":
+            controller.view.delete(Kind.MIGRATION, body)
             controller.forget(namespace, name)
             return
-        controller.remember(namespace, name)
+        controller.remember(namespace, name, listed=type is None)
         await controller.reconcile(namespace, name)
 
     # No client-side ``labels=`` filter: the API server selects (watching.configure), so every event
     # kopf receives is one of ours; an event that is not is logged, never reconciled.
     @kopf.on.event("batch", "v1", "jobs", registry=registry, id="dbmigrate-job")
-    async def on_job(labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
-        await _owned_event(controller, "job", labels, name, namespace)
+    async def on_job(type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        await _owned_event(controller, Kind.JOB, type, body, name, namespace)
 
     @kopf.on.event("", "v1", "pods", registry=registry, id="dbmigrate-pod")
-    async def on_pod(labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
-        await _owned_event(controller, "pod", labels, name, namespace)
+    async def on_pod(type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        await _owned_event(controller, Kind.POD, type, body, name, namespace)
 
     return controller
 

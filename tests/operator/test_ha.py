@@ -67,13 +67,13 @@ class FakeKube:
     def list_pods(self, namespace: str, migration: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.pods)
 
-    def create_job(self, namespace: str, manifest: dict[str, Any]) -> bool:
+    def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
         name = manifest["metadata"]["name"]
         if name in self.jobs:
-            return False
+            return None
         self.writes.append(("create", name))
         self.jobs[name] = admit(manifest, T0 + timedelta(hours=1), uid=f"uid-{len(self.writes)}")
-        return True
+        return copy.deepcopy(self.jobs[name])
 
     def delete_job(self, namespace: str, name: str, uid: str | None = None) -> bool:
         job = self.jobs.get(name)
@@ -85,7 +85,7 @@ class FakeKube:
 
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
-    ) -> bool:
+    ) -> dict[str, Any] | None:
         if self.before_write is not None:
             self.before_write()
         if resource_version is not None and resource_version != self.cr["metadata"]["resourceVersion"]:
@@ -93,12 +93,15 @@ class FakeKube:
         self.writes.append(("status", name))
         self.cr["status"] = merge(self.cr.get("status") or {}, patch)
         self.bump()
-        return True
+        return copy.deepcopy(self.cr)
 
 
 def controller_on(kube: FakeKube) -> Controller:
+    """A controller whose view has not seen this CR yet (as after a takeover): its first pass reads
+    the FakeKube; later passes decide from the view, updated by its own writes' answers."""
     controller = Controller(S)
     controller.kube = kube  # type: ignore[assignment]
+    controller.mark_unsure("shop", "shop-db")
     return controller
 
 
