@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from dbmigrate_operator.reconcile import (
     DeleteJob,
     EmitEvent,
     PatchStatus,
+    Plan,
     decide,
     jobs_awaiting_pods,
 )
@@ -43,6 +45,10 @@ from dbmigrate_operator.view import Key, Kind, View
 
 logger = logging.getLogger("dbmigrate_operator")
 STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
+# A run's progress (Reconciling → Reconciling: JobCreated → JobRunning, Pending → Running, startedAt) is
+# written at most this long after it was first seen, together with whatever came meanwhile; a verdict
+# (Ready, Stalled), a first status, a Job to create or delete and every Event go out at once.
+PROGRESS_WRITE_SECONDS = 1.0
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Controller:
         self.view = View()
         # CRs whose view may lag what another writer recorded: their next pass reads the API once.
         self._unsure: set[Key] = set()
+        self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
         self._slots: dict[tuple[str, str], _Slot] = {}
         self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
         self._elector: lead.LeaseElector | None = None
@@ -221,6 +228,10 @@ class Controller:
         now = datetime.now(UTC)
         job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
         plan = decide(cr, jobs, pods, now, self.settings, job_events)
+        if (hold := self._hold_progress((namespace, name), cr, plan)) is not None:
+            after = hold if plan.recheck_after is None else min(hold, plan.recheck_after)
+            self._recheck(namespace, name, after)
+            return
         for action in plan.actions:
             if isinstance(action, CreateJob):
                 if not await self._create_job(cr, action):
@@ -233,6 +244,23 @@ class Controller:
                 self._emit(cr, action.type, action.reason, action.message)
         if plan.recheck_after is not None:
             self._recheck(namespace, name, plan.recheck_after)
+
+    def _hold_progress(self, key: Key, cr: dict[str, Any], plan: Plan) -> float | None:
+        """Seconds to hold this plan's write back, or None to carry it out now.
+
+        Only a plan that writes nothing but a run's progress is held: the pass that follows the hold
+        decides again from the view, so it writes what is true then (often the verdict itself, and
+        the intermediate states cost no request at all).
+        """
+        if not progress_only(cr, plan):
+            self._progress_due.pop(key, None)
+            return None
+        now = time.monotonic()
+        due = self._progress_due.setdefault(key, now + PROGRESS_WRITE_SECONDS)
+        if now >= due:
+            self._progress_due.pop(key, None)
+            return None
+        return due - now
 
     async def _create_job(self, cr: dict[str, Any], action: CreateJob) -> bool:
         """Create-if-absent; False (and the refusal on the CR) when the API refused the Job."""
@@ -376,12 +404,30 @@ class Controller:
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
         self._unsure.discard((namespace, name))
+        self._progress_due.pop((namespace, name), None)
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
         slot = self._slots.get((namespace, name))
         if slot is not None and not slot.lock.locked() and not slot.queued:
             self._slots.pop((namespace, name), None)
+
+
+def _true_type(status: Mapping[str, Any]) -> str | None:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("status") == "True":
+            return str(cond.get("type"))
+    return None
+
+
+def progress_only(cr: Mapping[str, Any], plan: Plan) -> bool:
+    """Does ``plan`` only write a run's progress: one status patch, Reconciling before and after?"""
+    return (
+        len(plan.actions) == 1
+        and isinstance(plan.actions[0], PatchStatus)
+        and _true_type(cr.get("status") or {}) == c.RECONCILING
+        and _true_type(plan.status) == c.RECONCILING
+    )
 
 
 def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
