@@ -14,11 +14,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
+import pytest
 
+from dbmigrate_operator import handlers
 from dbmigrate_operator.constants import SCHEDULING_GATE
 from dbmigrate_operator.gating.release import Releaser
 from dbmigrate_operator.handlers import Controller
+from dbmigrate_operator.kube import StaleObject
 from dbmigrate_operator.reconcile import CreateJob, decide
 from dbmigrate_operator.settings import Settings
 from tests.gating.harness import make_pod, migration_body
@@ -89,7 +91,7 @@ class FakeKube:
         if self.before_write is not None:
             self.before_write()
         if resource_version is not None and resource_version != self.cr["metadata"]["resourceVersion"]:
-            raise ApiException(status=409, reason="Conflict")
+            raise StaleObject("409 Conflict")  # what kube.Kube makes of the API server's 409
         self.writes.append(("status", name))
         self.cr["status"] = merge(self.cr.get("status") or {}, patch)
         self.bump()
@@ -138,8 +140,11 @@ async def test_a_delete_never_hits_a_namesake_created_after_the_decision() -> No
     assert ("delete", stale) not in kube.writes
 
 
-async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_ready_back() -> None:
+async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_ready_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """This replica read a running Job; before its write, another one recorded the finished run."""
+    monkeypatch.setattr(handlers, "PROGRESS_WRITE_SECONDS", 0.05)  # Running is progress: held that long
     cr = make_cr()
     job = first_job(cr)
     cr = apply(cr, decide(cr, [], [], T0, S))  # Pending, JobCreated
@@ -157,10 +162,15 @@ async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_
         kube.before_write = None
 
     kube.before_write = other_replica_recorded_the_result
-    await controller_on(kube).reconcile("shop", "shop-db")
+    controller = controller_on(kube)
+    await controller.reconcile("shop", "shop-db")
+    await asyncio.sleep(0.3)
+    assert kube.before_write is None, "the write was never tried"
     trues = [(x["type"], x["reason"]) for x in kube.cr["status"]["conditions"] if x["status"] == "True"]
     assert trues == [("Ready", "Applied")]
     assert kube.cr["status"]["phase"] == "Succeeded"
+    controller.kube = None
+    await controller.stop()
 
 
 class Switch:
