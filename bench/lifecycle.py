@@ -3,7 +3,8 @@ and what the rest of the cluster costs the operator (nothing, with server-side f
 
 * lifecycle: N DatabaseMigrations created, run to Ready, left idle, deleted: the operator's API
   requests per CR for each phase (the API server counts them for the operator's ServiceAccount alone,
-  a FlowSchema of its own; see bench/kube.py);
+  a FlowSchema of its own; see bench/kube.py). The same N again, in the same run, with the previous
+  design (``bench.legacy_operator``: every pass re-reads the CR, its Jobs and Pods; issue #12);
 * noise: while those N are idle, unrelated Pods and Jobs (not the operator's, no opt-in label) are
   created, run to completion and deleted. The operator's API requests and CPU during that churn are
   compared with an idle window as long, and its own counter of the watch events it received
@@ -69,6 +70,50 @@ def _bystanders(kube: Kube, ns: str, pods: int, jobs: int) -> None:
         time.sleep(1)
 
 
+def _create_to_quiet(kube: Kube, ns: str, n: int) -> tuple[float, float]:
+    """N CRs created, every one Ready, the operator quiet: its requests and watch events meanwhile."""
+    with Watcher(kube, {ns}) as w:
+        req0, ev0 = kube.operator_requests(), _events(kube)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: kube.create_migration(ns, f"mig-{i}"), range(n)))
+        w.wait(lambda: len(w.ready) >= n, 120 + n, "every CR Ready")
+        kube.settle()
+        req1, ev1 = kube.operator_requests(), _events(kube)
+    return req1 - req0, sum(ev1.values()) - sum(ev0.values())
+
+
+def _delete_to_quiet(kube: Kube, ns: str, n: int) -> float:
+    """The N CRs deleted (their Jobs collected), the operator quiet: its requests meanwhile."""
+    from kubernetes import client
+
+    custom: Any = client.CustomObjectsApi(kube.api)
+    req0 = kube.operator_requests()
+    for i in range(n):
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, f"mig-{i}")
+    deadline = time.monotonic() + 120
+    while (
+        time.monotonic() < deadline
+        and custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+    ):
+        time.sleep(1)
+    kube.settle()
+    return kube.operator_requests() - req0
+
+
+def _previous_design(ctx: Context, n: int) -> tuple[float, float]:
+    """The same lifecycle with ``bench.legacy_operator``; the shipped operator is back afterwards."""
+    kube = start(ctx, legacy=True)
+    kube.settle()
+    ns = kube.namespace("lifecycle-legacy")
+    try:
+        created, _ = _create_to_quiet(kube, ns, n)
+        deleted = _delete_to_quiet(kube, ns, n)
+    finally:
+        kube.delete_namespaces([ns])
+        start(ctx)
+    return created, deleted
+
+
 def run(ctx: Context) -> FigureResult:
     n = int(ctx.options.get("crs") or (20 if ctx.quick else 100))
     churn = ctx.repetitions(full=300, quick=60)
@@ -77,18 +122,10 @@ def run(ctx: Context) -> FigureResult:
     )
     kube = start(ctx)
     fig.extra["settle_before_s"] = round(kube.settle(), 1)
-    from kubernetes import client
-
-    custom: Any = client.CustomObjectsApi(kube.api)
     ns = kube.namespace("lifecycle")
     try:
-        with Watcher(kube, {ns}) as w:
-            req0, ev0 = kube.operator_requests(), _events(kube)
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda i: kube.create_migration(ns, f"mig-{i}"), range(n)))
-            w.wait(lambda: len(w.ready) >= n, 120 + n, "every CR Ready")
-            kube.settle()
-            req1, ev1 = kube.operator_requests(), _events(kube)
+        created, events = _create_to_quiet(kube, ns, n)
+        req1, ev1 = kube.operator_requests(), _events(kube)
 
         # the noise: unrelated churn while the n CRs are idle
         cpu0, t0 = kube.operator.cpu_seconds(), time.monotonic()
@@ -99,29 +136,27 @@ def run(ctx: Context) -> FigureResult:
         time.sleep(churn_s)
         req3, cpu2 = kube.operator_requests(), kube.operator.cpu_seconds()
 
-        for i in range(n):
-            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, f"mig-{i}")
-        deadline = time.monotonic() + 120
-        while (
-            time.monotonic() < deadline
-            and custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
-        ):
-            time.sleep(1)
-        kube.settle()
-        req4, ev4 = kube.operator_requests(), _events(kube)
+        deleted = _delete_to_quiet(kube, ns, n)
+        ev4 = _events(kube)
     finally:
         kube.delete_namespaces([ns])
+    old_created, old_deleted = _previous_design(ctx, n)
 
-    fig.add("operator API requests per CR: create → Ready → quiet", "req", [(req1 - req0) / n])
-    fig.add("operator API requests per CR: delete → quiet", "req", [(req4 - req3) / n])
+    fig.add("operator API requests per CR: create → Ready → quiet", "req", [created / n])
+    fig.add("operator API requests per CR: delete → quiet", "req", [deleted / n])
+    fig.add("operator API requests per CR: whole life (without idle)", "req", [(created + deleted) / n])
     fig.add(
-        "operator API requests per CR: whole life (without idle)", "req", [(req1 - req0 + req4 - req3) / n]
+        "previous design (every pass reads the API): requests per CR, whole life",
+        "req",
+        [(old_created + old_deleted) / n],
     )
-    fig.add(
-        "watch events received per CR: create → quiet (CR, Jobs, Pods)",
-        "events",
-        [(sum(ev1.values()) - sum(ev0.values())) / n],
+    fig.target("API requests per CR over its whole life", (created + deleted) / n, 8)
+    fig.target(
+        "whole life, this design / previous design (same run)",
+        (created + deleted) / max(1.0, old_created + old_deleted),
+        None,
     )
+    fig.add("watch events received per CR: create → quiet (CR, Jobs, Pods)", "events", [events / n])
     fig.add(f"churn window ({churn} Pods + {churn // 4} Jobs, not ours)", "s", [churn_s])
     fig.add("operator API requests during the churn", "req", [req2 - req1])
     fig.add("operator API requests in an idle window as long", "req", [req3 - req2])
@@ -136,12 +171,13 @@ def run(ctx: Context) -> FigureResult:
             "churn_pods": churn,
             "churn_jobs": churn // 4,
             "operator_requests": {
-                "create_to_quiet": req1 - req0,
+                "create_to_quiet": created,
                 "churn": req2 - req1,
                 "idle": req3 - req2,
-                "delete_to_quiet": req4 - req3,
+                "delete_to_quiet": deleted,
+                "previous_design": {"create_to_quiet": old_created, "delete_to_quiet": old_deleted},
             },
-            "watch_events": {"before": ev0, "ready": ev1, "after_churn": ev2, "after_delete": ev4},
+            "watch_events": {"ready": ev1, "after_churn": ev2, "after_delete": ev4},
         }
     )
     fig.notes.append(
