@@ -456,7 +456,7 @@ async def _owned_event(
     metrics.watch_event(kind.value)
     labels = (body.get("metadata") or {}).get("labels") or {}
     migration = watching.migration_of(labels)
-    logger.debug("watch event %s=%s/%s migration=%s", kind.value, namespace, name, migration)
+    logger.debug("watch event %s=%s/%s migration=%s", kind.name.lower(), namespace, name, migration)
     if type_ == "DELETED":
         controller.view.delete(kind, body)
     if namespace is None or migration is None:
