@@ -510,7 +510,8 @@ def register(
             return
         if type == "DELETED":
             controller.view.delete(Kind.MIGRATION, body)
-            controller.forget(namespace, name)
+            if controller.view.migration(namespace, name) is None:  # not a namesake re-created since
+                controller.forget(namespace, name)
             return
         controller.remember(namespace, name, listed=type is None)
         await controller.reconcile(namespace, name)
