@@ -74,6 +74,8 @@ class Controller:
         # CRs whose view may lag what another writer recorded: their next pass reads the API once.
         self._unsure: set[Key] = set()
         self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
+        # FailedCreate Events read for a Job without a Pod, by Job uid: (monotonic time read, events)
+        self._events_read: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._slots: dict[tuple[str, str], _Slot] = {}
         self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
         self._elector: lead.LeaseElector | None = None
@@ -365,14 +367,31 @@ class Controller:
         self._rechecks[key] = loop.call_later(delay, fire)
 
     async def _job_events(self, namespace: str, uids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """FailedCreate Events of Jobs still without a Pod; unreadable (no RBAC...): no verdict from them."""
+        """FailedCreate Events of Jobs still without a Pod; unreadable (no RBAC...): no verdict from them.
+
+        Events are not watched, so they are read, but only for these Jobs, and at most once per
+        ``pod_create_grace_seconds`` per Job: every event of a busy CR would otherwise read them again.
+        """
         assert self.kube is not None
         out: dict[str, list[dict[str, Any]]] = {}
+        now = time.monotonic()
         for uid in uids:
+            read_at, events = self._events_read.get(uid, (float("-inf"), []))
+            if now - read_at < self.settings.pod_create_grace_seconds:
+                out[uid] = events
+                continue
             try:
                 out[uid] = await asyncio.to_thread(self.kube.list_job_events, namespace, uid)
             except ApiException as exc:
                 logger.warning("cannot read the Events of job uid=%s: %s", uid, describe(exc))
+                continue
+            self._events_read[uid] = (now, out[uid])
+        for uid in [
+            u
+            for u, (at, _) in self._events_read.items()
+            if now - at > 10 * self.settings.pod_create_grace_seconds
+        ]:
+            del self._events_read[uid]  # bounded: Jobs that got their Pod (or went) are dropped
         return out
 
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
