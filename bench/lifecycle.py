@@ -89,9 +89,25 @@ def _create_to_quiet(kube: Kube, ns: str, n: int) -> tuple[float, float, float]:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: kube.create_migration(ns, f"mig-{i}"), range(n)))
         w.wait(lambda: len(w.ready) >= n, 120 + n, "every CR Ready")
+        # ...and every Job closed by the Job controller, and no more watch events about them: the
+        # operator reading from its view is quiet in requests well before its Jobs' last updates.
+        w.wait(lambda: len(w.job_complete) >= n, 120 + n, "every Job Complete")
+        _events_settle(kube)
         kube.settle()
         req1, ev1 = kube.operator_requests(), _events(kube)
     return req1 - req0, sum(ev1.values()) - sum(ev0.values()), time.monotonic() - t0
+
+
+def _events_settle(kube: Kube, still: float = 5.0, timeout: float = 120) -> None:
+    """Wait until the operator's watch event counters have not moved for ``still`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = _events(kube)
+    while time.monotonic() < deadline:
+        time.sleep(still)
+        now = _events(kube)
+        if now == last:
+            return
+        last = now
 
 
 def _delete_to_quiet(kube: Kube, ns: str, n: int) -> tuple[float, float]:
