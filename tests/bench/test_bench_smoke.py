@@ -113,3 +113,21 @@ def test_metric_sum_matches_labels() -> None:
     assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {"flow_schema": "a"}) == 7
     assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {}) == 12
     assert metric_sum(text, "apiserver_flowcontrol_dispatched_requests_total", {"flow_schema": "c"}) == 0
+
+
+def test_the_previous_design_is_switched_back_in_the_bench_s_process_only() -> None:
+    """bench.legacy_operator (figure 6's same-run comparison) changes nothing unless installed."""
+    check = (
+        "from dbmigrate_operator import handlers\n"
+        "from dbmigrate_operator.gating import release\n"
+        "shipped = (handlers.Controller._observe, handlers.PROGRESS_WRITE_SECONDS, release.fingerprint)\n"
+        "import bench.legacy_operator as legacy\n"
+        "assert (handlers.Controller._observe, handlers.PROGRESS_WRITE_SECONDS, release.fingerprint) == shipped\n"
+        "legacy.install()\n"
+        "assert handlers.Controller._observe is not shipped[0]\n"
+        "assert handlers.PROGRESS_WRITE_SECONDS == 0\n"
+        "running = {'metadata': {'name': 'x', 'generation': 1}, 'status': {'phase': 'Running'}}\n"
+        "assert release.worth_a_pass(running) and release.fingerprint(running) != release.fingerprint(\n"
+        "    {**running, 'status': {'phase': 'Pending'}})\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=Path(__file__).parents[2])
