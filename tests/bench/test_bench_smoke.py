@@ -120,9 +120,10 @@ def test_the_previous_design_is_switched_back_in_the_bench_s_process_only() -> N
     check = (
         "from dbmigrate_operator import handlers\n"
         "from dbmigrate_operator.gating import release\n"
-        "shipped = (handlers.Controller._observe, handlers.PROGRESS_WRITE_SECONDS, release.fingerprint)\n"
+        "now = lambda: (handlers.Controller._observe, handlers.PROGRESS_WRITE_SECONDS, release.fingerprint)\n"
+        "shipped = now()\n"
         "import bench.legacy_operator as legacy\n"
-        "assert (handlers.Controller._observe, handlers.PROGRESS_WRITE_SECONDS, release.fingerprint) == shipped\n"
+        "assert now() == shipped\n"
         "legacy.install()\n"
         "assert handlers.Controller._observe is not shipped[0]\n"
         "assert handlers.PROGRESS_WRITE_SECONDS == 0\n"
