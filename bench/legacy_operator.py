@@ -37,6 +37,8 @@ def _fingerprint(migration: Mapping[str, Any] | None) -> str:
             if isinstance(c, Mapping) and c.get("type") in ("Ready", "Stalled")
         ],
         "appliedVersions": status.get("appliedVersions"),
+        "appliedCount": status.get("appliedCount"),
+        "ancestry": status.get("ancestry"),
         "currentVersion": status.get("currentVersion"),
         "lastRun": (status.get("lastRun") or {}).get("message"),
     }

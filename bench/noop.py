@@ -8,6 +8,8 @@ within each repetition so that load drift on the shared machine hits every comma
 * (a) ``aerich upgrade`` (its CLI);
 * (b) the seeds' init-container entrypoint, bench/baselines/init_container.sh;
 * (c) ``tortoise migrate`` (tortoise-orm's own CLI, the ``tortoise`` console script);
+* runner (alembic) and (d) ``alembic upgrade head`` (Alembic's CLI), on a copy of
+  examples/alembic-shop whose alembic.ini names the bench database;
 * the interpreter floor, ``python -c pass``, for scale.
 """
 
@@ -16,17 +18,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from bench.context import Context
 from bench.core import REPO, VENV_BIN, FigureResult, Sample, run_timed
 
 SHOP = REPO / "examples" / "shop"
+ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
 BASELINES = Path(__file__).resolve().parent / "baselines"
 
 
 def _commands(ctx: Context, report: Path) -> dict[str, tuple[list[str], str]]:
-    """label -> (argv, database key)."""
+    """label -> (argv, database key); the alembic ones run in the alembic-shop copy (see _cwd)."""
     runner = str(VENV_BIN / "dbmigrate-runner")
     return {
         "runner (aerich)": ([runner, "upgrade", "--tool", "aerich", "--report-path", str(report)], "aerich"),
@@ -37,8 +41,32 @@ def _commands(ctx: Context, report: Path) -> dict[str, tuple[list[str], str]]:
             "tortoise",
         ),
         "tortoise migrate": ([str(VENV_BIN / "tortoise"), "migrate"], "tortoise"),
+        "runner (alembic)": (
+            [runner, "upgrade", "--tool", "alembic", "--report-path", str(report)],
+            "alembic",
+        ),
+        "alembic upgrade head": ([str(VENV_BIN / "alembic"), "upgrade", "head"], "alembic"),
         "python -c pass": ([str(VENV_BIN / "python"), "-c", "pass"], "aerich"),
     }
+
+
+def _alembic_project(ctx: Context, database: str) -> Path:
+    """examples/alembic-shop with sqlalchemy.url naming the bench database (Alembic's CLI reads it
+    there; the runner sets it from DATABASE_URL itself)."""
+    from sqlalchemy.engine import make_url
+
+    project = ctx.scratch / "alembic-shop"
+    shutil.copytree(ALEMBIC_SHOP, project, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    url = make_url(ctx.postgres.url(database)).set(drivername="postgresql+psycopg")
+    ini = project / "alembic.ini"
+    lines = [
+        f"sqlalchemy.url = {url.render_as_string(hide_password=False).replace('%', '%%')}"
+        if line.startswith("sqlalchemy.url")
+        else line
+        for line in ini.read_text().splitlines()
+    ]
+    ini.write_text("\n".join(lines) + "\n")
+    return project
 
 
 def _env(ctx: Context, database: str) -> dict[str, str]:
@@ -56,7 +84,9 @@ def _env(ctx: Context, database: str) -> dict[str, str]:
     }
 
 
-def orm_imports(ctx: Context, database: str, report: Path) -> dict[str, object]:
+def orm_imports(
+    ctx: Context, database: str, report: Path, tool: str = "aerich", cwd: Path = SHOP
+) -> dict[str, object]:
     """Run the no-op runner once under ``-X importtime``: which top-level packages it imported."""
     sample = run_timed(
         [
@@ -67,12 +97,12 @@ def orm_imports(ctx: Context, database: str, report: Path) -> dict[str, object]:
             "dbmigrate_runner",
             "upgrade",
             "--tool",
-            "aerich",
+            tool,
             "--report-path",
             str(report),
         ],
         env=_env(ctx, database),
-        cwd=SHOP,
+        cwd=cwd,
     )
     cumulative: dict[str, int] = {}  # top-level imports only (nested ones are part of these)
     every: set[str] = set()
@@ -86,6 +116,8 @@ def orm_imports(ctx: Context, database: str, report: Path) -> dict[str, object]:
     return {
         "imports_tortoise": "tortoise" in every,
         "imports_aerich": "aerich" in every,
+        "imports_alembic": "alembic" in every,
+        "imports_sqlalchemy": "sqlalchemy" in every,
         "top_level_imports_ms": {name: round(us / 1000, 1) for name, us in top},
     }
 
@@ -94,23 +126,24 @@ def run(ctx: Context) -> FigureResult:
     reps = ctx.repetitions(full=7, quick=3)
     fig = FigureResult("noop", "No-op deploy (database already at head), fresh process each")
     pg = ctx.postgres
-    databases = {"aerich": pg.create_database(), "tortoise": pg.create_database()}
+    databases = {tool: pg.create_database() for tool in ("aerich", "tortoise", "alembic")}
     report = ctx.scratch / "noop-report.json"
     commands = _commands(ctx, report)
-    # Bring both databases to head with the runner (untimed), then one warm-up run of each command.
+    cwd = {"aerich": SHOP, "tortoise": SHOP, "alembic": _alembic_project(ctx, databases["alembic"])}
+    # Bring the databases to head with the runner (untimed), then one warm-up run of each command.
     for tool, db in databases.items():
-        run_timed(commands[f"runner ({tool})"][0], env=_env(ctx, db), cwd=SHOP)
+        run_timed(commands[f"runner ({tool})"][0], env=_env(ctx, db), cwd=cwd[tool])
     for argv, db in commands.values():
-        run_timed(argv, env=_env(ctx, databases[db]), cwd=SHOP)
+        run_timed(argv, env=_env(ctx, databases[db]), cwd=cwd[db])
 
     labels = list(commands)
     samples: dict[str, list[Sample]] = {label: [] for label in labels}
-    in_process_ms: dict[str, list[float]] = {"runner (aerich)": [], "runner (tortoise)": []}
+    in_process_ms: dict[str, list[float]] = {f"runner ({tool})": [] for tool in databases}
     for rep in range(reps):
         order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
         for label in order:
             argv, db = commands[label]
-            sample = run_timed(argv, env=_env(ctx, databases[db]), cwd=SHOP)
+            sample = run_timed(argv, env=_env(ctx, databases[db]), cwd=cwd[db])
             samples[label].append(sample)
             if label in in_process_ms:
                 data = json.loads(report.read_text())
@@ -136,11 +169,27 @@ def run(ctx: Context) -> FigureResult:
         cpu=True,
     )
     fig.ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate", cpu=True)
+    fig.ratio(
+        "runner (alembic) / alembic upgrade head", "runner (alembic)", "alembic upgrade head", limit=0.5
+    )
+    fig.ratio(
+        "runner (alembic) / alembic upgrade head",
+        "runner (alembic)",
+        "alembic upgrade head",
+        limit=0.5,
+        cpu=True,
+    )
     fig.extra["peak_rss_mb"] = {label: max(s.maxrss_mb for s in samples[label]) for label in labels}
     fig.extra["runner_imports"] = orm_imports(ctx, databases["aerich"], report)
     imports = fig.extra["runner_imports"]
     fig.notes.append(
         "runner no-op path imports tortoise: "
         f"{imports['imports_tortoise']}, aerich: {imports['imports_aerich']} (python -X importtime)"
+    )
+    alembic_imports = orm_imports(ctx, databases["alembic"], report, tool="alembic", cwd=cwd["alembic"])
+    fig.extra["runner_imports_alembic"] = alembic_imports
+    fig.notes.append(
+        "runner (alembic) no-op path imports alembic: "
+        f"{alembic_imports['imports_alembic']}, sqlalchemy: {alembic_imports['imports_sqlalchemy']}"
     )
     return fig

@@ -4,7 +4,8 @@
   the machine's Debian mirror (what ``python:3.11-slim-bookworm`` is to users), passed to every
   Dockerfile as ``--build-arg PYTHON_IMAGE``;
 - ``operator`` (``Dockerfile``), ``migrations`` (``migrations_image/Dockerfile``), ``shop``
-  (``examples/shop/Dockerfile`` on ``migrations``) and ``app`` (``examples/demo/app/Dockerfile``, the
+  (``examples/shop/Dockerfile`` on ``migrations``), ``alembic-shop`` (``examples/alembic-shop/Dockerfile``
+  on ``migrations``) and ``app`` (``examples/demo/app/Dockerfile``, the
   gated Deployment's web server) built with ``buildah build``;
 - ``pause``: the static ``catatonit`` (Debian's package) in an image FROM scratch, for the sandbox.
 
@@ -45,6 +46,7 @@ ENSURE_SCRIPT = REPO / "scripts" / "ensure-container-tools.sh"
 LABEL = "dev.dbmigrate.inputs"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 SHOP_VERSION = "1.4.2"
+ALEMBIC_SHOP_VERSION = "2.0.0"
 REFS: dict[str, str] = {
     "python": "localhost/dbmigrate/python:3.11-bookworm",
     "pause": "localhost/dbmigrate/pause:3.10",
@@ -52,6 +54,7 @@ REFS: dict[str, str] = {
     "migrations": f"localhost/dbmigrate/migrations:{VERSION}",
     "shop": f"localhost/dbmigrate/shop-migrations:{SHOP_VERSION}",
     "app": f"localhost/dbmigrate/shop-web:{SHOP_VERSION}",
+    "alembic-shop": f"localhost/dbmigrate/alembic-shop-migrations:{ALEMBIC_SHOP_VERSION}",
 }
 # buildah's defaults ask for more than root may set without CAP_SYS_RESOURCE
 ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
@@ -103,6 +106,13 @@ SPECS = (
         "shop",
         REPO / "examples" / "shop" / "Dockerfile",
         REPO / "examples" / "shop",
+        "migrations",
+        "MIGRATIONS_BASE",
+    ),
+    _Spec(
+        "alembic-shop",
+        REPO / "examples" / "alembic-shop" / "Dockerfile",
+        REPO / "examples" / "alembic-shop",
         "migrations",
         "MIGRATIONS_BASE",
     ),

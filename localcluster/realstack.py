@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,6 +20,7 @@ from localcluster.postgres import PASSWORD, Instance, start_instance
 
 CHART = REPO / "charts" / "dbmigrate-operator"
 EXAMPLE_MIGRATION = REPO / "examples" / "databasemigration.yaml"
+EXAMPLE_ALEMBIC = REPO / "examples" / "databasemigration-alembic.yaml"
 APP_MANIFEST = REPO / "examples" / "demo" / "shop-web.yaml"
 OPERATOR_NAMESPACE = "dbmigrate-system"
 RESTRICTED = ("pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/warn=restricted")
@@ -112,12 +114,15 @@ def secret(namespace: str, name: str, url: str) -> dict[str, Any]:
     }
 
 
-def example_migration(namespace: str, **spec: Any) -> dict[str, Any]:
-    """examples/databasemigration.yaml in `namespace`, running our built shop image."""
-    docs = yaml.safe_load_all(EXAMPLE_MIGRATION.read_text())
+def example_migration(
+    namespace: str, *, manifest: Path = EXAMPLE_MIGRATION, image: str = "shop", **spec: Any
+) -> dict[str, Any]:
+    """An example DatabaseMigration (examples/databasemigration.yaml by default) in `namespace`,
+    running our built image `image` (a key of images.REFS)."""
+    docs = yaml.safe_load_all(manifest.read_text())
     cr: dict[str, Any] = next(d for d in docs if d and d["kind"] == "DatabaseMigration")
     cr["metadata"]["namespace"] = namespace
-    cr["spec"]["image"] = images.REFS["shop"]
+    cr["spec"]["image"] = images.REFS[image]
     cr["spec"].update(spec)
     return cr
 

@@ -93,6 +93,22 @@ def wait_for_gating(cluster: Cluster, namespace: str, timeout: float = 60) -> No
     wait_for(gated, timeout, f"the gating webhook to serve namespace {namespace}")
 
 
+def kubectl_dbm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl dbm ...`` as a user runs it: our kubectl finds the plugin ``kubectl-dbm`` (this
+    venv's console script) on PATH; no terminal, so ``approve`` asks for ``--yes``."""
+    env = cluster.env()
+    env["PATH"] = os.pathsep.join((str(cluster.bin_dir), str(Path(sys.executable).parent), env["PATH"]))
+    return subprocess.run(
+        [str(cluster.bin_dir / "kubectl"), "dbm", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

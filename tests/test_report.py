@@ -12,6 +12,8 @@ from dbmigrate_runner.report import (
     AppState,
     ErrorInfo,
     Outcome,
+    PlanFinding,
+    PlanSummary,
     Report,
     ReportError,
     decode,
@@ -148,3 +150,43 @@ def test_exit_codes_are_distinct_and_reversible(outcome: Outcome) -> None:
 def test_garbage_is_rejected_with_report_error(text: str) -> None:
     with pytest.raises(ReportError):
         decode(text)
+
+
+def test_plan_report_fits_when_huge() -> None:
+    """Not a run's report only: a plan summary with many entries still fits the termination message."""
+    findings = [PlanFinding(f"models:{i}_x" * 5, i, "DropColumn", f"t.c{i}" * 5) for i in range(400)]
+    summary = PlanSummary(
+        hash="a" * 64,
+        target="models:399_x",
+        pending=[f"models:{i}_x" * 5 for i in range(400)],
+        pending_count=400,
+        statements=900,
+        findings=findings,
+        findings_count=400,
+        steps=[
+            {"migration": f"models:{i}_x", "statements": ["DROP TABLE t"], "opaque": []} for i in range(400)
+        ],
+    )
+    text = encode(Report(Outcome.SUCCEEDED, tool="aerich", command="plan", plan=summary))
+    assert len(text.encode()) <= MAX_BYTES
+    back = decode(text).plan
+    assert back is not None
+    assert back.hash == "a" * 64
+    assert back.findings_count == 400
+    assert 0 < len(back.findings) < 400
+    assert back.findings_omitted == 400 - len(back.findings)
+    assert back.pending == summary.pending[: len(back.pending)]
+    assert back.pending_omitted == 400 - len(back.pending)
+    assert back.steps is None
+    assert back.steps_omitted  # the SQL is not silently cut: it is said to be elsewhere
+
+
+def test_small_plan_keeps_its_sql() -> None:
+    steps = [{"migration": "models:1_x", "statements": ['ALTER TABLE "t" DROP COLUMN "c"'], "opaque": []}]
+    summary = PlanSummary(
+        hash="b" * 64, target="models:1_x", pending=["models:1_x"], pending_count=1, steps=steps
+    )
+    back = decode(encode(Report(Outcome.SUCCEEDED, tool="aerich", command="plan", plan=summary))).plan
+    assert back is not None
+    assert back.steps == steps
+    assert not back.steps_omitted

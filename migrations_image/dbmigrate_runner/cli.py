@@ -48,6 +48,8 @@ def make_parser() -> argparse.ArgumentParser:
         "upgrade": "apply pending migrations up to --target (default: latest); never rolls back",
         "downgrade": "revert applied migrations above --target ('zero': all of them)",
         "status": "read-only: show applied and pending versions",
+        "plan": "read-only, no lock: the SQL each pending migration would run, destructive changes "
+        "found in it, and the plan's hash (what an approval names)",
     }
     for name in COMMANDS:
         p = sub.add_parser(name, help=helps[name], description=helps[name])
@@ -99,6 +101,15 @@ def make_parser() -> argparse.ArgumentParser:
             choices=("debug", "info", "warning", "error"),
             help="[env DBMIGRATE_LOG_LEVEL, default info]",
         )
+        if name == "upgrade":
+            p.add_argument(
+                "--expect-plan",
+                help="apply only if the pending migrations' plan has this hash (an approved plan); "
+                "else change nothing [env DBMIGRATE_EXPECT_PLAN]",
+            )
+        if name == "plan":
+            p.add_argument("--plan-file", help="write the plan document (JSON) there as well")
+            p.add_argument("--sql-file", help="write the plan as a readable SQL script there")
     return parser
 
 

@@ -65,7 +65,11 @@ async def connect(db: DbParams, wait_timeout: float) -> asyncpg.Connection:
             conn: asyncpg.Connection = await asyncpg.connect(
                 **db.asyncpg_kwargs(),
                 timeout=max(1.0, min(10.0, remaining)),
-                server_settings={"application_name": "dbmigrate-runner", **KEEPALIVES},
+                server_settings={
+                    "application_name": "dbmigrate-runner",
+                    **KEEPALIVES,
+                    **db.server_settings(),
+                },
             )
             if attempt > 1:
                 log.info("database.reachable", "database is reachable", attempts=attempt)

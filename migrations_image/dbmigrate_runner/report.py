@@ -4,14 +4,24 @@ The runner writes it to the container's termination message; the operator reads 
 the Pod status. Kubernetes keeps at most 4096 bytes of that message, so :func:`encode` shrinks
 a report until it fits instead of letting the kubelet cut the JSON in half.
 
+The ``plan`` command's report also carries the plan (``plan``, a :class:`PlanSummary`): this is
+how a plan reaches the operator. The summary (hash, target, pending versions, statement count,
+migrations with non-SQL steps, findings) always fits — its lists are shrunk with explicit
+``*_omitted`` counts, the counts stay exact — and the SQL itself (``plan.steps``) comes along only
+while the whole report still fits; else ``steps_omitted`` says it was left out. The whole plan is
+then in the plan Job's log (one ``plan.document`` line, see ``plans.py``), checked against the hash.
+
 Pure standard library on purpose: the operator imports this module without the ORM stack.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,6 +79,9 @@ class AppState:
     versions: list[str] = field(default_factory=list)
     # How many of the oldest versions were left out of ``versions`` to fit the size limit.
     omitted: int = 0
+    # Alembic only: the head revision(s) recorded in the version table. ``versions`` is then the
+    # ancestry of these heads (every revision they contain), oldest first; empty for the ordered tools.
+    heads: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +89,39 @@ class ErrorInfo:
     kind: str  # exception class, e.g. "UndefinedColumnError"
     message: str  # the database's own text, credentials already masked
     migration: str | None = None  # "app:version" that failed, when known
+
+
+@dataclass
+class PlanFinding:
+    """A destructive change, compactly: the migration, its statement's index, what kind, on what."""
+
+    migration: str
+    statement: int
+    kind: str
+    target: str
+
+
+@dataclass
+class PlanSummary:
+    """The ``plan`` command's result as the operator needs it to gate a run (the SQL itself travels
+    in the Pod's log, checked against ``hash``). Lists keep their first entries; ``*_omitted`` say
+    how many were left out to fit, ``*_count`` are always exact."""
+
+    hash: str
+    target: str | None = None  # the last migration the approved run may apply
+    pending: list[str] = field(default_factory=list)  # in run order
+    pending_count: int = 0
+    pending_omitted: int = 0
+    statements: int = 0
+    opaque: list[str] = field(default_factory=list)  # migrations with steps that are not SQL
+    opaque_omitted: int = 0
+    findings: list[PlanFinding] = field(default_factory=list)
+    findings_count: int = 0
+    findings_omitted: int = 0
+    # The whole plan's steps ({migration, statements, opaque}) when the report still fits with them;
+    # else None and ``steps_omitted`` True: the SQL is then only in the plan Job's log.
+    steps: list[dict[str, Any]] | None = None
+    steps_omitted: bool = False
 
 
 @dataclass
@@ -89,6 +135,7 @@ class Report:
     applied_count: int = 0
     duration_ms: int = 0
     error: ErrorInfo | None = None
+    plan: PlanSummary | None = None  # the plan command only
     v: int = SCHEMA_VERSION
 
     @property
@@ -105,11 +152,104 @@ class Report:
         data["outcome"] = self.outcome.value
         if self.error is None:
             del data["error"]
+        if self.plan is None:
+            del data["plan"]
         return data
 
 
+# ---------------------------------------------------------------- packed version lists
+#
+# Alembic's default revision ids are 12 lowercase hex digits: as JSON strings they cost 15 bytes each
+# ("…",), packed as bytes and base64'd about 8. The packing is exact (every id comes back character
+# for character) and general (any id of 1-127 UTF-8 bytes), so the operator can trust it for gating.
+#
+# Layout (before base64): one format byte (1), then groups of ids of one shape: a tag byte, a count
+# byte (1-255), and the ids. Tag 0x80|k: each id is 2k lowercase hex digits stored as k bytes.
+# Tag k (1-127): each id is k bytes of UTF-8 text. Order is kept (oldest first, as ``versions``).
+
+_PACK_FORMAT = 1
+_LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+_MAX_GROUP = 255
+
+
+def _shape(version: str) -> tuple[int, bytes] | None:
+    if len(version) <= 254 and _LOWER_HEX.fullmatch(version):
+        return 0x80 | (len(version) // 2), bytes.fromhex(version)
+    raw = version.encode()
+    return (len(raw), raw) if 1 <= len(raw) <= 127 else None
+
+
+def pack_versions(versions: Sequence[str]) -> str | None:
+    """The packed form of ``versions``, or None when one of them cannot be packed (over 127 bytes)."""
+    out = bytearray([_PACK_FORMAT])
+    group: list[bytes] = []
+    tag = -1
+    for version in versions:
+        shape = _shape(version)
+        if shape is None:
+            return None
+        if shape[0] != tag or len(group) == _MAX_GROUP:
+            if group:
+                out += bytes([tag, len(group)]) + b"".join(group)
+            tag, group = shape[0], []
+        group.append(shape[1])
+    if group:
+        out += bytes([tag, len(group)]) + b"".join(group)
+    return base64.b64encode(bytes(out)).decode("ascii")
+
+
+def unpack_versions(text: str) -> list[str]:
+    """Inverse of :func:`pack_versions`; a malformed text raises :class:`ReportError` (never a guess)."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ReportError("packed versions are not base64") from None
+    if not raw or raw[0] != _PACK_FORMAT:
+        raise ReportError("packed versions: unknown format")
+    versions: list[str] = []
+    pos = 1
+    while pos < len(raw):
+        if pos + 2 > len(raw):
+            raise ReportError("packed versions: truncated group header")
+        tag, count = raw[pos], raw[pos + 1]
+        size = tag & 0x7F
+        pos += 2
+        if not size or not count or pos + size * count > len(raw):
+            raise ReportError("packed versions: malformed group")
+        for _ in range(count):
+            chunk = raw[pos : pos + size]
+            pos += size
+            if tag & 0x80:
+                versions.append(chunk.hex())
+            else:
+                try:
+                    versions.append(chunk.decode())
+                except UnicodeDecodeError:
+                    raise ReportError("packed versions: invalid UTF-8") from None
+    return versions
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _wire_app(state: dict[str, Any]) -> dict[str, Any]:
+    """One app's state as sent: versions packed when that is shorter, no empty ``heads``."""
+    wire = dict(state)
+    if not wire.get("heads"):
+        wire.pop("heads", None)
+    versions = wire.get("versions") or []
+    packed = pack_versions(versions) if versions else None
+    if packed is not None and len(packed) + 2 < len(_json(versions)):
+        del wire["versions"]
+        wire["packed"] = packed
+    return wire
+
+
 def _dumps(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    wire = dict(data)
+    wire["apps"] = {name: _wire_app(state) for name, state in (data.get("apps") or {}).items()}
+    return _json(wire).encode()
 
 
 def _fits(data: dict[str, Any], limit: int) -> bool:
@@ -188,17 +328,46 @@ def _fit_message(data: dict[str, Any], limit: int) -> bool:
     return best is not None
 
 
+def _fit_plan(data: dict[str, Any], budget: int) -> None:
+    """Shrink the plan summary to ``budget`` bytes of its own: its lists keep their first entries
+    (a common cap, by bisection), their ``*_omitted`` counts grow; hash, target and counts stay."""
+    plan = data.get("plan")
+    if not plan:
+        return
+    lists = ("pending", "opaque", "findings")
+    full = {name: list(plan[name]) for name in lists}
+    omitted = {name: int(plan[f"{name}_omitted"]) for name in lists}
+
+    def cap(n: int) -> bool:
+        for name in lists:
+            plan[name] = full[name][:n]
+            plan[f"{name}_omitted"] = omitted[name] + len(full[name]) - len(plan[name])
+        return len(_dumps(plan)) <= budget
+
+    longest = max(len(v) for v in full.values())
+    if cap(longest):
+        return
+    cap(_largest(0, longest, cap) or 0)
+
+
 def encode(report: Report, limit: int = MAX_BYTES) -> str:
     """Serialize compactly, dropping the least useful detail first until it fits ``limit`` bytes.
 
-    Order of sacrifice: the oldest names applied by this run (for an upgrade they repeat the newest
-    version names; their count stays), then the oldest version names (counts stay exact), then the
-    tail of the error message; each step keeps as much as fits (bisection on exact sizes). Outcome,
-    current versions and counts always survive.
+    A plan's SQL (``plan.steps``) goes first, marked ``steps_omitted``; then its summary's lists
+    are cut to half the limit (first entries kept, ``*_omitted`` counted; hash, target and counts
+    stay). Then, order of sacrifice: the oldest names applied by this run (for an upgrade they
+    repeat the newest version names; their count stays), then the oldest version names (counts
+    stay exact), then the tail of the error message; each step keeps as much as fits (bisection
+    on exact sizes). Outcome, current versions and counts always survive.
     """
     data = report.to_dict()
     if data.get("error"):
         data["error"]["message"] = data["error"]["message"][:MAX_MESSAGE_CHARS]
+    plan = data.get("plan")
+    if plan and not _fits(data, limit):
+        if plan["steps"] is not None:
+            plan["steps"], plan["steps_omitted"] = None, True  # the SQL goes first; the log keeps it
+        _fit_plan(data, limit // 2)  # then the summary takes at most half; the rest shrinks as before
     if _fits(data, limit) or _fit_applied(data, limit) or _fit_versions(data, limit):
         return _dumps(data).decode()
     if _fit_message(data, limit):
@@ -222,7 +391,39 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
         "command": data["command"],
         "duration_ms": data["duration_ms"],
     }
+    if data.get("plan"):
+        plan = data["plan"]
+        for name in ("pending", "opaque", "findings"):
+            plan[f"{name}_omitted"] += len(plan[name])
+            plan[name] = []
+        verdict["plan"] = plan
     return _dumps(verdict).decode()
+
+
+def _decode_plan(raw: Any) -> PlanSummary | None:
+    if not isinstance(raw, dict) or not raw.get("hash"):
+        return None
+    return PlanSummary(
+        hash=str(raw["hash"]),
+        target=raw.get("target"),
+        pending=[str(v) for v in raw.get("pending", [])],
+        pending_count=int(raw.get("pending_count", 0)),
+        pending_omitted=int(raw.get("pending_omitted", 0)),
+        statements=int(raw.get("statements", 0)),
+        opaque=[str(v) for v in raw.get("opaque", [])],
+        opaque_omitted=int(raw.get("opaque_omitted", 0)),
+        findings=[
+            PlanFinding(str(f["migration"]), int(f["statement"]), str(f["kind"]), str(f.get("target", "")))
+            for f in raw.get("findings", [])
+            if isinstance(f, dict)
+        ],
+        findings_count=int(raw.get("findings_count", 0)),
+        findings_omitted=int(raw.get("findings_omitted", 0)),
+        steps=[dict(step) for step in raw["steps"] if isinstance(step, dict)]
+        if isinstance(raw.get("steps"), list)
+        else None,
+        steps_omitted=bool(raw.get("steps_omitted", False)),
+    )
 
 
 class ReportError(ValueError):
@@ -244,8 +445,13 @@ def decode(text: str) -> Report:
         str(name): AppState(
             current=state.get("current"),
             count=int(state.get("count", 0)),
-            versions=[str(v) for v in state.get("versions", [])],
+            versions=(
+                unpack_versions(str(state["packed"]))
+                if "packed" in state
+                else [str(v) for v in state.get("versions", [])]
+            ),
             omitted=int(state.get("omitted", 0)),
+            heads=[str(h) for h in state.get("heads", [])],
         )
         for name, state in (data.get("apps") or {}).items()
     }
@@ -258,6 +464,7 @@ def decode(text: str) -> Report:
         else None
     )
     return Report(
+        plan=_decode_plan(data.get("plan")),
         outcome=outcome,
         tool=str(data.get("tool", "")),
         command=str(data.get("command", "")),

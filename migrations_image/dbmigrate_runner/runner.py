@@ -18,9 +18,11 @@ from dbmigrate_runner import database
 from dbmigrate_runner.errors import ConfigError, LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
+from dbmigrate_runner.plans import check_expected, finish_plan, summarize
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
+from dbmigrate_runner.sqlplan import SqlPlan, Step
 from dbmigrate_runner.tools import MigrationTool, get_tool
 
 
@@ -32,9 +34,14 @@ class RunState:
     final_applied: dict[str, list[str]] | None = None
     apps: list[str] = field(default_factory=list)
     pending: dict[str, list[str]] = field(default_factory=dict)
+    plan: SqlPlan | None = None  # the plan command's result
+    # Alembic: the head(s) read with final_applied (which is then their ancestry).
+    heads: dict[str, list[str]] = field(default_factory=dict)
 
 
-def app_states(applied: dict[str, list[str]], apps: list[str]) -> dict[str, AppState]:
+def app_states(
+    applied: dict[str, list[str]], apps: list[str], heads: dict[str, list[str]] | None = None
+) -> dict[str, AppState]:
     """Per-app state for the report: every selected app, plus any other app found in the table."""
     names = list(dict.fromkeys([*apps, *applied]))
     return {
@@ -42,6 +49,7 @@ def app_states(applied: dict[str, list[str]], apps: list[str]) -> dict[str, AppS
             current=applied[app][-1] if applied.get(app) else None,
             count=len(applied.get(app, [])),
             versions=list(applied.get(app, [])),
+            heads=list((heads or {}).get(app, [])),
         )
         for app in names
     }
@@ -54,11 +62,14 @@ def build_report(settings: Settings, state: RunState, started: float, error: Run
         tool=settings.tool,
         command=settings.command,
         # Unknown (not read) stays empty, so nobody mistakes "not read" for "nothing applied".
-        apps=app_states(state.final_applied, state.apps) if state.final_applied is not None else {},
+        apps=(
+            {} if state.final_applied is None else app_states(state.final_applied, state.apps, state.heads)
+        ),
         applied=list(state.applied_now),
         applied_count=len(state.applied_now),
         duration_ms=int((time.monotonic() - started) * 1000),
         error=ErrorInfo(kind=error.kind, message=error.message, migration=error.migration) if error else None,
+        plan=summarize(state.plan) if state.plan is not None else None,
     )
 
 
@@ -96,6 +107,9 @@ async def run(settings: Settings, state: RunState) -> None:
     try:
         if settings.command == "status":
             await _status(tool, conn, disk, state)
+            return
+        if settings.command == "plan":
+            await _plan(settings, tool, conn, disk, project, state)
             return
         try:
             await database.take_lock(conn, settings.lock_timeout)
@@ -205,6 +219,8 @@ async def _execute(
     started = time.monotonic()
     await tool.open(project, settings.db, project_apps)
     try:
+        if settings.expect_plan and settings.command == "upgrade":
+            check_expected(settings, tool.name, await tool.plan_sql(plan))
         await tool.bootstrap()
         for app, versions in (baseline or {}).items():
             await tool.record_baseline(app, versions)
@@ -260,3 +276,27 @@ async def _status(
             applied=applied.get(app, []),
             pending=state.pending[app],
         )
+
+
+async def _plan(
+    settings: Settings,
+    tool: MigrationTool,
+    conn: asyncpg.Connection,
+    disk: dict[str, list[str]],
+    project: Project,
+    state: RunState,
+) -> None:
+    """Read-only, no lock: what ``upgrade`` with the same settings would run now."""
+    applied = await _read_applied(tool, conn)
+    state.final_applied = applied
+    target = _target(settings, disk, applied)
+    baseline = _baseline(settings, tool, disk, applied)
+    plan = plan_run("upgrade", disk, {**applied, **baseline}, target)
+    steps: list[Step] = []
+    if not plan.empty:
+        await tool.open(project, settings.db, state.apps)
+        try:
+            steps = await tool.plan_sql(plan)
+        finally:
+            await tool.close()
+    state.plan = await finish_plan(settings, tool.name, steps, conn)

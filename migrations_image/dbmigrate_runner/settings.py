@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
@@ -19,7 +19,7 @@ from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.report import DEFAULT_PATH
 
 TOOLS = ("aerich", "tortoise", "alembic")
-COMMANDS = ("upgrade", "downgrade", "status")
+COMMANDS = ("upgrade", "downgrade", "status", "plan")
 URL_SCHEMES = ("postgres", "postgresql", "asyncpg")
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_LOCK_TIMEOUT = 300.0
@@ -36,6 +36,11 @@ class DbParams:
     user: str
     password: str | None = field(default=None, repr=False)
     ssl: str | None = None
+    # Every session the runner opens sets default_transaction_read_only (the plan command).
+    read_only: bool = False
+
+    def server_settings(self) -> dict[str, str]:
+        return {"default_transaction_read_only": "on"} if self.read_only else {}
 
     def asyncpg_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -62,6 +67,8 @@ class DbParams:
         }
         if self.ssl:
             credentials["ssl"] = self.ssl
+        if self.read_only:
+            credentials["server_settings"] = self.server_settings()
         return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
 
     def url(self) -> str:
@@ -90,6 +97,9 @@ class Settings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     report_path: Path = Path(DEFAULT_PATH)
     log_level: str = "info"
+    plan_file: Path | None = None  # plan: where to write the plan document (JSON)
+    sql_file: Path | None = None  # plan: where to write the readable SQL
+    expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
 
 
 _ENCODE_HINT = (
@@ -278,10 +288,17 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         raise ConfigError("--baseline applies to upgrade only")
     if command == "downgrade" and not target:
         raise ConfigError("downgrade needs an explicit --target (a version, or 'zero' to revert everything)")
+    db = db_params_from_env(env)
+    plan_file, sql_file = args.get("plan_file"), args.get("sql_file")
     return Settings(
         command=command,
         tool=tool,
-        db=db_params_from_env(env),
+        db=replace(db, read_only=True) if command == "plan" else db,
+        plan_file=Path(plan_file) if plan_file else None,
+        sql_file=Path(sql_file) if sql_file else None,
+        expect_plan=(pick("expect_plan", "DBMIGRATE_EXPECT_PLAN") or "").strip() or None
+        if command == "upgrade"
+        else None,
         config=pick("config", "DBMIGRATE_CONFIG"),
         apps=apps,
         target=target.strip() if target else None,

@@ -20,6 +20,11 @@ MANAGED_BY = "dbmigrate-operator"
 # `kubectl annotate dbm NAME dbmigrate.dev/rerun="$(date +%s)" --overwrite` asks for a new run.
 RERUN_ANNOTATION = f"{GROUP}/rerun"
 
+# Plans and approval (spec.approval: OnDestructive / Manual): `kubectl annotate dbm NAME
+# dbmigrate.dev/approve=<plan hash> --overwrite` approves that plan, as spec.approvedPlan does from Git.
+APPROVE_ANNOTATION = f"{GROUP}/approve"
+APPROVAL_MODES = ("Auto", "OnDestructive", "Manual")
+
 # kstatus condition types on DatabaseMigration.status.conditions (Argo CD health and pod gating read them).
 READY = "Ready"
 RECONCILING = "Reconciling"

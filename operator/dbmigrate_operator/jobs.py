@@ -18,6 +18,9 @@ COMMAND_ANNOTATION = f"{c.GROUP}/command"
 GENERATION_ANNOTATION = f"{c.GROUP}/generation"
 # Sub-second creation order: creationTimestamp has whole seconds, and "newest Job" must be exact.
 CREATED_ANNOTATION = f"{c.GROUP}/created-at"
+# Set to "plan" on a plan Job (and its Pod): it computes the SQL of a run, it does not migrate.
+JOB_KIND_LABEL = f"{c.GROUP}/job-kind"
+PLAN_KIND = "plan"
 DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "50m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
@@ -79,7 +82,7 @@ def runner_args(spec: dict[str, Any], command: str) -> list[str]:
         args += ["--app", app]
     if spec.get("target"):
         args += ["--target", spec["target"]]
-    if spec.get("baseline") and command == "upgrade":
+    if spec.get("baseline") and command in ("upgrade", "plan"):
         args += ["--baseline", spec["baseline"]]
     return args
 
@@ -108,10 +111,38 @@ def labels_for(cr_name: str, hash_: str) -> dict[str, str]:
     }
 
 
-def build_job(
-    cr: dict[str, Any], *, hash_: str, command: str, settings: Settings, now: datetime | None = None
+def plan_job_name(cr_name: str, hash_: str) -> str:
+    """The plan Job of run ``hash_``: ``<name>-<hash>-plan``, next to the run's own Job name."""
+    return job_name(cr_name, f"{hash_}-plan")
+
+
+def is_plan_job(job: dict[str, Any]) -> bool:
+    return ((job.get("metadata") or {}).get("labels") or {}).get(JOB_KIND_LABEL) == PLAN_KIND
+
+
+def build_plan_job(
+    cr: dict[str, Any], *, hash_: str, settings: Settings, now: datetime | None = None
 ) -> dict[str, Any]:
-    """The Job manifest for one run: restricted Pod Security, report in the termination message."""
+    """The plan Job of run ``hash_``: the run's manifest (same image, Secret, limits, Pod Security)
+    with ``dbmigrate-runner plan``, its own name and the plan label. Read-only, takes no lock."""
+    manifest = build_job(cr, hash_=hash_, command="plan", settings=settings, now=now)
+    manifest["metadata"]["name"] = plan_job_name(cr["metadata"]["name"], hash_)
+    manifest["metadata"]["labels"][JOB_KIND_LABEL] = PLAN_KIND
+    manifest["spec"]["template"]["metadata"]["labels"][JOB_KIND_LABEL] = PLAN_KIND
+    return manifest
+
+
+def build_job(
+    cr: dict[str, Any],
+    *,
+    hash_: str,
+    command: str,
+    settings: Settings,
+    now: datetime | None = None,
+    expect_plan: str | None = None,
+) -> dict[str, Any]:
+    """The Job manifest for one run: restricted Pod Security, report in the termination message.
+    ``expect_plan``: the approved plan's hash; the runner applies nothing if the plan differs."""
     meta = cr["metadata"]
     spec = cr.get("spec") or {}
     job = spec.get("job") or {}
@@ -127,7 +158,7 @@ def build_job(
         "name": c.CONTAINER_NAME,
         "image": spec["image"],
         "command": list(settings.runner_command),
-        "args": runner_args(spec, command),
+        "args": [*runner_args(spec, command), *(["--expect-plan", expect_plan] if expect_plan else [])],
         "env": [
             *user_env,
             *database_env(spec),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from dbmigrate_operator import ancestry
+from dbmigrate_operator import approval as ap
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import jobs as j
 from dbmigrate_operator.settings import Settings
@@ -524,19 +526,26 @@ def current_by_app(status: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def is_downgrade(target: str, current: dict[str, str], applied: list[dict[str, Any]] | None = None) -> bool:
+def is_downgrade(
+    target: str,
+    current: dict[str, str],
+    applied: list[dict[str, Any]] | None = None,
+    known: ancestry.Known | None = None,
+) -> bool:
     """Is ``target`` below what is applied? Unknown (nothing applied, unknown app) counts as no:
     the runner's ``upgrade`` refuses a downgrade itself (DowngradeRefused)."""
     if not target:
         return False
     if c.ALEMBIC_APP in current:
-        return _alembic_is_downgrade(target, current[c.ALEMBIC_APP], applied or [])
+        names = [str(v.get("version")) for v in applied or [] if v.get("app") == c.ALEMBIC_APP]
+        names += sorted(known.revisions) if known is not None else []
+        return _alembic_is_downgrade(target, current[c.ALEMBIC_APP], names)
     app, _, version = target.rpartition(":")
     apps = [app] if app else list(current)
     return any(a in current and version_number(version) < version_number(current[a]) for a in apps)
 
 
-def _alembic_is_downgrade(target: str, head: str, applied: list[dict[str, Any]]) -> bool:
+def _alembic_is_downgrade(target: str, head: str, names: list[str]) -> bool:
     """Alembic revision ids are not ordered: a target is below the head when it is one of the
     applied ancestors (by id or unique prefix) other than the head itself; `base` reverts all."""
     revision = target.rpartition(":")[2]
@@ -544,7 +553,6 @@ def _alembic_is_downgrade(target: str, head: str, applied: list[dict[str, Any]])
         return False
     if revision == "base":
         return bool(head)
-    names = [str(v.get("version")) for v in applied if v.get("app") == c.ALEMBIC_APP]
     matches = [name for name in names if name.startswith(revision)]
     return bool(matches) and not any(head.startswith(revision) or name == head for name in matches)
 
@@ -669,7 +677,7 @@ def decide(
     job_events: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> Plan:
     """What to do now for one DatabaseMigration, given everything observed about it:
-    observe → results → record → next step → history → plan.
+    observe → results → record → next step (approval before a new run) → history → plan.
 
     ``job_events``: the Events of the Jobs :func:`jobs_awaiting_pods` named, by Job uid.
     """
@@ -677,16 +685,19 @@ def decide(
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
     old_run = dict(old.get("lastRun") or {})
+    plan_jobs = [job for job in jobs if j.is_plan_job(job)]  # they compute a plan, they migrate nothing
+    jobs = [job for job in jobs if not j.is_plan_job(job)]
     seen = _observe(cr, jobs, pods, old_run)
     results, kept = _results(seen, pods, old_run, settings)
     new, events = _record(old, seen, results, kept, settings)
     hash_ = j.run_hash(cr)
-    step = _next_step(cr, seen, pods, results, new, hash_, job_events or {}, now, settings)
+    step = _next_step(cr, seen, plan_jobs, pods, results, new, hash_, job_events or {}, now, settings)
     events.extend(step.events)
     _warn_on_stall(old, step.verdict, events)
     actions = [
         *step.actions,
         *_history(spec, seen, step.actions, j.job_name(str(meta.get("name", "")), hash_), settings),
+        *_plan_history(cr, plan_jobs, hash_),
     ]
 
     generation = int(meta.get("generation") or 0)
@@ -758,7 +769,9 @@ def _record(
 ) -> tuple[dict[str, Any], list[EmitEvent]]:
     """The new status's record part (versions, lastRun) and the Event for a run that just ended."""
     new: dict[str, Any] = {
-        k: old[k] for k in ("currentVersion", "appliedVersions", "appliedCount", "lastRun") if k in old
+        k: old[k]
+        for k in ("currentVersion", "appliedVersions", "appliedCount", "ancestry", "lastRun", "plan")
+        if k in old
     }
     # The applied versions come from the newest finished Job that left a report (deterministic, so
     # reading it again after a restart gives the same answer). A newer finished Job whose report can no
@@ -769,6 +782,11 @@ def _record(
             break
         if result.report.apps:
             new.update(versions_status(result.report, settings.applied_versions_cap))
+            alembic = result.report.apps.get(c.ALEMBIC_APP) if result.report.tool == "alembic" else None
+            if alembic is not None:
+                new["ancestry"] = ancestry.merge(old.get("ancestry"), alembic, settings.ancestry_cap)
+            else:
+                new.pop("ancestry", None)
             break
     # lastRun describes the newest Job (running or finished); without Jobs, what status remembers.
     old_run = dict(old.get("lastRun") or {})
@@ -793,6 +811,7 @@ def _record(
 def _next_step(
     cr: dict[str, Any],
     seen: Observed,
+    plan_jobs: list[dict[str, Any]],
     pods: list[dict[str, Any]],
     results: dict[str, Result],
     new: dict[str, Any],
@@ -841,7 +860,10 @@ def _next_step(
     if (refused := not_allowed(spec, settings)) is not None:
         # Checked before a Job is made, never against a run already made: a Ready resource stays Ready.
         return Step(Phase.FAILED, refused)
-    return _new_run_step(cr, new, hash_, desired_name, now, settings)
+    gate = _approval_step(cr, plan_jobs, pods, new, hash_, now, settings)
+    if isinstance(gate, Step):
+        return gate
+    return _new_run_step(cr, new, hash_, desired_name, now, settings, expect_plan=gate)
 
 
 def _done_step(run: dict[str, Any], results: dict[str, Result], hint: str) -> Step:
@@ -860,13 +882,110 @@ def _done_step(run: dict[str, Any], results: dict[str, Result], hint: str) -> St
     )
 
 
+def _approval_step(
+    cr: dict[str, Any],
+    plan_jobs: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    new: dict[str, Any],
+    hash_: str,
+    now: datetime,
+    settings: Settings,
+) -> Step | str | None:
+    """Before a new upgrade run under spec.approval OnDestructive or Manual: plan it, then wait for
+    an approval naming the plan's hash. Returns the Step to take while that is not done, else the
+    approved hash (the run applies only that plan) or None (Auto, or a downgrade: no plan)."""
+    spec, meta = cr.get("spec") or {}, cr.get("metadata") or {}
+    if ap.mode(spec) == ap.AUTO:
+        return None
+    if is_downgrade(str(spec.get("target") or ""), current_by_app(new), new.get("appliedVersions")):
+        return None  # allowDowngrade is the explicit decision for a downgrade; plans cover upgrades
+    name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
+    pname = j.plan_job_name(name, hash_)
+    job = next((pj for pj in plan_jobs if pj["metadata"]["name"] == pname), None)
+    record = dict(new.get("plan") or {})
+    known = record if record.get("job") == pname and record.get("hash") else None
+    if known is None:
+        new.pop("plan", None)  # the plan of another run: it says nothing about this one
+    if job is None and known is None:
+        manifest = j.build_plan_job(cr, hash_=hash_, settings=settings, now=now)
+        return Step(
+            Phase.PENDING,
+            progressing(Reason.PLANNING, f"created plan Job {pname}: the SQL the run would apply"),
+            actions=[CreateJob(manifest)],
+            events=[
+                EmitEvent("Normal", "PlanStarted", f"Created plan Job {pname} (image {spec.get('image')})")
+            ],
+        )
+    if job is not None and known is None:
+        jpods = _pods_of(job, pods)
+        if _finished(job, jpods) is None:
+            stuck = next((p for p in (pod_problem(pod, now, settings) for pod in jpods) if p), None)
+            if stuck is not None and stuck.until is None:
+                return Step(Phase.PENDING, stalled(stuck.reason, f"plan Job {pname}: {stuck.message}"))
+            return Step(
+                Phase.PENDING,
+                progressing(
+                    Reason.PLANNING, f"plan Job {pname} is computing the SQL of the pending migrations"
+                ),
+                recheck_at=stuck.until if stuck is not None else None,
+            )
+        result = read_result(job, jpods, settings)
+        summary = result.report.plan if result.report is not None else None
+        if result.outcome != Outcome.SUCCEEDED.value or summary is None:
+            hint = RERUN_HINT.format(name=name, namespace=namespace)
+            return Step(
+                Phase.FAILED,
+                stalled(
+                    Reason.PLAN_FAILED,
+                    f"plan Job {pname} failed: {result.message or result.outcome}. Fix the cause, then "
+                    f"change the spec or ask for a rerun: {hint}",
+                ),
+            )
+        known = ap.plan_status(summary, pname, str(spec.get("tool") or "aerich"))
+    assert known is not None
+    new["plan"] = known
+    found = ap.approvals(cr)
+    if not known.get("pendingCount"):
+        known["approvedBy"] = "nothing to apply"
+    elif ap.mode(spec) == ap.ON_DESTRUCTIVE and not ap.needs_review(known):
+        known["approvedBy"] = "approval OnDestructive: nothing destructive found"
+    elif by := [where for where, value in found.items() if value == known["hash"]]:
+        known["approvedBy"] = by[0]
+    else:
+        known.pop("approvedBy", None)
+        stale = {where: value for where, value in found.items() if value != known["hash"]}
+        return Step(
+            Phase.PENDING,
+            progressing(Reason.WAITING_FOR_APPROVAL, ap.waiting_message(known, stale, name, namespace)),
+        )
+    return str(known["hash"])
+
+
+def _plan_history(cr: dict[str, Any], plan_jobs: list[dict[str, Any]], hash_: str) -> list[Action]:
+    """Plan Jobs of runs no longer desired go (a plan is read-only: deleting one loses nothing);
+    the current run's plan Job stays, its log holds the whole SQL."""
+    keep = j.plan_job_name(str((cr.get("metadata") or {}).get("name", "")), hash_)
+    return [
+        DeleteJob(job["metadata"]["name"], "plan of a run that is no longer desired")
+        for job in plan_jobs
+        if job["metadata"]["name"] != keep and not job["metadata"].get("deletionTimestamp")
+    ]
+
+
 def _new_run_step(
-    cr: dict[str, Any], new: dict[str, Any], hash_: str, desired_name: str, now: datetime, settings: Settings
+    cr: dict[str, Any],
+    new: dict[str, Any],
+    hash_: str,
+    desired_name: str,
+    now: datetime,
+    settings: Settings,
+    expect_plan: str | None = None,
 ) -> Step:
-    """Create the desired run's Job: an upgrade, or a downgrade when allowed."""
+    """Create the desired run's Job: an upgrade, or a downgrade when allowed (``expect_plan``: the
+    approved plan's hash, so the run applies exactly that plan or nothing)."""
     spec = cr.get("spec") or {}
     target = str(spec.get("target") or "")
-    downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"))
+    downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"), ancestry.known(new))
     if downgrade and not spec.get("allowDowngrade"):
         return Step(
             Phase.FAILED,
@@ -877,7 +996,14 @@ def _new_run_step(
             ),
         )
     command = "downgrade" if downgrade else "upgrade"
-    manifest = j.build_job(cr, hash_=hash_, command=command, settings=settings, now=now)
+    manifest = j.build_job(
+        cr,
+        hash_=hash_,
+        command=command,
+        settings=settings,
+        now=now,
+        expect_plan=expect_plan if command == "upgrade" else None,
+    )
     what = f"{command} to {target}" if target else f"{command} to the newest migration"
     started = f"Created Job {desired_name} ({what}, image {spec.get('image')})"
     return Step(

@@ -63,6 +63,9 @@ class Settings:
     active_deadline_seconds: int = 1800
     # status.appliedVersions keeps at most this many entries (the newest); appliedCount stays exact.
     applied_versions_cap: int = 50
+    # status.ancestry (Alembic: the applied revision ids pins are checked against) keeps at most this
+    # many ids, the newest; about 8 bytes of status each for Alembic's default 12-digit ids.
+    ancestry_cap: int = 2000
     # An unschedulable migration Pod stays Reconciling (WaitingForNode) this long before it is Stalled
     # (Unschedulable): under a cluster autoscaler, "no node fits" is the normal start of a scale-up.
     unschedulable_grace_seconds: float = 300.0
@@ -105,6 +108,7 @@ class Settings:
             applied_versions_cap=int(
                 _number(env, "DBMIGRATE_APPLIED_VERSIONS_CAP", cls.applied_versions_cap, 1)
             ),
+            ancestry_cap=int(_number(env, "DBMIGRATE_ANCESTRY_CAP", cls.ancestry_cap, 1)),
             allowed_service_accounts=_list(env, "DBMIGRATE_ALLOWED_SERVICE_ACCOUNTS"),
             allowed_images=_list(env, "DBMIGRATE_ALLOWED_IMAGES"),
         )

@@ -20,6 +20,9 @@ class Reason(enum.StrEnum):
     WAITING_FOR_PREVIOUS_RUN = "WaitingForPreviousRun"
     REPLACING_JOB = "ReplacingJob"
     WAITING_FOR_NODE = "WaitingForNode"
+    PLANNING = "Planning"
+    # Not Ready and not stuck: a person has to approve the plan (Argo CD shows it as Suspended).
+    WAITING_FOR_APPROVAL = "WaitingForApproval"
     # Done (Ready=True)
     APPLIED = "Applied"
     # Stuck or failed (Stalled=True)
@@ -42,6 +45,7 @@ class Reason(enum.StrEnum):
     POD_CREATE_FAILED = "PodCreateFailed"
     SERVICE_ACCOUNT_NOT_ALLOWED = "ServiceAccountNotAllowed"
     IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+    PLAN_FAILED = "PlanFailed"
 
 
 OUTCOME_REASONS: dict[Outcome, Reason] = {

@@ -41,7 +41,7 @@ def test_every_testdata_file_has_a_case() -> None:
 
 
 def test_cases_cover_every_outcome_we_promise() -> None:
-    assert {c["healthStatus"]["status"] for c in CASES} == {"Healthy", "Progressing", "Degraded"}
+    assert {c["healthStatus"]["status"] for c in CASES} == {"Healthy", "Progressing", "Degraded", "Suspended"}
 
 
 def test_degraded_only_when_stalled_for_the_current_generation() -> None:

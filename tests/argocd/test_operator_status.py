@@ -21,8 +21,10 @@ IN_PROGRESS = [
     status.Reason.WAITING_FOR_PREVIOUS_RUN,
     status.Reason.REPLACING_JOB,
     status.Reason.WAITING_FOR_NODE,
+    status.Reason.PLANNING,
 ]
-STUCK = [r for r in status.Reason if r not in IN_PROGRESS and r is not status.Reason.APPLIED]
+WAITING = status.Reason.WAITING_FOR_APPROVAL
+STUCK = [r for r in status.Reason if r not in (*IN_PROGRESS, WAITING) and r is not status.Reason.APPLIED]
 
 
 def _cr(verdict: status.Verdict, *, generation: int, observed: int) -> dict[str, Any]:
@@ -41,6 +43,17 @@ def _cr(verdict: status.Verdict, *, generation: int, observed: int) -> dict[str,
 def test_a_run_under_way_is_progressing(reason: status.Reason) -> None:
     obj = _cr(status.progressing(reason, f"{reason}: job shop-db-1a2b"), generation=4, observed=4)
     assert run_health_script(HEALTH_LUA, obj) == HealthStatus("Progressing", f"{reason}: job shop-db-1a2b")
+
+
+def test_waiting_for_approval_is_suspended_and_names_the_hash() -> None:
+    """Argo CD shows a plan waiting for a person as paused, not as broken or still working."""
+    message = (
+        "waiting for approval of plan "
+        + "ab" * 32
+        + ": 2 migration(s), 3 statement(s), 1 destructive finding(s)"
+    )
+    obj = _cr(status.progressing(WAITING, message), generation=4, observed=4)
+    assert run_health_script(HEALTH_LUA, obj) == HealthStatus("Suspended", message)
 
 
 def test_applied_is_healthy() -> None:
@@ -71,4 +84,4 @@ def test_in_progress_reasons_are_the_ones_the_operator_reports_as_progressing() 
     source = "\n".join(p.read_text() for p in ROOT.joinpath("operator", "dbmigrate_operator").glob("*.py"))
     used = set(re.findall(r"progressing\(\s*Reason\.(\w+)", source))
     assert used, "no progressing(Reason.X) call found: update this test to the operator's code"
-    assert {status.Reason[name] for name in used} <= set(IN_PROGRESS)
+    assert {status.Reason[name] for name in used} <= {*IN_PROGRESS, WAITING}

@@ -52,6 +52,8 @@ def test_noop_figure_runs_and_writes_json(tmp_path: Path) -> None:
         "init-container script",
         "runner (tortoise)",
         "tortoise migrate",
+        "runner (alembic)",
+        "alembic upgrade head",
     } <= labels
     for row in fig["rows"]:
         assert row["stat"]["n"] == 1
@@ -59,10 +61,13 @@ def test_noop_figure_runs_and_writes_json(tmp_path: Path) -> None:
     ratios = {r["label"]: r for r in fig["ratios"]}
     assert ratios["runner (aerich) / aerich upgrade"]["limit"] == 0.5
     assert ratios["runner (aerich) / init-container script"]["limit"] == 0.3
+    assert ratios["runner (alembic) / alembic upgrade head"]["limit"] == 0.5
     assert all(r["value"] > 0 and isinstance(r["met"], bool | None) for r in ratios.values())
     # The no-op path's promise, checked from the interpreter's own import log.
     assert fig["extra"]["runner_imports"]["imports_tortoise"] is False
     assert fig["extra"]["runner_imports"]["imports_aerich"] is False
+    assert fig["extra"]["runner_imports_alembic"]["imports_alembic"] is False
+    assert fig["extra"]["runner_imports_alembic"]["imports_sqlalchemy"] is False
     text = doc.read_text()
     assert "<!-- bench:noop:begin -->" in text
     assert "| runner (aerich) |" in text

@@ -243,6 +243,11 @@ def test_operator_may_only_create_migration_jobs_as_it_builds_them(
 
     ok, out = install.as_operator(cluster, "create", "-f", "-", input=json.dumps(legit))
     assert ok, out
+    # a plan Job (spec.approval) is built like a run's Job: admitted without more rights
+    plan_job = jobs.build_plan_job(cr, hash_=jobs.run_hash(cr), settings=Settings())
+    plan_job["spec"]["suspend"] = True
+    ok, out = install.as_operator(cluster, "create", "-f", "-", input=json.dumps(plan_job))
+    assert ok, out
     # deleting: its own Jobs yes (history trimming), anybody else's no
     cluster.kubectl("create", "-f", "-", input=json.dumps(bare))
     refused(install.as_operator(cluster, "delete", "job", "bare", "-n", install.app), DENIED)

@@ -222,3 +222,11 @@ async def test_the_sweep_reports_the_pods_it_leaves_held() -> None:
     await Releaser(FakeApi(pods, migration_body(ready=True))).sweep()  # released: none left
     assert REGISTRY.get_sample_value("dbmigrate_gated_pods") == 0
     assert REGISTRY.get_sample_value("dbmigrate_gated_pod_oldest_wait_seconds") == 0
+
+
+def test_fingerprint_sees_a_grown_alembic_ancestry() -> None:
+    """Alembic pins are decided by status.ancestry: a change there alone must trigger a release pass."""
+    a = migration_body(ready=True)
+    b = migration_body(ready=True)
+    b["status"]["ancestry"] = {"heads": ["ae1027a6acf6"], "packed": "AYEBrhAnpq/2", "known": 1, "omitted": 0}
+    assert fingerprint(a) != fingerprint(b)

@@ -195,6 +195,9 @@ class TestVersionPin:
         # "1abc..." would count as "1 <= 9" for the numbered tools: not for revision ids
         assert not evaluate(Requirement("db", version="1abc00000000"), body).met
         assert not evaluate(Requirement("db", version="1abc00000000", app="alembic"), body).met
+        verdict = evaluate(Requirement("db", version="1abc00000000"), body)
+        assert "not among the 1 newest applied revisions" in verdict.message
+        assert "59 older ones are not listed, so it cannot be verified" in verdict.message
 
     @pytest.mark.parametrize("applied", [None, "1_x", {"app": "models", "version": "1_x"}, [None, "1_x"]])
     def test_malformed_applied_versions_are_unmet(self, applied: Any) -> None:

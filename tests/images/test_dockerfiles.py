@@ -14,7 +14,9 @@ from tests.images.conftest import OPERATOR_DOCKERFILE, ROOT, RUNNER_DOCKERFILE, 
 from tests.images.dockerfile_model import Dockerfile, exec_form, load, parse_assignments, run_mounts
 
 OWN_IMAGES = {"operator": OPERATOR_DOCKERFILE, "runner": RUNNER_DOCKERFILE}
-ALL = {**OWN_IMAGES, "shop": SHOP_DOCKERFILE}
+ALEMBIC_SHOP_DOCKERFILE = ROOT / "examples" / "alembic-shop" / "Dockerfile"
+EXAMPLE_IMAGES = {"shop": SHOP_DOCKERFILE, "alembic-shop": ALEMBIC_SHOP_DOCKERFILE}
+ALL = {**OWN_IMAGES, **EXAMPLE_IMAGES}
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 SECRETISH = re.compile(r"(?i)pass(word)?|secret|token|api_?key|credential|private|database_url|dsn")
 PINNED = re.compile(r"^[\w./-]+(:[\w.-]*\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?$")
@@ -49,7 +51,7 @@ def test_base_images_are_pinned(name: str) -> None:
 def test_final_stage_runs_as_numeric_non_root_user(name: str) -> None:
     df = load(ALL[name])
     user = df.final.last("USER")
-    if name == "shop" and user is None:  # inherits the base image's non-root user
+    if name in EXAMPLE_IMAGES and user is None:  # inherits the base image's non-root user
         return
     assert user is not None, f"{name}: final stage has no USER"
     uid, _, gid = user.value.partition(":")
@@ -132,8 +134,9 @@ def test_runner_image_documents_where_the_app_goes() -> None:
     assert "COPY" in preamble, "usage notes (where to COPY the app) belong before the first FROM"
 
 
-def test_shop_image_builds_from_the_runner_image() -> None:
-    df = load(SHOP_DOCKERFILE)
+@pytest.mark.parametrize("name", EXAMPLE_IMAGES)
+def test_example_images_build_from_the_runner_image(name: str) -> None:
+    df = load(EXAMPLE_IMAGES[name])
     assert len(df.stages) == 1
     assert "migrations" in df.final.base
     assert df.final.all("COPY"), "the example image must add the app and its migrations"

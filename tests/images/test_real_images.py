@@ -29,7 +29,7 @@ from tests.images.conftest import ROOT
 
 pytestmark = [pytest.mark.realnode, pytest.mark.timeout(3600)]
 
-FINAL = ("operator", "migrations", "shop", "app")
+FINAL = ("operator", "migrations", "shop", "alembic-shop", "app")
 LOCAL_CAS = sorted(Path("/usr/local/share/ca-certificates").rglob("*.crt"))
 SHOP = ROOT / "examples" / "shop"
 
@@ -127,7 +127,7 @@ def containerd(
 
 
 def test_every_image_is_built_under_its_ref_with_its_input_hash(images: dict[str, BuiltImage]) -> None:
-    assert set(images) == {"python", "pause", "operator", "migrations", "shop", "app"}
+    assert set(images) == {"python", "pause", "operator", "migrations", "shop", "alembic-shop", "app"}
     assert REFS["shop"] == "localhost/dbmigrate/shop-migrations:1.4.2"
     for name, image in images.items():
         assert image.ref == REFS[name]

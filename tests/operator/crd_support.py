@@ -59,6 +59,41 @@ def invalid_cases() -> list[InvalidCase]:
     return cases
 
 
+# (tool, field, value) the CRD must accept: Alembic ids are whatever `alembic revision --rev-id` took.
+ACCEPTED_VERSIONS: list[tuple[str, str, str]] = [
+    ("alembic", "target", "ae1027a6acf6"),
+    ("alembic", "target", "0001_create_users"),
+    ("alembic", "target", "release_2026.01"),
+    ("alembic", "target", "Users_V2"),
+    ("alembic", "target", "alembic:ae1027a6acf6"),
+    ("alembic", "target", "orders@head"),
+    ("alembic", "target", "heads"),
+    ("alembic", "target", "base"),
+    ("alembic", "target", "ae10"),
+    ("alembic", "baseline", "0001_create_users"),
+    ("alembic", "baseline", "initial_schema"),
+    ("aerich", "target", "models:3_20260101120000_add_bio"),
+    ("aerich", "target", "zero"),
+    ("tortoise", "target", "0003_add_bio"),
+    ("tortoise", "baseline", "0002_add_index"),
+]
+
+
+def with_version(tool: str, field: str, value: str) -> dict[str, Any]:
+    """A minimal DatabaseMigration with spec.<field> = value for ``tool``."""
+    return {
+        "apiVersion": "dbmigrate.dev/v1alpha1",
+        "kind": "DatabaseMigration",
+        "metadata": {"name": "ok", "namespace": "default"},
+        "spec": {
+            "image": "registry.example.com/m:1",
+            "tool": tool,
+            field: value,
+            "database": {"urlSecretRef": {"name": "db", "key": "url"}},
+        },
+    }
+
+
 def example_migrations() -> list[tuple[str, dict[str, Any]]]:
     out = []
     for path in EXAMPLES:
@@ -92,7 +127,31 @@ def apply_defaults(node: Any, sch: dict[str, Any]) -> Any:
 # ------------------------------------------------------------------ the CEL subset
 
 _TOKEN = re.compile(r"\s+|'[^']*'|&&|\|\||!=|==|<=|>=|[<>!()\[\],.]|\w+")
-_METHODS = {"contains": "__contains__", "endsWith": "endswith", "startsWith": "startswith"}
+_METHODS = {
+    "contains": "__contains__",
+    "endsWith": "endswith",
+    "startsWith": "startswith",
+    "matches": "matches",
+}
+
+
+class _CelString(str):
+    """A string with CEL's ``matches`` (RE2, a match anywhere; our patterns mean the same in ``re``)."""
+
+    __slots__ = ()
+
+    def matches(self, pattern: str) -> bool:
+        return re.search(pattern, self) is not None
+
+
+def _cel_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _CelString(value)
+    if isinstance(value, dict):
+        return {k: _cel_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cel_value(v) for v in value]
+    return value
 
 
 class CelError(Exception):
@@ -155,7 +214,7 @@ def _translate(tokens: list[str]) -> str:
 def cel_eval(rule: str, value: Any) -> bool:
     code = _translate(_tokens(rule))
     try:
-        return bool(eval(code, {"__builtins__": {}}, {"self": value, "len": len, "_has": _has}))
+        return bool(eval(code, {"__builtins__": {}}, {"self": _cel_value(value), "len": len, "_has": _has}))
     except (KeyError, TypeError) as exc:
         raise CelError(f"{rule!r} failed on {value!r}: {exc!r}") from None
 

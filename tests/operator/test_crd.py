@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.status import Phase
 from tests.operator.crd_support import (
+    ACCEPTED_VERSIONS,
     CRD_PATH,
     EXAMPLES,
     CelError,
@@ -20,6 +22,7 @@ from tests.operator.crd_support import (
     invalid_cases,
     schema,
     validate,
+    with_version,
 )
 
 CASES = invalid_cases()
@@ -79,10 +82,27 @@ def test_status_fields_match_what_the_operator_writes() -> None:
         "currentVersion",
         "appliedVersions",
         "appliedCount",
+        "ancestry",
         "lastRun",
         "conditions",
     } <= set(props)
-    assert props["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
+    assert props["phase"]["enum"] == [phase.value for phase in Phase]
+    assert {
+        "hash",
+        "job",
+        "target",
+        "pending",
+        "pendingCount",
+        "statements",
+        "opaque",
+        "findings",
+        "findingsCount",
+        "omitted",
+        "sql",
+        "sqlOmitted",
+        "approvedBy",
+    } == set(props["plan"]["properties"])
+    assert {"heads", "packed", "known", "omitted"} <= set(props["ancestry"]["properties"])
     assert {
         "job",
         "runHash",
@@ -100,6 +120,11 @@ def test_status_fields_match_what_the_operator_writes() -> None:
 @pytest.mark.parametrize(("name", "obj"), example_migrations(), ids=[n for n, _ in example_migrations()])
 def test_examples_are_accepted(name: str, obj: dict[str, Any]) -> None:
     assert validate(obj) == []
+
+
+@pytest.mark.parametrize(("tool", "field", "value"), ACCEPTED_VERSIONS)
+def test_versions_each_tool_accepts(tool: str, field: str, value: str) -> None:
+    assert validate(with_version(tool, field, value)) == []
 
 
 def test_every_example_file_parses_and_its_other_objects_are_valid() -> None:

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.operator.crd_support import CRD_PATH, example_migrations, invalid_cases
+from tests.operator.crd_support import (
+    ACCEPTED_VERSIONS,
+    CRD_PATH,
+    example_migrations,
+    invalid_cases,
+    with_version,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 CRD_NAME = "databasemigrations.dbmigrate.dev"
@@ -43,9 +49,18 @@ def test_examples_are_accepted_and_defaulted(crd_installed: Any, namespace: str)
         res = create_dry_run(crd_installed, obj, namespace)
         assert res.returncode == 0, (name, res.stderr)
         spec = json.loads(res.stdout)["spec"]
-        assert spec["tool"] in ("aerich", "tortoise")
+        assert spec["tool"] in ("aerich", "tortoise", "alembic")
         assert spec["historyLimit"] >= 1
         assert isinstance(spec["allowDowngrade"], bool)
+
+
+def test_each_tool_accepts_its_versions(crd_installed: Any, namespace: str) -> None:
+    refused = []
+    for tool, field, value in ACCEPTED_VERSIONS:
+        res = create_dry_run(crd_installed, with_version(tool, field, value), namespace)
+        if res.returncode != 0:
+            refused.append((tool, field, value, res.stderr.strip()))
+    assert refused == []
 
 
 def test_bad_crs_are_rejected_with_their_message(crd_installed: Any, namespace: str) -> None:

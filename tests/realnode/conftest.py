@@ -22,29 +22,29 @@ __all__ = ["pytest_collection_modifyitems"]
 OPERATOR_NAMESPACE = realstack.OPERATOR_NAMESPACE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_cluster() -> Iterator[Cluster]:
     with running_cluster(node="kubelet") as cluster:
         yield cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_pg(real_cluster: Cluster) -> Iterator[Instance]:
     """PostgreSQL on the node's address (the bridge exists once the cluster is up)."""
     with realstack.node_postgres() as instance:
         yield instance
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def app_namespaces(real_cluster: Cluster) -> dict[str, str]:
-    """The namespaces the session's operator watches, one per scenario, restricted Pod Security."""
+    """The namespaces the suite's operator watches, one per scenario, restricted Pod Security."""
     return {
         key: realstack.restricted_namespace(real_cluster, f"rn-{key}")
-        for key in ("story", "failures", "deadline", "handover")
+        for key in ("story", "failures", "deadline", "handover", "review", "alembic")
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator(real_cluster: Cluster, app_namespaces: dict[str, str]) -> str:
     """The chart installed with our operator image: 2 replicas electing with a Lease, restricted Pod
     Security on its namespace, watching the scenarios' namespaces. Returns the release's full name."""

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.jobs import JOB_KIND_LABEL, PLAN_KIND
 from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
-from localcluster import images, realstack
+from localcluster import images, realstack, stack
 from localcluster.cluster import Cluster
-from localcluster.postgres import Instance, lock_held_elsewhere
+from localcluster.postgres import PASSWORD, Instance, lock_held_elsewhere
 from localcluster.stack import get_json, jobs_of, shop_versions, status_of, wait_for
 
 pytestmark = [
@@ -67,6 +68,11 @@ def _container(pod: dict[str, Any]) -> dict[str, Any]:
 
 def _deploy(cluster: Cluster, namespace: str, name: str, url: str, **spec: Any) -> None:
     cr = realstack.example_migration(namespace, **spec)
+    _deploy_cr(cluster, cr, name, url)
+
+
+def _deploy_cr(cluster: Cluster, cr: dict[str, Any], name: str, url: str) -> None:
+    namespace = cr["metadata"]["namespace"]
     cr["metadata"]["name"] = name
     cr["spec"]["database"]["urlSecretRef"]["name"] = name
     realstack.apply(cluster, realstack.secret(namespace, name, url), cr)
@@ -128,6 +134,97 @@ def test_story_migration_in_a_container_releases_gated_pods(
     listed = real_cluster.crictl("ps", "-o", "json").stdout
     for p in running:
         assert _container(p)["containerID"].removeprefix("containerd://") in listed
+
+
+def test_manual_approval_plans_in_a_container_and_kubectl_dbm_reads_the_kubelet(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    """docs/reviewing-changes.md on the real node: the plan Job runs the runner's `plan` (pglast
+    in our image), nothing is applied until `kubectl dbm approve`, then exactly the plan runs, and
+    `kubectl dbm logs` shows the run's log as the kubelet serves it."""
+    ns, name = app_namespaces["review"], _name("review")
+    _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database), approval="Manual")
+    waiting = wait_for(
+        lambda: (s := status_of(real_cluster, ns, name)) and _reason(s)[1] == "WaitingForApproval" and s,
+        300, "the plan to wait for approval",
+    )  # fmt: skip
+    plan = waiting["plan"]
+    assert plan["pending"] == [f"models:{v}" for v in shop_versions()]
+    assert plan["hash"][:12] in _reason(waiting)[2]
+    assert "currentVersion" not in waiting
+    (plan_pod,) = get_json(real_cluster, ns, "pods", "-l", f"{JOB_KIND_LABEL}={PLAN_KIND}")["items"]
+    assert plan_pod["spec"]["containers"][0]["args"][0] == "plan"
+    terminated = _container(plan_pod)["state"]["terminated"]
+    assert terminated["exitCode"] == 0
+    assert decode(terminated["message"]).plan is not None
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert node_pg.server().psql(database, tables).strip() == "0", "a plan creates nothing"
+
+    shown = stack.kubectl_dbm(real_cluster, "plan", name, "-n", ns)
+    assert shown.returncode == 0, shown.stderr
+    assert plan["hash"] in shown.stdout
+    assert 'CREATE TABLE IF NOT EXISTS "product"' in shown.stdout
+    approved = stack.kubectl_dbm(real_cluster, "approve", name, "-n", ns, "--yes")
+    assert approved.returncode == 0, approved.stderr
+    status = _verdict(real_cluster, ns, name, ("Ready", "Stalled"), 300, "the approved run")
+    assert _reason(status)[:2] == ("Ready", "Applied"), status
+    assert [v["version"] for v in status["appliedVersions"]] == shop_versions()
+
+    logs = stack.kubectl_dbm(real_cluster, "logs", name, "-n", ns)
+    assert logs.returncode == 0, logs.stderr
+    events = [json.loads(line).get("event") for line in logs.stdout.splitlines() if line.startswith("{")]
+    assert {"run.start", "migrations.done"} <= set(events), logs.stdout[-2000:]
+    assert PASSWORD not in logs.stdout
+
+
+def test_alembic_adopts_an_existing_schema_and_gates_on_revisions(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    """#13 on the real node: a production database that already has the first revision's schema
+    (made by hand, no alembic_version) is adopted with spec.baseline from examples/alembic-shop's
+    image; a pod pinned to an ancestor of the new head is released, one pinned to a revision the
+    image does not have stays held."""
+    ns, name = app_namespaces["alembic"], _name("alembic")
+    server = node_pg.server()
+    server.psql(database, "CREATE TABLE users (id serial PRIMARY KEY, email varchar(200) NOT NULL UNIQUE)")
+    server.psql(database, "INSERT INTO users (email) VALUES ('kept@example.com')")
+    realstack.apply(
+        real_cluster,
+        _pinned_pod(ns, "on-orders", name, f"{c.ALEMBIC_APP}:{ORDERS_REVISION}"),
+        _pinned_pod(ns, "on-unknown", name, f"{c.ALEMBIC_APP}:ffffffffffff"),
+    )
+    cr = realstack.example_migration(
+        ns, manifest=realstack.EXAMPLE_ALEMBIC, image="alembic-shop", baseline=FIRST_REVISION
+    )
+    _deploy_cr(real_cluster, cr, name, realstack.pod_database_url(node_pg, database))
+
+    status = _verdict(real_cluster, ns, name, ("Ready", "Stalled"), 300, "the Alembic migration")
+    assert _reason(status)[:2] == ("Ready", "Applied"), status
+    assert status["currentVersion"] == f"{c.ALEMBIC_APP}:{HEAD_REVISION}"
+    assert server.psql(database, "SELECT version_num FROM shop_alembic_version").strip() == HEAD_REVISION
+    assert server.psql(database, "SELECT email FROM users").strip() == "kept@example.com"
+    bio = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'bio'"
+    assert server.psql(database, bio).strip() == "1", "the revisions after the baseline ran"
+    (pod,) = _job_pods(real_cluster, ns, name)
+    assert pod["spec"]["containers"][0]["image"] == images.REFS["alembic-shop"]
+
+    released = wait_for(
+        lambda: (p := get_json(real_cluster, ns, "pod", "on-orders"))["status"]["phase"] == "Running" and p,
+        120, "the pod pinned to an applied ancestor Running",
+    )  # fmt: skip
+    assert not released["spec"].get("schedulingGates")
+    held = get_json(real_cluster, ns, "pod", "on-unknown")
+    assert [g["name"] for g in held["spec"]["schedulingGates"]] == [c.SCHEDULING_GATE]
+
+
+FIRST_REVISION, ORDERS_REVISION, HEAD_REVISION = "a1b2c3d4e5f6", "b7e1f0c2a9d3", "d0e1f2a3b4c5"
+
+
+def _pinned_pod(namespace: str, name: str, migration: str, version: str) -> dict[str, Any]:
+    pod = _labelled_pod(namespace, name)
+    pod["metadata"]["labels"][c.WAIT_FOR_LABEL] = migration
+    pod["metadata"]["annotations"] = {c.WAIT_FOR_VERSION_ANNOTATION: version}
+    return pod
 
 
 def _story_docs(namespace: str, url: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dbmigrate_runner.sqlplan import from_dict
 from localcluster.postgres import PostgresServer
 from tests.runner.conftest import Runner
 
@@ -134,3 +135,18 @@ def test_tortoise_app_whose_newest_migration_another_app_depends_on(
     assert runner.applied() == ["0001_init"]
     assert "item" in runner.tables()
     assert "account" not in runner.tables()
+
+
+@pytest.mark.parametrize("selection", [(), ("--app", "users")], ids=["all", "users"])
+def test_plan_lists_what_the_upgrade_applies_in_its_order(
+    multi: Runner, tool: str, selection: tuple[str, ...]
+) -> None:
+    """Across apps (tortoise: a cross-app dependency comes first), the plan's order is the run's."""
+    planned = multi("plan", *selection)
+    assert planned.rc == 0, planned.stdout
+    (doc,) = planned.events("plan.document")
+    plan = from_dict(doc["plan"])
+    applied = multi("upgrade", *selection, "--expect-plan", plan.hash)
+    assert applied.rc == 0, applied.stdout
+    assert applied.report.applied == plan.pending
+    assert all(step.statements for step in plan.steps)

@@ -6,6 +6,8 @@ from sqlalchemy.engine import Connection
 
 from alembic import context
 
+from shop_sa.models import Base
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -15,11 +17,9 @@ config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name)
 
-# add your model's MetaData object here
-# for 'autogenerate' support
-# from myapp import mymodel
-# target_metadata = mymodel.Base.metadata
-target_metadata = None
+# The app's models: `alembic revision --autogenerate` and `alembic check` compare the database with
+# them (examples/alembic-shop/README.md says how the revisions were generated).
+target_metadata = Base.metadata
 
 # other values from the config, defined by the needs of env.py,
 # can be acquired:

@@ -22,6 +22,7 @@ from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
+from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
     OnDone,
@@ -33,6 +34,27 @@ from dbmigrate_runner.tools.base import (
 )
 
 TABLE = "aerich"
+
+
+class _Rollback(Exception):
+    """Ends the planning transaction (rolled back) carrying the SQL ``upgrade()`` returned."""
+
+    def __init__(self, sql: str | None) -> None:
+        super().__init__("planning transaction rolled back")
+        self.sql = sql
+
+
+class _Watched:
+    """A connection proxy that notes which query methods a migration's ``upgrade()`` calls."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.queried: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("execute"):
+            self.queried.add(name)
+        return getattr(self._conn, name)
 
 
 class AerichTool:
@@ -170,6 +192,41 @@ class AerichTool:
                         )
                         await self.before_commit(label)
                 on_done(label)
+
+    async def plan_sql(self, plan: Plan) -> list[Step]:
+        """Each file's ``upgrade()`` called on a read-only transaction that is rolled back: the SQL it
+        returns is the SQL ``aerich upgrade`` would run. A function that queries the connection itself
+        (a data migration) or fails is marked: its effect is not all in the returned SQL."""
+        from tortoise.transactions import in_transaction
+
+        from dbmigrate_runner.destructive import split_statements
+
+        steps: list[Step] = []
+        for app_plan in plan.apps:
+            for version in app_plan.to_apply:
+                step = Step(f"{app_plan.app}:{version}")
+                module = self._module(app_plan.app, version)
+                try:
+                    async with in_transaction(self._connection_name(app_plan.app)) as conn:
+                        # Read-only also inside an upgrade's read-write session (--expect-plan), so
+                        # both make the same plan: a write fails, the step is marked, nothing lands.
+                        await conn.execute_script("SET TRANSACTION READ ONLY")
+                        watched = _Watched(conn)
+                        sql = await module.upgrade(watched)
+                        raise _Rollback(sql)
+                except _Rollback as done:
+                    step.statements = split_statements(done.sql or "")
+                    if watched.queried:
+                        step.opaque.append(
+                            f"upgrade() runs queries itself ({', '.join(sorted(watched.queried))}): "
+                            "what they change is not in its SQL"
+                        )
+                except Exception as exc:
+                    step.opaque.append(
+                        f"upgrade() failed on a read-only connection: {type(exc).__name__}: {exc}"
+                    )
+                steps.append(step)
+        return steps
 
     async def close(self) -> None:
         from tortoise import Tortoise

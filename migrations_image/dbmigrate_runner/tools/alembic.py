@@ -3,7 +3,8 @@
 One run of the user's ``env.py`` does the work: our ``fn`` (the hook ``alembic.command`` uses too)
 reads the current heads and the version table (name and schema as env.py configured them) from the
 :class:`~alembic.runtime.migration.MigrationContext`, decides, and hands Alembic the steps. Nothing
-to do means one env.py run whose ``fn`` returns no steps.
+to do is usually decided before that, without Alembic (:func:`_noop_from_source`); otherwise it
+is one env.py run whose ``fn`` returns no steps.
 
 env.py runs in a worker thread (the asyncio template calls ``asyncio.run``), while the event loop
 keeps the advisory lock's asyncpg connection; an ``on_version_apply`` callback checks the lock from
@@ -34,6 +35,8 @@ from dbmigrate_runner.errors import ConfigError, DowngradeRefused, LockTimeout, 
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
 from dbmigrate_runner.settings import DbParams, Settings
+from dbmigrate_runner.sqlplan import Step
+from dbmigrate_runner.tools import alembic_scan
 from dbmigrate_runner.tools.base import database_error
 
 APP = "alembic"  # the one "app" of an Alembic project in the report
@@ -86,6 +89,9 @@ class Work:
     heads: tuple[str, ...] | None = None
     current: str | None = None  # the revision being applied or reverted
     done: list[str] = field(default_factory=list)
+    # mode "plan": the start revisions and the steps an upgrade would take (nothing runs).
+    start: tuple[str, ...] = ()
+    planned: list[str] = field(default_factory=list)
 
     def __call__(self, heads: Any, context: Any) -> Iterable[Any]:
         self.table = VersionTable(context.version_table, context.version_table_schema)
@@ -110,7 +116,7 @@ class Work:
                     f"(heads {', '.join(self.heads)}), not including {self.baseline}"
                 )
         assert self.destination is not None
-        if self.mode == "upgrade":
+        if self.mode in ("upgrade", "plan"):
             below = self.destination not in ("head", "heads", *start) and self.destination in applied
             if below:
                 raise DowngradeRefused(
@@ -122,6 +128,10 @@ class Work:
             if self.destination != "base" and self.destination not in applied:
                 raise ConfigError(f"downgrade target {APP}:{self.destination} is not applied")
             steps = list(self.script._downgrade_revs(self.destination, start))
+        if self.mode == "plan":
+            self.start = tuple(start)
+            self.planned = [s.revision.revision for s in steps]
+            return []
         if not steps and not stamp:
             log.info("plan.noop", "nothing to do", applied={APP: len(applied)})
             return []
@@ -154,14 +164,29 @@ class Work:
 
 
 def ancestry(script: Any, heads: tuple[str, ...]) -> list[str]:
-    """The revisions from ``heads`` down to base, oldest first (Alembic records only the heads)."""
+    """The revisions from ``heads`` down to base, oldest first (Alembic records only the heads), in
+    :func:`alembic_scan.oldest_first`'s order, the same as the no-op path's."""
     if not heads:
         return []
     try:
-        revs = [rev.revision for rev in script.iterate_revisions(heads, "base")]
+        revs = list(script.iterate_revisions(heads, "base"))
     except Exception as exc:
         raise ConfigError(f"the database's head(s) {', '.join(heads)} are not in this image: {exc}") from exc
-    return list(reversed(revs))
+    ids = {rev.revision for rev in revs}
+    down = {
+        rev.revision: tuple(
+            below for below in (*_ids(rev.down_revision), *_ids(rev.dependencies)) if below in ids
+        )
+        for rev in revs
+    }
+    ordered = alembic_scan.oldest_first(down, heads)
+    return ordered if ordered is not None else [rev.revision for rev in reversed(revs)]
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 @dataclass
@@ -183,8 +208,7 @@ def load(settings: Settings) -> Project:
     if not root.is_dir():
         raise ConfigError(f"project directory {root} does not exist")
     os.chdir(root)  # like running `alembic` there: a relative script_location resolves against it
-    ini = Path(settings.config or DEFAULT_INI)
-    ini = ini if ini.is_absolute() else root / ini
+    ini = _ini(settings)
     if not ini.is_file():
         raise ConfigError(f"no Alembic config at {ini} (pass --config path/to/alembic.ini)")
     config = Config(str(ini))
@@ -206,6 +230,7 @@ def resolve_destination(script: Any, target: str | None, command: str) -> str:
     from alembic.util import CommandError
 
     spec = (target or "head").strip()
+    spec = spec.removeprefix(f"{APP}:")  # as status.currentVersion writes it
     if command == "downgrade" and spec in (ZERO, "base"):
         return "base"
     if spec == "heads":
@@ -297,21 +322,78 @@ async def read_heads(conn: asyncpg.Connection, table: VersionTable) -> tuple[str
     return tuple(str(row["version_num"]) for row in rows)
 
 
-async def run(settings: Settings, state: Any) -> None:
-    """The whole Alembic run (``state`` is the runner's RunState)."""
-    project = await asyncio.to_thread(load, settings)
-    state.apps = [APP]
+def _ini(settings: Settings) -> Path:
+    root = settings.project_dir.resolve()
+    ini = Path(settings.config or DEFAULT_INI)
+    return ini if ini.is_absolute() else root / ini
+
+
+def _log_start(settings: Settings, ini: Path, async_env: bool | None) -> None:
     log.info(
         "run.start",
         f"{settings.command} with alembic",
         command=settings.command,
         tool="alembic",
-        config=str(project.ini),
+        config=str(ini),
         target=settings.target,
         baseline=settings.baseline,
-        async_env=project.is_async,
+        async_env=async_env,
         database=settings.db.describe(),
     )
+
+
+async def _noop_from_source(settings: Settings, state: Any) -> bool | None:
+    """The no-op deploy without Alembic, SQLAlchemy or env.py (see :mod:`alembic_scan`): True when
+    the version table already holds the image's head(s), under the lock, like the full path; None
+    when the source cannot tell (nothing done); False when it could but there is work to do."""
+    target = (settings.target or "head").strip().removeprefix(f"{APP}:")
+    if settings.command != "upgrade" or settings.baseline or settings.apps or target not in ("head", "heads"):
+        return None
+    root = settings.project_dir.resolve()
+    found = alembic_scan.scan(_ini(settings), root) if root.is_dir() else None
+    if found is None or (target == "head" and len(found.heads) != 1):
+        return None  # MultipleHeads and anything unusual: the full path says it
+    _log_start(settings, _ini(settings), None)
+    table = VersionTable(found.table, found.schema)
+    conn = await database.connect(settings.db, settings.wait_timeout)
+    try:
+        try:
+            await database.take_lock(conn, settings.lock_timeout)
+        except LockTimeout:
+            with contextlib.suppress(Exception):
+                heads = await read_heads(conn, table)
+                known = found.ancestry(heads)
+                if known is not None:  # heads this source does not know: leave "unknown"
+                    state.apps = [APP]
+                    state.final_applied = {APP: known}
+                    state.heads = {APP: sorted(heads)}
+            raise
+        try:
+            heads = await read_heads(conn, table)
+        finally:
+            await database.release_lock(conn)
+    finally:
+        await database.close(conn)
+    applied = found.ancestry(heads)
+    if set(heads) != set(found.heads) or applied is None:
+        log.debug("plan.source", "work to do: Alembic decides", heads=sorted(heads), image=list(found.heads))
+        return False
+    state.apps = [APP]
+    state.final_applied = {APP: applied}
+    state.heads = {APP: sorted(heads)}
+    log.info("plan.noop", "nothing to do", applied={APP: len(applied)}, read="source")
+    return True
+
+
+async def run(settings: Settings, state: Any) -> None:
+    """The whole Alembic run (``state`` is the runner's RunState)."""
+    lean = await _noop_from_source(settings, state)
+    if lean:
+        return
+    project = await asyncio.to_thread(load, settings)
+    state.apps = [APP]
+    if lean is None:  # not logged yet
+        _log_start(settings, project.ini, project.is_async)
     conn = await database.connect(settings.db, settings.wait_timeout)
     try:
         if settings.command == "status":
@@ -319,6 +401,7 @@ async def run(settings: Settings, state: Any) -> None:
             await _env(project, read, dont_mutate=True)
             applied = ancestry(project.script, read.heads or ())
             state.final_applied = {APP: applied}
+            state.heads = {APP: sorted(read.heads or ())}
             everything = [r.revision for r in project.script.walk_revisions()][::-1]
             state.pending[APP] = [r for r in everything if r not in set(applied)]
             log.info(
@@ -329,6 +412,9 @@ async def run(settings: Settings, state: Any) -> None:
                 applied=applied,
                 pending=state.pending[APP],
             )
+            return
+        if settings.command == "plan":
+            await _plan(settings, project, conn, state)
             return
         destination = resolve_destination(project.script, settings.target, settings.command)
         baseline = (
@@ -341,6 +427,7 @@ async def run(settings: Settings, state: Any) -> None:
                 read = Work(project.script, "read")
                 await _env(project, read, dont_mutate=True)
                 state.final_applied = {APP: ancestry(project.script, read.heads or ())}
+                state.heads = {APP: sorted(read.heads or ())}
             raise
         try:
             guard = await database.LockGuard.start(conn)
@@ -350,11 +437,17 @@ async def run(settings: Settings, state: Any) -> None:
             def on_apply(label: str) -> None:
                 asyncio.run_coroutine_threadsafe(check(label), loop).result()
 
+            if settings.expect_plan and settings.command == "upgrade":
+                from dbmigrate_runner.plans import check_expected
+
+                planned, steps = await plan_steps(settings, project)
+                if planned.planned:
+                    check_expected(settings, "alembic", steps)
             work = Work(project.script, settings.command, destination, baseline, on_apply)
             try:
                 await _env(project, work)
             finally:
-                state.final_applied = await _read_back(conn, settings, project, work)
+                state.final_applied, state.heads = await _read_back(conn, settings, project, work)
                 final = set(state.final_applied.get(APP, [])) if state.final_applied is not None else None
                 for label in work.done:
                     revision = label.split(":", 1)[1]
@@ -385,11 +478,98 @@ async def _env(project: Project, work: Work, dont_mutate: bool = False) -> None:
 
 async def _read_back(
     conn: asyncpg.Connection, settings: Settings, project: Project, work: Work
-) -> dict[str, list[str]] | None:
+) -> tuple[dict[str, list[str]] | None, dict[str, list[str]]]:
+    """What the version table holds after the run: the ancestry and the heads (unknown: None, {})."""
     if work.table is None:
-        return None
+        return None, {}
     with contextlib.suppress(Exception):
         async with database.live(conn, settings.db, settings.wait_timeout) as reading:
             heads = await read_heads(reading, work.table)
-        return {APP: ancestry(project.script, heads)}
-    return None
+        return {APP: ancestry(project.script, heads)}, {APP: sorted(heads)}
+    return None, {}
+
+
+_RUNNING = "-- Running upgrade "
+
+
+def render_offline(project: Project, start: tuple[str, ...], destination: str) -> str:
+    """What ``alembic upgrade START:DEST --sql`` prints: env.py in offline mode, SQL to a buffer."""
+    import io
+
+    from alembic import command
+
+    buffer = io.StringIO()
+    project.config.output_buffer = buffer
+    try:
+        with _no_file_config():
+            command.upgrade(project.config, f"{start[0]}:{destination}" if start else destination, sql=True)
+    finally:
+        project.config.output_buffer = None
+    return buffer.getvalue()
+
+
+def offline_steps(text: str, pending: list[str], table: VersionTable | None) -> list[Step]:
+    """Cut an offline script at Alembic's ``-- Running upgrade`` markers, one chunk per pending
+    revision; the framing (BEGIN/COMMIT) and the version table's own rows are left out, as the
+    other tools' plans leave out their tracking tables."""
+    from dbmigrate_runner.destructive import is_framing, split_statements, touches_only
+
+    chunks: list[list[str]] = []
+    order: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(_RUNNING):
+            # "-- Running upgrade a, b -> c, message": the revision is the first name after "->".
+            order.append(line.split("->", 1)[-1].strip().split(",", 1)[0].strip())
+            chunks.append([])
+        elif chunks:
+            chunks[-1].append(line)
+    if order != pending:
+        raise ConfigError(
+            f"alembic's offline SQL runs {', '.join(order) or 'nothing'}; "
+            f"the plan expected {', '.join(pending)}"
+        )
+    steps = []
+    for revision, lines in zip(pending, chunks, strict=True):
+        statements = [
+            s
+            for s in split_statements("\n".join(lines))
+            if not is_framing(s) and not (table is not None and touches_only(s, table.name))
+        ]
+        steps.append(Step(f"{APP}:{revision}", statements))
+    return steps
+
+
+async def _plan(settings: Settings, project: Project, conn: asyncpg.Connection, state: Any) -> None:
+    """Read-only: the heads through env.py (nothing written), then the pending revisions' SQL
+    rendered offline, as ``alembic upgrade --sql`` does."""
+    from dbmigrate_runner.plans import finish_plan
+
+    work, steps = await plan_steps(settings, project)
+    state.final_applied = {APP: ancestry(project.script, work.heads or ())}
+    state.heads = {APP: sorted(work.heads or ())}
+    state.plan = await finish_plan(settings, "alembic", steps, conn)
+
+
+async def plan_steps(settings: Settings, project: Project) -> tuple[Work, list[Step]]:
+    """The revisions an upgrade would apply now and their offline SQL (``work.heads``: the database's)."""
+    destination = resolve_destination(project.script, settings.target, "upgrade")
+    baseline = (
+        resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
+    )
+    work = Work(project.script, "plan", destination, baseline)
+    await _env(project, work, dont_mutate=True)
+    steps: list[Step] = []
+    if work.planned:
+        if len(work.start) > 1:
+            reason = f"the database has {len(work.start)} heads; Alembic renders offline SQL from one start"
+            steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
+        else:
+            try:
+                text = await asyncio.to_thread(render_offline, project, work.start, destination)
+                steps = offline_steps(text, work.planned, work.table)
+            except RunnerError:
+                raise
+            except Exception as exc:
+                reason = f"offline rendering failed: {type(exc).__name__}: {exc}"
+                steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
+    return work, steps

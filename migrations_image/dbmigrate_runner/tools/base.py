@@ -18,6 +18,7 @@ from dbmigrate_runner.errors import ConfigError, MigrationFailed, RunnerError
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import Project
 from dbmigrate_runner.settings import DbParams
+from dbmigrate_runner.sqlplan import Step
 
 OnDone = Callable[[str], None]
 # Called with "app:version" inside each migration's transaction, right before it commits (before a
@@ -51,6 +52,9 @@ class MigrationTool(Protocol):
 
     async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
         """Revert the plan, newest first, each revert committing with the removal of its row."""
+
+    async def plan_sql(self, plan: Plan) -> list[Step]:
+        """The SQL each migration of ``plan`` would run, in run order, without running it."""
 
     async def close(self) -> None: ...
 

@@ -23,6 +23,7 @@ from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO, Plan, Target
 from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
+from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
     OnDone,
@@ -34,6 +35,8 @@ from dbmigrate_runner.tools.base import (
 )
 
 TABLE = "tortoise_migrations"
+# What Migration.apply(collect_sql=True) writes for an operation without SQL (RunPython).
+_NOT_SQL = "-- THIS OPERATION CANNOT BE REPRESENTED AS SQL"
 
 
 async def _record(client: Any, app: str, name: str, *, applied: bool) -> None:
@@ -202,6 +205,42 @@ class TortoiseTool:
                         await migration.unapply(cache[key], schema_editor=editor)
                         await executor.recorder.record_unapplied(key.app_label, key.name)
                 on_done(label)
+
+    async def plan_sql(self, plan: Plan) -> list[Step]:
+        """The steps the upgrade would take (same graph plan), each one's SQL collected by the schema
+        editor exactly as ``tortoise sqlmigrate`` does; operations that do not reduce to SQL
+        (``RunPython``) are marked."""
+        from tortoise.migrations.executor import MigrationTarget
+
+        from dbmigrate_runner.destructive import split_statements
+
+        steps: list[Step] = []
+        for executor in self.executors:
+            promised = _promised(plan, executor.loader.apps_config)
+            if not promised:
+                continue
+            targets = [MigrationTarget(app_label=app, name=name) for app, name in promised]
+            graph_steps, _ = await self._steps(executor, targets)
+            if any(step.backward for step in graph_steps):
+                raise DowngradeRefused(
+                    "the plan would roll back applied migrations; upgrade never rolls back"
+                )
+            _check_covers(graph_steps, promised)
+            for graph_step in graph_steps:
+                migration = graph_step.migration
+                step = Step(f"{migration.app_label}:{migration.name}")
+                collected = await executor.collect_sql(migration.app_label, migration.name)
+                described = ""
+                for text in collected:
+                    if text.strip().startswith("--"):
+                        if text.strip() == _NOT_SQL:
+                            step.opaque.append(f"{described or 'an operation'}: {OPAQUE_PYTHON}")
+                        elif text.strip() not in ("--", "-- (no-op)"):
+                            described = text.strip().removeprefix("-- ")
+                        continue
+                    step.statements += split_statements(text)
+                steps.append(step)
+        return steps
 
     async def close(self) -> None:
         from tortoise import Tortoise

@@ -107,8 +107,9 @@ def fingerprint(migration: Mapping[str, Any] | None) -> str:
         "label": verdict.reason if verdict.reason in ("MigrationReady", "MigrationFailed") else "waiting",
         "failure": verdict.message if verdict.reason == "MigrationFailed" else None,
         "appliedVersions": status.get("appliedVersions"),
-        "currentVersion": status.get("currentVersion"),
         "appliedCount": status.get("appliedCount"),
+        "ancestry": status.get("ancestry"),  # Alembic pins are checked against it
+        "currentVersion": status.get("currentVersion"),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -123,7 +124,7 @@ def worth_a_pass(migration: Mapping[str, Any] | None) -> bool:
         return False
     status = migration.get("status") or {}
     return _label_verdict(migration).reason in ("MigrationReady", "MigrationFailed") or bool(
-        status.get("appliedVersions") or status.get("currentVersion")
+        status.get("appliedVersions") or status.get("currentVersion") or status.get("ancestry")
     )
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dbmigrate_operator import ancestry
 from dbmigrate_operator.constants import (
     ALEMBIC_APP,
     KIND,
@@ -112,10 +113,21 @@ def evaluate(requirement: Requirement, migration: Mapping[str, Any] | None) -> V
 
 def _evaluate_pin(requirement: Requirement, status: Mapping[str, Any], what: str) -> Verdict:
     pin = requirement.pin
-    if _is_applied(requirement, status.get("appliedVersions")) or _is_below_current(requirement, status):
+    in_ancestry = _in_ancestry(requirement, status)
+    if (
+        _is_applied(requirement, status.get("appliedVersions"))
+        or _is_below_current(requirement, status)
+        or in_ancestry
+    ):
         return Verdict(True, "VersionApplied", f"version {pin} is applied by {what}")
     current = status.get("currentVersion")
     current_text = f" (current version: {current})" if current else " (no version applied yet)"
+    if in_ancestry is None:
+        listed, omitted = _listed_and_omitted(status)
+        current_text += (
+            f"; it is not among the {listed} newest applied revisions the operator knows, and "
+            f"{omitted} older ones are not listed, so it cannot be verified: pin a newer revision"
+        )
     failure = _failure(status)
     if failure is not None:
         return Verdict(
@@ -142,6 +154,40 @@ def _is_applied(requirement: Requirement, applied: Any) -> bool:
         if requirement.app is None or entry.get("app") == requirement.app:
             return True
     return False
+
+
+def _pin_app(requirement: Requirement, status: Mapping[str, Any]) -> str | None:
+    """The app a pin refers to: its own prefix, or the only app of currentVersion."""
+    if requirement.app is not None:
+        return requirement.app
+    apps = {part.partition(":")[0].strip() for part in str(status.get("currentVersion") or "").split(",")}
+    apps.discard("")
+    return next(iter(apps)) if len(apps) == 1 else None
+
+
+def _listed_and_omitted(status: Mapping[str, Any]) -> tuple[int, int]:
+    """How many applied revisions status names for pins, and how many it only counts."""
+    known = ancestry.known(status)
+    if known is not None:
+        return len(known.revisions), known.omitted
+    applied = status.get("appliedVersions")
+    listed = len(applied) if isinstance(applied, list) else 0
+    count = status.get("appliedCount")
+    return listed, max((count if isinstance(count, int) else listed) - listed, 0)
+
+
+def _in_ancestry(requirement: Requirement, status: Mapping[str, Any]) -> bool | None:
+    """Alembic pins against status.ancestry: True applied, None cannot tell, False not applied/not Alembic."""
+    if requirement.version is None or _pin_app(requirement, status) != ALEMBIC_APP:
+        return False
+    known = ancestry.known(status)
+    if known is None:
+        # No ancestry recorded: a capped appliedVersions leaves older pins unknown.
+        applied = status.get("appliedVersions")
+        listed = len(applied) if isinstance(applied, list) else 0
+        count = status.get("appliedCount")
+        return None if isinstance(count, int) and count > listed else False
+    return known.contains(requirement.version)
 
 
 def _version_number(version: str) -> int | None:

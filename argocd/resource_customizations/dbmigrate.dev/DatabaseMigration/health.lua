@@ -1,6 +1,7 @@
 -- Argo CD health of a dbmigrate.dev DatabaseMigration, read from its kstatus conditions.
 --   Healthy      Ready=True, reported for the current metadata.generation
 --   Degraded     Stalled=True for the current generation (needs a person: bad config, failed migration)
+--   Suspended    a plan waits for approval (Reconciling=True, reason WaitingForApproval): paused, not broken
 --   Progressing  everything else: no status yet, a stale observedGeneration, a run under way
 -- Uses only base functions and `..`, not the string library, which Argo CD's sandbox does not open.
 local hs = {}
@@ -68,6 +69,12 @@ local ready = find_condition("Ready")
 if is_true(stalled) and is_current(stalled) then
   hs.status = "Degraded"
   hs.message = describe(stalled, "Migration stalled")
+  return hs
+end
+
+if is_true(reconciling) and reconciling.reason == "WaitingForApproval" and is_current(reconciling) then
+  hs.status = "Suspended"
+  hs.message = describe(reconciling, "Waiting for approval of the migration plan")
   return hs
 end
 

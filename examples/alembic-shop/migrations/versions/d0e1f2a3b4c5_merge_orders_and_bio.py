@@ -1,8 +1,8 @@
 """merge orders and bio
 
 Revision ID: d0e1f2a3b4c5
-Revises: b7e1f0c2a9d3, c4d5e6f7a8b9
-Create Date: 2026-11-25 22:21:07.244421
+Revises: 9a2d1282dd17, c4d5e6f7a8b9
+Create Date: 2026-11-26 00:46:05.115001
 
 """
 from typing import Sequence, Union
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = 'd0e1f2a3b4c5'
-down_revision: Union[str, Sequence[str], None] = ('b7e1f0c2a9d3', 'c4d5e6f7a8b9')
+down_revision: Union[str, Sequence[str], None] = ('9a2d1282dd17', 'c4d5e6f7a8b9')
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -1,0 +1,144 @@
+"""A plan: the SQL each pending migration would run, its destructive-change findings, and a content hash.
+
+The hash is what a reviewer approves (``spec.approvedPlan`` or the ``dbmigrate.dev/approve``
+annotation). It covers what the run would do — the pending migrations in order, each one's
+statements and whether some of its steps cannot be shown as SQL — and nothing incidental (no
+timestamps, no findings: those are derived from the SQL). So the same image against the same
+database state always gives the same hash, and any change to either gives another.
+
+Pure standard library on purpose: the operator imports it to check a plan document against the
+hash in the termination message, without the ORM stack or the SQL parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PLAN_VERSION = 1
+# ``opaque`` text of a step whose effect is Python code, not SQL (RunPython, a data migration).
+OPAQUE_PYTHON = "runs Python code: its SQL cannot be known before it runs"
+
+
+@dataclass
+class Finding:
+    """One destructive change: which migration, which statement (0-based), what it does."""
+
+    migration: str  # "app:version"
+    statement: int
+    kind: str  # e.g. "DropTable", "DropColumn", "AlterColumnType", "Truncate"
+    target: str  # the object it hits, e.g. "public.product.description"
+    message: str
+
+
+@dataclass
+class Step:
+    """One pending migration: its statements in order, and the parts that are not SQL."""
+
+    migration: str  # "app:version"
+    statements: list[str] = field(default_factory=list)
+    # Why some of this migration's effect cannot be shown as SQL (empty: the statements are all of it).
+    opaque: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SqlPlan:
+    tool: str
+    target: str | None  # the last migration the run would apply ("app:version"), None when nothing pends
+    steps: list[Step] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    hash: str = ""
+    v: int = PLAN_VERSION
+
+    @property
+    def pending(self) -> list[str]:
+        return [step.migration for step in self.steps]
+
+    @property
+    def statement_count(self) -> int:
+        return sum(len(step.statements) for step in self.steps)
+
+    @property
+    def opaque_count(self) -> int:
+        return sum(1 for step in self.steps if step.opaque)
+
+    def seal(self) -> SqlPlan:
+        """Compute the hash over the canonical form; returns self for chaining."""
+        self.hash = content_hash(self.tool, self.steps)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def canonical(tool: str, steps: list[Step]) -> bytes:
+    """The bytes the hash covers: tool, then each step's name, statements and opaque marks, in order."""
+    body = {
+        "v": PLAN_VERSION,
+        "tool": tool,
+        "steps": [{"migration": s.migration, "statements": s.statements, "opaque": s.opaque} for s in steps],
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
+
+
+def content_hash(tool: str, steps: list[Step]) -> str:
+    """Lower-case hex sha256 (64 characters): long enough that nobody can craft a second plan with it."""
+    return hashlib.sha256(canonical(tool, steps)).hexdigest()
+
+
+def from_dict(data: dict[str, Any]) -> SqlPlan:
+    """Parse a plan document; raises ``ValueError`` when it is not one or its hash does not match."""
+    if not isinstance(data, dict) or "steps" not in data:
+        raise ValueError("not a plan document")
+    steps = [
+        Step(
+            migration=str(s["migration"]),
+            statements=[str(x) for x in s.get("statements", [])],
+            opaque=[str(x) for x in s.get("opaque", [])],
+        )
+        for s in data["steps"]
+    ]
+    findings = [
+        Finding(
+            migration=str(f["migration"]),
+            statement=int(f["statement"]),
+            kind=str(f["kind"]),
+            target=str(f.get("target", "")),
+            message=str(f.get("message", "")),
+        )
+        for f in data.get("findings", [])
+    ]
+    plan = SqlPlan(
+        tool=str(data.get("tool", "")),
+        target=data.get("target"),
+        steps=steps,
+        findings=findings,
+        hash=str(data.get("hash", "")),
+    )
+    if plan.hash != content_hash(plan.tool, plan.steps):
+        raise ValueError("the plan's hash does not match its content")
+    return plan
+
+
+def render_sql(plan: SqlPlan) -> str:
+    """The plan as a readable SQL script: one commented block per migration, findings marked."""
+    lines = [f"-- dbmigrate plan {plan.hash}", f"-- tool {plan.tool}, target {plan.target or '(none)'}"]
+    if not plan.steps:
+        lines.append("-- nothing to apply")
+    by_statement = {(f.migration, f.statement): f for f in plan.findings}
+    for step in plan.steps:
+        lines += ["", f"-- migration {step.migration}"]
+        for reason in step.opaque:
+            lines.append(f"-- NOT SQL: {reason}")
+        for index, statement in enumerate(step.statements):
+            finding = by_statement.get((step.migration, index))
+            if finding is not None:
+                lines.append(f"-- DESTRUCTIVE ({finding.kind}): {finding.message}")
+            text = statement.rstrip()
+            lines.append(text if text.endswith(";") else text + ";")
+    return "\n".join(lines) + "\n"

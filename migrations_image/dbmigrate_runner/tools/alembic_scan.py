@@ -1,0 +1,204 @@
+"""An Alembic project read without Alembic: the revision graph and the version table, from the source.
+
+The no-op deploy (the database already at the image's head) is the common case, and importing
+Alembic and SQLAlchemy and running env.py costs more than the whole decision. So the runner first
+reads ``alembic.ini`` (configparser), every revision file and env.py as syntax trees (``ast``,
+nothing executed), and compares the heads with the version table on its own connection. Only when
+everything it needs is a literal it can read does it answer; anything else (a computed revision
+id or version table, ``depends_on``, ``version_locations``, sourceless files, ``**kwargs`` to
+``configure``) returns None, and the full path (Alembic's own API and env.py) decides.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_VERSION_TABLE = "alembic_version"
+# Alembic's own rule for which files in a versions directory are revision scripts.
+_SOURCE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What the source says: the version table and the revision graph."""
+
+    table: str
+    schema: str | None
+    down: dict[str, tuple[str, ...]]  # revision -> its down revisions
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        below = {rev for downs in self.down.values() for rev in downs}
+        return tuple(sorted(rev for rev in self.down if rev not in below))
+
+    def ancestry(self, heads: tuple[str, ...]) -> list[str] | None:
+        """``heads`` and everything below them, oldest first (None when one is not in the graph)."""
+        return oldest_first(self.down, heads)
+
+
+def oldest_first(down: Mapping[str, tuple[str, ...]], heads: Iterable[str]) -> list[str] | None:
+    """``heads`` and their ancestors in ``down``, every revision after all of its ancestors, the
+    heads last; deterministic (ids sorted where the graph leaves a choice), so the full path and
+    the no-op path list a history in the same order. None when a revision is not in ``down``."""
+    seen: set[str] = set()
+    order: list[str] = []
+    stack: list[tuple[str, bool]] = [(head, False) for head in sorted(set(heads), reverse=True)]
+    while stack:
+        rev, expanded = stack.pop()
+        if expanded:
+            order.append(rev)
+            continue
+        if rev in seen:
+            continue
+        if rev not in down:
+            return None
+        seen.add(rev)
+        stack.append((rev, True))
+        stack.extend((below, False) for below in sorted(down[rev], reverse=True) if below not in seen)
+    return order
+
+
+def _literal(node: ast.expr | None) -> object:
+    try:
+        return ast.literal_eval(node) if node is not None else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NOT_LITERAL
+
+
+_NOT_LITERAL = object()
+
+
+def _module_values(path: Path, names: tuple[str, ...]) -> dict[str, object] | None:
+    """Module-level ``name = <literal>`` (or annotated) assignments; None when unreadable."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    found: dict[str, object] = {}
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in names:
+                found[target.id] = _literal(value)
+    return found
+
+
+def _revision(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    values = _module_values(path, ("revision", "down_revision", "depends_on"))
+    if values is None:
+        return None
+    revision, down, depends = values.get("revision"), values.get("down_revision"), values.get("depends_on")
+    if not isinstance(revision, str) or not revision or depends not in (None, (), []):
+        return None  # depends_on changes what "head" means: Alembic's own graph decides
+    if down is None:
+        return revision, ()
+    if isinstance(down, str):
+        return revision, (down,)
+    if isinstance(down, tuple | list) and all(isinstance(d, str) for d in down):
+        return revision, tuple(str(d) for d in down)
+    return None
+
+
+def _version_table(env_py: Path) -> tuple[str, str | None] | None:
+    """The one (version_table, version_table_schema) every ``configure(...)`` call passes as literals."""
+    try:
+        tree = ast.parse(env_py.read_text(encoding="utf-8"), str(env_py))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    tables: set[tuple[str, str | None]] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name != "configure":
+            continue
+        kwargs = {kw.arg: kw.value for kw in node.keywords}
+        if None in kwargs:  # **options: cannot tell
+            return None
+        table = _literal(kwargs["version_table"]) if "version_table" in kwargs else DEFAULT_VERSION_TABLE
+        schema = _literal(kwargs.get("version_table_schema"))
+        if not isinstance(table, str) or not (schema is None or isinstance(schema, str)):
+            return None
+        tables.add((table, schema))
+    return next(iter(tables)) if len(tables) == 1 else None
+
+
+_SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": ";"}
+
+
+def _locations(options: dict[str, str]) -> list[str] | None:
+    """version_locations split as Alembic splits it ([] when unset; None when it cannot tell)."""
+    text = options.get("version_locations", "")
+    if not text.strip():
+        return []
+    name = options.get("path_separator", options.get("version_path_separator"))
+    if name is None:
+        parts = re.split(r", *|(?: +)", text)  # Alembic's legacy splitting
+    elif name in _SEPARATORS:
+        parts = [part.strip() for part in text.split(_SEPARATORS[name])]
+    else:
+        return None
+    parts = [part for part in parts if part]
+    if any(":" in part for part in parts):  # a package resource ("pkg:dir"): Alembic resolves it
+        return None
+    return parts
+
+
+def _path(location: str, cwd: Path) -> Path:
+    path = Path(location)
+    return path if path.is_absolute() else cwd / path
+
+
+def scan(ini: Path, cwd: Path) -> Scan | None:
+    """The project behind ``ini`` as far as literals tell, or None (then Alembic itself must read it).
+    ``cwd``: where Alembic would run (a relative script_location resolves against it)."""
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    try:
+        if not parser.read(ini, encoding="utf-8") or not parser.has_section("alembic"):
+            return None
+        options = dict(parser.items("alembic"))
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return None
+    location = options.get("script_location", "").strip()
+    if not location or ":" in location:  # a package resource ("pkg:dir"): Alembic resolves it
+        return None
+    for unsupported in ("sourceless", "recursive_version_locations"):
+        if options.get(unsupported, "").strip().lower() not in ("", "false"):
+            return None
+    script_dir = _path(location, cwd)
+    env_py = script_dir / "env.py"
+    listed = _locations(options)
+    if listed is None or not env_py.is_file():
+        return None
+    locations = [_path(loc, cwd) for loc in listed] or [script_dir / "versions"]
+    table = _version_table(env_py)
+    if table is None:
+        return None
+    files: dict[Path, Path] = {}  # Alembic skips a directory listed twice, and absent ones
+    for folder in locations:
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                files.setdefault(path.resolve(), path)
+    down: dict[str, tuple[str, ...]] = {}
+    for path in files.values():
+        if not path.is_file() or not _SOURCE.match(path.name):
+            continue
+        found = _revision(path)
+        if found is None or found[0] in down:
+            return None
+        down[found[0]] = found[1]
+    if not down or any(d not in down for downs in down.values() for d in downs):
+        return None
+    return Scan(table[0], table[1], down)

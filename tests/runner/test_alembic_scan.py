@@ -1,0 +1,101 @@
+"""The Alembic project read from its source alone (no Alembic, nothing executed): pure, fast."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dbmigrate_runner.tools.alembic_scan import oldest_first, scan
+
+REPO = Path(__file__).resolve().parents[2]
+ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
+# create users; add orders, then their FK ON DELETE CASCADE; add user bio (a branch); the merge
+BASE, ORDERS, CASCADE, BIO, MERGE = (
+    "a1b2c3d4e5f6",
+    "b7e1f0c2a9d3",
+    "9a2d1282dd17",
+    "c4d5e6f7a8b9",
+    "d0e1f2a3b4c5",
+)
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    return shutil.copytree(ALEMBIC_SHOP, tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def test_the_example_as_alembic_sees_it(shop: Path) -> None:
+    sync = scan(shop / "alembic.ini", shop)
+    assert sync is not None
+    assert (sync.table, sync.schema, sync.heads) == ("shop_alembic_version", None, (MERGE,))
+    assert sync.down == {BASE: (), ORDERS: (BASE,), CASCADE: (ORDERS,), BIO: (BASE,), MERGE: (CASCADE, BIO)}
+    assert sync.ancestry((MERGE,)) == [BASE, ORDERS, CASCADE, BIO, MERGE]
+    assert sync.ancestry((CASCADE,)) == [BASE, ORDERS, CASCADE]
+    assert sync.ancestry((ORDERS,)) == [BASE, ORDERS]
+    assert sync.ancestry(()) == []
+    assert sync.ancestry(("ffffffffffff",)) is None
+    async_ = scan(shop / "alembic-async.ini", shop)
+    assert async_ is not None
+    assert (async_.table, async_.heads) == ("alembic_version", (MERGE,))  # via version_locations
+    assert async_.down == sync.down
+
+
+def test_the_order_puts_every_revision_after_its_ancestors() -> None:
+    down = {"r": (), "a1": ("r",), "a2": ("a1",), "b1": ("r",), "m": ("a2", "b1"), "z": ("m",)}
+    order = oldest_first(down, ["z"])
+    assert order is not None
+    assert sorted(order) == sorted(down)
+    assert all(order.index(below) < order.index(rev) for rev, downs in down.items() for below in downs)
+    assert order[-1] == "z"
+    assert oldest_first(down, ["a2", "b1"]) == ["r", "a1", "a2", "b1"]
+    assert oldest_first({"a": ("gone",)}, ["a"]) is None
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+MERGE_FILE = f"migrations/versions/{MERGE}_merge_orders_and_bio.py"
+ENV = "migrations/env.py"
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        # a computed revision id, a computed down revision, dependencies
+        (MERGE_FILE, "revision: str = 'd0e1f2a3b4c5'", "revision: str = 'd0e1f2a3b4c5'.upper()"),
+        (MERGE_FILE, "= ('9a2d1282dd17', 'c4d5e6f7a8b9')", "= tuple(['9a2d1282dd17', 'c4d5e6f7a8b9'])"),
+        (MERGE_FILE, "depends_on: Union[str, Sequence[str], None] = None", "depends_on = 'a1b2c3d4e5f6'"),
+        # a version table named at run time, or passed through **options
+        (ENV, 'version_table="shop_alembic_version"', 'version_table=os.environ["TABLE"]'),
+        (ENV, 'version_table="shop_alembic_version"', '**{"version_table": "x"}'),
+        # the ini points elsewhere or adds locations
+        ("alembic.ini", "script_location = %(here)s/migrations", "script_location = shop:migrations"),
+        ("alembic.ini", "[alembic]", "[alembic]\nversion_locations = shop:more"),
+        ("alembic.ini", "[alembic]", "[alembic]\nsourceless = true"),
+    ],
+)
+def test_anything_not_literal_leaves_the_decision_to_alembic(
+    shop: Path, file: str, old: str, new: str
+) -> None:
+    assert scan(shop / "alembic.ini", shop) is not None
+    _edit(shop / file, old, new)
+    assert scan(shop / "alembic.ini", shop) is None
+
+
+def test_two_configure_calls_must_agree(shop: Path) -> None:
+    env_py = shop / ENV
+    text = env_py.read_text()
+    assert text.count('version_table="shop_alembic_version"') == 2  # offline and online
+    env_py.write_text(text.replace('version_table="shop_alembic_version"', 'version_table="other"', 1))
+    assert scan(shop / "alembic.ini", shop) is None
+
+
+def test_missing_pieces(shop: Path, tmp_path: Path) -> None:
+    assert scan(tmp_path / "none.ini", shop) is None
+    (shop / "migrations" / "versions" / "junk.py").write_text("x = 1\n")  # no revision: Alembic fails
+    assert scan(shop / "alembic.ini", shop) is None

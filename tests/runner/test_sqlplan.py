@@ -1,0 +1,59 @@
+"""The plan document: its hash covers exactly what the run would do, and a tampered document is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dbmigrate_runner.sqlplan import Finding, SqlPlan, Step, from_dict, render_sql
+
+
+def _plan(*steps: Step) -> SqlPlan:
+    return SqlPlan(tool="aerich", target=steps[-1].migration if steps else None, steps=list(steps)).seal()
+
+
+def test_hash_covers_versions_sql_and_opaque_marks() -> None:
+    base = _plan(Step("m:1", ["CREATE TABLE a (id INT)"]), Step("m:2", ["DROP TABLE b"]))
+    assert len(base.hash) == 64
+    assert _plan(Step("m:1", ["CREATE TABLE a (id INT)"]), Step("m:2", ["DROP TABLE b"])).hash == base.hash
+    variants = [
+        _plan(Step("m:1", ["CREATE TABLE a (id INT)"])),  # fewer migrations
+        _plan(Step("m:1", ["CREATE TABLE a (id BIGINT)"]), Step("m:2", ["DROP TABLE b"])),  # other SQL
+        _plan(Step("m:1", ["CREATE TABLE a (id INT)"]), Step("m:3", ["DROP TABLE b"])),  # other name
+        _plan(Step("m:1", ["CREATE TABLE a (id INT)"]), Step("m:2", ["DROP TABLE b"], opaque=["py"])),
+        _plan(Step("m:2", ["DROP TABLE b"]), Step("m:1", ["CREATE TABLE a (id INT)"])),  # other order
+    ]
+    assert len({base.hash, *(v.hash for v in variants)}) == len(variants) + 1
+    tortoise = SqlPlan(tool="tortoise", target="m:2", steps=base.steps).seal()
+    assert tortoise.hash != base.hash
+
+
+def test_findings_do_not_change_the_hash_and_round_trip() -> None:
+    plan = _plan(Step("m:1", ["DROP TABLE b"]))
+    before = plan.hash
+    plan.findings = [Finding("m:1", 0, "DropTable", "b", "drops table b")]
+    assert plan.seal().hash == before
+    back = from_dict(json.loads(plan.to_json()))
+    assert back == plan
+
+
+def test_tampered_document_is_refused() -> None:
+    data = json.loads(_plan(Step("m:1", ["CREATE TABLE a (id INT)"])).to_json())
+    data["steps"][0]["statements"] = ["DROP TABLE users"]
+    with pytest.raises(ValueError, match="hash"):
+        from_dict(data)
+    with pytest.raises(ValueError, match="not a plan"):
+        from_dict({"outcome": "Succeeded"})
+
+
+def test_render_sql_marks_findings_and_python() -> None:
+    plan = _plan(
+        Step("m:1", ["CREATE TABLE a (id INT)", "DROP TABLE b"]), Step("m:2", [], opaque=["runs Python"])
+    )
+    plan.findings = [Finding("m:1", 1, "DropTable", "b", "drops table b")]
+    text = render_sql(plan)
+    assert text.splitlines()[0] == f"-- dbmigrate plan {plan.hash}"
+    assert "-- DESTRUCTIVE (DropTable): drops table b\nDROP TABLE b;" in text
+    assert "-- migration m:2\n-- NOT SQL: runs Python" in text
+    assert "-- nothing to apply" in render_sql(_plan())
