@@ -66,6 +66,7 @@ class Operator:
     verbose: bool
     metrics_port: int = 0
     selectors: bool = True  # False: the previous design (see PREVIOUS_DESIGN), for same-run comparisons
+    legacy: bool = False  # bench.legacy_operator: the design before the watched view (issue #12)
 
     def metric(self, name: str, match: dict[str, str] | None = None) -> float:
         """A sum over the operator's own Prometheus series (its metrics port)."""
@@ -335,18 +336,19 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def start(ctx: Context, *, verbose: bool = False) -> Kube:
+def start(ctx: Context, *, verbose: bool = False, legacy: bool = False) -> Kube:
     """Cluster (shared), CRD, operator identity and FlowSchema, stand-in image, operator process.
 
     ``verbose`` runs the operator at INFO level, which the webhook figure needs (the webhook
     server's access log is how its requests are counted); the other figures run it as shipped.
+    ``legacy`` runs ``bench.legacy_operator`` instead (the previous design, for a same-run comparison).
     """
     existing = ctx.options.get("_kube")
     if isinstance(existing, Kube):
-        if existing.operator.verbose == verbose:
+        if existing.operator.verbose == verbose and existing.operator.legacy == legacy:
             return existing
         _stop(existing.operator.proc)
-        existing.operator = _launch(ctx, existing.kubeconfig, verbose)
+        existing.operator = _launch(ctx, existing.kubeconfig, verbose, legacy)
         return existing
     cluster = ctx.cluster
     # As the chart ships it: leader election on (DBMIGRATE_STANDALONE=false), with the Lease the
@@ -438,11 +440,13 @@ PREVIOUS_DESIGN = (
 )
 
 
-def _launch(ctx: Context, kubeconfig: Path, verbose: bool, *, selectors: bool = True) -> Operator:
+def _launch(
+    ctx: Context, kubeconfig: Path, verbose: bool, legacy: bool = False, *, selectors: bool = True
+) -> Operator:
     # 60 s instead of the shipped 300 s, so the scale figure's idle window can span a whole
     # resync pass and show the timer's per-CR rate (the loop sleeps a full period when idle).
     resync = float(ctx.options.get("resync_seconds") or 60)
-    log = ctx.scratch / f"operator-{'verbose' if verbose else 'quiet'}.log"
+    log = ctx.scratch / f"operator-{'verbose' if verbose else 'quiet'}{'-legacy' if legacy else ''}.log"
     webhook_port, health_port, metrics_port = _free_port(), _free_port(), _free_port()
     env = {
         **os.environ,
@@ -462,11 +466,14 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool, *, selectors: bool = 
     env.pop("DBMIGRATE_NAMESPACES", None)
     with log.open("ab") as out:
         cmd = [str(VENV_BIN / "dbmigrate-operator")]
-        if not selectors:
+        if legacy:
+            cmd = [str(VENV_BIN / "python"), "-m", "bench.legacy_operator"]
+        elif not selectors:
             cmd = [str(VENV_BIN / "python"), "-c", PREVIOUS_DESIGN]
         proc = subprocess.Popen(
             cmd,
             env=env,
+            cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -487,7 +494,7 @@ def _launch(ctx: Context, kubeconfig: Path, verbose: bool, *, selectors: bool = 
         60,
         "the webhook configuration pointing at this operator",
     )
-    return Operator(proc, log, resync, verbose, metrics_port, selectors)
+    return Operator(proc, log, resync, verbose, metrics_port, selectors, legacy)
 
 
 def _die_with_parent() -> None:

@@ -3,7 +3,8 @@ and what the rest of the cluster costs the operator (nothing, with server-side f
 
 * lifecycle: N DatabaseMigrations created, run to Ready, left idle, deleted: the operator's API
   requests per CR for each phase (the API server counts them for the operator's ServiceAccount alone,
-  a FlowSchema of its own; see bench/kube.py);
+  a FlowSchema of its own; see bench/kube.py). The same N again, in the same run, with the previous
+  design (``bench.legacy_operator``: every pass re-reads the CR, its Jobs and Pods; issue #12);
 * noise: while those N are idle, unrelated Pods and Jobs (not the operator's, no opt-in label) are
   created, run to completion and deleted. The operator's API requests and CPU during that churn are
   compared with an idle window as long, and its own counter of the watch events it received
@@ -70,6 +71,82 @@ def _bystanders(kube: Kube, ns: str, pods: int, jobs: int) -> None:
         time.sleep(1)
 
 
+BASELINE_SECONDS = 20.0
+
+
+def _fixed_rate(kube: Kube) -> float:
+    """The operator's requests per second with no DatabaseMigration to work on: what it costs anyway
+    (Lease renewals, the gating sweep, watch reconnections), subtracted from a phase's count."""
+    req0, t0 = kube.operator_requests(), time.monotonic()
+    time.sleep(BASELINE_SECONDS)
+    return (kube.operator_requests() - req0) / (time.monotonic() - t0)
+
+
+def _create_to_quiet(kube: Kube, ns: str, n: int) -> tuple[float, float, float]:
+    """N CRs created, every one Ready, the operator quiet: its requests and watch events meanwhile,
+    and the phase's length (s)."""
+    with Watcher(kube, {ns}) as w:
+        req0, ev0, t0 = kube.operator_requests(), watch_events(kube), time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: kube.create_migration(ns, f"mig-{i}"), range(n)))
+        w.wait(lambda: len(w.ready) >= n, 120 + n, "every CR Ready")
+        # ...and every Job closed by the Job controller, and no more watch events about them: the
+        # operator reading from its view is quiet in requests well before its Jobs' last updates.
+        w.wait(lambda: len(w.job_complete) >= n, 120 + n, "every Job Complete")
+        _events_settle(kube)
+        kube.settle()
+        req1, ev1 = kube.operator_requests(), watch_events(kube)
+    return req1 - req0, sum(ev1.values()) - sum(ev0.values()), time.monotonic() - t0
+
+
+def _events_settle(kube: Kube, still: float = 5.0, timeout: float = 120) -> None:
+    """Wait until the operator's watch event counters have not moved for ``still`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = watch_events(kube)
+    while time.monotonic() < deadline:
+        time.sleep(still)
+        now = watch_events(kube)
+        if now == last:
+            return
+        last = now
+
+
+def _delete_to_quiet(kube: Kube, ns: str, n: int) -> tuple[float, float]:
+    """The N CRs deleted (their Jobs collected), the operator quiet: its requests meanwhile, and the
+    phase's length (s)."""
+    from kubernetes import client
+
+    custom: Any = client.CustomObjectsApi(kube.api)
+    req0, t0 = kube.operator_requests(), time.monotonic()
+    for i in range(n):
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, f"mig-{i}")
+    deadline = time.monotonic() + 120
+    while (
+        time.monotonic() < deadline
+        and custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+    ):
+        time.sleep(1)
+    kube.settle()
+    return kube.operator_requests() - req0, time.monotonic() - t0
+
+
+def _previous_design(ctx: Context, n: int) -> tuple[float, float, float]:
+    """The same lifecycle with ``bench.legacy_operator`` (the shipped operator is back afterwards):
+    requests of the whole life, their part beyond the fixed rate, and that fixed rate."""
+    kube = start(ctx, legacy=True)
+    kube.settle()
+    rate = _fixed_rate(kube)
+    ns = kube.namespace("lifecycle-legacy")
+    try:
+        created, _, t_created = _create_to_quiet(kube, ns, n)
+        deleted, t_deleted = _delete_to_quiet(kube, ns, n)
+    finally:
+        kube.delete_namespaces([ns])
+        start(ctx)
+    whole = created + deleted
+    return whole, whole - rate * (t_created + t_deleted), rate
+
+
 def run(ctx: Context) -> FigureResult:
     n = int(ctx.options.get("crs") or (20 if ctx.quick else 100))
     churn = ctx.repetitions(full=300, quick=60)
@@ -78,18 +155,11 @@ def run(ctx: Context) -> FigureResult:
     )
     kube = start(ctx)
     fig.extra["settle_before_s"] = round(kube.settle(), 1)
-    from kubernetes import client
-
-    custom: Any = client.CustomObjectsApi(kube.api)
+    rate = _fixed_rate(kube)
     ns = kube.namespace("lifecycle")
     try:
-        with Watcher(kube, {ns}) as w:
-            req0, ev0 = kube.operator_requests(), watch_events(kube)
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda i: kube.create_migration(ns, f"mig-{i}"), range(n)))
-            w.wait(lambda: len(w.ready) >= n, 120 + n, "every CR Ready")
-            kube.settle()
-            req1, ev1 = kube.operator_requests(), watch_events(kube)
+        created, events, t_created = _create_to_quiet(kube, ns, n)
+        req1, ev1 = kube.operator_requests(), watch_events(kube)
 
         # the noise: unrelated churn while the n CRs are idle
         cpu0, t0 = kube.operator.cpu_seconds(), time.monotonic()
@@ -100,29 +170,27 @@ def run(ctx: Context) -> FigureResult:
         time.sleep(churn_s)
         req3, cpu2 = kube.operator_requests(), kube.operator.cpu_seconds()
 
-        for i in range(n):
-            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, f"mig-{i}")
-        deadline = time.monotonic() + 120
-        while (
-            time.monotonic() < deadline
-            and custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
-        ):
-            time.sleep(1)
-        kube.settle()
-        req4, ev4 = kube.operator_requests(), watch_events(kube)
+        deleted, t_deleted = _delete_to_quiet(kube, ns, n)
+        ev4 = watch_events(kube)
     finally:
         kube.delete_namespaces([ns])
+    net = created + deleted - rate * (t_created + t_deleted)
+    old_whole, old_net, old_rate = _previous_design(ctx, n)
 
-    fig.add("operator API requests per CR: create → Ready → quiet", "req", [(req1 - req0) / n])
-    fig.add("operator API requests per CR: delete → quiet", "req", [(req4 - req3) / n])
-    fig.add(
-        "operator API requests per CR: whole life (without idle)", "req", [(req1 - req0 + req4 - req3) / n]
+    fig.add("operator API requests per CR: create → Ready → quiet", "req", [created / n])
+    fig.add("operator API requests per CR: delete → quiet", "req", [deleted / n])
+    fig.add("operator API requests per CR: whole life (without idle)", "req", [(created + deleted) / n])
+    fig.add("the same, less the operator's fixed rate over those phases", "req", [net / n])
+    fig.add("operator's fixed rate, no CR (Lease, gating sweep, watches)", "req/s", [rate])
+    fig.add("previous design (every pass reads the API): whole life per CR", "req", [old_whole / n])
+    fig.add("previous design: the same, less its fixed rate", "req", [old_net / n])
+    fig.target("API requests per CR over its whole life, less the fixed rate", net / n, 8)
+    fig.target(
+        "whole life less the fixed rate, this design / previous design (same run)",
+        net / max(1.0, old_net),
+        None,
     )
-    fig.add(
-        "watch events received per CR: create → quiet (CR, Jobs, Pods)",
-        "events",
-        [(sum(ev1.values()) - sum(ev0.values())) / n],
-    )
+    fig.add("watch events received per CR: create → quiet (CR, Jobs, Pods)", "events", [events / n])
     fig.add(f"churn window ({churn} Pods + {churn // 4} Jobs, not ours)", "s", [churn_s])
     fig.add("operator API requests during the churn", "req", [req2 - req1])
     fig.add("operator API requests in an idle window as long", "req", [req3 - req2])
@@ -137,12 +205,19 @@ def run(ctx: Context) -> FigureResult:
             "churn_pods": churn,
             "churn_jobs": churn // 4,
             "operator_requests": {
-                "create_to_quiet": req1 - req0,
+                "create_to_quiet": created,
                 "churn": req2 - req1,
                 "idle": req3 - req2,
-                "delete_to_quiet": req4 - req3,
+                "delete_to_quiet": deleted,
+                "fixed_rate_per_s": rate,
+                "phases_s": {"create_to_quiet": t_created, "delete_to_quiet": t_deleted},
+                "previous_design": {
+                    "whole_life": old_whole,
+                    "less_fixed_rate": old_net,
+                    "fixed_rate_per_s": old_rate,
+                },
             },
-            "watch_events": {"before": ev0, "ready": ev1, "after_churn": ev2, "after_delete": ev4},
+            "watch_events": {"ready": ev1, "after_churn": ev2, "after_delete": ev4},
         }
     )
     fig.notes.append(

@@ -55,12 +55,16 @@ ADMISSION_PLUGINS = ",".join(
 )
 
 
-# Who wrote what: every write request, its user and its object, never bodies. Reads are logged only
-# for lists and watches of Pods and Jobs (who asked, with which requestURI: its selectors), which is
-# what proves a client's watches are filtered by the API server; a watch is logged when it starts.
+# Who wrote what: every write request, its user and its object, never bodies. Reads are logged for
+# what the operator reads (who asked, with which requestURI: its selectors): gets, lists and watches of
+# Pods, Jobs and DatabaseMigrations, and lists and gets of Events. That proves a client's watches are
+# filtered by the API server, and counts every request the operator makes about one DatabaseMigration
+# (tests/operator/test_requests_cluster.py); a watch is logged when it starts.
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 READ_VERBS = ("list", "watch")
 PODS_AND_JOBS = [{"group": "", "resources": ["pods"]}, {"group": "batch", "resources": ["jobs"]}]
+MIGRATIONS = [{"group": "dbmigrate.dev", "resources": ["databasemigrations", "databasemigrations/status"]}]
+EVENTS = [{"group": "", "resources": ["events"]}, {"group": "events.k8s.io", "resources": ["events"]}]
 AUDIT_POLICY: dict[str, Any] = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -70,10 +74,10 @@ AUDIT_POLICY: dict[str, Any] = {
         {
             "level": "Metadata",
             "verbs": ["watch"],
-            "resources": PODS_AND_JOBS,
+            "resources": PODS_AND_JOBS + MIGRATIONS,
             "omitStages": ["ResponseComplete"],
         },
-        {"level": "Metadata", "verbs": ["list"], "resources": PODS_AND_JOBS},
+        {"level": "Metadata", "verbs": ["list", "get"], "resources": PODS_AND_JOBS + MIGRATIONS + EVENTS},
         {"level": "None"},
     ],
 }
@@ -144,7 +148,16 @@ class Cluster:
 
     def audited_reads(self) -> list[dict[str, Any]]:
         """Lists and watches of Pods and Jobs so far (user, verb, objectRef, requestURI), oldest first."""
-        return [e for e in self._audit_events() if e.get("verb") in READ_VERBS]
+        return [
+            e
+            for e in self._audit_events()
+            if e.get("verb") in READ_VERBS and (e.get("objectRef") or {}).get("resource") in ("pods", "jobs")
+        ]
+
+    def audited_requests(self, username: str) -> list[dict[str, Any]]:
+        """Every audited request of one user so far (the policy above: writes, and reads of Pods,
+        Jobs, DatabaseMigrations and Events), oldest first."""
+        return [e for e in self._audit_events() if (e.get("user") or {}).get("username") == username]
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: our kubectl/helm first on PATH, KUBECONFIG set."""

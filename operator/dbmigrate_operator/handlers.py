@@ -1,6 +1,9 @@
 """kopf wiring: any event about a DatabaseMigration, its Jobs or their Pods → reconcile that one CR.
 
-Thin on purpose: read the CR, its Jobs and Pods; ask :func:`reconcile.decide`; carry out the plan.
+Thin on purpose: take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's
+watches through index handlers); ask :func:`reconcile.decide`; carry out the plan. The API is read
+only when the view cannot be trusted for a CR: its first pass after a (re)listing, after a takeover,
+and after a status write refused as stale (see :meth:`Controller._observe`).
 No kopf change-detecting handlers (no progress annotations) and no per-object timers (they would
 put a finalizer on every CR, so deleting a CR would hang while the operator is down): a single
 resync loop re-checks every known CR, spread evenly over ``DBMIGRATE_RESYNC_SECONDS``.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,14 +35,20 @@ from dbmigrate_operator.reconcile import (
     DeleteJob,
     EmitEvent,
     PatchStatus,
+    Plan,
     decide,
     jobs_awaiting_pods,
 )
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
+from dbmigrate_operator.view import Key, Kind, View
 
 logger = logging.getLogger("dbmigrate_operator")
 STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
+# A run's progress (Reconciling → Reconciling: JobCreated → JobRunning, Pending → Running, startedAt) is
+# written at most this long after it was first seen, together with whatever came meanwhile; a verdict
+# (Ready, Stalled), a first status, a Job to create or delete and every Event go out at once.
+PROGRESS_WRITE_SECONDS = 1.0
 
 
 @dataclass
@@ -60,6 +70,12 @@ class Controller:
         self.api_config = api_config
         self.kube: Kube | None = None
         self.known: set[tuple[str, str]] = set()
+        self.view = View()
+        # CRs whose view may lag what another writer recorded: their next pass reads the API once.
+        self._unsure: set[Key] = set()
+        self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
+        # FailedCreate Events read for a Job without a Pod, by Job uid: (monotonic time read, events)
+        self._events_read: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._slots: dict[tuple[str, str], _Slot] = {}
         self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
         self._elector: lead.LeaseElector | None = None
@@ -118,6 +134,9 @@ class Controller:
             acquired.clear()
             keys = sorted(self.known)
             logger.info("active: re-checking %d DatabaseMigrations", len(keys))
+            # The previous holder wrote statuses this replica's Job and Pod watches may not have caught
+            # up with yet: one read from the API per CR, then the view again.
+            self._unsure.update(keys)
             for namespace, name in keys:
                 await self.reconcile(namespace, name)
 
@@ -164,28 +183,57 @@ class Controller:
                 await self._pass(namespace, name)
                 return
             except StaleObject as exc:
+                # Someone else wrote the CR: the view may lag what they saw, so read the API this time.
+                self._unsure.add((namespace, name))
                 logger.info("status conflict migration=%s/%s, deciding again: %s", namespace, name, exc)
         logger.warning(
             "status kept conflicting migration=%s/%s; the next event or resync retries", namespace, name
         )
 
+    async def _observe(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+        """The CR, its Jobs and its Pods, from the view; from the API when the view may lag.
+
+        The view is as new as the watches, and each watch is in order, but the three watches are not
+        in step with each other: a status another writer recorded from a Pod can be in the view
+        before that Pod's update. This replica's own writes go into the view as the API answered
+        them, so its passes agree with themselves; for a CR that someone else may have written (a
+        takeover, a refused write, a fresh listing) the CR is read first, then its Jobs and Pods, so
+        they are never older than what the status says.
+        """
+        key = (namespace, name)
+        if key in self._unsure and self.kube is not None:
+            kube = self.kube
+            cr = await asyncio.to_thread(kube.get_migration, namespace, name)
+            jobs, pods = await asyncio.gather(
+                asyncio.to_thread(kube.list_jobs, namespace, name),
+                asyncio.to_thread(kube.list_pods, namespace, name),
+            )
+            self.view.replace(key, cr, jobs, pods)
+            self._unsure.discard(key)
+        return (
+            self.view.migration(namespace, name),
+            self.view.jobs(namespace, name),
+            self.view.pods(namespace, name),
+        )
+
     async def _pass(self, namespace: str, name: str) -> None:
-        """Read the CR, its Jobs and Pods; decide; carry out the plan in its order."""
-        kube = self.kube
-        if kube is None:
+        """Observe the CR, its Jobs and Pods; decide; carry out the plan in its order."""
+        if self.kube is None:
             return
-        cr = await asyncio.to_thread(kube.get_migration, namespace, name)
+        cr, jobs, pods = await self._observe(namespace, name)
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
             self.forget(namespace, name)
             return  # its Jobs go with it (ownerReferences); the database is never touched
         metrics.status_seen(namespace, name, cr.get("status") or {})
-        jobs, pods = await asyncio.gather(
-            asyncio.to_thread(kube.list_jobs, namespace, name),
-            asyncio.to_thread(kube.list_pods, namespace, name),
-        )
         now = datetime.now(UTC)
         job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
         plan = decide(cr, jobs, pods, now, self.settings, job_events)
+        if (hold := self._hold_progress((namespace, name), cr, plan)) is not None:
+            after = hold if plan.recheck_after is None else min(hold, plan.recheck_after)
+            self._recheck(namespace, name, after)
+            return
         for action in plan.actions:
             if isinstance(action, CreateJob):
                 if not await self._create_job(cr, action):
@@ -193,11 +241,28 @@ class Controller:
             elif isinstance(action, DeleteJob):
                 await self._delete_job(namespace, name, action, jobs)
             elif isinstance(action, PatchStatus):
-                await self._patch_status(cr, action.patch, plan.status)
+                cr = await self._patch_status(cr, action.patch, plan.status)
             elif isinstance(action, EmitEvent):
                 self._emit(cr, action.type, action.reason, action.message)
         if plan.recheck_after is not None:
             self._recheck(namespace, name, plan.recheck_after)
+
+    def _hold_progress(self, key: Key, cr: dict[str, Any], plan: Plan) -> float | None:
+        """Seconds to hold this plan's write back, or None to carry it out now.
+
+        Only a plan that writes nothing but a run's progress is held: the pass that follows the hold
+        decides again from the view, so it writes what is true then (often the verdict itself, and
+        the intermediate states cost no request at all).
+        """
+        if not progress_only(cr, plan):
+            self._progress_due.pop(key, None)
+            return None
+        now = time.monotonic()
+        due = self._progress_due.setdefault(key, now + PROGRESS_WRITE_SECONDS)
+        if now >= due:
+            self._progress_due.pop(key, None)
+            return None
+        return due - now
 
     async def _create_job(self, cr: dict[str, Any], action: CreateJob) -> bool:
         """Create-if-absent; False (and the refusal on the CR) when the API refused the Job."""
@@ -210,9 +275,11 @@ class Controller:
         except ApiException as exc:
             await self._job_create_failed(cr, job_name, exc)
             return False
+        if created is not None:  # the next pass sees it even before the watch does
+            self.view.put(Kind.JOB, created)
         logger.info(
             "job %s migration=%s/%s job=%s",
-            "created" if created else "already exists",
+            "created" if created is not None else "already exists",
             meta["namespace"],
             meta["name"],
             job_name,
@@ -232,6 +299,10 @@ class Controller:
             return
         self._ensure_active()
         deleted = await asyncio.to_thread(self.kube.delete_job, namespace, action.name, uid)
+        if deleted:
+            self.view.delete(
+                Kind.JOB, {"metadata": {"namespace": namespace, "name": action.name, "uid": uid}}
+            )
         logger.info(
             "job %s migration=%s/%s job=%s uid=%s why=%s",
             "deleted" if deleted else "left alone (gone, or re-created since)",
@@ -242,15 +313,25 @@ class Controller:
             action.why,
         )
 
-    async def _patch_status(self, cr: dict[str, Any], patch: dict[str, Any], status: dict[str, Any]) -> None:
-        """Write the status decided from ``cr``, only if ``cr`` is still current (else StaleObject)."""
+    async def _patch_status(
+        self, cr: dict[str, Any], patch: dict[str, Any], status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write the status decided from ``cr``, only if ``cr`` is still current (else StaleObject).
+
+        Returns the CR as written (the view takes it too), so later writes of the same plan and the
+        next pass start from it instead of a version the API would refuse.
+        """
         assert self.kube is not None
         meta = cr["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         self._ensure_active()
-        await asyncio.to_thread(
+        written = await asyncio.to_thread(
             self.kube.patch_status, namespace, name, patch, str(meta.get("resourceVersion") or "")
         )
+        if written is None:  # deleted meanwhile: its DELETED event follows
+            self.view.delete(Kind.MIGRATION, cr)
+        else:
+            self.view.put(Kind.MIGRATION, written)
         metrics.status_written(namespace, name, cr.get("status") or {}, status)
         if "phase" in patch or "conditions" in patch:
             true: dict[str, Any] = next(
@@ -264,6 +345,7 @@ class Controller:
                 true.get("type"),
                 true.get("reason"),
             )
+        return written or cr
 
     def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self._ensure_active()
@@ -285,14 +367,31 @@ class Controller:
         self._rechecks[key] = loop.call_later(delay, fire)
 
     async def _job_events(self, namespace: str, uids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """FailedCreate Events of Jobs still without a Pod; unreadable (no RBAC...): no verdict from them."""
+        """FailedCreate Events of Jobs still without a Pod; unreadable (no RBAC...): no verdict from them.
+
+        Events are not watched, so they are read, but only for these Jobs, and at most once per
+        ``pod_create_grace_seconds`` per Job: every event of a busy CR would otherwise read them again.
+        """
         assert self.kube is not None
         out: dict[str, list[dict[str, Any]]] = {}
+        now = time.monotonic()
         for uid in uids:
+            read_at, events = self._events_read.get(uid, (float("-inf"), []))
+            if now - read_at < self.settings.pod_create_grace_seconds:
+                out[uid] = events
+                continue
             try:
                 out[uid] = await asyncio.to_thread(self.kube.list_job_events, namespace, uid)
             except ApiException as exc:
                 logger.warning("cannot read the Events of job uid=%s: %s", uid, describe(exc))
+                continue
+            self._events_read[uid] = (now, out[uid])
+        for uid in [
+            u
+            for u, (at, _) in self._events_read.items()
+            if now - at > 10 * self.settings.pod_create_grace_seconds
+        ]:
+            del self._events_read[uid]  # bounded: Jobs that got their Pod (or went) are dropped
         return out
 
     async def _job_create_failed(self, cr: dict[str, Any], job_name: str, exc: ApiException) -> None:
@@ -312,17 +411,42 @@ class Controller:
         await self._patch_status(cr, patch, patch)
         self._emit(cr, "Warning", Reason.JOB_CREATE_FAILED.value, message)
 
-    def remember(self, namespace: str, name: str) -> None:
+    def mark_unsure(self, namespace: str, name: str) -> None:
+        self._unsure.add((namespace, name))
+
+    def remember(self, namespace: str, name: str, *, listed: bool = False) -> None:
+        """A CR's event; ``listed``: it came from a (re)listing, so its first pass reads the API."""
         self.known.add((namespace, name))
+        if listed:
+            self._unsure.add((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
+        self._unsure.discard((namespace, name))
+        self._progress_due.pop((namespace, name), None)
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
         slot = self._slots.get((namespace, name))
         if slot is not None and not slot.lock.locked() and not slot.queued:
             self._slots.pop((namespace, name), None)
+
+
+def _true_type(status: Mapping[str, Any]) -> str | None:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("status") == "True":
+            return str(cond.get("type"))
+    return None
+
+
+def progress_only(cr: Mapping[str, Any], plan: Plan) -> bool:
+    """Does ``plan`` only write a run's progress: one status patch, Reconciling before and after?"""
+    return (
+        len(plan.actions) == 1
+        and isinstance(plan.actions[0], PatchStatus)
+        and _true_type(cr.get("status") or {}) == c.RECONCILING
+        and _true_type(plan.status) == c.RECONCILING
+    )
 
 
 def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
@@ -335,14 +459,29 @@ def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
 
 
 async def _owned_event(
-    controller: Controller, kind: str, labels: Mapping[str, str], name: str, namespace: str | None
+    controller: Controller,
+    kind: Kind,
+    type_: str | None,
+    body: Mapping[str, Any],
+    name: str,
+    namespace: str | None,
 ) -> None:
-    """A watch event about one of our Jobs or Pods: reconcile its DatabaseMigration."""
-    metrics.watch_event(f"{kind}s")
+    """A watch event about one of our Jobs or Pods: reconcile its DatabaseMigration.
+
+    The index handler already put the body into the view; a deletion is taken out here (kopf calls
+    index handlers for every event but DELETED). An event from a (re)listing (``type`` None) means the
+    watch restarted and deletions may have been missed: the CR's next pass reads the API.
+    """
+    metrics.watch_event(kind.value)
+    labels = (body.get("metadata") or {}).get("labels") or {}
     migration = watching.migration_of(labels)
-    logger.debug("watch event %s=%s/%s migration=%s", kind, namespace, name, migration)
+    logger.debug("watch event %s=%s/%s migration=%s", kind.name.lower(), namespace, name, migration)
+    if type_ == "DELETED":
+        controller.view.delete(kind, body)
     if namespace is None or migration is None:
         return
+    if type_ is None:
+        controller.mark_unsure(namespace, migration)
     await controller.reconcile(namespace, migration)
 
 
@@ -365,26 +504,46 @@ def register(
     async def stop(**_: Any) -> None:
         await controller.stop()
 
+    # The view's feed. kopf calls index handlers for every listed or changed object, before any other
+    # handler, and runs no other handler until the first listing of every indexed resource is done:
+    # so a CR is never decided on before its Jobs and Pods are in the view (a cold start converges).
+    # They return None, so kopf's own index stays empty: the bodies live once, in the view.
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-view-migrations")
+    def view_migration(body: kopf.Body, **_: Any) -> None:
+        controller.view.put(Kind.MIGRATION, body)
+
+    @kopf.index("batch", "v1", "jobs", registry=registry, id="dbmigrate-view-jobs")
+    def view_job(body: kopf.Body, **_: Any) -> None:
+        controller.view.put(Kind.JOB, body)
+
+    @kopf.index("", "v1", "pods", registry=registry, id="dbmigrate-view-pods")
+    def view_pod(body: kopf.Body, **_: Any) -> None:
+        controller.view.put(Kind.POD, body)
+
     @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-migration")
-    async def on_migration(type: str, name: str, namespace: str | None, **_: Any) -> None:
+    async def on_migration(
+        type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any
+    ) -> None:
         metrics.watch_event(c.PLURAL)
         if namespace is None:
             return
         if type == "DELETED":
-            controller.forget(namespace, name)
+            controller.view.delete(Kind.MIGRATION, body)
+            if controller.view.migration(namespace, name) is None:  # not a namesake re-created since
+                controller.forget(namespace, name)
             return
-        controller.remember(namespace, name)
+        controller.remember(namespace, name, listed=type is None)
         await controller.reconcile(namespace, name)
 
     # No client-side ``labels=`` filter: the API server selects (watching.configure), so every event
     # kopf receives is one of ours; an event that is not is logged, never reconciled.
     @kopf.on.event("batch", "v1", "jobs", registry=registry, id="dbmigrate-job")
-    async def on_job(labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
-        await _owned_event(controller, "job", labels, name, namespace)
+    async def on_job(type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        await _owned_event(controller, Kind.JOB, type, body, name, namespace)
 
     @kopf.on.event("", "v1", "pods", registry=registry, id="dbmigrate-pod")
-    async def on_pod(labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
-        await _owned_event(controller, "pod", labels, name, namespace)
+    async def on_pod(type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        await _owned_event(controller, Kind.POD, type, body, name, namespace)
 
     return controller
 

@@ -108,17 +108,17 @@ class Kube:
         )
         return list(_json(resp).get("items") or [])
 
-    def create_job(self, namespace: str, manifest: dict[str, Any]) -> bool:
-        """Create-if-absent: False when it already exists (409), which is just as good."""
+    def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create-if-absent: the Job as stored, or None when it already exists (409: just as good)."""
         try:
-            self.batch.create_namespaced_job(
+            resp = self.batch.create_namespaced_job(
                 namespace, cast(Any, manifest), _preload_content=False, _request_timeout=TIMEOUT
             )
         except ApiException as exc:
             if exc.status == 409:
-                return False
+                return None
             raise
-        return True
+        return _json(resp)
 
     def delete_job(self, namespace: str, name: str, uid: str) -> bool:
         """Delete the Job the decision was made about, and only that one (its ``uid``).
@@ -140,16 +140,19 @@ class Kube:
             raise
         return True
 
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], resource_version: str) -> bool:
+    def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str
+    ) -> dict[str, Any] | None:
         """JSON merge patch of the status subresource, valid only on the version it was decided from.
 
         The patch names ``metadata.resourceVersion``: when anyone wrote the object since it was read,
         the API server answers 409 and this raises :class:`StaleObject` (re-read and decide again,
-        never overwrite). Returns False when the object is gone.
+        never overwrite). Returns the object as written (the controller's view takes it), or None
+        when the object is gone.
         """
         body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            resp = self.custom.patch_namespaced_custom_object_status(
                 c.GROUP,
                 c.VERSION,
                 namespace,
@@ -162,10 +165,10 @@ class Kube:
             )
         except ApiException as exc:
             if exc.status == 404:
-                return False
+                return None
             if exc.status == 409:
                 raise StaleObject(
                     f"{c.PLURAL}/{name} in {namespace} changed since resourceVersion {resource_version}"
                 ) from None
             raise
-        return True
+        return _json(resp)

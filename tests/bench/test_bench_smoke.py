@@ -218,3 +218,22 @@ def test_load_figures_run_at_tiny_sizes(tmp_path: Path) -> None:
     text = doc.read_text()
     for f in figures:
         assert f"<!-- bench:{f}:begin -->\n_Recorded" in text
+
+
+def test_the_previous_design_is_switched_back_in_the_bench_s_process_only() -> None:
+    """bench.legacy_operator (figure 6's same-run comparison) changes nothing unless installed."""
+    check = (
+        "from dbmigrate_operator import handlers\n"
+        "from dbmigrate_operator.gating import release\n"
+        "now = lambda: (handlers.Controller._observe, handlers.PROGRESS_WRITE_SECONDS, release.fingerprint)\n"
+        "shipped = now()\n"
+        "import bench.legacy_operator as legacy\n"
+        "assert now() == shipped\n"
+        "legacy.install()\n"
+        "assert handlers.Controller._observe is not shipped[0]\n"
+        "assert handlers.PROGRESS_WRITE_SECONDS == 0\n"
+        "running = {'metadata': {'name': 'x', 'generation': 1}, 'status': {'phase': 'Running'}}\n"
+        "assert release.worth_a_pass(running) and release.fingerprint(running) != release.fingerprint(\n"
+        "    {**running, 'status': {'phase': 'Pending'}})\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=Path(__file__).parents[2])

@@ -35,6 +35,7 @@ class FakeApi:
         self.events: list[dict[str, Any]] = []
         self.patches: list[tuple[str, list[dict[str, Any]]]] = []
         self.before_patch: list[Any] = []  # callables run before the next patch (simulated races)
+        self.lists = 0  # listings of waiting pods (each one an API request)
 
     def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
         return copy.deepcopy(self.migration)
@@ -42,6 +43,7 @@ class FakeApi:
     def list_waiting_pods(
         self, namespace: str | None, migration: str | None, *, cached: bool = False
     ) -> list[dict[str, Any]]:
+        self.lists += 1
         return [copy.deepcopy(p) for p in self.pods.values()]  # ignores selectors, like kmock
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -126,11 +128,30 @@ async def test_a_migration_event_with_unchanged_inputs_is_skipped() -> None:
     api = FakeApi([make_pod("web-1", gates=(SCHEDULING_GATE,))], migration_body(ready=False))
     releaser = Releaser(api)
     body = migration_body(ready=False)
+    body["status"]["phase"] = "Failed"
+    body["status"]["conditions"].append({"type": "Stalled", "status": "True", "reason": "MigrationFailed"})
     await releaser.on_migration_event("shop", "shop-db", body)
+    assert [e["reason"] for e in about(api, "Pod")] == ["MigrationFailed"]  # a failure is said at once
     api.pods["web-1"]["metadata"]["uid"] = "another"  # would be announced again if a pass ran
     await releaser.on_migration_event("shop", "shop-db", copy.deepcopy(body))
     assert len(api.events) == 1
     await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True))
+    assert gates_of(api.pods["web-1"]) == []
+
+
+async def test_a_run_under_way_or_a_deleted_migration_costs_no_pod_listing() -> None:
+    """Nothing can be released then: the pods stay held, and the sweep refreshes their Events."""
+    api = FakeApi([make_pod("web-1", gates=(SCHEDULING_GATE,))], migration_body(ready=False))
+    releaser = Releaser(api)
+    pending = migration_body(ready=False)
+    running = copy.deepcopy(pending)
+    running["status"]["phase"] = "Running"
+    for body in (pending, running, None):
+        await releaser.on_migration_event("shop", "shop-db", body)
+    assert api.lists == 0
+    assert api.events == []
+    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True))
+    assert api.lists == 1
     assert gates_of(api.pods["web-1"]) == []
 
 

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
+import pytest
 
+from dbmigrate_operator import handlers
 from dbmigrate_operator.constants import SCHEDULING_GATE
 from dbmigrate_operator.gating.release import Releaser
 from dbmigrate_operator.handlers import Controller
+from dbmigrate_operator.kube import StaleObject
 from dbmigrate_operator.reconcile import CreateJob, decide
 from dbmigrate_operator.settings import Settings
 from tests.gating.harness import make_pod, migration_body
@@ -67,13 +69,13 @@ class FakeKube:
     def list_pods(self, namespace: str, migration: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.pods)
 
-    def create_job(self, namespace: str, manifest: dict[str, Any]) -> bool:
+    def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
         name = manifest["metadata"]["name"]
         if name in self.jobs:
-            return False
+            return None
         self.writes.append(("create", name))
         self.jobs[name] = admit(manifest, T0 + timedelta(hours=1), uid=f"uid-{len(self.writes)}")
-        return True
+        return copy.deepcopy(self.jobs[name])
 
     def delete_job(self, namespace: str, name: str, uid: str | None = None) -> bool:
         job = self.jobs.get(name)
@@ -85,20 +87,23 @@ class FakeKube:
 
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
-    ) -> bool:
+    ) -> dict[str, Any] | None:
         if self.before_write is not None:
             self.before_write()
         if resource_version is not None and resource_version != self.cr["metadata"]["resourceVersion"]:
-            raise ApiException(status=409, reason="Conflict")
+            raise StaleObject("409 Conflict")  # what kube.Kube makes of the API server's 409
         self.writes.append(("status", name))
         self.cr["status"] = merge(self.cr.get("status") or {}, patch)
         self.bump()
-        return True
+        return copy.deepcopy(self.cr)
 
 
 def controller_on(kube: FakeKube) -> Controller:
+    """A controller whose view has not seen this CR yet (as after a takeover): its first pass reads
+    the FakeKube; later passes decide from the view, updated by its own writes' answers."""
     controller = Controller(S)
     controller.kube = kube  # type: ignore[assignment]
+    controller.mark_unsure("shop", "shop-db")
     return controller
 
 
@@ -135,8 +140,11 @@ async def test_a_delete_never_hits_a_namesake_created_after_the_decision() -> No
     assert ("delete", stale) not in kube.writes
 
 
-async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_ready_back() -> None:
+async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_ready_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """This replica read a running Job; before its write, another one recorded the finished run."""
+    monkeypatch.setattr(handlers, "PROGRESS_WRITE_SECONDS", 0.05)  # Running is progress: held that long
     cr = make_cr()
     job = first_job(cr)
     cr = apply(cr, decide(cr, [], [], T0, S))  # Pending, JobCreated
@@ -154,10 +162,15 @@ async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_
         kube.before_write = None
 
     kube.before_write = other_replica_recorded_the_result
-    await controller_on(kube).reconcile("shop", "shop-db")
+    controller = controller_on(kube)
+    await controller.reconcile("shop", "shop-db")
+    await asyncio.sleep(0.3)
+    assert kube.before_write is None, "the write was never tried"
     trues = [(x["type"], x["reason"]) for x in kube.cr["status"]["conditions"] if x["status"] == "True"]
     assert trues == [("Ready", "Applied")]
     assert kube.cr["status"]["phase"] == "Succeeded"
+    controller.kube = None
+    await controller.stop()
 
 
 class Switch:

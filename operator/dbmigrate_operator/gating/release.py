@@ -1,7 +1,10 @@
 """Removing our scheduling gate from pods once their requirement is met, and saying why they wait.
 
 Three triggers run the same pass (`Releaser.reconcile` for one DatabaseMigration):
-- every event of a DatabaseMigration (its status changed, it appeared, it was deleted);
+- an event of a DatabaseMigration that can release a pod or tells of a failure: it became Ready, its
+  applied versions changed (a pinned pod may be met), or its run failed (a Warning to say at once).
+  Progress of a run that releases nothing (Pending, Running...) costs no pod listing: the sweep
+  refreshes what the held pods' Events say;
 - a nudge shortly after the webhook gated a pod, which closes the race where the migration became
   Ready between the webhook's read and the pod being stored (and announces the wait promptly);
 - a periodic sweep over every gated pod in the cluster, so a missed event or a failed patch never
@@ -32,7 +35,7 @@ from dbmigrate_operator.constants import GROUP, PLURAL, SCHEDULING_GATE, VERSION
 from dbmigrate_operator.gating import events
 from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
 from dbmigrate_operator.gating.patches import remove_gate_patch
-from dbmigrate_operator.gating.requirement import Verdict, evaluate, has_gate, requirement_of
+from dbmigrate_operator.gating.requirement import Requirement, Verdict, evaluate, has_gate, requirement_of
 from dbmigrate_operator.gating.state import runtime_of
 
 logger = logging.getLogger(__name__)
@@ -83,31 +86,46 @@ def group_by_migration(pods: list[dict[str, Any]]) -> dict[MigrationKey, list[di
     return groups
 
 
-def fingerprint(migration: Mapping[str, Any] | None) -> str:
-    """A digest of everything in a DatabaseMigration that can change a verdict.
+def _label_verdict(migration: Mapping[str, Any]) -> Verdict:
+    """The verdict for a pod that waits for this DatabaseMigration without a version pin."""
+    return evaluate(
+        Requirement(migration=str((migration.get("metadata") or {}).get("name") or "")), migration
+    )
 
-    Status patches that change nothing relevant (timestamps, messages of a run in progress) then
-    do not cost a pod listing each.
+
+def fingerprint(migration: Mapping[str, Any] | None) -> str:
+    """A digest of what in a DatabaseMigration can release a pod or tell of a failure.
+
+    Status patches of a run in progress (phase, reasons, timestamps, messages) change nothing here, so
+    they do not cost a pod listing each.
     """
     if migration is None:
         return "absent"
     status = migration.get("status") or {}
+    verdict = _label_verdict(migration)
     relevant = {
-        "generation": (migration.get("metadata") or {}).get("generation"),
-        "observedGeneration": status.get("observedGeneration"),
-        "phase": status.get("phase"),
-        "conditions": [
-            {k: c.get(k) for k in ("type", "status", "observedGeneration", "reason")}
-            for c in status.get("conditions") or []
-            if isinstance(c, Mapping) and c.get("type") in ("Ready", "Stalled")
-        ],
+        "label": verdict.reason if verdict.reason in ("MigrationReady", "MigrationFailed") else "waiting",
+        "failure": verdict.message if verdict.reason == "MigrationFailed" else None,
         "appliedVersions": status.get("appliedVersions"),
         "appliedCount": status.get("appliedCount"),
         "ancestry": status.get("ancestry"),  # Alembic pins are checked against it
         "currentVersion": status.get("currentVersion"),
-        "lastRun": (status.get("lastRun") or {}).get("message"),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def worth_a_pass(migration: Mapping[str, Any] | None) -> bool:
+    """Can a pass over this DatabaseMigration's held pods release one or say a failure?
+
+    No when it is absent or a run is under way with nothing applied: its pods stay held either way,
+    what they wait for was said when they were gated (the webhook's nudge), and the sweep says more.
+    """
+    if migration is None:
+        return False
+    status = migration.get("status") or {}
+    return _label_verdict(migration).reason in ("MigrationReady", "MigrationFailed") or bool(
+        status.get("appliedVersions") or status.get("currentVersion") or status.get("ancestry")
+    )
 
 
 def owner_message(verdict: Verdict) -> str:
@@ -173,6 +191,12 @@ class Releaser:
         if not self.active():
             return  # not remembered: the first pass once active sees it (and the sweep does)
         if self._fingerprints.get(key) == digest:
+            return
+        if not worth_a_pass(migration):
+            if migration is None:
+                self._fingerprints.pop(key, None)
+            else:
+                self._fingerprints[key] = digest
             return
         clean = await self.reconcile(namespace, name, migration)
         if migration is None:
