@@ -115,14 +115,14 @@ def secret(namespace: str, name: str, url: str) -> dict[str, Any]:
 
 
 def example_migration(
-    namespace: str, *, manifest: Path = EXAMPLE_MIGRATION, image: str = "shop", **spec: Any
+    namespace: str, *, manifest: Path = EXAMPLE_MIGRATION, built: str = "shop", **spec: Any
 ) -> dict[str, Any]:
     """An example DatabaseMigration (examples/databasemigration.yaml by default) in `namespace`,
-    running our built image `image` (a key of images.REFS)."""
+    running our built image `built` (a key of images.REFS) unless `spec` names another image."""
     docs = yaml.safe_load_all(manifest.read_text())
     cr: dict[str, Any] = next(d for d in docs if d and d["kind"] == "DatabaseMigration")
     cr["metadata"]["namespace"] = namespace
-    cr["spec"]["image"] = images.REFS[image]
+    cr["spec"]["image"] = images.REFS[built]
     cr["spec"].update(spec)
     return cr
 

@@ -194,7 +194,7 @@ def test_alembic_adopts_an_existing_schema_and_gates_on_revisions(
         _pinned_pod(ns, "on-unknown", name, f"{c.ALEMBIC_APP}:ffffffffffff"),
     )
     cr = realstack.example_migration(
-        ns, manifest=realstack.EXAMPLE_ALEMBIC, image="alembic-shop", baseline=FIRST_REVISION
+        ns, manifest=realstack.EXAMPLE_ALEMBIC, built="alembic-shop", baseline=FIRST_REVISION
     )
     _deploy_cr(real_cluster, cr, name, realstack.pod_database_url(node_pg, database))
 

@@ -16,7 +16,7 @@ from dbmigrate_runner.report import Outcome
 from dbmigrate_runner.sqlplan import SqlPlan, from_dict
 from localcluster.postgres import PostgresServer, lock_held_elsewhere
 from tests.runner.conftest import SHOP, SHOP_VERSIONS, Result, Runner
-from tests.runner.test_alembic import ALEMBIC_SHOP, BASE, BIO, MERGE, ORDERS
+from tests.runner.test_alembic import ALEMBIC_SHOP, BASE, BIO, CASCADE, MERGE, ORDERS
 
 pytestmark = pytest.mark.postgres
 
@@ -296,7 +296,7 @@ def alembic_sql(runner: Runner, ini: str, revisions: str) -> str:
 def test_alembic_plan_matches_offline_sql(alembic_shop: Runner, ini: str, table: str) -> None:
     result = alembic_shop("plan", "--config", ini)
     plan = plan_of(result)
-    assert sorted(plan.pending) == sorted(f"alembic:{r}" for r in (BASE, ORDERS, BIO, MERGE))
+    assert sorted(plan.pending) == sorted(f"alembic:{r}" for r in (BASE, ORDERS, CASCADE, BIO, MERGE))
     assert plan.target == f"alembic:{MERGE}"
     ours = [s for step in plan.steps for s in step.statements]
     assert normalized(ours) == statements_of(alembic_sql(alembic_shop, ini, "head"), table)
@@ -304,7 +304,7 @@ def test_alembic_plan_matches_offline_sql(alembic_shop: Runner, ini: str, table:
 
     assert alembic_shop("upgrade", "--config", ini, "--target", ORDERS).rc == 0
     rest = plan_of(alembic_shop("plan", "--config", ini))
-    assert sorted(rest.pending) == sorted(f"alembic:{r}" for r in (BIO, MERGE))
+    assert sorted(rest.pending) == sorted(f"alembic:{r}" for r in (CASCADE, BIO, MERGE))
     ours = [s for step in rest.steps for s in step.statements]
     assert normalized(ours) == statements_of(alembic_sql(alembic_shop, ini, f"{ORDERS}:head"), table)
 
