@@ -87,15 +87,18 @@ def test_raw_api_calls_behave_like_the_generated_ones(cluster: Any, namespace: s
     from dbmigrate_operator.rawapi import RawApi
 
     api = RawApi(cluster.api_client())
-    for name, labels in (("a", {"x": "1"}), ("b", {"x": "2"})):
+    # label values unique to this namespace: pods of an earlier run may linger in a terminating one
+    for name, labels in (("a", {"x": namespace}), ("b", {"y": namespace})):
         pod = {
             "metadata": {"name": name, "labels": labels},
             "spec": {"containers": [{"name": "c", "image": "i"}]},
         }
         api.request("POST", "/api/v1/namespaces/{namespace}/pods", {"namespace": namespace}, body=pod)
-    listed = json.loads(api.list_namespaced_pod(namespace, label_selector="x=1", resource_version="0").data)
+    listed = json.loads(
+        api.list_namespaced_pod(namespace, label_selector=f"x={namespace}", resource_version="0").data
+    )
     assert [p["metadata"]["name"] for p in listed["items"]] == ["a"]
-    everywhere = json.loads(api.list_pod_for_all_namespaces(label_selector="x=2").data)
+    everywhere = json.loads(api.list_pod_for_all_namespaces(label_selector=f"y={namespace}").data)
     assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in everywhere["items"]] == [
         (namespace, "b")
     ]
@@ -128,7 +131,7 @@ def test_raw_api_calls_behave_like_the_generated_ones(cluster: Any, namespace: s
     )
     events = json.loads(
         api.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.uid={pod_a['metadata']['uid']}"
+            namespace, field_selector=f"involvedObject.uid={pod_a['metadata']['uid']},reason=Testing"
         ).data
     )
     assert [(e["reason"], e["message"]) for e in events["items"]] == [("Testing", "hello")]
