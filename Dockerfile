@@ -35,9 +35,12 @@ LABEL org.opencontainers.image.title="dbmigrate-operator" \
       org.opencontainers.image.description="Kubernetes operator for Tortoise ORM database migrations" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /opt/venv /opt/venv
+# MALLOC_ARENA_MAX=2: glibc would give each thread of the operator's pool (asyncio.to_thread) an
+# arena of its own, each keeping what it once held (docs/benchmarks.md, figure 7).
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     HOME=/tmp
 WORKDIR /tmp
 USER 65532:65532

@@ -462,6 +462,8 @@ def _launch(
         "DBMIGRATE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health_port}/healthz",
         "DBMIGRATE_VERBOSE": "true" if verbose else "false",
         "DBMIGRATE_LOG_FORMAT": "plain",
+        # as the image and the chart set it (docs/benchmarks.md, figure 7); overridable for comparisons
+        "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
     }
     env.pop("DBMIGRATE_NAMESPACES", None)
     with log.open("ab") as out:

@@ -27,6 +27,7 @@ environment:
   DBMIGRATE_LEASE_SECONDS       leaseDurationSeconds: a killed active replica is replaced after it (15)
   DBMIGRATE_LIVENESS_ENDPOINT   kopf liveness URL (default http://0.0.0.0:8080/healthz; empty: off)
   DBMIGRATE_METRICS_PORT        Prometheus /metrics port (default 8000; 0: off)
+  DBMIGRATE_MALLOC_TRIM_SECONDS return freed memory to the OS this often (default 30; 0: never)
   DBMIGRATE_LOG_FORMAT          plain | full | json (default full)
   DBMIGRATE_VERBOSE             true: debug logging
   pod gating (webhook) settings: see docs
@@ -64,9 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Importing registers the handlers in kopf's default registry.
     import dbmigrate_operator.gating
     import dbmigrate_operator.handlers  # noqa: F401
-    from dbmigrate_operator import metrics
+    from dbmigrate_operator import memory, metrics
 
     metrics.serve(settings.metrics_port)
+    memory.start_trimming(settings.malloc_trim_seconds)
     kopf.run(**kopf_run_kwargs(settings))
 
 

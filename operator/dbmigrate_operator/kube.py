@@ -16,6 +16,7 @@ import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.rawapi import RawApi
 
 TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
@@ -58,9 +59,8 @@ def _json(response: Any) -> dict[str, Any]:
 class Kube:
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self.api_client = api_client
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self.batch = kubernetes.client.BatchV1Api(api_client)
-        self.core = kubernetes.client.CoreV1Api(api_client)
+        # Not the generated API classes: see rawapi (they cost ~80 MiB of RSS for nothing here).
+        self.custom = self.batch = self.core = RawApi(api_client)
 
     def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -127,9 +127,7 @@ class Kube:
         refuses the delete (409, precondition failed) and it is left alone. Background propagation:
         the Job goes at once, its Pods right after. False when it was gone or is not ours any more.
         """
-        options = kubernetes.client.V1DeleteOptions(
-            propagation_policy="Background", preconditions=kubernetes.client.V1Preconditions(uid=uid)
-        )
+        options = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
         try:
             self.batch.delete_namespaced_job(
                 name, namespace, body=options, _preload_content=False, _request_timeout=TIMEOUT

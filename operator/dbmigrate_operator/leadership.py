@@ -29,6 +29,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator.kube import TIMEOUT
+from dbmigrate_operator.rawapi import RawApi
 
 logger = logging.getLogger("dbmigrate_operator")
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -143,7 +144,7 @@ class LeaseElector:
         config: LeaseConfig,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.api = kubernetes.client.CoordinationV1Api(api_client)
+        self.api = RawApi(api_client)  # not CoordinationV1Api: see rawapi (memory)
         self.config = config
         self.clock = clock
         self._renewed_at: float | None = None  # when the last successful acquire/renew began

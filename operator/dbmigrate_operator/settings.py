@@ -55,6 +55,8 @@ class Settings:
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     # Prometheus metrics (/metrics) on a port of their own; 0 disables them.
     metrics_port: int = 8000
+    # glibc's malloc_trim(0) this often, to hand freed heap pages back (see memory.py); 0: never.
+    malloc_trim_seconds: float = 30.0
     log_format: str = "full"  # kopf's: plain | full | json
     verbose: bool = False
     # Used when a CR leaves spec.historyLimit / spec.job.* unset (the CRD defaults them too).
@@ -100,6 +102,7 @@ class Settings:
             lease_seconds=_number(env, "DBMIGRATE_LEASE_SECONDS", cls.lease_seconds, 3),
             liveness_endpoint=cls.liveness_endpoint if liveness is None else (liveness.strip() or None),
             metrics_port=_port(env, "DBMIGRATE_METRICS_PORT", cls.metrics_port),
+            malloc_trim_seconds=_number(env, "DBMIGRATE_MALLOC_TRIM_SECONDS", cls.malloc_trim_seconds, 0),
             log_format=(env.get("DBMIGRATE_LOG_FORMAT", "").strip().lower() or cls.log_format),
             verbose=_bool(env.get("DBMIGRATE_VERBOSE"), False),
             unschedulable_grace_seconds=_number(

@@ -198,3 +198,9 @@ def test_operator_image_exposes_the_ports_it_serves() -> None:
     ports = [int(p.split("/")[0]) for p in expose[0].value.split()]
     liveness = int((Settings().liveness_endpoint or "").rsplit(":", 1)[1].split("/")[0])
     assert sorted(ports) == sorted({liveness, WebhookSettings().port, Settings().metrics_port})
+
+
+def test_operator_image_limits_malloc_arenas() -> None:
+    """The operator's thread pool must not cost one glibc arena per thread (docs/benchmarks.md, fig. 7)."""
+    df = load(OPERATOR_DOCKERFILE)
+    assert _stage_env(df, len(df.stages) - 1).get("MALLOC_ARENA_MAX") == "2"

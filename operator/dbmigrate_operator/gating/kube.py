@@ -16,6 +16,7 @@ import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator.constants import GROUP, PLURAL, VERSION, WAIT_FOR_LABEL
+from dbmigrate_operator.rawapi import RawApi
 
 JSON_PATCH = "application/json-patch+json"
 
@@ -77,9 +78,8 @@ class KubeApi:
     """`GatingApi` over an ApiClient; raw JSON responses (`_preload_content=False`) keep it cheap."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.apps = kubernetes.client.AppsV1Api(api_client)
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        # Not the generated API classes: see dbmigrate_operator.rawapi (memory).
+        self.core = self.apps = self.custom = RawApi(api_client)
 
     def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
         try:
@@ -140,7 +140,6 @@ class KubeApi:
             raise
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
-        body = kubernetes.client.CoreV1Event.from_dict(event)
-        if body is None:
+        if not event:
             raise ValueError("empty Event")
-        self.core.create_namespaced_event(namespace, body, _preload_content=False)
+        self.core.create_namespaced_event(namespace, event, _preload_content=False)

@@ -23,6 +23,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator.gating import tls, webhook_config
+from dbmigrate_operator.rawapi import RawApi
 
 logger = logging.getLogger(__name__)
 
@@ -136,10 +137,10 @@ def local_configuration(settings: WebhookSettings, ca_bundle: bytes) -> dict[str
 
 def register(api_client: kubernetes.client.ApiClient, configuration: dict[str, Any]) -> None:
     """Create or replace a MutatingWebhookConfiguration (blocking)."""
-    api = kubernetes.client.AdmissionregistrationV1Api(api_client)
+    api = RawApi(api_client)  # not AdmissionregistrationV1Api: see rawapi (memory)
     name = configuration["metadata"]["name"]
     try:
-        api.create_mutating_webhook_configuration(_webhook_model(configuration), _preload_content=False)
+        api.create_mutating_webhook_configuration(configuration, _preload_content=False)
     except ApiException as e:
         if e.status != 409:
             raise
@@ -147,20 +148,13 @@ def register(api_client: kubernetes.client.ApiClient, configuration: dict[str, A
         current = json.loads(response.data)
         replacement = copy.deepcopy(configuration)
         replacement["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        api.replace_mutating_webhook_configuration(name, _webhook_model(replacement), _preload_content=False)
+        api.replace_mutating_webhook_configuration(name, replacement, _preload_content=False)
     logger.info(f"Registered MutatingWebhookConfiguration {name}.")
-
-
-def _webhook_model(configuration: dict[str, Any]) -> kubernetes.client.V1MutatingWebhookConfiguration:
-    model = kubernetes.client.V1MutatingWebhookConfiguration.from_dict(configuration)
-    if model is None:
-        raise ValueError("empty webhook configuration")
-    return model
 
 
 def unregister(api_client: kubernetes.client.ApiClient, name: str) -> None:
     """Delete a MutatingWebhookConfiguration if present (blocking)."""
-    api = kubernetes.client.AdmissionregistrationV1Api(api_client)
+    api = RawApi(api_client)  # not AdmissionregistrationV1Api: see rawapi (memory)
     try:
         api.delete_mutating_webhook_configuration(name, _preload_content=False)
     except ApiException as e:
