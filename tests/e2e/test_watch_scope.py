@@ -50,7 +50,11 @@ def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         op.stop()
 
 
-def apply_migration(cluster: Cluster, namespace: str, name: str) -> None:
+def apply_migration(
+    cluster: Cluster, namespace: str, name: str, image: str = IMAGE, versions: tuple[str, ...] = (V1,)
+) -> None:
+    """A Secret and a DatabaseMigration whose stand-in runner (stack.map_fake_runner on `image`)
+    reports `versions` applied."""
     cluster.kubectl(
         "create",
         "secret",
@@ -60,9 +64,9 @@ def apply_migration(cluster: Cluster, namespace: str, name: str) -> None:
         namespace,
         "--from-literal=url=postgres://u:p@db.invalid/x",
     )
-    cr = make_cr(name, namespace, image=IMAGE)
+    cr = make_cr(name, namespace, image=image)
     del cr["metadata"]["uid"], cr["metadata"]["generation"]
-    cr["spec"]["job"] = {"env": [{"name": "FAKE_REPORT", "value": success_report([V1])}]}
+    cr["spec"]["job"] = {"env": [{"name": "FAKE_REPORT", "value": success_report(list(versions))}]}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(cr))
 
 

@@ -8,7 +8,6 @@ the operator's watches are cluster-wide (not in it) and its Lease lives in its o
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 
 from localcluster import Cluster, stack
 from localcluster.stack import OperatorProcess
-from tests.operator.builders import make_cr, success_report
+from tests.e2e.test_watch_scope import apply_migration
 from tests.operator.scenarios import V1, V2
 
 pytestmark = [
@@ -88,22 +87,6 @@ def quiet(
     raise TimeoutError(f"the operator kept sending requests about {namespace}: {seen}")
 
 
-def apply_migration(cluster: Cluster, namespace: str, name: str) -> None:
-    cluster.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "shop-db",
-        "-n",
-        namespace,
-        "--from-literal=url=postgres://u:p@db.invalid/x",
-    )
-    cr = make_cr(name, namespace, image=IMAGE)
-    del cr["metadata"]["uid"], cr["metadata"]["generation"]
-    cr["spec"]["job"] = {"env": [{"name": "FAKE_REPORT", "value": success_report([V1, V2])}]}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(cr))
-
-
 def job_closed(cluster: Cluster, namespace: str, name: str) -> bool:
     jobs: list[dict[str, Any]] = stack.jobs_of(cluster, namespace, name)
     return bool(jobs) and all(
@@ -118,7 +101,7 @@ def job_closed(cluster: Cluster, namespace: str, name: str) -> bool:
 def test_a_whole_lifecycle_costs_at_most_8_requests_and_a_resync_of_it_none(
     cluster: Cluster, namespace: str, running: Running
 ) -> None:
-    apply_migration(cluster, namespace, "shop-db")
+    apply_migration(cluster, namespace, "shop-db", IMAGE, (V1, V2))
     stack.wait_for(
         lambda: stack.true_condition(cluster, namespace, "shop-db") == ("Ready", "Applied"), 120, "Applied"
     )

@@ -8,17 +8,7 @@ from pathlib import Path
 import pytest
 
 from dbmigrate_runner.tools.alembic_scan import oldest_first, scan
-
-REPO = Path(__file__).resolve().parents[2]
-ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
-# create users; add orders, then their FK ON DELETE CASCADE; add user bio (a branch); the merge
-BASE, ORDERS, CASCADE, BIO, MERGE = (
-    "a1b2c3d4e5f6",
-    "b7e1f0c2a9d3",
-    "9a2d1282dd17",
-    "c4d5e6f7a8b9",
-    "d0e1f2a3b4c5",
-)
+from tests.runner.test_alembic import ALEMBIC_SHOP, BASE, BIO, CASCADE, MERGE, ORDERS
 
 
 @pytest.fixture
