@@ -133,24 +133,33 @@ class TortoiseTool:
             raise ConfigError(f"cannot plan the migration: {exc}") from exc
         return list(steps), applied
 
-    async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
+    async def _promised_steps(self, executor: Any, plan: Plan) -> tuple[list[Any], set[Any]] | None:
+        """The forward steps that apply what ``plan`` promised of ``executor``'s apps (None: nothing).
+
+        Every promised version is a target of its own: "__latest__" means the app's leaf nodes, and a
+        migration another app depends on is no leaf, so it would be silently skipped.
+        """
         from tortoise.migrations.executor import MigrationTarget
+
+        promised = _promised(plan, executor.loader.apps_config)
+        if not promised:
+            return None
+        targets = [MigrationTarget(app_label=app, name=name) for app, name in promised]
+        steps, applied = await self._steps(executor, targets)
+        if any(step.backward for step in steps):
+            raise DowngradeRefused("the plan would roll back applied migrations; upgrade never rolls back")
+        _check_covers(steps, promised)
+        return steps, applied
+
+    async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
         from tortoise.migrations.graph import MigrationKey
         from tortoise.transactions import in_transaction
 
         for executor in self.executors:
-            promised = _promised(plan, executor.loader.apps_config)
-            if not promised:
+            found = await self._promised_steps(executor, plan)
+            if found is None:
                 continue
-            # Every promised version is a target of its own: "__latest__" means the app's leaf nodes,
-            # and a migration another app depends on is no leaf, so it would be silently skipped.
-            targets = [MigrationTarget(app_label=app, name=name) for app, name in promised]
-            steps, applied = await self._steps(executor, targets)
-            if any(step.backward for step in steps):
-                raise DowngradeRefused(
-                    "the plan would roll back applied migrations; upgrade never rolls back"
-                )
-            _check_covers(steps, promised)
+            steps, applied = found
             state = None
             for step in steps:
                 migration = step.migration
@@ -210,22 +219,15 @@ class TortoiseTool:
         """The steps the upgrade would take (same graph plan), each one's SQL collected by the schema
         editor exactly as ``tortoise sqlmigrate`` does; operations that do not reduce to SQL
         (``RunPython``) are marked."""
-        from tortoise.migrations.executor import MigrationTarget
 
         from dbmigrate_runner.destructive import split_statements
 
         steps: list[Step] = []
         for executor in self.executors:
-            promised = _promised(plan, executor.loader.apps_config)
-            if not promised:
+            found = await self._promised_steps(executor, plan)
+            if found is None:
                 continue
-            targets = [MigrationTarget(app_label=app, name=name) for app, name in promised]
-            graph_steps, _ = await self._steps(executor, targets)
-            if any(step.backward for step in graph_steps):
-                raise DowngradeRefused(
-                    "the plan would roll back applied migrations; upgrade never rolls back"
-                )
-            _check_covers(graph_steps, promised)
+            graph_steps, _ = found
             for graph_step in graph_steps:
                 migration = graph_step.migration
                 step = Step(f"{migration.app_label}:{migration.name}")
