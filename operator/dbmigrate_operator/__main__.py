@@ -21,6 +21,7 @@ ENVIRONMENT = """\
 environment:
   DBMIGRATE_NAMESPACES          namespaces to watch, comma-separated (default: the whole cluster)
   DBMIGRATE_RESYNC_SECONDS      re-check every DatabaseMigration this often (default 300)
+  DBMIGRATE_WORKERS             reconcile passes run at once (default 4)
   DBMIGRATE_STANDALONE          true (default): one replica; false: replicas elect the active one (Lease)
   DBMIGRATE_LEASE_NAME          the coordination.k8s.io Lease (default dbmigrate-operator)
   DBMIGRATE_OPERATOR_NAMESPACE  the Lease's namespace (default: the ServiceAccount's)

@@ -1,7 +1,8 @@
 """kopf wiring: any event about a DatabaseMigration, its Jobs or their Pods → reconcile that one CR.
 
-Thin on purpose: take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's
-watches through index handlers); ask :func:`reconcile.decide`; carry out the plan. The API is read
+Thin on purpose: an event only puts its CR's key in the work queue (:mod:`workqueue`); a few workers
+take keys out, take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's
+watches through index handlers), ask :func:`reconcile.decide` and carry out the plan. The API is read
 only when the view cannot be trusted for a CR: its first pass after a (re)listing, after a takeover,
 and after a status write refused as stale (see :meth:`Controller._observe`).
 No kopf change-detecting handlers (no progress annotations) and no per-object timers (they would
@@ -20,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import kubernetes.client
@@ -29,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator import metrics, watching
+from dbmigrate_operator.gating.events import build_event, ref_of
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
 from dbmigrate_operator.reconcile import (
     CreateJob,
@@ -42,6 +44,7 @@ from dbmigrate_operator.reconcile import (
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 from dbmigrate_operator.view import Key, Kind, View
+from dbmigrate_operator.workqueue import WorkQueue
 
 logger = logging.getLogger("dbmigrate_operator")
 STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
@@ -71,8 +74,13 @@ class Controller:
         self.kube: Kube | None = None
         self.known: set[tuple[str, str]] = set()
         self.view = View()
+        self.queue: WorkQueue[Key] = WorkQueue()
         # CRs whose view may lag what another writer recorded: their next pass reads the API once.
         self._unsure: set[Key] = set()
+        # A watch (re)listed (monotonic time of its latest listing event): deletions made while it
+        # was down bring no event, so every CR's view is doubted until a pass has read the API since.
+        self._listed_at = float("-inf")
+        self._read_at: dict[Key, float] = {}  # when each CR's state was last read from the API
         self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
         # FailedCreate Events read for a Job without a Pod, by Job uid: (monotonic time read, events)
         self._events_read: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -81,7 +89,6 @@ class Controller:
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
-        self._recheck_tasks: set[asyncio.Task[None]] = set()
 
     def active(self) -> bool:
         return (self.leadership or lead.current()).is_active()
@@ -96,9 +103,17 @@ class Controller:
             await self._elect(api_client)
         takeovers = (self.leadership or lead.current()).subscribe()
         loop = asyncio.get_running_loop()
-        self._tasks = [
+        self._tasks += [
             loop.create_task(self._resync_forever(), name="dbmigrate-resync"),
             loop.create_task(self._takeovers(takeovers), name="dbmigrate-takeovers"),
+        ]
+        self.start_workers()
+
+    def start_workers(self) -> None:
+        """The ``settings.workers`` tasks that take keys out of the queue (``stop()`` ends them)."""
+        loop = asyncio.get_running_loop()
+        self._tasks += [
+            loop.create_task(self._work(), name=f"dbmigrate-worker-{i}") for i in range(self.settings.workers)
         ]
 
     async def _elect(self, api_client: kubernetes.client.ApiClient) -> None:
@@ -116,8 +131,6 @@ class Controller:
     async def stop(self) -> None:
         for handle in self._rechecks.values():
             handle.cancel()
-        for task in list(self._recheck_tasks):
-            task.cancel()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -137,8 +150,8 @@ class Controller:
             # The previous holder wrote statuses this replica's Job and Pod watches may not have caught
             # up with yet: one read from the API per CR, then the view again.
             self._unsure.update(keys)
-            for namespace, name in keys:
-                await self.reconcile(namespace, name)
+            for key in keys:
+                self.enqueue(*key)
 
     async def _resync_forever(self) -> None:
         """The safety net for missed events, one CR at a time, never a burst."""
@@ -151,7 +164,24 @@ class Controller:
             for namespace, name in keys:
                 await asyncio.sleep(pause)
                 if (namespace, name) in self.known:
-                    await self.reconcile(namespace, name)
+                    self.enqueue(namespace, name)
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        """A pass for this CR soon (at most one waiting per CR, however many events ask)."""
+        if not self.active():
+            return  # a standby replica runs no pass; a takeover re-checks every CR
+        self.queue.add((namespace, name))
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    async def _work(self) -> None:
+        """One of ``settings.workers``: passes, one CR at a time, for as long as the operator runs."""
+        while True:
+            key = await self.queue.get()
+            metrics.QUEUE_DEPTH.set(len(self.queue))
+            try:
+                await self.reconcile(*key)
+            finally:
+                self.queue.done(key)
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """Serialised per CR; a burst of events while one pass runs collapses into one more pass."""
@@ -203,8 +233,9 @@ class Controller:
         they are never older than what the status says.
         """
         key = (namespace, name)
-        if key in self._unsure and self.kube is not None:
+        if self.kube is not None and (key in self._unsure or self._read_at.get(key, -1.0) < self._listed_at):
             kube = self.kube
+            self._read_at[key] = time.monotonic()
             cr = await asyncio.to_thread(kube.get_migration, namespace, name)
             jobs, pods = await asyncio.gather(
                 asyncio.to_thread(kube.list_jobs, namespace, name),
@@ -243,7 +274,7 @@ class Controller:
             elif isinstance(action, PatchStatus):
                 cr = await self._patch_status(cr, action.patch, plan.status)
             elif isinstance(action, EmitEvent):
-                self._emit(cr, action.type, action.reason, action.message)
+                await self._emit(cr, action.type, action.reason, action.message)
         if plan.recheck_after is not None:
             self._recheck(namespace, name, plan.recheck_after)
 
@@ -347,9 +378,22 @@ class Controller:
             )
         return written or cr
 
-    def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    async def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event about the CR; one that cannot be posted is logged, never fails the pass.
+
+        Posted by us rather than ``kopf.event``: kopf's poster only works inside the task of the
+        kopf handler that received the event, and passes run in the work queue's workers.
+        """
+        assert self.kube is not None
         self._ensure_active()
-        kopf.event(cast(Any, cr), type=type_, reason=reason, message=message)
+        about = ref_of(cr, api_version=f"{c.GROUP}/{c.VERSION}", kind=c.KIND)
+        event = build_event(about, reason=reason, message=message, warning=type_ == "Warning")
+        try:
+            await asyncio.to_thread(self.kube.create_event, about.namespace, event)
+        except ApiException as exc:
+            logger.warning(
+                "cannot post Event %s migration=%s/%s: %s", reason, about.namespace, about.name, describe(exc)
+            )
 
     def _recheck(self, namespace: str, name: str, delay: float) -> None:
         """Reconcile again after ``delay`` seconds: the end of a grace period brings no watch event."""
@@ -360,9 +404,7 @@ class Controller:
 
         def fire() -> None:
             self._rechecks.pop(key, None)
-            task = loop.create_task(self.reconcile(namespace, name))
-            self._recheck_tasks.add(task)
-            task.add_done_callback(self._recheck_tasks.discard)
+            self.enqueue(namespace, name)
 
         self._rechecks[key] = loop.call_later(delay, fire)
 
@@ -409,20 +451,25 @@ class Controller:
             ),
         }
         await self._patch_status(cr, patch, patch)
-        self._emit(cr, "Warning", Reason.JOB_CREATE_FAILED.value, message)
+        await self._emit(cr, "Warning", Reason.JOB_CREATE_FAILED.value, message)
 
     def mark_unsure(self, namespace: str, name: str) -> None:
         self._unsure.add((namespace, name))
 
-    def remember(self, namespace: str, name: str, *, listed: bool = False) -> None:
-        """A CR's event; ``listed``: it came from a (re)listing, so its first pass reads the API."""
+    def relisted(self) -> None:
+        """An event from a watch's (re)listing: what was deleted while the watch was down brings no
+        event (a CR gone, or every Job and Pod of a CR gone), so each CR's next pass reads the API
+        once. The operator's start is a listing too: every CR's first pass reads the API."""
+        self._listed_at = time.monotonic()
+
+    def remember(self, namespace: str, name: str) -> None:
         self.known.add((namespace, name))
-        if listed:
-            self._unsure.add((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
         self._unsure.discard((namespace, name))
+        self._read_at.pop((namespace, name), None)
+        self.queue.discard((namespace, name))
         self._progress_due.pop((namespace, name), None)
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
@@ -458,7 +505,7 @@ def uid_of(objects: list[dict[str, Any]], name: str) -> str | None:
     return None
 
 
-async def _owned_event(
+def _owned_event(
     controller: Controller,
     kind: Kind,
     type_: str | None,
@@ -470,7 +517,7 @@ async def _owned_event(
 
     The index handler already put the body into the view; a deletion is taken out here (kopf calls
     index handlers for every event but DELETED). An event from a (re)listing (``type`` None) means the
-    watch restarted and deletions may have been missed: the CR's next pass reads the API.
+    watch restarted and deletions may have been missed: every CR's next pass reads the API.
     """
     metrics.watch_event(kind.value)
     labels = (body.get("metadata") or {}).get("labels") or {}
@@ -478,11 +525,11 @@ async def _owned_event(
     logger.debug("watch event %s=%s/%s migration=%s", kind.name.lower(), namespace, name, migration)
     if type_ == "DELETED":
         controller.view.delete(kind, body)
+    if type_ is None:
+        controller.relisted()
     if namespace is None or migration is None:
         return
-    if type_ is None:
-        controller.mark_unsure(namespace, migration)
-    await controller.reconcile(namespace, migration)
+    controller.enqueue(namespace, migration)
 
 
 def register(
@@ -507,17 +554,19 @@ def register(
     # The view's feed. kopf calls index handlers for every listed or changed object, before any other
     # handler, and runs no other handler until the first listing of every indexed resource is done:
     # so a CR is never decided on before its Jobs and Pods are in the view (a cold start converges).
-    # They return None, so kopf's own index stays empty: the bodies live once, in the view.
+    # They return None, so kopf's own index stays empty: the bodies live once, in the view. They are
+    # coroutines although they never wait: kopf runs a plain function in a thread of its executor,
+    # and the view is the event loop's alone (the passes write their own answers into it too).
     @kopf.index(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-view-migrations")
-    def view_migration(body: kopf.Body, **_: Any) -> None:
+    async def view_migration(body: kopf.Body, **_: Any) -> None:
         controller.view.put(Kind.MIGRATION, body)
 
     @kopf.index("batch", "v1", "jobs", registry=registry, id="dbmigrate-view-jobs")
-    def view_job(body: kopf.Body, **_: Any) -> None:
+    async def view_job(body: kopf.Body, **_: Any) -> None:
         controller.view.put(Kind.JOB, body)
 
     @kopf.index("", "v1", "pods", registry=registry, id="dbmigrate-view-pods")
-    def view_pod(body: kopf.Body, **_: Any) -> None:
+    async def view_pod(body: kopf.Body, **_: Any) -> None:
         controller.view.put(Kind.POD, body)
 
     @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, registry=registry, id="dbmigrate-migration")
@@ -532,18 +581,20 @@ def register(
             if controller.view.migration(namespace, name) is None:  # not a namesake re-created since
                 controller.forget(namespace, name)
             return
-        controller.remember(namespace, name, listed=type is None)
-        await controller.reconcile(namespace, name)
+        if type is None:
+            controller.relisted()
+        controller.remember(namespace, name)
+        controller.enqueue(namespace, name)
 
     # No client-side ``labels=`` filter: the API server selects (watching.configure), so every event
     # kopf receives is one of ours; an event that is not is logged, never reconciled.
     @kopf.on.event("batch", "v1", "jobs", registry=registry, id="dbmigrate-job")
     async def on_job(type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-        await _owned_event(controller, Kind.JOB, type, body, name, namespace)
+        _owned_event(controller, Kind.JOB, type, body, name, namespace)
 
     @kopf.on.event("", "v1", "pods", registry=registry, id="dbmigrate-pod")
     async def on_pod(type: str | None, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-        await _owned_event(controller, Kind.POD, type, body, name, namespace)
+        _owned_event(controller, Kind.POD, type, body, name, namespace)
 
     return controller
 

@@ -108,6 +108,9 @@ class Kube:
         )
         return list(_json(resp).get("items") or [])
 
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.core.create_namespaced_event(namespace, event, _preload_content=False, _request_timeout=TIMEOUT)
+
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """Create-if-absent: the Job as stored, or None when it already exists (409: just as good)."""
         try:

@@ -57,6 +57,9 @@ ADMISSION_SECONDS = Histogram(
     ["decision"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+QUEUE_DEPTH = Gauge(
+    "dbmigrate_workqueue_depth", "DatabaseMigrations waiting for a reconcile pass (not yet started)."
+)
 WATCH_EVENTS = Counter(
     "dbmigrate_watch_events", "Watch events the operator received, by resource.", ["resource"]
 )

@@ -43,6 +43,9 @@ class Settings:
     # Every DatabaseMigration is re-checked this often even without any event (a missed watch
     # event must not strand a run). The checks are spread over the interval, not fired at once.
     resync_seconds: float = 300.0
+    # Reconcile passes that run at once (each on its own DatabaseMigration); events beyond that wait
+    # as keys in the work queue (workqueue.py), which bounds the memory a burst of events costs.
+    workers: int = 4
     # Namespaces to watch; empty = the whole cluster.
     namespaces: tuple[str, ...] = ()
     # Standalone: one replica, always active. Otherwise replicas elect the active one with a
@@ -91,6 +94,7 @@ class Settings:
         liveness = env.get("DBMIGRATE_LIVENESS_ENDPOINT")
         return cls(
             resync_seconds=_number(env, "DBMIGRATE_RESYNC_SECONDS", cls.resync_seconds, 5),
+            workers=int(_number(env, "DBMIGRATE_WORKERS", cls.workers, 1)),
             namespaces=namespaces,
             standalone=_bool(env.get("DBMIGRATE_STANDALONE"), cls.standalone),
             lease_name=(

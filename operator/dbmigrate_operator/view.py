@@ -13,7 +13,7 @@ An object once deleted (its uid) never comes back: a late event about it is igno
 
 from __future__ import annotations
 
-import copy
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from dbmigrate_operator import constants as c
 
 Key = tuple[str, str]  # (namespace, name) of a DatabaseMigration
 TOMBSTONES = 4096  # deleted uids remembered, so a late event cannot resurrect one (bounded memory)
+SHARED_STRING = 64  # strings up to this long are interned (keys, labels, phases, images, times)
 
 
 class Kind(Enum):
@@ -47,16 +48,27 @@ def newer_or_same(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool
     return True
 
 
+def _shared(value: Any) -> Any:
+    """A deep copy whose short strings are interned: every watch event is parsed on its own, so each
+    of the thousands of bodies in the view would otherwise hold its own "metadata", "labels",
+    "dbmigrate.dev/migration", "True"... (interned strings are freed when no longer used)."""
+    if isinstance(value, Mapping):
+        return {(sys.intern(k) if isinstance(k, str) else k): _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    if isinstance(value, str) and len(value) <= SHARED_STRING:
+        return sys.intern(value)
+    return value
+
+
 def trimmed(kind: Kind, obj: Mapping[str, Any]) -> dict[str, Any]:
     """A private copy without what no decision reads: managedFields, and a Pod's spec (its status and
     metadata say everything :mod:`reconcile` asks). Keeps the view's memory near the objects' size."""
-    out = copy.deepcopy(dict(obj))
+    out = {k: v for k, v in obj.items() if not (kind is Kind.POD and k == "spec")}
     meta = out.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
-    if kind is Kind.POD:
-        out.pop("spec", None)
-    return out
+    if isinstance(meta, Mapping):
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return dict(_shared(out))
 
 
 @dataclass

@@ -53,6 +53,7 @@ class FakeKube:
         self.after_list: Callable[[], None] | None = None  # another writer acting meanwhile
         self.before_write: Callable[[], None] | None = None
         self.writes: list[tuple[str, str]] = []
+        self.events: list[dict[str, Any]] = []
 
     def bump(self) -> None:
         self.cr["metadata"]["resourceVersion"] = str(int(self.cr["metadata"]["resourceVersion"]) + 1)
@@ -76,6 +77,9 @@ class FakeKube:
         self.writes.append(("create", name))
         self.jobs[name] = admit(manifest, T0 + timedelta(hours=1), uid=f"uid-{len(self.writes)}")
         return copy.deepcopy(self.jobs[name])
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.events.append(event)
 
     def delete_job(self, namespace: str, name: str, uid: str | None = None) -> bool:
         job = self.jobs.get(name)
@@ -163,6 +167,7 @@ async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_
 
     kube.before_write = other_replica_recorded_the_result
     controller = controller_on(kube)
+    controller.start_workers()  # the held write's recheck goes through the work queue
     await controller.reconcile("shop", "shop-db")
     await asyncio.sleep(0.3)
     assert kube.before_write is None, "the write was never tried"

@@ -204,12 +204,41 @@ async def test_a_takeover_or_a_listing_reads_each_cr_once_from_the_api() -> None
     controller = Controller(S)
     controller.kube = kube  # type: ignore[assignment]
     controller.view.put(Kind.MIGRATION, kube.cr)  # the CR was listed, its Job and Pod not yet seen
-    controller.remember("shop", "shop-db", listed=True)
+    controller.remember("shop", "shop-db")
+    controller.relisted()
     await controller.reconcile("shop", "shop-db")
     assert kube.reads == ["get", "jobs", "pods"]
     assert ("create", job["metadata"]["name"]) not in kube.writes  # it saw the running Job
     await controller.reconcile("shop", "shop-db")
     assert kube.reads == ["get", "jobs", "pods"]
+
+
+async def test_deletions_missed_while_a_watch_was_down_are_found_by_the_next_pass_after_a_relisting() -> None:
+    """A re-list brings no event for what was deleted meanwhile (here: a CR's running Job and Pod,
+    and another CR); any listing event makes every CR's next pass read the API once."""
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    kube = CountingKube(cr, [job], [running_pod(job, T0)])
+    controller = watched(kube)
+    controller.remember("shop", "shop-db")
+    gone = make_cr(name="gone-db")
+    controller.view.put(Kind.MIGRATION, gone)
+    controller.remember("shop", "gone-db")
+    await controller.reconcile("shop", "shop-db")
+    assert kube.reads == []  # the view is trusted
+    kube.jobs, kube.pods = {}, []  # deleted while the watches were down
+    controller.relisted()  # some other object's listing event
+    await controller.reconcile("shop", "shop-db")
+    assert kube.reads == ["get", "jobs", "pods"]
+    old = job["metadata"]["uid"]
+    assert old not in [j["metadata"]["uid"] for j in controller.view.jobs("shop", "shop-db")]
+    assert controller.view.pods("shop", "shop-db") == []
+    await controller.reconcile("shop", "shop-db")
+    assert kube.reads.count("get") == 1  # once (the new Job's missing Pod may read its Events)
+    kube.get_migration = lambda namespace, name: None  # type: ignore[method-assign]
+    await controller.reconcile("shop", "gone-db")
+    assert ("shop", "gone-db") not in controller.known
+    assert controller.view.migration("shop", "gone-db") is None
 
 
 async def test_a_refused_write_from_a_trailing_view_reads_the_api_and_never_flips_ready_back(
@@ -229,6 +258,7 @@ async def test_a_refused_write_from_a_trailing_view_reads_the_api_and_never_flip
     kube.cr["status"] = ready["status"]  # the other replica's write...
     kube.bump()
     kube.jobs, kube.pods = {done["metadata"]["name"]: done}, [pod]
+    controller.start_workers()  # the held write's recheck goes through the work queue
     await controller.reconcile("shop", "shop-db")  # ...which this view has not seen: Running, held
     await asyncio.sleep(0.3)
     assert kube.reads == ["get", "jobs", "pods"]  # refused once, then read the API and decided again
@@ -245,6 +275,7 @@ async def test_a_run_s_progress_is_written_once_it_settles_and_its_verdict_at_on
     monkeypatch.setattr(handlers, "PROGRESS_WRITE_SECONDS", 0.2)
     kube = CountingKube(make_cr(), [], [])
     controller = watched(kube)
+    controller.start_workers()
     await controller.reconcile("shop", "shop-db")
     (job,) = kube.jobs.values()
     kube.jobs = {job["metadata"]["name"]: started(job, T0 + timedelta(hours=1))}

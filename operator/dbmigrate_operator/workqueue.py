@@ -1,0 +1,71 @@
+"""The queue between kopf's watch events and the reconcile passes (client-go's workqueue semantics).
+
+Why: kopf runs a handler inside the per-object worker that received the event, so a handler that
+awaits its whole pass keeps that event's body (and every event queued behind it) alive until the pass
+ends. With 1,000 DatabaseMigrations created at once that was 1,000 passes in flight, each holding its
+CR, Jobs, Pods and plan while waiting for the thread pool: the operator's memory peak. The handlers
+now only put a key here and return; a fixed number of workers take keys out.
+
+A key waits in the queue at most once however many events name it, and is never processed by two
+workers at once; a key added while it is being processed goes round once more after that pass, so
+the last event is always followed by a pass that starts after it (what a level-triggered reconcile
+needs). Keys only: the state a pass decides from is read when it starts, never carried in here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class WorkQueue(Generic[K]):
+    """A FIFO of distinct keys with a "being processed" set; asyncio only (one event loop)."""
+
+    def __init__(self) -> None:
+        self._queue: deque[K] = deque()
+        self._dirty: set[K] = set()  # waiting for a pass (in the queue, or re-queued when done)
+        self._processing: set[K] = set()
+        self._ready = asyncio.Event()
+
+    def add(self, key: K) -> None:
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key in self._processing:
+            return  # done() puts it back
+        self._queue.append(key)
+        self._ready.set()
+
+    async def get(self) -> K:
+        """The oldest waiting key; the caller must call :meth:`done` with it once its pass is over."""
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        key = self._queue.popleft()
+        self._dirty.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: K) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._queue.append(key)
+            self._ready.set()
+
+    def discard(self, key: K) -> None:
+        """Forget a waiting key (its object is gone); a pass already running finishes."""
+        if key in self._dirty and key not in self._processing:
+            self._queue.remove(key)
+        self._dirty.discard(key)
+
+    def __len__(self) -> int:
+        """Keys waiting (not those being processed)."""
+        return len(self._queue)
+
+    @property
+    def processing(self) -> int:
+        return len(self._processing)
