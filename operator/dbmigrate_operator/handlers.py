@@ -80,7 +80,8 @@ class Controller:
         # A watch (re)listed (monotonic time of its latest listing event): deletions made while it
         # was down bring no event, so every CR's view is doubted until a pass has read the API since.
         self._listed_at = float("-inf")
-        self._read_at: dict[Key, float] = {}  # when each CR's state was last read from the API
+        # Since when each CR's view is vouched for: its last read from the API, or its first live event.
+        self._read_at: dict[Key, float] = {}
         self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
         # FailedCreate Events read for a Job without a Pod, by Job uid: (monotonic time read, events)
         self._events_read: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -462,8 +463,15 @@ class Controller:
         once. The operator's start is a listing too: every CR's first pass reads the API."""
         self._listed_at = time.monotonic()
 
-    def remember(self, namespace: str, name: str) -> None:
-        self.known.add((namespace, name))
+    def remember(self, namespace: str, name: str, *, listed: bool = False) -> None:
+        """A CR's event. One first seen live (not from a listing) is as new as the watches: its first
+        pass decides from the view."""
+        key = (namespace, name)
+        if listed:
+            self.relisted()
+        elif key not in self.known:
+            self._read_at[key] = time.monotonic()
+        self.known.add(key)
 
     def forget(self, namespace: str, name: str) -> None:
         self.known.discard((namespace, name))
@@ -581,9 +589,7 @@ def register(
             if controller.view.migration(namespace, name) is None:  # not a namesake re-created since
                 controller.forget(namespace, name)
             return
-        if type is None:
-            controller.relisted()
-        controller.remember(namespace, name)
+        controller.remember(namespace, name, listed=type is None)
         controller.enqueue(namespace, name)
 
     # No client-side ``labels=`` filter: the API server selects (watching.configure), so every event

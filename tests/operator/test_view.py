@@ -204,13 +204,23 @@ async def test_a_takeover_or_a_listing_reads_each_cr_once_from_the_api() -> None
     controller = Controller(S)
     controller.kube = kube  # type: ignore[assignment]
     controller.view.put(Kind.MIGRATION, kube.cr)  # the CR was listed, its Job and Pod not yet seen
-    controller.remember("shop", "shop-db")
-    controller.relisted()
+    controller.remember("shop", "shop-db", listed=True)
     await controller.reconcile("shop", "shop-db")
     assert kube.reads == ["get", "jobs", "pods"]
     assert ("create", job["metadata"]["name"]) not in kube.writes  # it saw the running Job
     await controller.reconcile("shop", "shop-db")
     assert kube.reads == ["get", "jobs", "pods"]
+
+
+async def test_a_cr_created_after_a_listing_is_decided_from_the_view() -> None:
+    """The listing doubts what was there before it; a CR first seen live is as new as the watches."""
+    kube = CountingKube(make_cr(), [], [])
+    controller = watched(kube)
+    controller.relisted()
+    controller.remember("shop", "shop-db")  # its ADDED event
+    await controller.reconcile("shop", "shop-db")
+    assert kube.reads == []
+    assert [w for w, _ in kube.writes] == ["status", "create"]
 
 
 async def test_deletions_missed_while_a_watch_was_down_are_found_by_the_next_pass_after_a_relisting() -> None:
