@@ -30,7 +30,7 @@ from typing import Any
 from bench.cluster_figures import reactions
 from bench.context import Context
 from bench.core import FigureResult
-from bench.kube import IMAGE, RUN_LABEL, ByteCounter, Kube, Watcher, metric_sum, start
+from bench.kube import IMAGE, RUN_LABEL, ByteCounter, Kube, Operator, Watcher, metric_sum, start
 from bench.lifecycle import watch_events
 from dbmigrate_operator.constants import GROUP, PLURAL, VERSION
 
@@ -133,6 +133,14 @@ def population(ctx: Context, kube: Kube, on_created: Callable[[], None] | None =
     return pop
 
 
+ACTIVITY = ("reconcile passes", "watch events received")
+
+
+def _activity(op: Operator) -> tuple[float, float]:
+    """The operator's own counters of :data:`ACTIVITY` (its /metrics)."""
+    return op.metric("dbmigrate_reconcile_total"), op.metric("dbmigrate_watch_events_total")
+
+
 def _drop_population(ctx: Context, kube: Kube) -> None:
     pop = ctx.options.pop("_population", None)
     if isinstance(pop, Population):
@@ -155,10 +163,12 @@ def memory(ctx: Context) -> FigureResult:
         pop = population(ctx, kube)
         settle = kube.settle(timeout=600)
         cpu1 = op.cpu_seconds()
+        counts1 = _activity(op)
         t_steady = time.monotonic()
         time.sleep(steady_s)
         steady = rss.between(t_steady, time.monotonic())
         cpu2, steady_elapsed = op.cpu_seconds(), time.monotonic() - t_steady
+        counts2 = _activity(op)
         peak = op.peak_rss_mb()
         sampled_max = max((mb for _, mb in rss.samples), default=0.0)
     fig.add("operator RSS at start (no DatabaseMigrations)", "MiB", [idle_rss])
@@ -173,6 +183,9 @@ def memory(ctx: Context) -> FigureResult:
     fig.add("last status Ready → operator quiet (5 s steps)", "s", [settle])
     # The steady CPU is the resync timer's: one reconcile per CR per period.
     fig.add("operator CPU while steady, per minute", "s", [(cpu2 - cpu1) / steady_elapsed * 60])
+    # What the steady CPU is spent on: the timer's passes, and whatever the watches still deliver.
+    for what, before, after in zip(ACTIVITY, counts1, counts2, strict=True):
+        fig.add(f"  {what} while steady, per minute", "", [(after - before) / steady_elapsed * 60])
     fig.target(f"peak RSS with {n} DatabaseMigrations (MiB)", peak, MEMORY_TARGET_MIB)
     if pop.ready < n:
         fig.notes.append(f"INCOMPLETE: {pop.ready} of {n} DatabaseMigrations Ready")
