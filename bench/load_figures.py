@@ -133,12 +133,13 @@ def population(ctx: Context, kube: Kube, on_created: Callable[[], None] | None =
     return pop
 
 
-ACTIVITY = ("reconcile passes", "watch events received")
+ACTIVITY = ("reconcile passes", *(f"watch events ({r})" for r in (PLURAL, "jobs", "pods")))
 
 
-def _activity(op: Operator) -> tuple[float, float]:
+def _activity(op: Operator) -> tuple[float, ...]:
     """The operator's own counters of :data:`ACTIVITY` (its /metrics)."""
-    return op.metric("dbmigrate_reconcile_total"), op.metric("dbmigrate_watch_events_total")
+    events = [op.metric("dbmigrate_watch_events_total", {"resource": r}) for r in (PLURAL, "jobs", "pods")]
+    return (op.metric("dbmigrate_reconcile_total"), *events)
 
 
 def _drop_population(ctx: Context, kube: Kube) -> None:

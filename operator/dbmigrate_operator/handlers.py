@@ -61,7 +61,7 @@ class _Slot:
 
 
 class Controller:
-    """One per operator process: the API client, per-CR serialisation, the resync loop.
+    """One per operator process: the API client, the work queue and its workers, the resync loop.
 
     Writes only while this replica is active (:mod:`leadership`): every write checks right before it
     is sent, and a replica that is not active does not even run passes. It still follows kopf's events
@@ -235,14 +235,14 @@ class Controller:
         """
         key = (namespace, name)
         if self.kube is not None and (key in self._unsure or self._read_at.get(key, -1.0) < self._listed_at):
-            kube = self.kube
-            self._read_at[key] = time.monotonic()
+            kube, reading = self.kube, time.monotonic()
             cr = await asyncio.to_thread(kube.get_migration, namespace, name)
             jobs, pods = await asyncio.gather(
                 asyncio.to_thread(kube.list_jobs, namespace, name),
                 asyncio.to_thread(kube.list_pods, namespace, name),
             )
             self.view.replace(key, cr, jobs, pods)
+            self._read_at[key] = reading  # a listing that began during the read doubts it again
             self._unsure.discard(key)
         return (
             self.view.migration(namespace, name),
