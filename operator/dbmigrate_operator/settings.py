@@ -31,6 +31,13 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+def _count(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _number(env, name, default, minimum)
+    if value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {env.get(name)!r}")
+    return int(value)
+
+
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     value = _number(env, name, default, 0)
     if value != int(value) or value > 65535:
@@ -94,7 +101,7 @@ class Settings:
         liveness = env.get("DBMIGRATE_LIVENESS_ENDPOINT")
         return cls(
             resync_seconds=_number(env, "DBMIGRATE_RESYNC_SECONDS", cls.resync_seconds, 5),
-            workers=int(_number(env, "DBMIGRATE_WORKERS", cls.workers, 1)),
+            workers=_count(env, "DBMIGRATE_WORKERS", cls.workers, 1),
             namespaces=namespaces,
             standalone=_bool(env.get("DBMIGRATE_STANDALONE"), cls.standalone),
             lease_name=(

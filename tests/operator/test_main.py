@@ -35,6 +35,7 @@ def test_settings_defaults_and_environment() -> None:
             "DBMIGRATE_OPERATOR_NAMESPACE": "ops",
             "DBMIGRATE_LEASE_SECONDS": "20",
             "DBMIGRATE_APPLIED_VERSIONS_CAP": "10",
+            "DBMIGRATE_WORKERS": "8",
         }
     )
     assert s.namespaces == ("shop", "billing")
@@ -47,12 +48,21 @@ def test_settings_defaults_and_environment() -> None:
     assert s.lease_seconds == 20
     assert Settings.from_env({"DBMIGRATE_LEASE_NAME": "x", "DBMIGRATE_PEERING_NAME": "y"}).lease_name == "x"
     assert s.applied_versions_cap == 10
+    assert s.workers == 8
 
 
 @pytest.mark.parametrize("value", ["soon", "1"])
 def test_bad_resync_interval_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="DBMIGRATE_RESYNC_SECONDS"):
         Settings.from_env({"DBMIGRATE_RESYNC_SECONDS": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "says"), [("0", "at least 1"), ("2.5", "whole number"), ("many", "number")]
+)
+def test_bad_worker_count_is_refused(value: str, says: str) -> None:
+    with pytest.raises(ValueError, match=f"DBMIGRATE_WORKERS must be .*{says}"):
+        Settings.from_env({"DBMIGRATE_WORKERS": value})
 
 
 def test_main_runs_kopf_with_both_parts_registered(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -305,3 +306,20 @@ async def test_a_run_s_progress_is_written_once_it_settles_and_its_verdict_at_on
     assert kube.cr["status"]["phase"] == "Succeeded"
     controller.kube = None
     await controller.stop()
+
+
+def test_the_view_keeps_one_copy_of_each_short_string_and_owns_its_bodies() -> None:
+    """Each watch event is parsed on its own; the view's copies share their keys and short values."""
+    view = View()
+    bodies = [json.loads(json.dumps(make_cr(name=f"db-{i}"))) for i in range(2)]
+    for body in bodies:
+        view.put(Kind.MIGRATION, body)
+    a, b = (view.migration("shop", f"db-{i}") for i in range(2))
+    assert a is not None
+    assert b is not None
+    key_a = next(k for k in a["metadata"] if k == "namespace")
+    key_b = next(k for k in b["metadata"] if k == "namespace")
+    assert key_a is key_b
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"]
+    bodies[0]["spec"]["image"] = "changed"  # a private copy: the event's body is not the view's
+    assert a["spec"]["image"] != "changed"
