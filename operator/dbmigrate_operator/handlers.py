@@ -391,7 +391,7 @@ class Controller:
         event = build_event(about, reason=reason, message=message, warning=type_ == "Warning")
         try:
             await asyncio.to_thread(self.kube.create_event, about.namespace, event)
-        except ApiException as exc:
+        except Exception as exc:  # refused, or the connection failed: the status says it all the same
             logger.warning(
                 "cannot post Event %s migration=%s/%s: %s", reason, about.namespace, about.name, describe(exc)
             )

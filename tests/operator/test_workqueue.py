@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from dbmigrate_operator.handlers import Controller
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.workqueue import WorkQueue
@@ -132,3 +134,19 @@ async def test_a_pass_in_a_worker_posts_its_events() -> None:
     assert event["involvedObject"]["kind"] == "DatabaseMigration"
     assert event["involvedObject"]["name"] == "shop-db"
     assert event["metadata"]["namespace"] == "shop"
+
+
+async def test_an_event_that_cannot_be_posted_does_not_fail_the_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class NoEvents(FakeKube):
+        def create_event(self, namespace: str, event: dict[str, object]) -> None:
+            raise ConnectionResetError("the API server went away")
+
+    kube = NoEvents(make_cr(), [], [])
+    controller = controller_on(kube)
+    controller.leadership = Switch(True)
+    await controller.reconcile("shop", "shop-db")
+    assert [w for w, _ in kube.writes] == ["status", "create"]  # the Job is there, its status said so
+    assert "cannot post Event RunStarted migration=shop/shop-db" in caplog.text
+    assert "reconcile failed" not in caplog.text
