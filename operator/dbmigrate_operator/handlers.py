@@ -234,7 +234,7 @@ class Controller:
         they are never older than what the status says.
         """
         key = (namespace, name)
-        if self.kube is not None and (key in self._unsure or self._read_at.get(key, -1.0) < self._listed_at):
+        if self.kube is not None and (key in self._unsure or self._predates_listing(key)):
             kube, reading = self.kube, time.monotonic()
             cr = await asyncio.to_thread(kube.get_migration, namespace, name)
             jobs, pods = await asyncio.gather(
@@ -456,6 +456,11 @@ class Controller:
 
     def mark_unsure(self, namespace: str, name: str) -> None:
         self._unsure.add((namespace, name))
+
+    def _predates_listing(self, key: Key) -> bool:
+        """Is what the view holds for this known CR older than the latest listing? (A CR forgotten
+        since, deleted, is not doubted: the events of its Jobs and Pods going are no reason to read.)"""
+        return key in self.known and self._read_at.get(key, float("-inf")) < self._listed_at
 
     def relisted(self) -> None:
         """An event from a watch's (re)listing: what was deleted while the watch was down brings no

@@ -224,6 +224,21 @@ async def test_a_cr_created_after_a_listing_is_decided_from_the_view() -> None:
     assert [w for w, _ in kube.writes] == ["status", "create"]
 
 
+async def test_the_jobs_and_pods_of_a_deleted_cr_going_read_nothing() -> None:
+    """After a listing, a pass for a CR already forgotten (deleted: its Jobs' and Pods' DELETED events
+    follow) decides from the view, which no longer has it, and reads nothing."""
+    kube = CountingKube(make_cr(), [], [])
+    controller = watched(kube)
+    controller.relisted()
+    controller.remember("shop", "shop-db")
+    await controller.reconcile("shop", "shop-db")
+    controller.view.delete(Kind.MIGRATION, kube.cr)
+    controller.forget("shop", "shop-db")
+    for _ in range(2):
+        await controller.reconcile("shop", "shop-db")
+    assert kube.reads == []
+
+
 async def test_deletions_missed_while_a_watch_was_down_are_found_by_the_next_pass_after_a_relisting() -> None:
     """A re-list brings no event for what was deleted meanwhile (here: a CR's running Job and Pod,
     and another CR); any listing event makes every CR's next pass read the API once."""
