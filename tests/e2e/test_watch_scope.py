@@ -7,10 +7,12 @@ that are not the operator's, created, changed and deleted, reach none of its han
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,20 +36,31 @@ class Running:
         self.op, self.user = op, user
 
 
-@pytest.fixture(scope="module")
-def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+@contextlib.contextmanager
+def operator_as_itself(
+    cluster: Cluster, tmp: Path, name: str, image: str, env: dict[str, str], lease: str | None = None
+) -> Iterator[tuple[OperatorProcess, str]]:
+    """The operator process with a ServiceAccount of its own (namespace ``name``, whose requests the
+    audit log names), the fake runner mapped for ``image``; yields it and that user's name."""
     stack.install_crd(cluster)
-    ns = cluster.create_namespace("dbmigrate-watch")
-    account = "operator-watch"
+    ns = cluster.create_namespace(name)
+    account = f"operator-{name}"
     kubeconfig = stack.install_operator_identity(cluster, ns, account)
-    tmp = tmp_path_factory.mktemp("watch-scope")
-    stack.map_fake_runner(cluster, IMAGE, tmp)
-    env = {"DBMIGRATE_VERBOSE": "true", "DBMIGRATE_OPERATOR_NAMESPACE": ns, "DBMIGRATE_RESYNC_SECONDS": "30"}
-    op = OperatorProcess(kubeconfig, tmp / "operator.log", env=env).start()
+    stack.map_fake_runner(cluster, image, tmp)
+    env = {"DBMIGRATE_OPERATOR_NAMESPACE": ns, **env}
+    op = OperatorProcess(kubeconfig, tmp / "operator.log", env=env, lease=lease).start()
     try:
-        yield Running(op, f"system:serviceaccount:{ns}:{account}")
+        yield op, f"system:serviceaccount:{ns}:{account}"
     finally:
         op.stop()
+
+
+@pytest.fixture(scope="module")
+def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    env = {"DBMIGRATE_VERBOSE": "true", "DBMIGRATE_RESYNC_SECONDS": "30"}
+    tmp = tmp_path_factory.mktemp("watch-scope")
+    with operator_as_itself(cluster, tmp, "dbmigrate-watch", IMAGE, env) as (op, user):
+        yield Running(op, user)
 
 
 def apply_migration(

@@ -17,7 +17,7 @@ import pytest
 
 from localcluster import Cluster, stack
 from localcluster.stack import OperatorProcess
-from tests.e2e.test_watch_scope import apply_migration
+from tests.e2e.test_watch_scope import apply_migration, operator_as_itself
 from tests.operator.scenarios import V1, V2
 
 pytestmark = [
@@ -44,18 +44,11 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    stack.install_crd(cluster)
-    ns = cluster.create_namespace("dbmigrate-budget")
-    account = "operator-budget"
-    kubeconfig = stack.install_operator_identity(cluster, ns, account)
+    env = {"DBMIGRATE_RESYNC_SECONDS": f"{RESYNC_SECONDS:g}"}
     tmp = tmp_path_factory.mktemp("request-budget")
-    stack.map_fake_runner(cluster, IMAGE, tmp)
-    env = {"DBMIGRATE_OPERATOR_NAMESPACE": ns, "DBMIGRATE_RESYNC_SECONDS": f"{RESYNC_SECONDS:g}"}
-    op = OperatorProcess(kubeconfig, tmp / "operator.log", env=env, lease="dbmigrate-budget").start()
-    try:
-        yield Running(op, f"system:serviceaccount:{ns}:{account}")
-    finally:
-        op.stop()
+    started = operator_as_itself(cluster, tmp, "dbmigrate-budget", IMAGE, env, lease="dbmigrate-budget")
+    with started as (op, user):
+        yield Running(op, user)
 
 
 def requests_in(cluster: Cluster, user: str, namespace: str) -> list[str]:
