@@ -362,12 +362,21 @@ def _fit_plan(data: dict[str, Any], budget: int) -> None:
         keep(name, _largest(0, len(full[name]), fits) or 0)
 
 
+def _plan_budget(data: dict[str, Any], limit: int) -> int:
+    """What a plan summary may take: all the room the rest of the report leaves at its smallest
+    (version names and applied names can go; a plan Job's versions are not what the operator reads)."""
+    rest = {**data, "plan": None, "applied": []}
+    rest["apps"] = {name: {**state, "versions": []} for name, state in (data.get("apps") or {}).items()}
+    return max(limit - len(_dumps(rest)), limit // 2)
+
+
 def encode(report: Report, limit: int = MAX_BYTES) -> str:
     """Serialize compactly, dropping the least useful detail first until it fits ``limit`` bytes.
 
     A plan's SQL (``plan.steps``) goes first, marked ``steps_omitted``; then its summary's lists
-    are cut to half the limit (first entries kept, ``*_omitted`` counted; hash, target and counts
-    stay). Then, order of sacrifice: the oldest names applied by this run (for an upgrade they
+    are cut to the room the rest of the report leaves at its smallest (first entries kept — the
+    pending list first, findings last, which come most severe first —, ``*_omitted`` counted; hash,
+    target and counts stay). Then, order of sacrifice: the oldest names applied by this run (for an upgrade they
     repeat the newest version names; their count stays), then the oldest version names (counts
     stay exact), then the tail of the error message; each step keeps as much as fits (bisection
     on exact sizes). Outcome, current versions and counts always survive.
@@ -379,7 +388,7 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
     if plan and not _fits(data, limit):
         if plan["steps"] is not None:
             plan["steps"], plan["steps_omitted"] = None, True  # the SQL goes first; the log keeps it
-        _fit_plan(data, limit // 2)  # then the summary takes at most half; the rest shrinks as before
+        _fit_plan(data, _plan_budget(data, limit))  # then the summary; the rest shrinks as before
     if _fits(data, limit) or _fit_applied(data, limit) or _fit_versions(data, limit):
         return _dumps(data).decode()
     if _fit_message(data, limit):
