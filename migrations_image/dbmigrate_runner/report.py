@@ -376,9 +376,9 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
     A plan's SQL (``plan.steps``) goes first, marked ``steps_omitted``; then its summary's lists
     are cut to the room the rest of the report leaves at its smallest (first entries kept — the
     pending list first, findings last, which come most severe first —, ``*_omitted`` counted; hash,
-    target and counts stay). Then, order of sacrifice: the oldest names applied by this run (for an upgrade they
-    repeat the newest version names; their count stays), then the oldest version names (counts
-    stay exact), then the tail of the error message; each step keeps as much as fits (bisection
+    target and counts stay). Then, order of sacrifice: the oldest names applied by this run (for
+    an upgrade they repeat the newest version names; their count stays), then the oldest version
+    names (counts stay exact), then the tail of the error message; each step keeps as much as fits (bisection
     on exact sizes). Outcome, current versions and counts always survive.
     """
     data = report.to_dict()

@@ -65,7 +65,14 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
     plan = status["plan"]
     assert plan["pending"] == [f"models:{V4}"]
     assert plan["findings"] == [
-        {"migration": f"models:{V4}", "statement": 0, "kind": "DropColumn", "target": "product.description"}
+        {
+            "migration": f"models:{V4}",
+            "statement": 0,
+            "kind": "DropColumn",
+            "target": "product.description",
+            "rule": "ban-drop-column",
+            "severity": "destructive",
+        }
     ]
     assert 'ALTER TABLE "product" DROP COLUMN "description";' in plan["sql"]
     assert status["phase"] == "Pending"

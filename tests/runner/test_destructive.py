@@ -16,8 +16,8 @@ from dbmigrate_runner.destructive import (
     split_statements,
     touches_only,
 )
-from dbmigrate_runner.squawk import hazards
 from dbmigrate_runner.sqlplan import Step
+from dbmigrate_runner.squawk import hazards
 
 D, U, H = DESTRUCTIVE, UNCLASSIFIED, HAZARD
 

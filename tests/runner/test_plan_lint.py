@@ -84,10 +84,12 @@ if "legacy" in sa.inspect(op.get_bind()).get_table_names():
     plan = plan_of(result)
     assert plan.pending == ["alembic:r1", "alembic:r2", "alembic:r3"]
     first, middle, last = plan.steps
-    assert first.opaque == [] and any("CREATE TABLE accounts" in s for s in first.statements)
+    assert first.opaque == []
+    assert any("CREATE TABLE accounts" in s for s in first.statements)
     assert middle.statements == []
     (reason,) = middle.opaque
-    assert "offline rendering failed" in reason and "Inspect" in reason  # names its error
+    assert "offline rendering failed" in reason
+    assert "Inspect" in reason  # names its error
     assert last.opaque == []
     assert any("ADD COLUMN note" in s for s in last.statements)
     assert [(f.migration, f.rule, f.target, f.severity) for f in plan.findings] == [
@@ -126,9 +128,11 @@ def test_autogenerate_accident_report_keeps_the_dropped_tables(
     result = runner("plan")
     plan = plan_of(result)
     drops = [f for f in plan.findings if f.rule == "ban-drop-table"]
-    assert len(drops) == 22 and {f.severity for f in drops} == {"destructive"}
+    assert len(drops) == 22
+    assert {f.severity for f in drops} == {"destructive"}
     in_plan = [f for f in plan.findings if f.target.startswith("ix_new_table")]
-    assert in_plan and {f.severity for f in in_plan} == {"in-plan"}  # indexes of tables made in the plan
+    assert in_plan
+    assert {f.severity for f in in_plan} == {"in-plan"}  # indexes of tables made in the plan
     # The report had to be trimmed, and kept every DropTable first; the count is exact.
     raw = result.report_text
     assert len(raw.encode()) <= MAX_BYTES
@@ -177,7 +181,8 @@ def test_statements_an_attacker_would_slip_in_are_all_findings_and_silencing_is_
     rules = {f.rule for f in plan.findings}
     assert {"require-concurrent-index-creation", "constraint-missing-not-valid"} <= rules  # squawk's
     summary = result.report.plan
-    assert summary is not None and summary.review_count == len(plan.findings)
+    assert summary is not None
+    assert summary.review_count == len(plan.findings)
 
     # Silence two rules: they are left out, and the plan has another hash (what was silenced is
     # part of what is approved).
@@ -196,7 +201,8 @@ def test_statements_an_attacker_would_slip_in_are_all_findings_and_silencing_is_
     # An approval of the silenced plan does not cover a run without the silence, and the other way round.
     stale = runner("upgrade", "--expect-plan", silenced.hash)
     assert stale.rc == Outcome.CONFIG_ERROR.exit_code
-    assert stale.report.error is not None and stale.report.error.kind == "PlanChanged"
+    assert stale.report.error is not None
+    assert stale.report.error.kind == "PlanChanged"
 
 
 def test_a_bad_rule_id_is_a_config_error(postgres: PostgresServer, database: str, tmp_path: Path) -> None:
@@ -218,7 +224,8 @@ def test_the_examples_on_a_fresh_database_have_nothing_to_review(
         assert {f.severity for f in plan.findings} <= {"in-plan"}
     # The alembic example's ON DELETE CASCADE change is on a table made earlier in the same plan.
     cascade = [f for f in plan_of(alembic_example("plan")).findings if f.rule == "ban-drop-constraint"]
-    assert cascade and {f.severity for f in cascade} == {"in-plan"}
+    assert cascade
+    assert {f.severity for f in cascade} == {"in-plan"}
 
 
 @pytest.fixture
