@@ -257,6 +257,7 @@ def _not_null_without_default(column: ast.ColumnDef) -> bool:
     return bool(not_null) and not has_default
 
 
+_SERIAL_TYPES = {"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"}
 _SAFE_ALTER = {
     AlterTableType.AT_AddColumn,
     AlterTableType.AT_ColumnDefault,
@@ -335,6 +336,19 @@ def _alter_table(stmt: ast.AlterTableStmt) -> list[Hit]:
                         f"{table}.{column.colname}",
                         f"adds NOT NULL column {column.colname} without a default to {table}: "
                         "fails on a non-empty table",
+                        HAZARD,
+                        key,
+                    )
+                )
+            type_name = column.typeName.names[-1].sval if column.typeName and column.typeName.names else ""
+            if str(type_name).lower() in _SERIAL_TYPES:
+                found.append(
+                    Hit(
+                        "adding-field-with-default",
+                        "AddSerialColumn",
+                        f"{table}.{column.colname}",
+                        f"adds {type_name} column {column.colname} to {table}: its nextval() default "
+                        "rewrites the table under an exclusive lock",
                         HAZARD,
                         key,
                     )

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import asyncpg
 
-from dbmigrate_runner.destructive import NEEDS_REVIEW, SEVERITIES, analyse
 from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.report import PlanFinding, PlanSummary
@@ -57,6 +56,7 @@ async def _server_version(conn: asyncpg.Connection | None) -> str | None:
 async def finish_plan(
     settings: Settings, tool: str, steps: list[Step], conn: asyncpg.Connection | None
 ) -> SqlPlan:
+    from dbmigrate_runner.destructive import analyse  # pglast: planning only
     from dbmigrate_runner.squawk import hazards
 
     pg_version = await _server_version(conn)
@@ -110,6 +110,9 @@ def check_expected(settings: Settings, tool: str, steps: list[Step]) -> None:
 
 
 _FIRST_RULES = ("ban-drop-table", "ban-drop-column", "ban-drop-schema", "ban-drop-database")
+# destructive.SEVERITIES, most severe first; here so that importing this module needs no parser.
+SEVERITIES = ("destructive", "unclassified", "hazard", "in-plan")
+NEEDS_REVIEW = SEVERITIES[:3]
 
 
 def ranked(findings: list[Finding]) -> list[Finding]:

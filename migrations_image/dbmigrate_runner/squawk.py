@@ -42,6 +42,7 @@ STYLE_RULES = frozenset(
         "transaction-nesting",
         "ban-uncommitted-transaction",
         "require-table-schema",
+        "require-enum-value-ordering",
         "identifier-too-long",
         "unused-ignore",
         "syntax-error",  # pglast is the parser that decides; its rejection is a finding of its own

@@ -114,6 +114,7 @@ CASES: list[tuple[str, list[tuple[str, str]]]] = [
     # ---- lock hazards we decide ourselves (squawk names them too)
     ('ALTER TABLE "t" ADD "x" INT NOT NULL', [("adding-required-field", H)]),
     ("ALTER TABLE t ALTER COLUMN c SET NOT NULL", [("adding-not-nullable-field", H)]),
+    ("ALTER TABLE t ADD COLUMN id bigserial", [("adding-field-with-default", H)]),
     # ---- unclassified: what cannot be known to be safe
     ("CALL purge()", [("unclassified-statement", U)]),
     ("DO $$ BEGIN EXECUTE 'DROP TABLE x'; END $$", [("unclassified-statement", U)]),
@@ -298,6 +299,7 @@ def test_squawk_hazards_carry_its_rule_ids_and_are_mapped_to_their_statement() -
             "CREATE INDEX ix_fresh ON fresh (a)",
             "ALTER TABLE old ALTER COLUMN a TYPE bigint",
             "ALTER TABLE old ADD CONSTRAINT u UNIQUE (a)",
+            "ALTER TABLE old ADD COLUMN g int GENERATED ALWAYS AS (a * 2) STORED",
             "DROP INDEX ix_a",  # created above: in the plan
             "DROP INDEX ix_old",
         ],
@@ -311,9 +313,10 @@ def test_squawk_hazards_carry_its_rule_ids_and_are_mapped_to_their_statement() -
     assert found[("app:1", 3, "require-concurrent-index-creation")].severity == IN_PLAN  # fresh is new
     assert found[("app:1", 4, "changing-column-type")].severity == D
     assert found[("app:1", 5, "disallowed-unique-constraint")].severity == H
-    assert found[("app:1", 6, "ban-drop-index")].severity == IN_PLAN
-    assert found[("app:1", 7, "require-concurrent-index-deletion")].severity == H
-    assert found[("app:1", 7, "ban-drop-index")].severity == D
+    assert found[("app:1", 6, "adding-field-with-default")].severity == H  # rewrites the table
+    assert found[("app:1", 7, "ban-drop-index")].severity == IN_PLAN
+    assert found[("app:1", 8, "require-concurrent-index-deletion")].severity == H
+    assert found[("app:1", 8, "ban-drop-index")].severity == D
     # one finding per rule and statement, squawk's and ours merged; style rules left out
     keys = [(f.migration, f.statement, f.rule) for f in analyse(steps, hazards=hazards)]
     assert len(keys) == len(set(keys))
@@ -364,3 +367,16 @@ def test_framing_and_version_table() -> None:
     assert not touches_only(
         "WITH d AS (DELETE FROM users) UPDATE alembic_version SET version_num = 'y'", "alembic_version"
     )
+
+
+def test_plans_ranks_with_the_same_severities_without_importing_the_parser() -> None:
+    import subprocess
+    import sys
+
+    from dbmigrate_runner import destructive, plans
+
+    assert plans.SEVERITIES == destructive.SEVERITIES
+    assert plans.NEEDS_REVIEW == destructive.NEEDS_REVIEW
+    code = "import sys, dbmigrate_runner.plans; print('pglast' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # the runner imports plans on every run; only planning parses
