@@ -643,6 +643,14 @@ def subject(statement: str) -> tuple[str, tuple[str, ...]]:
     return _subject(parsed[0].stmt)
 
 
+_INDEX_CONSTRAINTS = (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_EXCLUSION)
+
+
+def _makes_index(con: object) -> bool:
+    """A named PRIMARY KEY, UNIQUE or EXCLUDE constraint creates an index of its name (or fails)."""
+    return isinstance(con, ast.Constraint) and bool(con.conname) and con.contype in _INDEX_CONSTRAINTS
+
+
 class Created:
     """Objects created by the plan so far (not ``IF NOT EXISTS``: that one may have existed)."""
 
@@ -675,8 +683,8 @@ class Created:
             for elt in stmt.tableElts or ():
                 cons = elt.constraints if isinstance(elt, ast.ColumnDef) else (elt,)
                 for con in cons or ():
-                    if isinstance(con, ast.Constraint) and con.conname:
-                        add(_key("rel", con.conname))  # a named PK/UNIQUE makes an index of that name
+                    if _makes_index(con):
+                        add(_key("rel", str(con.conname)))  # a named PK/UNIQUE makes an index of that name
         elif isinstance(stmt, ast.IndexStmt) and not stmt.if_not_exists and stmt.idxname:
             schema = stmt.relation.schemaname if stmt.relation is not None else None
             add(_key("rel", f"{schema}.{stmt.idxname}" if schema else stmt.idxname))
@@ -700,8 +708,8 @@ class Created:
         elif isinstance(stmt, ast.AlterTableStmt):
             for cmd in stmt.cmds or ():
                 con = cmd.def_ if isinstance(cmd, ast.AlterTableCmd) else None
-                if isinstance(con, ast.Constraint) and con.conname and self.holds((_rel_key(stmt.relation),)):
-                    add(_key("rel", con.conname))
+                if _makes_index(con) and self.holds((_rel_key(stmt.relation),)):
+                    add(_key("rel", str(getattr(con, "conname", ""))))
         elif isinstance(stmt, ast.RenameStmt) and stmt.relation is not None:
             old = _rel_key(stmt.relation)
             if stmt.renameType in _RELATION_OBJECTS and old in self.keys:

@@ -262,6 +262,8 @@ def test_in_plan_is_never_assumed() -> None:
             "DROP TABLE users",
             "DROP INDEX ix",
             "DROP TABLE t",  # dropped already: this one is another t
+            "CREATE TABLE k (a int CONSTRAINT users_email_key CHECK (a > 0))",  # a CHECK makes no index
+            "DROP INDEX users_email_key",
             "DROP TABLE other.users",  # another schema
             "CREATE TABLE n (a int)",
             "INSERT INTO n SELECT purge()",  # the call runs whatever table it writes to
@@ -274,6 +276,7 @@ def test_in_plan_is_never_assumed() -> None:
         ("users", D),
         ("ix", D),
         ("t", D),
+        ("users_email_key", D),
         ("other.users", D),
         ("purge()", U),
         ("n", D),
