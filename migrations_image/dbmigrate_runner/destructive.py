@@ -614,7 +614,8 @@ def classify(statement: str) -> list[Hit]:
                 UNCLASSIFIED,
             )
         ]
-    return [hit for raw in parsed for hit in _statement(raw.stmt)]
+    hits = [hit for raw in parsed for hit in _statement(raw.stmt)]
+    return list(dict.fromkeys(hits))  # a call inside a WITH is seen from both sides: once
 
 
 # ---------------------------------------------------------------- plan context

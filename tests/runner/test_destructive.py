@@ -131,6 +131,7 @@ CASES: list[tuple[str, list[tuple[str, str]]]] = [
     ("INSERT INTO t VALUES (purge())", [("unclassified-function-call", U)]),
     ("CREATE TABLE t2 AS SELECT purge()", [("unclassified-function-call", U)]),
     ("SELECT purge() INTO t3", [("unclassified-function-call", U)]),
+    ("WITH x AS (SELECT purge()) SELECT 1", [("unclassified-function-call", U)]),
     ("CREATE MATERIALIZED VIEW mv AS SELECT purge()", [("unclassified-function-call", U)]),
     ("CREATE INDEX i ON t (wipe(a))", [("unclassified-function-call", U)]),  # runs on every row
     ("ALTER TABLE t ADD COLUMN b int DEFAULT purge()", [("unclassified-function-call", U)]),
