@@ -353,6 +353,19 @@ def _alter_table(stmt: ast.AlterTableStmt) -> list[Hit]:
                         key,
                     )
                 )
+            checks = [c for c in column.constraints or () if isinstance(c, ast.Constraint)]
+            if any(c.contype == ConstrType.CONSTR_CHECK and not c.skip_validation for c in checks):
+                found.append(
+                    Hit(
+                        "constraint-missing-not-valid",
+                        "AddCheckedColumn",
+                        f"{table}.{column.colname}",
+                        f"adds column {column.colname} with a CHECK to {table}: every row is checked "
+                        "under an exclusive lock",
+                        HAZARD,
+                        key,
+                    )
+                )
             found += _calls(column, f"the new column {table}.{column.colname}")
         elif sub in _SAFE_ALTER:
             found += _calls(cmd.def_, f"ALTER TABLE {table}")
@@ -378,6 +391,28 @@ _DROP_RULES: dict[ObjectType | None, str] = {
     ObjectType.OBJECT_POLICY: "ban-drop-policy",
     ObjectType.OBJECT_TRIGGER: "ban-drop-trigger",
 }
+
+
+def _partition_of(stmt: ast.CreateStmt) -> list[Hit]:
+    """``CREATE TABLE … PARTITION OF parent`` locks the parent exclusively (and scans its default
+    partition, whose rows may have to move)."""
+    if stmt.partbound is None or not stmt.inhRelations:
+        return []
+    parent = stmt.inhRelations[0]
+    if not isinstance(parent, ast.RangeVar):
+        return []
+    name = _relation(parent)
+    return [
+        Hit(
+            "partition-of-existing-table",
+            "CreatePartition",
+            name,
+            f"creates partition {_relation(stmt.relation)} of {name}: takes an ACCESS EXCLUSIVE lock on "
+            f"{name} and scans its default partition, if any",
+            HAZARD,
+            (_rel_key(parent),),
+        )
+    ]
 
 
 def _drop(stmt: ast.DropStmt) -> list[Hit]:
@@ -447,7 +482,7 @@ def _statement(stmt: object) -> list[Hit]:
     if isinstance(stmt, ast.VariableShowStmt | ast.CommentStmt | ast.CreateExtensionStmt):
         return []
     if isinstance(stmt, ast.CreateStmt):  # defaults and checks are not evaluated on creation
-        return []
+        return _partition_of(stmt)
     if isinstance(
         stmt,
         ast.CreateSeqStmt

@@ -30,7 +30,6 @@ CASES: list[tuple[str, list[tuple[str, str]]]] = [
         [],
     ),
     ("CREATE TABLE t (a int DEFAULT my_func())", []),  # a default is not evaluated on creation
-    ("CREATE TABLE p2026 PARTITION OF p FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')", []),
     ("CREATE UNLOGGED TABLE cache (k text PRIMARY KEY, v jsonb)", []),
     ('CREATE INDEX "idx" ON "t" ("c")', []),
     ("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ix ON t (lower(email)) WHERE deleted_at IS NULL", []),
@@ -115,6 +114,11 @@ CASES: list[tuple[str, list[tuple[str, str]]]] = [
     ('ALTER TABLE "t" ADD "x" INT NOT NULL', [("adding-required-field", H)]),
     ("ALTER TABLE t ALTER COLUMN c SET NOT NULL", [("adding-not-nullable-field", H)]),
     ("ALTER TABLE t ADD COLUMN id bigserial", [("adding-field-with-default", H)]),
+    ("ALTER TABLE t ADD COLUMN n int CHECK (n > 0)", [("constraint-missing-not-valid", H)]),
+    (
+        "CREATE TABLE p2026 PARTITION OF p FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+        [("partition-of-existing-table", H)],
+    ),
     # ---- unclassified: what cannot be known to be safe
     ("CALL purge()", [("unclassified-statement", U)]),
     ("DO $$ BEGIN EXECUTE 'DROP TABLE x'; END $$", [("unclassified-statement", U)]),
@@ -229,6 +233,7 @@ def test_objects_created_earlier_in_the_plan_are_not_destructive() -> None:
             "CREATE INDEX ix_orders_user ON orders (user_id)",
             "CREATE TYPE mood AS ENUM ('a')",
             "CREATE SCHEMA fresh",
+            "CREATE TABLE ev (at date) PARTITION BY RANGE (at)",
         ],
         [
             # the example's ON DELETE CASCADE change, on a table of this plan
@@ -244,6 +249,7 @@ def test_objects_created_earlier_in_the_plan_are_not_destructive() -> None:
             "CREATE TABLE fresh.t (a int)",
             "DROP TABLE fresh.t",
             "DROP TABLE public.purchases",
+            "CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
         ],
     )
     findings = analyse(steps)
