@@ -190,3 +190,37 @@ def test_small_plan_keeps_its_sql() -> None:
     assert back is not None
     assert back.steps == steps
     assert not back.steps_omitted
+
+
+def test_trimmed_plan_keeps_the_first_findings_before_the_pending_list() -> None:
+    """Findings come most severe first (plans.ranked); when the summary must shrink, the pending
+    list goes first and the findings keep their head, with exact counts."""
+    pending = [f"alembic:{i:012x}" for i in range(60)]
+    drops = [
+        PlanFinding(pending[-1], i, "DropTable", f"customer_data_{i:02d}", "ban-drop-table", "destructive")
+        for i in range(22)
+    ]
+    fresh = [
+        PlanFinding(pending[0], i, "DropIndex", f"ix_new_{i:02d}", "ban-drop-index", "in-plan")
+        for i in range(40)
+    ]
+    summary = PlanSummary(
+        hash="c" * 64,
+        target=pending[-1],
+        pending=pending,
+        pending_count=len(pending),
+        statements=100,
+        findings=drops + fresh,
+        findings_count=len(drops + fresh),
+        review_count=len(drops),
+    )
+    text = encode(Report(Outcome.SUCCEEDED, tool="alembic", command="plan", plan=summary))
+    assert len(text.encode()) <= MAX_BYTES
+    back = decode(text).plan
+    assert back is not None
+    assert back.findings[:22] == drops
+    assert back.findings_count == 62
+    assert back.review_count == 22
+    assert len(back.findings) + back.findings_omitted == 62
+    assert back.pending_omitted == 60 - len(back.pending)
+    assert len(back.pending) < 60  # cut first

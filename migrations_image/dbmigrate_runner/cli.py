@@ -101,6 +101,13 @@ def make_parser() -> argparse.ArgumentParser:
             choices=("debug", "info", "warning", "error"),
             help="[env DBMIGRATE_LOG_LEVEL, default info]",
         )
+        if name in ("upgrade", "plan"):
+            p.add_argument(
+                "--lint-ignore",
+                action="append",
+                help="plan: leave out findings of this lint rule (repeat, or comma-separated); part of "
+                "the plan's hash, so an approved run needs the same [env DBMIGRATE_LINT_IGNORE]",
+            )
         if name == "upgrade":
             p.add_argument(
                 "--expect-plan",

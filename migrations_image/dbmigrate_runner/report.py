@@ -93,12 +93,15 @@ class ErrorInfo:
 
 @dataclass
 class PlanFinding:
-    """A destructive change, compactly: the migration, its statement's index, what kind, on what."""
+    """A lint finding, compactly: the migration, its statement's index, what kind, on what, the rule
+    (what ``spec.lint.ignore`` names) and the severity (destructive, unclassified, hazard, in-plan)."""
 
     migration: str
     statement: int
     kind: str
     target: str
+    rule: str = ""
+    severity: str = ""
 
 
 @dataclass
@@ -115,9 +118,13 @@ class PlanSummary:
     statements: int = 0
     opaque: list[str] = field(default_factory=list)  # migrations with steps that are not SQL
     opaque_omitted: int = 0
-    findings: list[PlanFinding] = field(default_factory=list)
+    findings: list[PlanFinding] = field(default_factory=list)  # most severe first
     findings_count: int = 0
     findings_omitted: int = 0
+    # Findings whose severity needs a person under OnDestructive (destructive, unclassified, hazard);
+    # None from a runner older than the lint's severities: then every finding counts.
+    review_count: int | None = None
+    lint_ignore: list[str] = field(default_factory=list)  # rules silenced (spec.lint.ignore), hashed
     # The whole plan's steps ({migration, statements, opaque}) when the report still fits with them;
     # else None and ``steps_omitted`` True: the SQL is then only in the plan Job's log.
     steps: list[dict[str, Any]] | None = None
@@ -330,34 +337,48 @@ def _fit_message(data: dict[str, Any], limit: int) -> bool:
 
 def _fit_plan(data: dict[str, Any], budget: int) -> None:
     """Shrink the plan summary to ``budget`` bytes of its own: its lists keep their first entries
-    (a common cap, by bisection), their ``*_omitted`` counts grow; hash, target and counts stay."""
+    (bisection), their ``*_omitted`` counts grow; hash, target and counts stay. The pending list is
+    cut first, then the non-SQL list, the findings last: they come most severe first (``plans.py``),
+    so what a reviewer must see is what stays."""
     plan = data.get("plan")
     if not plan:
         return
-    lists = ("pending", "opaque", "findings")
+    lists = ("pending", "opaque", "findings")  # in order of sacrifice
     full = {name: list(plan[name]) for name in lists}
     omitted = {name: int(plan[f"{name}_omitted"]) for name in lists}
 
-    def cap(n: int) -> bool:
-        for name in lists:
-            plan[name] = full[name][:n]
-            plan[f"{name}_omitted"] = omitted[name] + len(full[name]) - len(plan[name])
+    def keep(name: str, n: int) -> bool:
+        plan[name] = full[name][:n]
+        plan[f"{name}_omitted"] = omitted[name] + len(full[name]) - len(plan[name])
         return len(_dumps(plan)) <= budget
 
-    longest = max(len(v) for v in full.values())
-    if cap(longest):
-        return
-    cap(_largest(0, longest, cap) or 0)
+    for name in lists:
+        if len(_dumps(plan)) <= budget:
+            return
+
+        def fits(n: int, name: str = name) -> bool:
+            return keep(name, n)
+
+        keep(name, _largest(0, len(full[name]), fits) or 0)
+
+
+def _plan_budget(data: dict[str, Any], limit: int) -> int:
+    """What a plan summary may take: all the room the rest of the report leaves at its smallest
+    (version names and applied names can go; a plan Job's versions are not what the operator reads)."""
+    rest = {**data, "plan": None, "applied": []}
+    rest["apps"] = {name: {**state, "versions": []} for name, state in (data.get("apps") or {}).items()}
+    return max(limit - len(_dumps(rest)), limit // 2)
 
 
 def encode(report: Report, limit: int = MAX_BYTES) -> str:
     """Serialize compactly, dropping the least useful detail first until it fits ``limit`` bytes.
 
     A plan's SQL (``plan.steps``) goes first, marked ``steps_omitted``; then its summary's lists
-    are cut to half the limit (first entries kept, ``*_omitted`` counted; hash, target and counts
-    stay). Then, order of sacrifice: the oldest names applied by this run (for an upgrade they
-    repeat the newest version names; their count stays), then the oldest version names (counts
-    stay exact), then the tail of the error message; each step keeps as much as fits (bisection
+    are cut to the room the rest of the report leaves at its smallest (first entries kept — the
+    pending list first, findings last, which come most severe first —, ``*_omitted`` counted; hash,
+    target and counts stay). Then, order of sacrifice: the oldest names applied by this run (for
+    an upgrade they repeat the newest version names; their count stays), then the oldest version
+    names (counts stay exact), then the tail of the error message; each step keeps as much as fits (bisection
     on exact sizes). Outcome, current versions and counts always survive.
     """
     data = report.to_dict()
@@ -367,7 +388,7 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
     if plan and not _fits(data, limit):
         if plan["steps"] is not None:
             plan["steps"], plan["steps_omitted"] = None, True  # the SQL goes first; the log keeps it
-        _fit_plan(data, limit // 2)  # then the summary takes at most half; the rest shrinks as before
+        _fit_plan(data, _plan_budget(data, limit))  # then the summary; the rest shrinks as before
     if _fits(data, limit) or _fit_applied(data, limit) or _fit_versions(data, limit):
         return _dumps(data).decode()
     if _fit_message(data, limit):
@@ -413,12 +434,21 @@ def _decode_plan(raw: Any) -> PlanSummary | None:
         opaque=[str(v) for v in raw.get("opaque", [])],
         opaque_omitted=int(raw.get("opaque_omitted", 0)),
         findings=[
-            PlanFinding(str(f["migration"]), int(f["statement"]), str(f["kind"]), str(f.get("target", "")))
+            PlanFinding(
+                str(f["migration"]),
+                int(f["statement"]),
+                str(f["kind"]),
+                str(f.get("target", "")),
+                str(f.get("rule", "")),
+                str(f.get("severity", "")),
+            )
             for f in raw.get("findings", [])
             if isinstance(f, dict)
         ],
         findings_count=int(raw.get("findings_count", 0)),
         findings_omitted=int(raw.get("findings_omitted", 0)),
+        review_count=int(raw["review_count"]) if isinstance(raw.get("review_count"), int) else None,
+        lint_ignore=[str(r) for r in raw.get("lint_ignore", [])],
         steps=[dict(step) for step in raw["steps"] if isinstance(step, dict)]
         if isinstance(raw.get("steps"), list)
         else None,

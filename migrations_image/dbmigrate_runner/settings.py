@@ -100,6 +100,8 @@ class Settings:
     plan_file: Path | None = None  # plan: where to write the plan document (JSON)
     sql_file: Path | None = None  # plan: where to write the readable SQL
     expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
+    # plan and upgrade --expect-plan: lint rules silenced (spec.lint.ignore); part of the plan's hash.
+    lint_ignore: tuple[str, ...] = ()
 
 
 _ENCODE_HINT = (
@@ -313,4 +315,18 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         ),
         report_path=Path(pick("report_path", "DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
         log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
+        lint_ignore=lint_rules(pick("lint_ignore", "DBMIGRATE_LINT_IGNORE") or ""),
     )
+
+
+_RULE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def lint_rules(value: str | list[str]) -> tuple[str, ...]:
+    """``DBMIGRATE_LINT_IGNORE``: rule ids separated by commas or spaces, sorted and deduplicated."""
+    text = " ".join(value) if isinstance(value, list) else value
+    rules = sorted({r for r in re.split(r"[\s,]+", text.strip().lower()) if r})
+    bad = [r for r in rules if not _RULE.fullmatch(r)]
+    if bad:
+        raise ConfigError(f"DBMIGRATE_LINT_IGNORE: not a rule id: {', '.join(bad)} (e.g. ban-drop-index)")
+    return tuple(rules)

@@ -28,9 +28,11 @@ class Finding:
 
     migration: str  # "app:version"
     statement: int
-    kind: str  # e.g. "DropTable", "DropColumn", "AlterColumnType", "Truncate"
+    kind: str  # e.g. "DropTable", "DropColumn", "AlterColumnType", "Truncate", "Unclassified"
     target: str  # the object it hits, e.g. "public.product.description"
     message: str
+    rule: str = ""  # the lint rule (squawk's id where it has one): what spec.lint.ignore names
+    severity: str = ""  # destructive, unclassified, hazard or in-plan (destructive.py)
 
 
 @dataclass
@@ -51,6 +53,9 @@ class SqlPlan:
     findings: list[Finding] = field(default_factory=list)
     hash: str = ""
     v: int = PLAN_VERSION
+    # Lint rules silenced for this resource (spec.lint.ignore): part of the hash, since what a
+    # reviewer approves includes what was not shown to them.
+    lint_ignore: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> list[str]:
@@ -66,7 +71,7 @@ class SqlPlan:
 
     def seal(self) -> SqlPlan:
         """Compute the hash over the canonical form; returns self for chaining."""
-        self.hash = content_hash(self.tool, self.steps)
+        self.hash = content_hash(self.tool, self.steps, self.lint_ignore)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,19 +81,22 @@ class SqlPlan:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
-def canonical(tool: str, steps: list[Step]) -> bytes:
-    """The bytes the hash covers: tool, then each step's name, statements and opaque marks, in order."""
-    body = {
+def canonical(tool: str, steps: list[Step], lint_ignore: list[str] | tuple[str, ...] = ()) -> bytes:
+    """The bytes the hash covers: tool, then each step's name, statements and opaque marks, in order,
+    and the silenced lint rules (only when there are some: plans without any keep their hash)."""
+    body: dict[str, Any] = {
         "v": PLAN_VERSION,
         "tool": tool,
         "steps": [{"migration": s.migration, "statements": s.statements, "opaque": s.opaque} for s in steps],
     }
+    if lint_ignore:
+        body["lint_ignore"] = sorted(set(lint_ignore))
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
 
 
-def content_hash(tool: str, steps: list[Step]) -> str:
+def content_hash(tool: str, steps: list[Step], lint_ignore: list[str] | tuple[str, ...] = ()) -> str:
     """Lower-case hex sha256 (64 characters): long enough that nobody can craft a second plan with it."""
-    return hashlib.sha256(canonical(tool, steps)).hexdigest()
+    return hashlib.sha256(canonical(tool, steps, lint_ignore)).hexdigest()
 
 
 def from_dict(data: dict[str, Any]) -> SqlPlan:
@@ -110,6 +118,8 @@ def from_dict(data: dict[str, Any]) -> SqlPlan:
             kind=str(f["kind"]),
             target=str(f.get("target", "")),
             message=str(f.get("message", "")),
+            rule=str(f.get("rule", "")),
+            severity=str(f.get("severity", "")),
         )
         for f in data.get("findings", [])
     ]
@@ -119,8 +129,9 @@ def from_dict(data: dict[str, Any]) -> SqlPlan:
         steps=steps,
         findings=findings,
         hash=str(data.get("hash", "")),
+        lint_ignore=[str(r) for r in data.get("lint_ignore", [])],
     )
-    if plan.hash != content_hash(plan.tool, plan.steps):
+    if plan.hash != content_hash(plan.tool, plan.steps, plan.lint_ignore):
         raise ValueError("the plan's hash does not match its content")
     return plan
 
@@ -128,17 +139,22 @@ def from_dict(data: dict[str, Any]) -> SqlPlan:
 def render_sql(plan: SqlPlan) -> str:
     """The plan as a readable SQL script: one commented block per migration, findings marked."""
     lines = [f"-- dbmigrate plan {plan.hash}", f"-- tool {plan.tool}, target {plan.target or '(none)'}"]
+    if plan.lint_ignore:
+        lines.append(f"-- lint rules silenced (spec.lint.ignore): {', '.join(sorted(plan.lint_ignore))}")
     if not plan.steps:
         lines.append("-- nothing to apply")
-    by_statement = {(f.migration, f.statement): f for f in plan.findings}
+    by_statement: dict[tuple[str, int], list[Finding]] = {}
+    for f in plan.findings:
+        by_statement.setdefault((f.migration, f.statement), []).append(f)
     for step in plan.steps:
         lines += ["", f"-- migration {step.migration}"]
         for reason in step.opaque:
             lines.append(f"-- NOT SQL: {reason}")
         for index, statement in enumerate(step.statements):
-            finding = by_statement.get((step.migration, index))
-            if finding is not None:
-                lines.append(f"-- DESTRUCTIVE ({finding.kind}): {finding.message}")
+            for finding in by_statement.get((step.migration, index), ()):
+                label = (finding.severity or "destructive").upper()
+                rule = f"{finding.rule}, " if finding.rule else ""
+                lines.append(f"-- {label} ({rule}{finding.kind}): {finding.message}")
             text = statement.rstrip()
             lines.append(text if text.endswith(";") else text + ";")
     return "\n".join(lines) + "\n"

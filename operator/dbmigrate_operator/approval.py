@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from dbmigrate_operator import constants as c
-from dbmigrate_runner.report import PlanSummary
+from dbmigrate_runner.report import PlanFinding, PlanSummary
 from dbmigrate_runner.sqlplan import SqlPlan, Step, content_hash, render_sql
 
 AUTO = "Auto"
@@ -57,12 +57,13 @@ def plan_status(summary: PlanSummary, job: str, tool: str) -> dict[str, Any]:
         "pendingCount": summary.pending_count,
         "statements": summary.statements,
         "opaque": list(summary.opaque),
-        "findings": [
-            {"migration": f.migration, "statement": f.statement, "kind": f.kind, "target": f.target}
-            for f in summary.findings
-        ],
+        "findings": [_finding(f) for f in summary.findings],
         "findingsCount": summary.findings_count,
+        # From a runner without severities every finding needs review (fail closed).
+        "reviewCount": summary.findings_count if summary.review_count is None else summary.review_count,
     }
+    if summary.lint_ignore:
+        record["lintIgnore"] = list(summary.lint_ignore)
     omitted = summary.pending_omitted + summary.opaque_omitted + summary.findings_omitted
     if omitted:
         record["omitted"] = omitted
@@ -77,6 +78,20 @@ def plan_status(summary: PlanSummary, job: str, tool: str) -> dict[str, Any]:
     return record
 
 
+def _finding(f: PlanFinding) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "migration": f.migration,
+        "statement": f.statement,
+        "kind": f.kind,
+        "target": f.target,
+    }
+    if f.rule:
+        out["rule"] = f.rule
+    if f.severity:
+        out["severity"] = f.severity
+    return out
+
+
 def _sql(summary: PlanSummary, tool: str) -> str | None:
     if summary.steps is None:
         return None
@@ -88,14 +103,21 @@ def _sql(summary: PlanSummary, tool: str) -> str | None:
         )
         for s in summary.steps
     ]
-    if content_hash(tool, steps) != summary.hash:
+    if content_hash(tool, steps, summary.lint_ignore) != summary.hash:
         return None
-    return render_sql(SqlPlan(tool=tool, target=summary.target, steps=steps, hash=summary.hash))
+    return render_sql(
+        SqlPlan(
+            tool=tool, target=summary.target, steps=steps, hash=summary.hash, lint_ignore=summary.lint_ignore
+        )
+    )
 
 
 def needs_review(record: dict[str, Any]) -> bool:
-    """OnDestructive: a person decides when something destructive was found, or something not SQL."""
-    return bool(record.get("findingsCount") or record.get("opaque"))
+    """OnDestructive: a person decides when the lint found something destructive, unclassified or a
+    lock hazard (``reviewCount``; findings on objects created in the same plan do not count), or
+    something not SQL. A record without ``reviewCount`` counts every finding."""
+    count = record.get("reviewCount", record.get("findingsCount"))
+    return bool(count or record.get("opaque"))
 
 
 def waiting_message(record: dict[str, Any], stale: dict[str, str], name: str, namespace: str) -> str:
@@ -103,7 +125,8 @@ def waiting_message(record: dict[str, Any], stale: dict[str, str], name: str, na
     h = record["hash"]
     text = (
         f"waiting for approval of plan {h}: {record.get('pendingCount', 0)} migration(s), "
-        f"{record.get('statements', 0)} statement(s), {record.get('findingsCount', 0)} destructive finding(s)"
+        f"{record.get('statements', 0)} statement(s), "
+        f"{record.get('reviewCount', record.get('findingsCount', 0))} finding(s) to review"
     )
     if record.get("opaque"):
         text += f", {len(record['opaque'])} with steps that are not SQL"

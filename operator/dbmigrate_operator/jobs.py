@@ -25,6 +25,8 @@ DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "50m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
 }
+# spec.lint.ignore reaches the runner (plan and approved run) as this variable; spec.job.env cannot set it.
+LINT_IGNORE_ENV = "DBMIGRATE_LINT_IGNORE"
 SECRET_FIELDS = (  # (env var the runner reads, secretRef key field, default key)
     ("DB_HOST", "hostKey", "host"),
     ("DB_PORT", "portKey", "port"),
@@ -64,8 +66,15 @@ def run_hash(cr: dict[str, Any]) -> str:
     }
     if spec.get("baseline"):  # only when set: existing resources keep their Job names
         essence["baseline"] = spec["baseline"]
+    if ignore := lint_ignore(spec):  # only when set, as baseline; it changes the plan and its hash
+        essence["lintIgnore"] = ignore
     raw = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:HASH_CHARS]
+
+
+def lint_ignore(spec: dict[str, Any]) -> list[str]:
+    """``spec.lint.ignore``, sorted and deduplicated: the runner's ``DBMIGRATE_LINT_IGNORE``."""
+    return sorted({str(rule) for rule in ((spec.get("lint") or {}).get("ignore") or []) if rule})
 
 
 def job_name(cr_name: str, hash_: str) -> str:
@@ -152,8 +161,10 @@ def build_job(
     user_env = [
         e
         for e in job.get("env") or []
-        if e.get("name") not in {"DATABASE_URL", *(f[0] for f in SECRET_FIELDS)}
+        if e.get("name") not in {"DATABASE_URL", LINT_IGNORE_ENV, *(f[0] for f in SECRET_FIELDS)}
     ]
+    # Plan and approved run alike: the runner re-makes the plan with the same silenced rules.
+    lint_env = [{"name": LINT_IGNORE_ENV, "value": ",".join(ignore)}] if (ignore := lint_ignore(spec)) else []
     container: dict[str, Any] = {
         "name": c.CONTAINER_NAME,
         "image": spec["image"],
@@ -161,6 +172,7 @@ def build_job(
         "args": [*runner_args(spec, command), *(["--expect-plan", expect_plan] if expect_plan else [])],
         "env": [
             *user_env,
+            *lint_env,
             *database_env(spec),
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},

@@ -105,7 +105,7 @@ def status_one(cr: dict[str, Any]) -> str:
     if plan:
         lines.append(
             f"plan {plan.get('hash')}: {plan.get('pendingCount', 0)} migration(s), "
-            f"{plan.get('statements', 0)} statement(s), {plan.get('findingsCount', 0)} destructive finding(s)"
+            f"{plan.get('statements', 0)} statement(s), {plan.get('findingsCount', 0)} finding(s)"
             + (f"; approved by {plan['approvedBy']}" if plan.get("approvedBy") else "; not approved")
         )
     return "\n".join(lines)
@@ -121,10 +121,16 @@ def plan_text(k: Kubectl, cr: dict[str, Any]) -> tuple[str, str]:
     header = [
         f"# plan {plan['hash']} of {cr['metadata']['namespace']}/{name}",
         f"# pending ({plan.get('pendingCount', 0)}): {', '.join(plan.get('pending') or []) or '-'}",
-        f"# destructive findings: {plan.get('findingsCount', 0)}",
+        f"# findings: {plan.get('findingsCount', 0)}, to review: "
+        f"{plan.get('reviewCount', plan.get('findingsCount', 0))}",
     ]
+    if plan.get("lintIgnore"):
+        header.append(f"# lint rules silenced (spec.lint.ignore): {', '.join(plan['lintIgnore'])}")
     for f in plan.get("findings") or []:
-        header.append(f"#   {f['migration']} statement {f['statement']}: {f['kind']} {f.get('target', '')}")
+        rule = f" [{f['severity']} {f.get('rule', '')}]" if f.get("severity") else ""
+        header.append(
+            f"#   {f['migration']} statement {f['statement']}: {f['kind']} {f.get('target', '')}{rule}"
+        )
     if plan.get("opaque"):
         header.append(f"# not SQL (Python code runs): {', '.join(plan['opaque'])}")
     if plan.get("approvedBy"):

@@ -65,7 +65,14 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
     plan = status["plan"]
     assert plan["pending"] == [f"models:{V4}"]
     assert plan["findings"] == [
-        {"migration": f"models:{V4}", "statement": 0, "kind": "DropColumn", "target": "product.description"}
+        {
+            "migration": f"models:{V4}",
+            "statement": 0,
+            "kind": "DropColumn",
+            "target": "product.description",
+            "rule": "ban-drop-column",
+            "severity": "destructive",
+        }
     ]
     assert 'ALTER TABLE "product" DROP COLUMN "description";' in plan["sql"]
     assert status["phase"] == "Pending"
@@ -140,3 +147,56 @@ def test_on_destructive_waits_and_approvals_run_exactly_the_plan(e2e: E2E) -> No
     ]["annotations"]
     assert c.RERUN_ANNOTATION in annotations
     e2e.no_password_anywhere()
+
+
+INDEX = stack.aerich_migration('CREATE INDEX "idx_product_name" ON "product" ("name");')
+UNCLASSIFIED = stack.aerich_migration("CALL purge_old_products();")
+V_INDEX, V_CALL = "3_20261201000000_index_name", "4_20261202000000_call_purge"
+
+
+def test_lint_hazard_waits_and_spec_lint_ignore_silences_it_in_the_hash(e2e: E2E) -> None:
+    """A lock hazard alone (an index built without CONCURRENTLY on an existing table) makes
+    OnDestructive wait; spec.lint.ignore (through the CRD, the plan Job and the approved run's env)
+    silences it, the plan records the silence, and the run goes ahead. An unclassified CALL waits."""
+    e2e.apply_example(approval="OnDestructive")
+    e2e.wait_ready()
+
+    image = e2e.image(stack.shop_copy(e2e.tmp / "shop-index", aerich={f"{V_INDEX}.py": INDEX}))
+    e2e.apply_example(image=image, approval="OnDestructive")
+    status = e2e.wait(lambda: waiting(e2e), "WaitingForApproval on a hazard")
+    plan = status["plan"]
+    assert plan["reviewCount"] == 1
+    (finding,) = plan["findings"]
+    assert (finding["rule"], finding["severity"], finding["target"]) == (
+        "require-concurrent-index-creation",
+        "hazard",
+        "product",
+    )
+    waiting_hash = plan["hash"]
+
+    e2e.apply_example(
+        image=image, approval="OnDestructive", lint={"ignore": ["require-concurrent-index-creation"]}
+    )
+    status = e2e.wait_ready(generation=3)
+    assert status["plan"]["lintIgnore"] == ["require-concurrent-index-creation"]
+    assert status["plan"]["hash"] != waiting_hash  # the silence is part of what was approved
+    assert status["plan"]["approvedBy"].startswith("approval OnDestructive")
+    assert status["plan"]["findingsCount"] == 0
+    assert e2e.tracking()[-1] == ("models", V_INDEX)
+    (run,) = [j for j in run_jobs(e2e) if j["metadata"]["name"] == status["lastRun"]["job"]]
+    env = run["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "DBMIGRATE_LINT_IGNORE", "value": "require-concurrent-index-creation"} in env
+
+    image = e2e.image(
+        stack.shop_copy(e2e.tmp / "shop-call", aerich={f"{V_INDEX}.py": INDEX, f"{V_CALL}.py": UNCLASSIFIED})
+    )
+    e2e.apply_example(
+        image=image, approval="OnDestructive", lint={"ignore": ["require-concurrent-index-creation"]}
+    )
+    status = e2e.wait(lambda: waiting(e2e), "WaitingForApproval on an unclassified statement")
+    (finding,) = status["plan"]["findings"]
+    assert (finding["rule"], finding["severity"], finding["target"]) == (
+        "unclassified-statement",
+        "unclassified",
+        "Call",
+    )

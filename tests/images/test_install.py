@@ -126,6 +126,33 @@ def test_shop_image_migrates_a_fresh_database_and_then_is_a_no_op(
     assert _tree(shop_image) == before
 
 
+@pytest.mark.postgres
+def test_shop_image_plans_with_squawk(
+    shop_image: ImageState, postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """The lint's lock hazards come from the squawk binary of the image's venv (squawk-cli wheel):
+    a plan in the image finds them, and nothing says the lint could not run."""
+    report_path = tmp_path / "termination-log"
+    env = {"DATABASE_URL": postgres.url(database), "DBMIGRATE_REPORT_PATH": str(report_path)}
+    assert shop_image.entrypoint is not None
+    upto = run_in(shop_image, *shop_image.entrypoint, "upgrade", "--target", "1", env=env)
+    assert upto.returncode == 0, upto.stdout + upto.stderr
+    done = run_in(shop_image, *shop_image.entrypoint, "plan", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    plan = decode(report_path.read_text()).plan
+    assert plan is not None
+    rules = {f.rule for f in plan.findings}
+    assert "lint-unavailable" not in rules
+    code = (
+        "from dbmigrate_runner.squawk import hazards; from dbmigrate_runner.sqlplan import Step; "
+        "found = hazards([Step('a:1', ['CREATE INDEX i ON t (a)'])]); "
+        "print(' '.join(sorted(h.rule for hits in found.values() for h in hits)))"
+    )
+    lint = run_in(shop_image, "python", "-c", code)
+    assert lint.returncode == 0, lint.stderr
+    assert lint.stdout.split() == ["require-concurrent-index-creation"]
+
+
 def _tree(image: ImageState) -> dict[str, float]:
     """Every file under the image's own folders (/app, /opt) with its modification time."""
     files: dict[str, float] = {}

@@ -157,6 +157,52 @@ def test_on_destructive_waits_on_findings() -> None:
     assert true_condition(plan)["reason"] == "WaitingForApproval"
 
 
+def _summary_report(findings: list[PlanFinding], review: int | None) -> str:
+    steps = [Step(V2, SQL[V2])]
+    summary = PlanSummary(
+        hash=content_hash("aerich", steps),
+        target=V2,
+        pending=[V2],
+        pending_count=1,
+        statements=1,
+        findings=findings,
+        findings_count=len(findings),
+        review_count=review,
+    )
+    return encode(Report(Outcome.SUCCEEDED, tool="aerich", command="plan", plan=summary))
+
+
+def test_on_destructive_goes_ahead_when_every_finding_is_on_objects_made_in_the_plan() -> None:
+    fresh = [PlanFinding(V2, 0, "DropColumn", "c.bio", "ban-drop-column", "in-plan")]
+    cr, jobs, pods = planned(make_cr(approval="OnDestructive"), _summary_report(fresh, 0))
+    go = decide(cr, jobs, pods, at(30), S)
+    assert len(go.of(CreateJob)) == 1
+    assert go.status["plan"]["reviewCount"] == 0
+    assert go.status["plan"]["findings"][0]["severity"] == "in-plan"
+
+
+def test_on_destructive_waits_on_a_lock_hazard_alone() -> None:
+    hazard = [
+        PlanFinding(
+            V2, 0, "RequireConcurrentIndexCreation", "c", "require-concurrent-index-creation", "hazard"
+        )
+    ]
+    cr, jobs, pods = planned(make_cr(approval="OnDestructive"), _summary_report(hazard, 1))
+    plan = decide(cr, jobs, pods, at(30), S)
+    assert plan.of(CreateJob) == []
+    assert true_condition(plan)["reason"] == "WaitingForApproval"
+    assert "1 finding(s) to review" in true_condition(plan)["message"]
+
+
+def test_on_destructive_counts_every_finding_of_a_report_without_severities() -> None:
+    """A plan from an older runner image: no review count, so every finding needs a person."""
+    old = [PlanFinding(V2, 0, "DropColumn", "c.bio")]
+    cr, jobs, pods = planned(make_cr(approval="OnDestructive"), _summary_report(old, None))
+    plan = decide(cr, jobs, pods, at(30), S)
+    assert plan.of(CreateJob) == []
+    assert plan.status["plan"]["reviewCount"] == 1
+
+
 def test_manual_with_nothing_pending_goes_ahead() -> None:
     report, _ = plan_report([], destructive=False)
     cr, jobs, pods = planned(make_cr(approval="Manual"), report)

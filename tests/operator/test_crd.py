@@ -97,6 +97,8 @@ def test_status_fields_match_what_the_operator_writes() -> None:
         "opaque",
         "findings",
         "findingsCount",
+        "reviewCount",
+        "lintIgnore",
         "omitted",
         "sql",
         "sqlOmitted",

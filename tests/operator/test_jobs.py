@@ -203,3 +203,28 @@ def test_baseline_reaches_the_runner_and_the_hash_only_when_set() -> None:
     assert "--baseline" not in runner_args(with_baseline, "downgrade")
     cr = {"metadata": {"uid": "u"}, "spec": spec}
     assert run_hash(cr) != run_hash({**cr, "spec": with_baseline})
+
+
+def test_lint_ignore_reaches_plan_and_run_and_changes_the_run() -> None:
+    """spec.lint.ignore: the same DBMIGRATE_LINT_IGNORE on the plan Job and the approved run (whose
+    runner re-makes the plan, hash included), never from spec.job.env; a new run when it changes."""
+    from dbmigrate_operator.jobs import build_plan_job
+
+    plain = make_cr(approval="OnDestructive")
+    quiet = make_cr(
+        approval="OnDestructive",
+        lint={"ignore": ["require-concurrent-index-creation", "ban-drop-index", "ban-drop-index"]},
+        job={"env": [{"name": "DBMIGRATE_LINT_IGNORE", "value": "ban-drop-table"}]},
+    )
+    assert run_hash(plain) != run_hash(quiet)
+    assert run_hash(plain) == run_hash(make_cr(approval="OnDestructive", lint={"ignore": []}))
+    for job in (
+        build_plan_job(quiet, hash_=run_hash(quiet), settings=Settings()),
+        build_job(quiet, hash_=run_hash(quiet), command="upgrade", settings=Settings(), expect_plan="0" * 64),
+    ):
+        env = [e for e in container(job)["env"] if e["name"] == "DBMIGRATE_LINT_IGNORE"]
+        assert env == [
+            {"name": "DBMIGRATE_LINT_IGNORE", "value": "ban-drop-index,require-concurrent-index-creation"}
+        ]
+    plain_job = build_plan_job(plain, hash_=run_hash(plain), settings=Settings())
+    assert all(e["name"] != "DBMIGRATE_LINT_IGNORE" for e in container(plain_job)["env"])

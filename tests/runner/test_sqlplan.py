@@ -57,3 +57,23 @@ def test_render_sql_marks_findings_and_python() -> None:
     assert "-- DESTRUCTIVE (DropTable): drops table b\nDROP TABLE b;" in text
     assert "-- migration m:2\n-- NOT SQL: runs Python" in text
     assert "-- nothing to apply" in render_sql(_plan())
+
+
+def test_silenced_lint_rules_are_part_of_the_hash() -> None:
+    """What a reviewer approves includes what was not shown to them; no silence keeps the old hash."""
+    steps = [Step("models:1_a", ['DROP INDEX "ix"'])]
+    plain = SqlPlan("aerich", "models:1_a", steps).seal()
+    assert plain.hash == SqlPlan("aerich", "models:1_a", steps, lint_ignore=[]).seal().hash
+    quiet = SqlPlan("aerich", "models:1_a", steps, lint_ignore=["ban-drop-index", "b-rule"]).seal()
+    assert quiet.hash != plain.hash
+    assert (
+        quiet.hash
+        == SqlPlan("aerich", "models:1_a", steps, lint_ignore=["b-rule", "ban-drop-index"]).seal().hash
+    )
+    back = from_dict(json.loads(quiet.to_json()))
+    assert back.lint_ignore == ["ban-drop-index", "b-rule"]
+    doc = json.loads(quiet.to_json())
+    doc["lint_ignore"] = []  # dropping the silence from the document is tampering
+    with pytest.raises(ValueError, match="hash"):
+        from_dict(doc)
+    assert "-- lint rules silenced (spec.lint.ignore): b-rule, ban-drop-index" in render_sql(quiet)

@@ -492,8 +492,18 @@ async def _read_back(
 _RUNNING = "-- Running upgrade "
 
 
+class OfflineFailed(Exception):
+    """Offline rendering stopped: what was printed until then, and why."""
+
+    def __init__(self, text: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.text = text
+        self.cause = cause
+
+
 def render_offline(project: Project, start: tuple[str, ...], destination: str) -> str:
-    """What ``alembic upgrade START:DEST --sql`` prints: env.py in offline mode, SQL to a buffer."""
+    """What ``alembic upgrade START:DEST --sql`` prints: env.py in offline mode, SQL to a buffer.
+    A failure raises :class:`OfflineFailed` carrying what was printed before it."""
     import io
 
     from alembic import command
@@ -503,9 +513,52 @@ def render_offline(project: Project, start: tuple[str, ...], destination: str) -
     try:
         with _no_file_config():
             command.upgrade(project.config, f"{start[0]}:{destination}" if start else destination, sql=True)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise OfflineFailed(buffer.getvalue(), exc) from exc
     finally:
         project.config.output_buffer = None
     return buffer.getvalue()
+
+
+def _markers(text: str) -> list[str]:
+    """The revisions whose ``-- Running upgrade`` marker the text holds, in order."""
+    return [
+        line.split("->", 1)[-1].strip().split(",", 1)[0].strip()
+        for line in text.splitlines()
+        if line.startswith(_RUNNING)
+    ]
+
+
+def render_per_revision(
+    project: Project, start: tuple[str, ...], destination: str, pending: list[str], table: VersionTable | None
+) -> list[Step]:
+    """The pending revisions' offline SQL; a revision that cannot be rendered (its ``upgrade()``
+    needs a connection: ``sa.inspect(op.get_bind())``…) is the only one marked not SQL, with its
+    error, and rendering goes on from it. Alembic prints a revision's marker before it runs its
+    ``upgrade()``, so the last marker of a failed rendering names the revision that failed."""
+    steps: list[Step] = []
+    left = list(pending)
+    while left:
+        try:
+            text = render_offline(project, start, destination)
+            return steps + offline_steps(text, left, table)
+        except OfflineFailed as failed:
+            reason = f"offline rendering failed: {type(failed.cause).__name__}: {failed.cause}"
+            done = _markers(failed.text)
+            if not done or done != left[: len(done)]:
+                # env.py itself, or an order we cannot follow: every revision left is not SQL.
+                return steps + [Step(f"{APP}:{rev}", opaque=[reason]) for rev in left]
+            *whole, broken = done
+            if whole:
+                cut = failed.text[: failed.text.rindex(_RUNNING)]
+                steps += offline_steps(cut, whole, table)
+            steps.append(Step(f"{APP}:{broken}", opaque=[reason]))
+            log.info("plan.opaque", f"{APP}:{broken} cannot be rendered offline", reason=reason)
+            left = left[len(done) :]
+            start = (broken,)
+    return steps
 
 
 def offline_steps(text: str, pending: list[str], table: VersionTable | None) -> list[Step]:
@@ -564,12 +617,7 @@ async def plan_steps(settings: Settings, project: Project) -> tuple[Work, list[S
             reason = f"the database has {len(work.start)} heads; Alembic renders offline SQL from one start"
             steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
         else:
-            try:
-                text = await asyncio.to_thread(render_offline, project, work.start, destination)
-                steps = offline_steps(text, work.planned, work.table)
-            except RunnerError:
-                raise
-            except Exception as exc:
-                reason = f"offline rendering failed: {type(exc).__name__}: {exc}"
-                steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
+            steps = await asyncio.to_thread(
+                render_per_revision, project, work.start, destination, work.planned, work.table
+            )
     return work, steps
