@@ -26,6 +26,8 @@ KUBE_VERSION = "1.34.4"
 RELEASE = "dbm"
 # What an API server that serves ValidatingAdmissionPolicy (GA since 1.30) tells helm.
 VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+# ... and a 1.29 one where the beta API was turned on (feature gate + runtime-config).
+VAP_BETA_API = "admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy"
 NAMESPACE = "dbmigrate-system"
 
 
@@ -84,9 +86,11 @@ def render(helm_bin: Path, tmp_path: Path) -> RenderFn:
         values: dict[str, Any] | None = None,
         *sets: str,
         namespace: str = NAMESPACE,
-        api_versions: tuple[str, ...] = (),
+        api_versions: tuple[str, ...] = (VAP_API,),
+        kube_version: str = KUBE_VERSION,
     ) -> Rendered:
-        """`api_versions`: what a live API server would tell helm it serves (`--api-versions`)."""
+        """`api_versions`: what a live API server would tell helm it serves (`--api-versions`); by
+        default a KUBE_VERSION server's ValidatingAdmissionPolicy (without it the chart fails)."""
         done = subprocess.run(
             [
                 str(helm_bin),
@@ -96,7 +100,7 @@ def render(helm_bin: Path, tmp_path: Path) -> RenderFn:
                 "--namespace",
                 namespace,
                 "--kube-version",
-                KUBE_VERSION,
+                kube_version,
                 "--include-crds",
                 *(arg for version in api_versions for arg in ("--api-versions", version)),
                 *helm_args(values, list(sets), tmp_path),
