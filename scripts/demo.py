@@ -270,7 +270,7 @@ def start(demo: Demo) -> None:
         f"  ServiceAccount {stack.OPERATOR_NAMESPACE}/{stack.OPERATOR_SA} bound to a ClusterRole with exactly"
     )
     say(f"  {stack.RBAC_RULES.relative_to(REPO)} (no Secrets access); leader election with a Lease, as the")
-    say(f"  chart runs it (the operator creates {stack.OPERATOR_NAMESPACE}/{LEASE} itself; a Role there, no other Lease)")
+    say(f"  chart runs it (the operator creates {stack.OPERATOR_NAMESPACE}/{LEASE} itself, its only Lease)")
     certs = demo.dir / "webhook-tls"
     certs.mkdir(exist_ok=True)
     made = tls.self_signed(["127.0.0.1", "localhost"])

@@ -31,6 +31,17 @@ VAP_BETA_API = "admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy"
 NAMESPACE = "dbmigrate-system"
 
 
+def build_tool(name: str) -> Path:
+    """helm4 or kstatus: built on first use by hack/build-binaries.sh into a cache dir of its own,
+    keyed by its version (a cold build: helm4 several minutes, kstatus about a minute)."""
+    done = subprocess.run(
+        [str(ROOT / "hack" / "build-binaries.sh"), name], stdout=subprocess.PIPE, text=True, check=True
+    )
+    tool = Path(done.stdout.strip().splitlines()[-1]) / name
+    assert tool.is_file(), f"{name} was not built into {tool.parent} (hack/build-binaries.sh {name})"
+    return tool
+
+
 @pytest.fixture(scope="session")
 def helm_bin() -> Path:
     helm = ensure_binaries(sys.stderr) / "helm"

@@ -55,7 +55,9 @@ def test_admission_policy_renders_for_the_api_the_server_serves(
     # both served (1.30-1.3x with the beta still on): the GA one
     both = render(api_versions=(VAP_BETA_API, VAP_API), kube_version=kube_version)
     if version == "v1":
-        assert {d["apiVersion"] for d in sum(_policies(both), [])} == {"admissionregistration.k8s.io/v1"}
+        assert {
+            d["apiVersion"] for d in [*both.of_kind(VAP), *both.of_kind("ValidatingAdmissionPolicyBinding")]
+        } == {"admissionregistration.k8s.io/v1"}
 
 
 def test_admission_policy_never_silently_disappears(
@@ -78,7 +80,9 @@ def test_admission_policy_never_silently_disappears(
     assert not POLICY_KINDS & render({"admissionPolicy": {"enabled": False}}).kinds(), "off means off"
     # offline rendering (no capabilities) may name the API version itself
     forced = render({"admissionPolicy": {"apiVersion": "v1beta1"}}, api_versions=(), kube_version="1.29.0")
-    assert {d["apiVersion"] for d in sum(_policies(forced), [])} == {"admissionregistration.k8s.io/v1beta1"}
+    assert {
+        d["apiVersion"] for d in [*forced.of_kind(VAP), *forced.of_kind("ValidatingAdmissionPolicyBinding")]
+    } == {"admissionregistration.k8s.io/v1beta1"}
 
 
 def test_admission_policy_follows_the_service_account_and_namespace(render: RenderFn) -> None:
@@ -145,7 +149,11 @@ def test_allowed_images_are_enforced_on_the_databasemigration_itself(render: Ren
             assert selector is None
         else:
             (expression,) = selector["matchExpressions"]
-            assert expression == {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
+            assert expression == {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": namespaces,
+            }
         for doc in (policy, binding):
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 

@@ -39,7 +39,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "no-webhook": {"webhook": {"enabled": False}},
     "allowlists": {
         "watchNamespaces": ["shop"],
-        "job": {"allowedImages": ["registry.example.com/migrations/"], "allowedServiceAccounts": ["migrator"]},
+        "job": {
+            "allowedImages": ["registry.example.com/migrations/"],
+            "allowedServiceAccounts": ["migrator"],
+        },
     },
     "network-policy": {
         "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}

@@ -148,7 +148,9 @@ def test_cluster_wide_install_binds_exactly_the_rules_file(render: RenderFn) -> 
         e["name"]: e.get("value")
         for e in rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    assert [r["resourceNames"] for r in lease_rules if "resourceNames" in r] == [[env["DBMIGRATE_LEASE_NAME"]]]
+    assert [r["resourceNames"] for r in lease_rules if "resourceNames" in r] == [
+        [env["DBMIGRATE_LEASE_NAME"]]
+    ]
     # peering.name renames the Lease: the Role follows
     renamed = render({"peering": {"name": "shop-leader"}})
     assert _lease_role(renamed)["rules"] == _split("shop-leader")[1]
