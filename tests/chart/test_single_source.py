@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dbmigrate_operator.gating import webhook_config
-from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT, RenderFn
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT, Rendered, RenderFn
 
 REPO_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 RBAC_RULES = CHART / "files" / "rbac-rules.yaml"
@@ -119,7 +119,7 @@ def test_lease_rules_name_the_operators_own_lease() -> None:
     assert not {"delete", "patch", "list", "watch", "deletecollection"} & verbs
 
 
-def _lease_role(rendered: Any) -> dict[str, Any]:
+def _lease_role(rendered: Rendered) -> dict[str, Any]:
     (binding,) = [b for b in rendered.of_kind("RoleBinding") if b["roleRef"]["kind"] == "Role"]
     assert binding["metadata"]["namespace"] == NAMESPACE
     sa = rendered.one("ServiceAccount")["metadata"]
