@@ -556,8 +556,15 @@ def test_replicas_started_from_the_chart_elect_with_a_lease_in_the_release_names
 def test_watch_namespaces_still_grant_the_lease_in_the_release_namespace(render: RenderFn) -> None:
     rendered = render(SCENARIOS["namespaced"])
     (role,) = [r for r in rendered.of_kind("Role") if r["metadata"]["namespace"] == NAMESPACE]
+    lease = f"{RELEASE}-dbmigrate-operator"
     assert role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
     ]
     bindings = [b for b in rendered.of_kind("RoleBinding") if b["metadata"]["namespace"] == NAMESPACE]
     assert [b["roleRef"]["name"] for b in bindings] == [role["metadata"]["name"]]
