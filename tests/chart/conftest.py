@@ -33,13 +33,46 @@ NAMESPACE = "dbmigrate-system"
 
 def build_tool(name: str) -> Path:
     """helm4 or kstatus: built on first use by hack/build-binaries.sh into a cache dir of its own,
-    keyed by its version (a cold build: helm4 several minutes, kstatus about a minute)."""
+    keyed by its version (a cold build: helm4 up to ~16 min on 2 busy cores, kstatus ~30 s)."""
     done = subprocess.run(
         [str(ROOT / "hack" / "build-binaries.sh"), name], stdout=subprocess.PIPE, text=True, check=True
     )
     tool = Path(done.stdout.strip().splitlines()[-1]) / name
     assert tool.is_file(), f"{name} was not built into {tool.parent} (hack/build-binaries.sh {name})"
     return tool
+
+
+# Fixture -> the tool it needs. Built at collection time when a selected test uses the fixture, as the
+# cluster's binaries are (tests/cluster/fixtures.py): a cold helm4 build outlasts any test's timeout.
+TOOL_FIXTURES = {"helm4_bin": "helm4", "kstatus_bin": "kstatus"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    wanted = sorted(
+        {
+            tool
+            for item in session.items
+            for fixture, tool in TOOL_FIXTURES.items()
+            if fixture in getattr(item, "fixturenames", ())
+        }
+    )
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    for tool in wanted:
+        if capman is None:
+            build_tool(tool)
+            continue
+        with capman.global_and_fixture_disabled():
+            build_tool(tool)
+
+
+@pytest.fixture(scope="session")
+def helm4_bin() -> Path:
+    return build_tool("helm4")  # built at collection: instant here
+
+
+@pytest.fixture(scope="session")
+def kstatus_bin() -> Path:
+    return build_tool("kstatus")
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,9 @@ from typing import Any
 import pytest
 
 from localcluster import Cluster
-from tests.chart.conftest import CHART, build_tool
+from tests.chart.conftest import CHART
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="session")
-def helm4_bin() -> Path:
-    return build_tool("helm4")
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import pytest
 from dbmigrate_operator import constants as c
 from dbmigrate_runner.report import Outcome
 from localcluster import Cluster, stack
-from tests.chart.conftest import build_tool
 from tests.operator.builders import failure_report, success_report
 from tests.operator.scenarios import V1, V2
 from tests.operator.test_approval import V1 as PLANNED_V1
@@ -49,11 +48,6 @@ with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
     f.write(os.environ.get("FAKE_REPORT", ""))
 sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 """
-
-
-@pytest.fixture(scope="session")
-def kstatus_bin() -> Path:
-    return build_tool("kstatus")
 
 
 @dataclass
