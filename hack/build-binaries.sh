@@ -7,16 +7,28 @@
 # The cache is ~/.cache/dbmigrate-operator/k8s/<versions>/bin, <versions> naming the pinned
 # k8s, etcd and helm versions (DBMIGRATE_K8S_CACHE replaces the part before <versions>).
 #
+# Two tools the chart tests use are built only when asked for, each into a cache dir of its own
+# keyed by its version (adding them changes nothing of the cluster's cache):
+#   helm4    Helm 4 (hack/helm4, helm.sh/helm/v4)            -> <cache>/helm4-<version>/bin/helm4
+#   kstatus  hack/kstatus: the kstatus library's verdict     -> <cache>/kstatus-<version>-<src>/bin/kstatus
+#
 #   hack/build-binaries.sh            # build what is missing
-#   DBMIGRATE_K8S_BIN=/path ...       # use prebuilt binaries, build nothing
+#   hack/build-binaries.sh helm4      # build (or find) helm4 only; prints its bin dir
+#   hack/build-binaries.sh kstatus    # same for kstatus
+#   DBMIGRATE_K8S_BIN=/path ...       # use prebuilt binaries, build nothing (a tool: if it is there)
 #   KUBEBUILDER_ASSETS=/path ...      # same (envtest convention)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HACK="$ROOT/hack"
+TOOL="${1:-}"
+case "$TOOL" in
+  "" | helm4 | kstatus) ;;
+  *) echo "usage: $0 [helm4|kstatus]" >&2; exit 2 ;;
+esac
 
 prebuilt="${DBMIGRATE_K8S_BIN:-${KUBEBUILDER_ASSETS:-}}"
-if [[ -n "$prebuilt" ]]; then
+if [[ -n "$prebuilt" && ( -z "$TOOL" || -x "$prebuilt/$TOOL" ) ]]; then
   echo "$prebuilt"
   exit 0
 fi
@@ -24,13 +36,20 @@ fi
 modver() { # modver <go.mod> <module>: the required version of a module
   awk -v m="$2" '$1 == m && $2 ~ /^v/ {print $2; exit} $1 == "require" && $2 == m {print $3; exit}' "$1"
 }
+CACHE="${DBMIGRATE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbmigrate-operator/k8s}"
 K8S_VERSION="$(modver "$HACK/k8s/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(modver "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(modver "$HACK/helm/go.mod" helm.sh/helm/v3)"
 CRICTL_VERSION="$(modver "$HACK/crictl/go.mod" sigs.k8s.io/cri-tools)"
 # Outside the work tree, so fresh clones (CI) on the same machine reuse the binaries.
 VERSIONS="$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"  # localcluster/binaries.py agrees
-BIN="${DBMIGRATE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbmigrate-operator/k8s}/$VERSIONS/bin"
+BIN="$CACHE/$VERSIONS/bin"
+case "$TOOL" in
+  helm4) BIN="$CACHE/helm4-$(modver "$HACK/helm4/go.mod" helm.sh/helm/v4)/bin" ;;
+  kstatus)  # our own source is part of the key: a changed main.go is a new binary
+    src="$(cat "$HACK/kstatus/go.mod" "$HACK/kstatus/main.go" | sha256sum | cut -c1-12)"
+    BIN="$CACHE/kstatus-$(modver "$HACK/kstatus/go.mod" sigs.k8s.io/cli-utils)-$src/bin" ;;
+esac
 mkdir -p "$BIN"
 exec 9>"$BIN/.lock"
 flock 9  # concurrent test runs wait for one build instead of compiling twice
@@ -55,6 +74,20 @@ build() { # build <module-dir> <ldflags> <out> <pkg>...: go build into a temp di
 }
 
 missing() { for b in "$@"; do [[ -x "$BIN/$b" ]] || return 0; done; return 1; }
+
+if [[ "$TOOL" == helm4 ]]; then
+  if missing helm4; then
+    v="$(modver "$HACK/helm4/go.mod" helm.sh/helm/v4)"
+    build "$HACK/helm4" "-s -w -X helm.sh/helm/v4/internal/version.version=$v" helm4 helm.sh/helm/v4/cmd/helm
+  fi
+  echo "$BIN"
+  exit 0
+fi
+if [[ "$TOOL" == kstatus ]]; then
+  missing kstatus && build "$HACK/kstatus" "-s -w" kstatus .
+  echo "$BIN"
+  exit 0
+fi
 
 if missing kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; then
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"

@@ -125,34 +125,69 @@ def install_crd(cluster: Cluster) -> None:
     wait_for(lambda: cluster.kubectl("get", "dbm", "-A", check=False).returncode == 0, 60, "dbm discovery")
 
 
+DEFAULT_LEASE = "dbmigrate-operator"  # Settings.lease_name: the Lease of an operator not told another
+
+
+def operator_rules(lease: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """rbac-rules.yaml split as the chart splits it: (ClusterRole rules, leader-election Role rules),
+    the latter with "<lease>" in resourceNames standing for the operator's own Lease `lease`."""
+    cluster_wide: list[dict[str, Any]] = []
+    own_namespace: list[dict[str, Any]] = []
+    for rule in yaml.safe_load(RBAC_RULES.read_text()):
+        if "coordination.k8s.io" not in rule["apiGroups"]:
+            cluster_wide.append(rule)
+            continue
+        if "resourceNames" in rule:
+            rule["resourceNames"] = [lease if n == "<lease>" else n for n in rule["resourceNames"]]
+        own_namespace.append(rule)
+    return cluster_wide, own_namespace
+
+
 def install_operator_identity(
     cluster: Cluster,
     namespace: str = OPERATOR_NAMESPACE,
     service_account: str = OPERATOR_SA,
     *,
+    lease: str = DEFAULT_LEASE,
     expiration_seconds: int = 6 * 3600,
 ) -> Path:
-    """The chart's identity: a ServiceAccount bound to a ClusterRole with exactly rbac-rules.yaml, held
-    to what the operator does by the chart's ValidatingAdmissionPolicies (where the API server has them).
+    """The chart's identity: a ServiceAccount bound to a ClusterRole with exactly rbac-rules.yaml's
+    rules but the Lease's, and a Role in `namespace` with those (get/update only the Lease `lease`),
+    held to what the operator does by the chart's ValidatingAdmissionPolicies (where served).
 
     Returns a kubeconfig holding a token of that ServiceAccount (no admin, no client certificate).
     """
     cluster.kubectl("create", "namespace", namespace, check=False)
     role = f"{service_account}-{uuid.uuid4().hex[:6]}"  # one per call: tests may share a cluster
-    rules = yaml.safe_load(RBAC_RULES.read_text())
+    rules, lease_rules = operator_rules(lease)
+    labels = {"app.kubernetes.io/name": "dbmigrate-operator"}
+    subjects = [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
     for obj in (
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
-            "metadata": {"name": role, "labels": {"app.kubernetes.io/name": "dbmigrate-operator"}},
+            "metadata": {"name": role, "labels": labels},
             "rules": rules,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
-            "metadata": {"name": role, "labels": {"app.kubernetes.io/name": "dbmigrate-operator"}},
+            "metadata": {"name": role, "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+            "subjects": subjects,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": role, "namespace": namespace, "labels": labels},
+            "rules": lease_rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": role, "namespace": namespace, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": subjects,
         },
     ):
         cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
@@ -298,7 +333,7 @@ class OperatorProcess:
 
     With `lease` (the chart's default: several replicas) it elects itself with that
     coordination.k8s.io Lease in OPERATOR_NAMESPACE (DBMIGRATE_STANDALONE=false), which it creates
-    itself: the ClusterRole of `install_operator_identity` grants leases (rbac-rules.yaml). A
+    itself: `install_operator_identity(..., lease=<that name>)` grants that Lease only. A
     restart after `stop()` takes over at once (the Lease was handed back); after `kill()` it waits
     for the Lease to expire (DBMIGRATE_LEASE_SECONDS).
     """

@@ -265,12 +265,12 @@ def start(demo: Demo) -> None:
     stack.install_crd(cluster)
 
     step(4, total, "The operator: the chart's identity, its own process, pod gating webhook registered")
-    kubeconfig = stack.install_operator_identity(cluster)
+    kubeconfig = stack.install_operator_identity(cluster, lease=LEASE)
     say(
         f"  ServiceAccount {stack.OPERATOR_NAMESPACE}/{stack.OPERATOR_SA} bound to a ClusterRole with exactly"
     )
     say(f"  {stack.RBAC_RULES.relative_to(REPO)} (no Secrets access); leader election with a Lease, as the")
-    say(f"  chart runs it (the operator creates {stack.OPERATOR_NAMESPACE}/{LEASE} itself)")
+    say(f"  chart runs it (the operator creates {stack.OPERATOR_NAMESPACE}/{LEASE} itself, its only Lease)")
     certs = demo.dir / "webhook-tls"
     certs.mkdir(exist_ok=True)
     made = tls.self_signed(["127.0.0.1", "localhost"])

@@ -26,7 +26,53 @@ KUBE_VERSION = "1.34.4"
 RELEASE = "dbm"
 # What an API server that serves ValidatingAdmissionPolicy (GA since 1.30) tells helm.
 VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+# ... and a 1.29 one where the beta API was turned on (feature gate + runtime-config).
+VAP_BETA_API = "admissionregistration.k8s.io/v1beta1/ValidatingAdmissionPolicy"
 NAMESPACE = "dbmigrate-system"
+
+
+def build_tool(name: str) -> Path:
+    """helm4 or kstatus: built on first use by hack/build-binaries.sh into a cache dir of its own,
+    keyed by its version (a cold build: helm4 up to ~16 min on 2 busy cores, kstatus ~30 s)."""
+    done = subprocess.run(
+        [str(ROOT / "hack" / "build-binaries.sh"), name], stdout=subprocess.PIPE, text=True, check=True
+    )
+    tool = Path(done.stdout.strip().splitlines()[-1]) / name
+    assert tool.is_file(), f"{name} was not built into {tool.parent} (hack/build-binaries.sh {name})"
+    return tool
+
+
+# Fixture -> the tool it needs. Built at collection time when a selected test uses the fixture, as the
+# cluster's binaries are (tests/cluster/fixtures.py): a cold helm4 build outlasts any test's timeout.
+TOOL_FIXTURES = {"helm4_bin": "helm4", "kstatus_bin": "kstatus"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    wanted = sorted(
+        {
+            tool
+            for item in session.items
+            for fixture, tool in TOOL_FIXTURES.items()
+            if fixture in getattr(item, "fixturenames", ())
+        }
+    )
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    for tool in wanted:
+        if capman is None:
+            build_tool(tool)
+            continue
+        with capman.global_and_fixture_disabled():
+            build_tool(tool)
+
+
+@pytest.fixture(scope="session")
+def helm4_bin() -> Path:
+    return build_tool("helm4")  # built at collection: instant here
+
+
+@pytest.fixture(scope="session")
+def kstatus_bin() -> Path:
+    return build_tool("kstatus")
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +130,11 @@ def render(helm_bin: Path, tmp_path: Path) -> RenderFn:
         values: dict[str, Any] | None = None,
         *sets: str,
         namespace: str = NAMESPACE,
-        api_versions: tuple[str, ...] = (),
+        api_versions: tuple[str, ...] = (VAP_API,),
+        kube_version: str = KUBE_VERSION,
     ) -> Rendered:
-        """`api_versions`: what a live API server would tell helm it serves (`--api-versions`)."""
+        """`api_versions`: what a live API server would tell helm it serves (`--api-versions`); by
+        default a KUBE_VERSION server's ValidatingAdmissionPolicy (without it the chart fails)."""
         done = subprocess.run(
             [
                 str(helm_bin),
@@ -96,7 +144,7 @@ def render(helm_bin: Path, tmp_path: Path) -> RenderFn:
                 "--namespace",
                 namespace,
                 "--kube-version",
-                KUBE_VERSION,
+                kube_version,
                 "--include-crds",
                 *(arg for version in api_versions for arg in ("--api-versions", version)),
                 *helm_args(values, list(sets), tmp_path),

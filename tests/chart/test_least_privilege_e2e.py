@@ -332,3 +332,99 @@ def test_watch_namespaces_bind_the_operators_rights_to_them(cluster: Cluster, in
         # inside: the watches the operator runs
         assert batch.list_namespaced_job(install.app, limit=1) is not None
         assert core.list_namespaced_pod(install.app, limit=1) is not None
+
+
+def test_the_operator_may_touch_its_own_lease_only(cluster: Cluster, namespace: str) -> None:
+    """Issue #18: a cluster-wide install (the default) used to grant get/create/update on every Lease
+    of the cluster: kube-controller-manager's leader election, the nodes' heartbeats. Now a Role in
+    the release namespace, get/update limited to the operator's own Lease."""
+    release = f"dbm-{uuid.uuid4().hex[:6]}"
+    fullname = f"{release}-dbmigrate-operator"
+    # cluster-wide RBAC, but no webhook: other tests' pods are not sent to an operator that is not there
+    cluster.helm("install", release, str(CHART), "-n", namespace, "--set", "webhook.enabled=false")
+    try:
+        sa = f"system:serviceaccount:{namespace}:{fullname}"
+        assert cluster.kubectl("get", "clusterrolebinding", fullname, check=False).returncode == 0
+
+        def can(verb: str, what: str, where: str) -> bool:
+            done = cluster.kubectl("auth", "can-i", verb, what, "-n", where, "--as", sa, check=False)
+            assert done.stdout.strip() in ("yes", "no"), done.stdout + done.stderr
+            return done.stdout.strip() == "yes"
+
+        leases = "leases.coordination.k8s.io"
+        node_leases = cluster.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout.split()
+        assert node_leases, "the node agent renews its heartbeat Lease in kube-node-lease"
+        others = [
+            ("kube-system", f"{leases}/kube-controller-manager"),
+            ("kube-system", f"{leases}/kube-scheduler"),
+            *(("kube-node-lease", f"{leases}/{name.rsplit('/', 1)[1]}") for name in node_leases),
+            (namespace, f"{leases}/another-operators-lease"),
+        ]
+        for where, what in others:
+            for verb in ("get", "update", "patch", "delete"):
+                assert not can(verb, what, where), f"{verb} {what} in {where}"
+        for where in ("kube-system", "kube-node-lease", "default"):
+            for verb in ("create", "list", "watch"):
+                assert not can(verb, leases, where), f"{verb} leases in {where}"
+        # its own: read, renew, hand back, and make it the first time
+        own = f"{leases}/{fullname}"
+        assert can("get", own, namespace)
+        assert can("update", own, namespace)
+        assert can("create", leases, namespace)
+        assert not can("delete", own, namespace)
+    finally:
+        cluster.helm("uninstall", release, "-n", namespace, "--wait", check=False)
+
+
+def test_disallowed_images_are_refused_at_the_databasemigration(cluster: Cluster, install: Install) -> None:
+    """Issue #18: `create databasemigrations` + an image of one's choice reads any Secret key of the
+    namespace (the Job mounts what the CR names). job.allowedImages now refuses such a CR itself,
+    for whoever creates it, with the reason; before, only the operator and its Jobs were held."""
+    cluster.helm(
+        "upgrade", install.release, str(CHART), "-n", install.namespace, "--reuse-values",
+        "--set", "job.allowedImages={registry.example.com/shop-migrations:,ghcr.io/shop/}",
+    )  # fmt: skip
+    message = (
+        "is not allowed here: it must start with one of the prefixes of the dbmigrate-operator chart's"
+        " job.allowedImages (registry.example.com/shop-migrations:, ghcr.io/shop/)"
+    )
+
+    def cr(name: str, image: str, where: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "metadata": {"name": name, "namespace": where},
+                "spec": {"image": image, "database": {"urlSecretRef": {"name": "shop-db", "key": "url"}}},
+            }
+        )
+
+    def create(name: str, image: str, where: str, *flags: str) -> tuple[bool, str]:
+        done = cluster.kubectl("create", *flags, "-f", "-", input=cr(name, image, where), check=False)
+        return done.returncode == 0, done.stdout + done.stderr
+
+    evil = "evil.example.com/secret-dumper:1"
+    wait_for(
+        lambda: DENIED in create("probe", evil, install.app, "--dry-run=server")[1],
+        60,
+        "the image policy to be enforced",
+    )
+    refused(create("dumper", evil, install.app), DENIED, f"spec.image {evil} {message}")
+    # a prefix is a prefix: the same repository name under another registry or path is not it
+    refused(create("lookalike", "registry.example.com/shop-migrations-evil:1", install.app), message)
+    ok, out = create("shop-db", "registry.example.com/shop-migrations:1.4.2", install.app)
+    assert ok, out
+    ok, out = create("other-team", "ghcr.io/shop/migrations@sha256:" + "a" * 64, install.app)
+    assert ok, out
+    # changing the image to one outside: refused; a change that keeps the image: allowed
+    patch = json.dumps({"spec": {"image": evil}})
+    done = cluster.kubectl(
+        "patch", "dbm", "shop-db", "-n", install.app, "--type", "merge", "-p", patch, check=False
+    )
+    refused((done.returncode == 0, done.stdout + done.stderr), DENIED, message)
+    cluster.kubectl("label", "dbm", "shop-db", "-n", install.app, "team=shop")
+    image = cluster.kubectl("get", "dbm", "shop-db", "-n", install.app, "-o", "jsonpath={.spec.image}")
+    assert image.stdout == "registry.example.com/shop-migrations:1.4.2"
+    # a namespace this release does not serve is not its to police (another release may allow more)
+    ok, out = create("elsewhere", evil, install.other)
+    assert ok, out

@@ -14,7 +14,17 @@ import kubernetes_validate
 import pytest
 from cryptography import x509
 
-from tests.chart.conftest import CHART, KUBE_VERSION, NAMESPACE, RELEASE, Rendered, RenderFn, helm_args
+from tests.chart.conftest import (
+    CHART,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    VAP_API,
+    VAP_BETA_API,
+    Rendered,
+    RenderFn,
+    helm_args,
+)
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -27,6 +37,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         }
     },
     "no-webhook": {"webhook": {"enabled": False}},
+    "allowlists": {
+        "watchNamespaces": ["shop"],
+        "job": {
+            "allowedImages": ["registry.example.com/migrations/"],
+            "allowedServiceAccounts": ["migrator"],
+        },
+    },
     "network-policy": {
         "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
     },
@@ -93,7 +110,8 @@ def test_helm_lint_strict(
         "--strict",
         "--kube-version",
         KUBE_VERSION,
-        *helm_args(SCENARIOS[scenario], [], tmp_path),
+        # helm lint cannot be told what an API server serves: the policies' apiVersion is forced
+        *helm_args(SCENARIOS[scenario], ["admissionPolicy.apiVersion=v1"], tmp_path),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 chart(s) failed" in done.stdout
@@ -101,14 +119,14 @@ def test_helm_lint_strict(
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rendered_objects_match_the_kubernetes_schemas(render: RenderFn, scenario: str) -> None:
-    rendered = render(SCENARIOS[scenario])
-    assert {"Deployment", "ServiceAccount", "CustomResourceDefinition"} <= rendered.kinds() | {
-        "ServiceAccount"
-    }
-    for doc in rendered.docs:
-        if doc["kind"] in CUSTOM_KINDS:
-            continue
-        for version in VALIDATE_VERSIONS:
+    for version in VALIDATE_VERSIONS:
+        # each supported version as its API server tells helm (1.29: the beta policy API turned on)
+        api = VAP_BETA_API if version.startswith("1.29.") else VAP_API
+        rendered = render(SCENARIOS[scenario], api_versions=(api,), kube_version=version)
+        assert {"Deployment", "CustomResourceDefinition", "ValidatingAdmissionPolicy"} <= rendered.kinds()
+        for doc in rendered.docs:
+            if doc["kind"] in CUSTOM_KINDS:
+                continue
             kubernetes_validate.validate(doc, version, strict=True)
 
 
@@ -184,8 +202,9 @@ def test_schema_rejects_bad_values_with_a_clear_message(
     why: str,
 ) -> None:
     done = helm(
-        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *helm_args(None, sets, tmp_path)
-    )
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "--api-versions", VAP_API,
+        *helm_args(None, sets, tmp_path),
+    )  # fmt: skip
     assert done.returncode != 0, f"{sets} was accepted"
     assert "values don't meet the specifications of the schema" in done.stderr
     assert where in done.stderr, done.stderr
@@ -197,8 +216,9 @@ def test_several_replicas_without_peering_fail_with_the_reason(
 ) -> None:
     sets = ["replicaCount=2", "peering.enabled=false"]
     done = helm(
-        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *helm_args(None, sets, tmp_path)
-    )
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "--api-versions", VAP_API,
+        *helm_args(None, sets, tmp_path),
+    )  # fmt: skip
     assert done.returncode != 0
     assert "needs peering.enabled=true" in done.stderr
 
@@ -536,8 +556,15 @@ def test_replicas_started_from_the_chart_elect_with_a_lease_in_the_release_names
 def test_watch_namespaces_still_grant_the_lease_in_the_release_namespace(render: RenderFn) -> None:
     rendered = render(SCENARIOS["namespaced"])
     (role,) = [r for r in rendered.of_kind("Role") if r["metadata"]["namespace"] == NAMESPACE]
+    lease = f"{RELEASE}-dbmigrate-operator"
     assert role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
     ]
     bindings = [b for b in rendered.of_kind("RoleBinding") if b["metadata"]["namespace"] == NAMESPACE]
     assert [b["roleRef"]["name"] for b in bindings] == [role["metadata"]["name"]]

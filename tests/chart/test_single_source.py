@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dbmigrate_operator.gating import webhook_config
-from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT, RenderFn
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT, Rendered, RenderFn
 
 REPO_CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 RBAC_RULES = CHART / "files" / "rbac-rules.yaml"
@@ -92,43 +92,97 @@ def test_rbac_rule_resources_are_classified_by_scope() -> None:
     assert resources <= CLUSTER_SCOPED | NAMESPACED, resources - CLUSTER_SCOPED - NAMESPACED
 
 
+LEASE = "<lease>"  # in rbac-rules.yaml: the operator's own Lease
+
+
+def _split(lease: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rules file as the chart must bind it: (ClusterRole rules, leader-election Role rules)."""
+    lease_rules = [r for r in _rules() if "coordination.k8s.io" in r["apiGroups"]]
+    for rule in lease_rules:
+        if "resourceNames" in rule:
+            rule["resourceNames"] = [lease if n == LEASE else n for n in rule["resourceNames"]]
+    return [r for r in _rules() if "coordination.k8s.io" not in r["apiGroups"]], lease_rules
+
+
+def test_lease_rules_name_the_operators_own_lease() -> None:
+    """Issue #18: get/update only the operator's own Lease; create (which cannot be limited by
+    name) is the only namespace-wide right, and no rule on Leases is cluster-wide."""
+    lease_rules = [r for r in _rules() if "leases" in r["resources"]]
+    assert lease_rules, "leader election needs its Lease rules"
+    for rule in lease_rules:
+        assert rule["apiGroups"] == ["coordination.k8s.io"]
+        assert rule["resources"] == ["leases"]
+        if rule.get("resourceNames") != [LEASE]:
+            assert rule["verbs"] == ["create"], rule
+    verbs = {v for r in lease_rules for v in r["verbs"]}
+    assert verbs == {"get", "create", "update"}
+    assert not {"delete", "patch", "list", "watch", "deletecollection"} & verbs
+
+
+def _lease_role(rendered: Rendered) -> dict[str, Any]:
+    (binding,) = [b for b in rendered.of_kind("RoleBinding") if b["roleRef"]["kind"] == "Role"]
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    sa = rendered.one("ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": NAMESPACE}]
+    role = rendered.one("Role")
+    assert role["metadata"]["name"] == binding["roleRef"]["name"]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    return role
+
+
 def test_cluster_wide_install_binds_exactly_the_rules_file(render: RenderFn) -> None:
     rendered = render()
     role = rendered.one("ClusterRole")
-    assert role["rules"] == _rules()
+    cluster_rules, lease_rules = _split(f"{RELEASE}-dbmigrate-operator")
+    assert role["rules"] == cluster_rules
+    assert not [r for r in role["rules"] if "leases" in r["resources"]], "no Lease of the cluster"
     binding = rendered.one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     sa = rendered.one("ServiceAccount")["metadata"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}
     ]
+    # the Lease rights: a Role in the release namespace, get/update on the Lease the operator uses
+    assert _lease_role(rendered)["rules"] == lease_rules
+    env = {
+        e["name"]: e.get("value")
+        for e in rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert [r["resourceNames"] for r in lease_rules if "resourceNames" in r] == [
+        [env["DBMIGRATE_LEASE_NAME"]]
+    ]
+    # peering.name renames the Lease: the Role follows
+    renamed = render({"peering": {"name": "shop-leader"}})
+    assert _lease_role(renamed)["rules"] == _split("shop-leader")[1]
+
+
+def test_no_lease_rights_without_leader_election(render: RenderFn) -> None:
+    rendered = render({"replicaCount": 1, "peering": {"enabled": False}})
+    assert not rendered.of_kind("Role")
     assert not rendered.of_kind("RoleBinding")
+    assert rendered.one("ClusterRole")["rules"] == _split("unused")[0]
 
 
 def test_namespaced_install_grants_namespaced_rules_only_in_watched_namespaces(render: RenderFn) -> None:
-    rendered = render({"watchNamespaces": ["shop", "billing"]})
-    roles = {r["metadata"]["name"]: r for r in rendered.of_kind("ClusterRole")}
-    all_bindings = rendered.of_kind("RoleBinding")
-    bindings = [b for b in all_bindings if b["roleRef"]["kind"] == "ClusterRole"]
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "shop"]
-    (main,) = {b["roleRef"]["name"] for b in bindings}
-    # the release namespace gets the leader-election Lease rules only, through a Role of its own
-    (lease_binding,) = [b for b in all_bindings if b["roleRef"]["kind"] == "Role"]
-    assert lease_binding["metadata"]["namespace"] == NAMESPACE
-    lease_role = next(
-        r for r in rendered.of_kind("Role") if r["metadata"]["name"] == lease_binding["roleRef"]["name"]
-    )
-    assert {res for rule in lease_role["rules"] for res in rule["resources"]} == {"leases"}
-    assert roles[main]["rules"] == _rules()
-    (cluster_binding,) = rendered.of_kind("ClusterRoleBinding")
-    cluster_role = roles[cluster_binding["roleRef"]["name"]]
-    assert cluster_role["metadata"]["name"] != main
-    granted = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-    assert granted == CLUSTER_SCOPED & {r for rule in _rules() for r in rule["resources"]}
-    for rule in cluster_role["rules"]:
-        original = next(o for o in _rules() if set(rule["resources"]) <= set(o["resources"]))
-        assert rule["verbs"] == original["verbs"]
-        assert rule["apiGroups"] == original["apiGroups"]
+    cluster_rules, lease_rules = _split(f"{RELEASE}-dbmigrate-operator")
+    # the release namespace among the watched ones or not: the Lease rights are the same Role's
+    for watched in (["shop", "billing"], ["shop", NAMESPACE]):
+        rendered = render({"watchNamespaces": watched})
+        roles = {r["metadata"]["name"]: r for r in rendered.of_kind("ClusterRole")}
+        bindings = [b for b in rendered.of_kind("RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
+        assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
+        (main,) = {b["roleRef"]["name"] for b in bindings}
+        assert _lease_role(rendered)["rules"] == lease_rules
+        assert roles[main]["rules"] == cluster_rules
+        (cluster_binding,) = rendered.of_kind("ClusterRoleBinding")
+        cluster_role = roles[cluster_binding["roleRef"]["name"]]
+        assert cluster_role["metadata"]["name"] != main
+        granted = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+        assert granted == CLUSTER_SCOPED & {r for rule in _rules() for r in rule["resources"]}
+        for rule in cluster_role["rules"]:
+            original = next(o for o in _rules() if set(rule["resources"]) <= set(o["resources"]))
+            assert rule["verbs"] == original["verbs"]
+            assert rule["apiGroups"] == original["apiGroups"]
 
 
 def test_rbac_disabled_renders_none(render: RenderFn) -> None:
@@ -206,6 +260,8 @@ def test_webhook_refuses_to_gate_nothing(
         str(CHART),
         "--kube-version",
         "1.34.4",
+        "--api-versions",
+        "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
         "-n",
         NAMESPACE,
         "--set",
@@ -213,3 +269,12 @@ def test_webhook_refuses_to_gate_nothing(
     )
     assert done.returncode != 0
     assert "every namespace in watchNamespaces is excluded" in done.stderr
+
+
+def test_the_e2e_identity_binds_exactly_what_the_chart_binds() -> None:
+    """localcluster/stack.py (every control-plane test's operator identity) splits the rules file as
+    the chart does: a missing or extra permission shows in the e2e tests too."""
+    from localcluster import stack
+
+    assert stack.RBAC_RULES == RBAC_RULES
+    assert stack.operator_rules("dbm-ha") == _split("dbm-ha")

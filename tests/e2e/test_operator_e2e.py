@@ -45,8 +45,8 @@ BROKEN = (
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     stack.install_crd(cluster)
-    kubeconfig = stack.install_operator_identity(cluster)
     lease = f"dbmigrate-e2e-{uuid.uuid4().hex[:6]}"  # as the chart runs it: replicas elect with a Lease
+    kubeconfig = stack.install_operator_identity(cluster, lease=lease)
     stack.map_runner_image(cluster, EXAMPLE_IMAGE, SHOP)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     op = OperatorProcess(kubeconfig, log, env={"DBMIGRATE_RESYNC_SECONDS": "30"}, lease=lease).start()

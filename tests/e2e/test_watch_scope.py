@@ -45,7 +45,7 @@ def operator_as_itself(
     stack.install_crd(cluster)
     ns = cluster.create_namespace(name)
     account = f"operator-{name}"
-    kubeconfig = stack.install_operator_identity(cluster, ns, account)
+    kubeconfig = stack.install_operator_identity(cluster, ns, account, lease=lease or stack.DEFAULT_LEASE)
     stack.map_fake_runner(cluster, image, tmp)
     env = {"DBMIGRATE_OPERATOR_NAMESPACE": ns, **env}
     op = OperatorProcess(kubeconfig, tmp / "operator.log", env=env, lease=lease).start()

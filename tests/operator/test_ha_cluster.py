@@ -102,7 +102,8 @@ async def test_the_lease_has_one_holder_a_released_one_passes_at_once_a_dead_one
     cluster: Any, identity: Path
 ) -> None:
     namespace = cluster.create_namespace("lease")
-    client = cluster.api_client(identity)
+    # the chart's Lease rights: a Role in the operator's namespace, get/update of its own Lease only
+    client = cluster.api_client(install_operator_identity(cluster, namespace, "elector", lease="dbm-ha"))
 
     def elector(who: str) -> LeaseElector:
         return LeaseElector(client, LeaseConfig.from_duration("dbm-ha", namespace, who, 3))
@@ -162,7 +163,7 @@ def writes_by(cluster: Any, namespace: str, account: str, *, lease: bool = True)
 
 def replica(cluster: Any, namespace: str, account: str, tmp_path: Path) -> OperatorProcess:
     """`dbmigrate-operator` as its own process, with its own ServiceAccount (same RBAC as the others)."""
-    kubeconfig = install_operator_identity(cluster, namespace, account)
+    kubeconfig = install_operator_identity(cluster, namespace, account, lease="dbmigrate-ha")
     env = {
         "DBMIGRATE_STANDALONE": "false",
         "DBMIGRATE_LEASE_NAME": "dbmigrate-ha",

@@ -63,3 +63,27 @@ app.kubernetes.io/part-of: dbmigrate-operator
 {{- define "dbmigrate-operator.certDir" -}}
 /etc/dbmigrate-operator/webhook-tls
 {{- end }}
+
+{{- /*
+The ValidatingAdmissionPolicy apiVersion to render, "" when admissionPolicy.enabled is false.
+admissionregistration.k8s.io/v1 from Kubernetes 1.30; on 1.29 only v1beta1 exists, and only where
+the cluster turned it on (feature gate + runtime-config). Never silently nothing: a cluster that
+serves neither fails the install unless the policy is turned off explicitly.
+admissionPolicy.apiVersion forces one (offline `helm template` / `helm lint` without capabilities).
+*/}}
+{{- define "dbmigrate-operator.vapApiVersion" -}}
+{{- if .Values.admissionPolicy.enabled }}
+{{- $group := "admissionregistration.k8s.io" }}
+{{- with .Values.admissionPolicy.apiVersion }}
+{{- printf "%s/%s" $group . }}
+{{- else }}
+{{- if .Capabilities.APIVersions.Has (printf "%s/v1/ValidatingAdmissionPolicy" $group) }}
+{{- printf "%s/v1" $group }}
+{{- else if .Capabilities.APIVersions.Has (printf "%s/v1beta1/ValidatingAdmissionPolicy" $group) }}
+{{- printf "%s/v1beta1" $group }}
+{{- else }}
+{{- fail (printf "admissionPolicy.enabled=true, but this API server serves no ValidatingAdmissionPolicy (%s/v1 is GA from Kubernetes 1.30; on 1.29 %s/v1beta1 must be turned on: feature gate ValidatingAdmissionPolicy=true and --runtime-config=%s/v1beta1=true). Without it nothing limits the operator's own Job creation and Pod patches, nor spec.image to job.allowedImages. Turn the API on, or install without the policy: --set admissionPolicy.enabled=false (docs/install.md). With helm template, pass --api-versions %s/v1/ValidatingAdmissionPolicy (or set admissionPolicy.apiVersion)." $group $group $group $group) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
