@@ -97,7 +97,5 @@ def summarize(plan: SqlPlan) -> PlanSummary:
         opaque=[s.migration for s in plan.steps if s.opaque],
         findings=[PlanFinding(f.migration, f.statement, f.kind, f.target) for f in plan.findings],
         findings_count=len(plan.findings),
-        steps=[
-            {"migration": s.migration, "statements": s.statements, "opaque": s.opaque} for s in plan.steps
-        ],
+        steps=[s.wire() for s in plan.steps],
     )

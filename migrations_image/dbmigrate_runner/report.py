@@ -118,7 +118,7 @@ class PlanSummary:
     findings: list[PlanFinding] = field(default_factory=list)
     findings_count: int = 0
     findings_omitted: int = 0
-    # The whole plan's steps ({migration, statements, opaque}) when the report still fits with them;
+    # The whole plan's steps ({migration, statements, opaque, source}) when the report still fits with them;
     # else None and ``steps_omitted`` True: the SQL is then only in the plan Job's log.
     steps: list[dict[str, Any]] | None = None
     steps_omitted: bool = False

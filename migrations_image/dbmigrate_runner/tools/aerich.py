@@ -22,6 +22,7 @@ from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
+from dbmigrate_runner import sources
 from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
@@ -206,6 +207,7 @@ class AerichTool:
             for version in app_plan.to_apply:
                 step = Step(f"{app_plan.app}:{version}")
                 module = self._module(app_plan.app, version)
+                step.source = sources.of_module(module, step.migration)  # the code, not only its SQL
                 try:
                     async with in_transaction(self._connection_name(app_plan.app)) as conn:
                         # Read-only also inside an upgrade's read-write session (--expect-plan), so

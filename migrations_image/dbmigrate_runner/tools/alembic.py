@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from dbmigrate_runner import database
+from dbmigrate_runner import database, sources
 from dbmigrate_runner.errors import ConfigError, DowngradeRefused, LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
@@ -572,4 +572,7 @@ async def plan_steps(settings: Settings, project: Project) -> tuple[Work, list[S
             except Exception as exc:
                 reason = f"offline rendering failed: {type(exc).__name__}: {exc}"
                 steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
+    for step in steps:  # the revision's code too: offline SQL need not be what it does online
+        revision = project.script.get_revision(step.migration.split(":", 1)[1])
+        step.source = sources.of_file(revision.path if revision is not None else "", step.migration)
     return work, steps
