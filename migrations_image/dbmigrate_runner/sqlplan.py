@@ -50,7 +50,12 @@ class Step:
 
     def wire(self) -> dict[str, Any]:
         """The step as plan documents and reports carry it."""
-        return {"migration": self.migration, "statements": self.statements, "opaque": self.opaque, "source": self.source}
+        return {
+            "migration": self.migration,
+            "statements": self.statements,
+            "opaque": self.opaque,
+            "source": self.source,
+        }
 
 
 def step_from(data: dict[str, Any]) -> Step:

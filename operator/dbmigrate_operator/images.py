@@ -43,23 +43,28 @@ def parse(image: str) -> Reference:
     return Reference(rest, "", digest)
 
 
+# The CRD's CEL rules on spec.image use these same patterns (a test holds them equal): a digest at the
+# end, or (no digest at all) a tag after the last colon with no "/" after it.
+DIGEST_AT_END = "@[a-z0-9]+([+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}$"
+TAG_AT_END = "^[^@]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+LATEST_MESSAGE = (
+    "spec.image must not use the :latest tag: a changed image behind the same name would never be "
+    "migrated; pin a version tag or a digest"
+)
+UNTAGGED_MESSAGE = (
+    "spec.image must name a tag or a digest: without one the runtime pulls :latest, and a changed "
+    "image behind the same name would never be migrated"
+)
+
+
 def unpinned(image: str) -> str | None:
     """Why ``image`` names no fixed version, or None when it does (a tag other than latest, or a
-    digest). The wording matches the CRD's rules, which say the same at admission."""
-    ref = parse(image)
-    if ref.digest:
+    digest). The same decision and words as the CRD's rules, for a cluster that did not check them."""
+    if image.endswith(":latest"):
+        return LATEST_MESSAGE
+    if re.search(DIGEST_AT_END, image) or re.search(TAG_AT_END, image):
         return None
-    if not ref.tag:
-        return (
-            "spec.image must name a tag or a digest: without one the runtime pulls :latest, and a changed "
-            "image behind the same name would never be migrated"
-        )
-    if ref.tag == "latest":
-        return (
-            "spec.image must not use the :latest tag: a changed image behind the same name would never be "
-            "migrated; pin a version tag or a digest"
-        )
-    return None
+    return UNTAGGED_MESSAGE
 
 
 def digest_of(image_id: str) -> str | None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dbmigrate_operator import ancestry
+from dbmigrate_operator import ancestry, images
 from dbmigrate_operator import approval as ap
 from dbmigrate_operator import constants as c
-from dbmigrate_operator import images
 from dbmigrate_operator import jobs as j
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import (

@@ -330,7 +330,7 @@ def test_same_sql_other_code_is_another_plan_and_the_old_approval_runs_nothing()
         )
         return encode(Report(Outcome.SUCCEEDED, tool="aerich", command="plan", plan=summary)), h
 
-    old_report, old_hash = report_for("a")
+    _, old_hash = report_for("a")
     new_report, new_hash = report_for("b")
     assert new_hash != old_hash
     cr, jobs, pods = planned(

@@ -441,7 +441,9 @@ def _changed_code_same_sql(runner: Runner, tool: str, variant: str) -> Path:
 
 
 @pytest.fixture(params=["aerich", "tortoise", "alembic"])
-def any_shop(postgres: PostgresServer, database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Runner:
+def any_shop(
+    postgres: PostgresServer, database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Runner:
     """A private copy of the example app of each tool."""
     import shutil
 

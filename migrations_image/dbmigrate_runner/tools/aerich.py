@@ -17,12 +17,12 @@ from typing import Any
 
 import asyncpg
 
+from dbmigrate_runner import sources
 from dbmigrate_runner.errors import ConfigError, MigrationFailed
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner import sources
 from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,

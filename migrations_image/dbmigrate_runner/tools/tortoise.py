@@ -18,12 +18,12 @@ from typing import Any
 
 import asyncpg
 
+from dbmigrate_runner import sources
 from dbmigrate_runner.errors import ConfigError, DowngradeRefused
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO, Plan, Target
 from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner import sources
 from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
