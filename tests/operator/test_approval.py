@@ -13,6 +13,7 @@ from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import Outcome, PlanFinding, PlanSummary, Report, encode, pack_versions
 from dbmigrate_runner.sqlplan import Step, content_hash
 from tests.operator.builders import T0, admit, completed, failed, make_cr, terminated_pod
+from tests.operator.crd_support import schema
 from tests.operator.test_reconcile import apply, true_condition
 
 S = Settings()
@@ -249,6 +250,11 @@ def test_the_approved_run_uses_the_digest_the_plan_ran_even_if_the_tag_moved() -
     report, h = plan_report([V1, V2], destructive=True)
     cr, jobs, pods = planned(make_cr(approval="Manual"), report, image_id=f"{REPO}@{DIGEST}")
     waiting = decide(cr, jobs, pods, at(30), S)
+    # Every key is in the CRD's status schema: the API server would prune an unknown one, and the
+    # run would then not know the planned image.
+    assert set(waiting.status["plan"]) <= set(
+        schema()["properties"]["status"]["properties"]["plan"]["properties"]
+    )
     assert waiting.status["plan"]["image"] == f"{REPO}@{DIGEST}"
     assert waiting.status["plan"]["imageID"] == f"{REPO}@{DIGEST}"
     assert f"image {REPO}@{DIGEST}" in true_condition(waiting)["message"]
