@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator import images as image_refs
 from dbmigrate_operator.jobs import JOB_KIND_LABEL, PLAN_KIND
 from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
 from localcluster import images, realstack, stack
@@ -157,6 +158,12 @@ def test_manual_approval_plans_in_a_container_and_kubectl_dbm_reads_the_kubelet(
     terminated = _container(plan_pod)["state"]["terminated"]
     assert terminated["exitCode"] == 0
     assert decode(terminated["message"]).plan is not None
+    # The image the plan ran, as the kubelet reported it, is what the approved run will use: by
+    # digest when containerd knows the image's registry digest, else spec.image.
+    ran = _container(plan_pod)["imageID"]
+    assert plan["imageID"] == ran
+    spec_image = get_json(real_cluster, ns, "dbm", name)["spec"]["image"]
+    assert plan["image"] == (image_refs.at_digest(spec_image, ran) or spec_image)
     tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
     assert node_pg.server().psql(database, tables).strip() == "0", "a plan creates nothing"
 
@@ -169,6 +176,7 @@ def test_manual_approval_plans_in_a_container_and_kubectl_dbm_reads_the_kubelet(
     status = _verdict(real_cluster, ns, name, ("Ready", "Stalled"), 300, "the approved run")
     assert _reason(status)[:2] == ("Ready", "Applied"), status
     assert [v["version"] for v in status["appliedVersions"]] == shop_versions()
+    assert status["lastRun"]["image"] == plan["image"]  # the run Job named the planned image
 
     logs = stack.kubectl_dbm(real_cluster, "logs", name, "-n", ns)
     assert logs.returncode == 0, logs.stderr
