@@ -144,7 +144,5 @@ def summarize(plan: SqlPlan) -> PlanSummary:
         findings_count=len(plan.findings),
         review_count=sum(1 for f in plan.findings if f.severity in NEEDS_REVIEW),
         lint_ignore=list(plan.lint_ignore),
-        steps=[
-            {"migration": s.migration, "statements": s.statements, "opaque": s.opaque} for s in plan.steps
-        ],
+        steps=[s.wire() for s in plan.steps],
     )

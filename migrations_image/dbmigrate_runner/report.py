@@ -125,7 +125,7 @@ class PlanSummary:
     # None from a runner older than the lint's severities: then every finding counts.
     review_count: int | None = None
     lint_ignore: list[str] = field(default_factory=list)  # rules silenced (spec.lint.ignore), hashed
-    # The whole plan's steps ({migration, statements, opaque}) when the report still fits with them;
+    # The whole plan's steps ({migration, statements, opaque, source}) when the report still fits with them;
     # else None and ``steps_omitted`` True: the SQL is then only in the plan Job's log.
     steps: list[dict[str, Any]] | None = None
     steps_omitted: bool = False

@@ -1,10 +1,12 @@
 """A plan: the SQL each pending migration would run, its destructive-change findings, and a content hash.
 
 The hash is what a reviewer approves (``spec.approvedPlan`` or the ``dbmigrate.dev/approve``
-annotation). It covers what the run would do — the pending migrations in order, each one's
-statements and whether some of its steps cannot be shown as SQL — and nothing incidental (no
-timestamps, no findings: those are derived from the SQL). So the same image against the same
-database state always gives the same hash, and any change to either gives another.
+annotation). It covers what the run would do — the tool, the pending migrations in order, each
+one's statements, whether some of its steps cannot be shown as SQL, and the digest of its file's
+bytes (``source``: the Python code, which the SQL alone does not pin down; see ``sources.py``) —
+and nothing incidental (no timestamps, no findings: those are derived from the SQL). So the same
+image against the same database state always gives the same hash, and any change to either, SQL
+or code, gives another.
 
 Pure standard library on purpose: the operator imports it to check a plan document against the
 hash in the termination message, without the ORM stack or the SQL parser.
@@ -17,7 +19,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PLAN_VERSION = 1
+# 2: each step's ``source`` (its migration file's digest) is hashed too. Version 1 documents (older
+# runner images) are still read and checked, by the version they say they are.
+PLAN_VERSION = 2
 # ``opaque`` text of a step whose effect is Python code, not SQL (RunPython, a data migration).
 OPAQUE_PYTHON = "runs Python code: its SQL cannot be known before it runs"
 
@@ -43,6 +47,27 @@ class Step:
     statements: list[str] = field(default_factory=list)
     # Why some of this migration's effect cannot be shown as SQL (empty: the statements are all of it).
     opaque: list[str] = field(default_factory=list)
+    # "sha256:<hex>" of the migration's file, byte for byte (empty only in version 1 documents).
+    source: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        """The step as plan documents and reports carry it."""
+        return {
+            "migration": self.migration,
+            "statements": self.statements,
+            "opaque": self.opaque,
+            "source": self.source,
+        }
+
+
+def step_from(data: dict[str, Any]) -> Step:
+    """A step from its wire form (see :meth:`Step.wire`)."""
+    return Step(
+        migration=str(data.get("migration", "")),
+        statements=[str(x) for x in data.get("statements", [])],
+        opaque=[str(x) for x in data.get("opaque", [])],
+        source=str(data.get("source") or ""),
+    )
 
 
 @dataclass
@@ -71,7 +96,7 @@ class SqlPlan:
 
     def seal(self) -> SqlPlan:
         """Compute the hash over the canonical form; returns self for chaining."""
-        self.hash = content_hash(self.tool, self.steps, self.lint_ignore)
+        self.hash = content_hash(self.tool, self.steps, self.lint_ignore, v=self.v)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,36 +106,47 @@ class SqlPlan:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
-def canonical(tool: str, steps: list[Step], lint_ignore: list[str] | tuple[str, ...] = ()) -> bytes:
-    """The bytes the hash covers: tool, then each step's name, statements and opaque marks, in order,
-    and the silenced lint rules (only when there are some: plans without any keep their hash)."""
-    body: dict[str, Any] = {
-        "v": PLAN_VERSION,
-        "tool": tool,
-        "steps": [{"migration": s.migration, "statements": s.statements, "opaque": s.opaque} for s in steps],
-    }
+def canonical(
+    tool: str, steps: list[Step], lint_ignore: list[str] | tuple[str, ...] = (), *, v: int = PLAN_VERSION
+) -> bytes:
+    """The bytes the hash covers: the version, the tool, then each step's name, statements, opaque
+    marks and (from version 2) its file's digest, in order, and the silenced lint rules (only when
+    there are some: plans without any keep their hash)."""
+    body: dict[str, Any] = {"v": v, "tool": tool, "steps": [s.wire() if v >= 2 else _v1(s) for s in steps]}
     if lint_ignore:
         body["lint_ignore"] = sorted(set(lint_ignore))
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
 
 
-def content_hash(tool: str, steps: list[Step], lint_ignore: list[str] | tuple[str, ...] = ()) -> str:
+def _v1(step: Step) -> dict[str, Any]:
+    return {"migration": step.migration, "statements": step.statements, "opaque": step.opaque}
+
+
+def content_hash(
+    tool: str, steps: list[Step], lint_ignore: list[str] | tuple[str, ...] = (), *, v: int = PLAN_VERSION
+) -> str:
     """Lower-case hex sha256 (64 characters): long enough that nobody can craft a second plan with it."""
-    return hashlib.sha256(canonical(tool, steps, lint_ignore)).hexdigest()
+    return hashlib.sha256(canonical(tool, steps, lint_ignore, v=v)).hexdigest()
+
+
+def hashes_to(
+    tool: str, steps: list[Step], expected: str, lint_ignore: list[str] | tuple[str, ...] = ()
+) -> bool:
+    """Do these steps hash to ``expected``, as a plan of this version or (steps without a source,
+    from an older runner image) of version 1?"""
+    if content_hash(tool, steps, lint_ignore) == expected:
+        return True
+    return not any(s.source for s in steps) and content_hash(tool, steps, lint_ignore, v=1) == expected
 
 
 def from_dict(data: dict[str, Any]) -> SqlPlan:
     """Parse a plan document; raises ``ValueError`` when it is not one or its hash does not match."""
     if not isinstance(data, dict) or "steps" not in data:
         raise ValueError("not a plan document")
-    steps = [
-        Step(
-            migration=str(s["migration"]),
-            statements=[str(x) for x in s.get("statements", [])],
-            opaque=[str(x) for x in s.get("opaque", [])],
-        )
-        for s in data["steps"]
-    ]
+    version = data.get("v", 1)
+    if not isinstance(version, int) or not 1 <= version <= PLAN_VERSION:
+        raise ValueError(f"plan version {version!r} is not one this reader knows (1 to {PLAN_VERSION})")
+    steps = [step_from(s) for s in data["steps"]]
     findings = [
         Finding(
             migration=str(f["migration"]),
@@ -129,9 +165,10 @@ def from_dict(data: dict[str, Any]) -> SqlPlan:
         steps=steps,
         findings=findings,
         hash=str(data.get("hash", "")),
+        v=version,
         lint_ignore=[str(r) for r in data.get("lint_ignore", [])],
     )
-    if plan.hash != content_hash(plan.tool, plan.steps, plan.lint_ignore):
+    if plan.hash != content_hash(plan.tool, plan.steps, plan.lint_ignore, v=plan.v):
         raise ValueError("the plan's hash does not match its content")
     return plan
 
@@ -148,6 +185,8 @@ def render_sql(plan: SqlPlan) -> str:
         by_statement.setdefault((f.migration, f.statement), []).append(f)
     for step in plan.steps:
         lines += ["", f"-- migration {step.migration}"]
+        if step.source:
+            lines.append(f"-- file {step.source}")
         for reason in step.opaque:
             lines.append(f"-- NOT SQL: {reason}")
         for index, statement in enumerate(step.statements):

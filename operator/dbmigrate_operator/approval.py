@@ -10,15 +10,23 @@ against the hash and puts it in ``status.plan.sql``. A plan too large for that i
 ``plan.document`` line, kept as long as the plan is current), which ``kubectl dbm plan NAME``
 reads with the *user's* credentials and checks against the same hash. So the operator needs no
 ``pods/log`` permission (a log holds whatever the image prints) and writes no ConfigMap.
+
+What an approval covers: the plan's hash (the runner's: tool, pending migrations in order, their SQL,
+their non-SQL marks, each migration file's digest) and, beside it in ``status.plan.image``, the image
+the plan Pod ran, by digest when the node reported one (:mod:`dbmigrate_operator.images`). The
+approved run's Job uses that image and passes the hash with ``--expect-plan``: the runner makes the
+plan again under the lock and applies nothing unless it hashes the same.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator import images
 from dbmigrate_runner.report import PlanFinding, PlanSummary
-from dbmigrate_runner.sqlplan import SqlPlan, Step, content_hash, render_sql
+from dbmigrate_runner.sqlplan import SqlPlan, hashes_to, render_sql, step_from
 
 AUTO = "Auto"
 ON_DESTRUCTIVE = "OnDestructive"
@@ -95,21 +103,36 @@ def _finding(f: PlanFinding) -> dict[str, Any]:
 def _sql(summary: PlanSummary, tool: str) -> str | None:
     if summary.steps is None:
         return None
-    steps = [
-        Step(
-            migration=str(s.get("migration", "")),
-            statements=[str(x) for x in s.get("statements", [])],
-            opaque=[str(x) for x in s.get("opaque", [])],
-        )
-        for s in summary.steps
-    ]
-    if content_hash(tool, steps, summary.lint_ignore) != summary.hash:
+    steps = [step_from(s) for s in summary.steps]
+    if not hashes_to(tool, steps, summary.hash, summary.lint_ignore):
         return None
     return render_sql(
         SqlPlan(
             tool=tool, target=summary.target, steps=steps, hash=summary.hash, lint_ignore=summary.lint_ignore
         )
     )
+
+
+@dataclass(frozen=True)
+class Approved:
+    """The approved plan's hash (the runner applies only that plan) and the image the run uses."""
+
+    hash: str
+    image: str | None  # None: spec.image (a plan recorded before images were recorded)
+
+
+def image_record(spec_image: str, image_id: str) -> dict[str, str]:
+    """``status.plan.image`` (what the approved run will use: spec.image's repository at the digest
+    the plan Pod ran, or spec.image itself when the node reported no registry digest) and
+    ``status.plan.imageID`` (the kubelet's own words)."""
+    record = {"image": images.at_digest(spec_image, image_id) or spec_image}
+    if image_id:
+        record["imageID"] = image_id
+    return record
+
+
+def approved(record: dict[str, Any]) -> Approved:
+    return Approved(str(record["hash"]), str(record["image"]) if record.get("image") else None)
 
 
 def needs_review(record: dict[str, Any]) -> bool:
@@ -130,6 +153,8 @@ def waiting_message(record: dict[str, Any], stale: dict[str, str], name: str, na
     )
     if record.get("opaque"):
         text += f", {len(record['opaque'])} with steps that are not SQL"
+    if record.get("image"):
+        text += f", image {record['image']}"
     text += (
         f". Review it (kubectl dbm plan {name} -n {namespace}), then set spec.approvedPlan: {h} "
         f"or run kubectl dbm approve {name} -n {namespace}"

@@ -149,9 +149,11 @@ def build_job(
     settings: Settings,
     now: datetime | None = None,
     expect_plan: str | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
     """The Job manifest for one run: restricted Pod Security, report in the termination message.
-    ``expect_plan``: the approved plan's hash; the runner applies nothing if the plan differs."""
+    ``expect_plan``: the approved plan's hash; the runner applies nothing if the plan differs.
+    ``image``: the image the approved plan ran (``repo@sha256:…``) instead of ``spec.image``."""
     meta = cr["metadata"]
     spec = cr.get("spec") or {}
     job = spec.get("job") or {}
@@ -167,7 +169,7 @@ def build_job(
     lint_env = [{"name": LINT_IGNORE_ENV, "value": ",".join(ignore)}] if (ignore := lint_ignore(spec)) else []
     container: dict[str, Any] = {
         "name": c.CONTAINER_NAME,
-        "image": spec["image"],
+        "image": image or spec["image"],
         "command": list(settings.runner_command),
         "args": [*runner_args(spec, command), *(["--expect-plan", expect_plan] if expect_plan else [])],
         "env": [

@@ -133,6 +133,8 @@ def plan_text(k: Kubectl, cr: dict[str, Any]) -> tuple[str, str]:
         )
     if plan.get("opaque"):
         header.append(f"# not SQL (Python code runs): {', '.join(plan['opaque'])}")
+    if plan.get("image"):
+        header.append(f"# planned from image {plan['image']}: the approved run uses it")
     if plan.get("approvedBy"):
         header.append(f"# approved by {plan['approvedBy']}")
     sql = plan.get("sql")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dbmigrate_operator import ancestry
+from dbmigrate_operator import ancestry, images
 from dbmigrate_operator import approval as ap
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import jobs as j
@@ -573,6 +573,8 @@ def validate(spec: dict[str, Any]) -> str | None:
     """Last line of defence behind the CRD schema (an old CRD, a cluster without CEL)."""
     if not str(spec.get("image") or "").strip():
         return "spec.image is required"
+    if (unpinned := images.unpinned(str(spec["image"]))) is not None:
+        return unpinned
     if (spec.get("tool") or "aerich") not in ("aerich", "tortoise", "alembic"):
         return f"spec.tool must be aerich, tortoise or alembic, got {spec.get('tool')!r}"
     db = spec.get("database") or {}
@@ -863,7 +865,7 @@ def _next_step(
     gate = _approval_step(cr, plan_jobs, pods, new, hash_, now, settings)
     if isinstance(gate, Step):
         return gate
-    return _new_run_step(cr, new, hash_, desired_name, now, settings, expect_plan=gate)
+    return _new_run_step(cr, new, hash_, desired_name, now, settings, approved=gate)
 
 
 def _done_step(run: dict[str, Any], results: dict[str, Result], hint: str) -> Step:
@@ -890,14 +892,15 @@ def _approval_step(
     hash_: str,
     now: datetime,
     settings: Settings,
-) -> Step | str | None:
+) -> Step | ap.Approved | None:
     """Before a new upgrade run under spec.approval OnDestructive or Manual: plan it, then wait for
-    an approval naming the plan's hash. Returns the Step to take while that is not done, else the
-    approved hash (the run applies only that plan) or None (Auto, or a downgrade: no plan)."""
+    an approval naming the plan's hash. Returns the Step to take while that is not done, else what
+    was approved (the plan's hash: the run applies only that plan; the image the plan ran: the run
+    uses it) or None (Auto, or a downgrade: no plan)."""
     spec, meta = cr.get("spec") or {}, cr.get("metadata") or {}
     if ap.mode(spec) == ap.AUTO:
         return None
-    if is_downgrade(str(spec.get("target") or ""), current_by_app(new), new.get("appliedVersions")):
+    if _downgrade(spec, new):
         return None  # allowDowngrade is the explicit decision for a downgrade; plans cover upgrades
     name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
     pname = j.plan_job_name(name, hash_)
@@ -942,6 +945,7 @@ def _approval_step(
                 ),
             )
         known = ap.plan_status(summary, pname, str(spec.get("tool") or "aerich"))
+        known.update(ap.image_record(str(spec.get("image") or ""), _image_id(jpods)))
     assert known is not None
     new["plan"] = known
     found = ap.approvals(cr)
@@ -958,7 +962,24 @@ def _approval_step(
             Phase.PENDING,
             progressing(Reason.WAITING_FOR_APPROVAL, ap.waiting_message(known, stale, name, namespace)),
         )
-    return str(known["hash"])
+    return ap.approved(known)
+
+
+def _image_id(pods: list[dict[str, Any]]) -> str:
+    """The image the plan ran, as the kubelet reports it: the imageID of the container whose report
+    was read (the one that exited 0); empty when no Pod says."""
+    for pod in pods:
+        status = _container_status(pod)
+        if ((status.get("state") or {}).get("terminated") or {}).get("exitCode") == 0:
+            return str(status.get("imageID") or "")
+    return ""
+
+
+def _downgrade(spec: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Is spec.target below what is applied? One answer for the approval step and the run step:
+    the applied versions and, for Alembic, the ancestry status recorded."""
+    target = str(spec.get("target") or "")
+    return is_downgrade(target, current_by_app(status), status.get("appliedVersions"), ancestry.known(status))
 
 
 def _plan_history(cr: dict[str, Any], plan_jobs: list[dict[str, Any]], hash_: str) -> list[Action]:
@@ -979,13 +1000,14 @@ def _new_run_step(
     desired_name: str,
     now: datetime,
     settings: Settings,
-    expect_plan: str | None = None,
+    approved: ap.Approved | None = None,
 ) -> Step:
-    """Create the desired run's Job: an upgrade, or a downgrade when allowed (``expect_plan``: the
-    approved plan's hash, so the run applies exactly that plan or nothing)."""
+    """Create the desired run's Job: an upgrade, or a downgrade when allowed (``approved``: the
+    approved plan's hash, so the run applies exactly that plan or nothing, in the image it was
+    planned from)."""
     spec = cr.get("spec") or {}
     target = str(spec.get("target") or "")
-    downgrade = is_downgrade(target, current_by_app(new), new.get("appliedVersions"), ancestry.known(new))
+    downgrade = _downgrade(spec, new)
     if downgrade and not spec.get("allowDowngrade"):
         return Step(
             Phase.FAILED,
@@ -996,16 +1018,19 @@ def _new_run_step(
             ),
         )
     command = "downgrade" if downgrade else "upgrade"
+    gate = approved if command == "upgrade" else None
     manifest = j.build_job(
         cr,
         hash_=hash_,
         command=command,
         settings=settings,
         now=now,
-        expect_plan=expect_plan if command == "upgrade" else None,
+        expect_plan=gate.hash if gate is not None else None,
+        image=gate.image if gate is not None else None,
     )
     what = f"{command} to {target}" if target else f"{command} to the newest migration"
-    started = f"Created Job {desired_name} ({what}, image {spec.get('image')})"
+    image = gate.image if gate is not None and gate.image else spec.get("image")
+    started = f"Created Job {desired_name} ({what}, image {image})"
     return Step(
         Phase.PENDING,
         progressing(Reason.JOB_CREATED, f"created Job {desired_name} ({what})"),

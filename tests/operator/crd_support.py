@@ -79,6 +79,36 @@ ACCEPTED_VERSIONS: list[tuple[str, str, str]] = [
 ]
 
 
+# spec.image values the CRD (and the operator's validate()) must accept: a tag, also after a registry
+# port, or a digest.
+ACCEPTED_IMAGES: list[str] = [
+    "registry.example.com/shop-migrations:1.4.2",
+    "localhost:5000/shop-migrations:1.4.2",
+    "localhost:5000/team/shop-migrations:v2.0-rc.1_build",
+    "shop-migrations:7",
+    "registry.example.com/shop-migrations@sha256:" + "0123456789abcdef" * 4,
+    "localhost:5000/shop-migrations:1.4.2@sha256:" + "0123456789abcdef" * 4,
+    "registry.example.com/shop-migrations:latest@sha256:" + "0123456789abcdef" * 4,
+]
+# ... and values they must refuse, with the start of the reason.
+REFUSED_IMAGES: list[tuple[str, str]] = [
+    ("registry.example.com/shop-migrations", "spec.image must name a tag or a digest"),
+    ("localhost:5000/shop-migrations", "spec.image must name a tag or a digest"),
+    ("localhost:5000/team/shop-migrations", "spec.image must name a tag or a digest"),
+    ("shop-migrations", "spec.image must name a tag or a digest"),
+    ("shop-migrations@sha256:abc", "spec.image must name a tag or a digest"),
+    ("registry.example.com/shop-migrations:latest", "spec.image must not use the :latest tag"),
+    ("localhost:5000/shop-migrations:latest", "spec.image must not use the :latest tag"),
+]
+
+
+def with_image(image: str) -> dict[str, Any]:
+    """A minimal DatabaseMigration with spec.image = image."""
+    obj = with_version("aerich", "target", "zero")
+    obj["spec"]["image"] = image
+    return obj
+
+
 def with_version(tool: str, field: str, value: str) -> dict[str, Any]:
     """A minimal DatabaseMigration with spec.<field> = value for ``tool``."""
     return {

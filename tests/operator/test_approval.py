@@ -10,9 +10,10 @@ from dbmigrate_operator.gating.requirement import Requirement, evaluate
 from dbmigrate_operator.jobs import JOB_KIND_LABEL, job_name, plan_job_name, run_hash
 from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, Plan, decide
 from dbmigrate_operator.settings import Settings
-from dbmigrate_runner.report import Outcome, PlanFinding, PlanSummary, Report, encode
+from dbmigrate_runner.report import Outcome, PlanFinding, PlanSummary, Report, encode, pack_versions
 from dbmigrate_runner.sqlplan import Step, content_hash
 from tests.operator.builders import T0, admit, completed, failed, make_cr, terminated_pod
+from tests.operator.crd_support import schema
 from tests.operator.test_reconcile import apply, true_condition
 
 S = Settings()
@@ -42,14 +43,17 @@ def plan_report(pending: list[str], destructive: bool, with_sql: bool = True) ->
 
 
 def planned(
-    cr: dict[str, Any], report: str
+    cr: dict[str, Any], report: str, image_id: str | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """First pass creates the plan Job; it ran and reported ``report``: (cr, jobs, pods) after that."""
+    """First pass creates the plan Job; it ran and reported ``report``: (cr, jobs, pods) after that.
+    ``image_id``: what the kubelet says the plan's container ran."""
     plan = decide(cr, [], [], T0, S)
     (create,) = plan.of(CreateJob)
     cr = apply(cr, plan)
     job = completed(admit(create.manifest, T0), T0 + timedelta(seconds=20))
     pod = terminated_pod(job, 0, report, T0 + timedelta(seconds=19))
+    if image_id is not None:
+        pod["status"]["containerStatuses"][0]["imageID"] = image_id
     return cr, [job], [pod]
 
 
@@ -274,3 +278,145 @@ def test_gated_pods_stay_held_while_waiting_and_say_why() -> None:
     assert not held.met
     assert f"WaitingForApproval: waiting for approval of plan {h}" in held.message
     assert not evaluate(Requirement("shop-db", V2.split(":")[1], "models"), cr).met
+
+
+# ------------------------------------------------------------------ an approval covers exactly what runs
+
+DIGEST = "sha256:" + "d" * 64
+REPO = "registry.example.com/shop-migrations"
+
+
+def container(manifest: dict[str, Any]) -> dict[str, Any]:
+    return dict(manifest["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_the_approved_run_uses_the_digest_the_plan_ran_even_if_the_tag_moved() -> None:
+    """The plan Pod ran tag 1.4.2 as digest d…; whatever the tag names by the time of the run, the
+    run's Job names the digest, so the approved plan runs in exactly the image it was made from."""
+    report, h = plan_report([V1, V2], destructive=True)
+    cr, jobs, pods = planned(make_cr(approval="Manual"), report, image_id=f"{REPO}@{DIGEST}")
+    waiting = decide(cr, jobs, pods, at(30), S)
+    # Every key is in the CRD's status schema: the API server would prune an unknown one, and the
+    # run would then not know the planned image.
+    assert set(waiting.status["plan"]) <= set(
+        schema()["properties"]["status"]["properties"]["plan"]["properties"]
+    )
+    assert waiting.status["plan"]["image"] == f"{REPO}@{DIGEST}"
+    assert waiting.status["plan"]["imageID"] == f"{REPO}@{DIGEST}"
+    assert f"image {REPO}@{DIGEST}" in true_condition(waiting)["message"]
+    cr = apply(cr, waiting)
+    cr["metadata"]["annotations"] = {c.APPROVE_ANNOTATION: h}
+    go = decide(cr, jobs, [], at(600), S)  # the plan Pod is gone by now: status is the record
+    (create,) = go.of(CreateJob)
+    run = container(create.manifest)
+    assert run["image"] == f"{REPO}@{DIGEST}"  # not spec.image's tag, which may name other code now
+    assert run["args"][-2:] == ["--expect-plan", h]
+    (started,) = [e for e in go.of(EmitEvent) if e.reason == "RunStarted"]
+    assert f"image {REPO}@{DIGEST}" in started.message
+
+
+def test_the_digest_is_taken_with_the_repository_of_spec_image() -> None:
+    """The kubelet names the repository its own way (docker.io/library/…, an older runtime's
+    docker-pullable://); the run pulls spec.image's repository (its registry, its pull Secrets) by digest."""
+    image = "localhost:5000/shop-migrations:1.4.2"
+    report, h = plan_report([V1], destructive=True)
+    kubelet_says = f"docker-pullable://localhost:5000/shop-migrations@{DIGEST}"
+    cr, jobs, pods = planned(
+        make_cr(approval="Manual", approvedPlan=h, image=image), report, image_id=kubelet_says
+    )
+    (create,) = decide(cr, jobs, pods, at(30), S).of(CreateJob)
+    assert container(create.manifest)["image"] == f"localhost:5000/shop-migrations@{DIGEST}"
+
+
+def test_on_destructive_runs_what_was_planned_too() -> None:
+    report, _ = plan_report([V1], destructive=False)
+    cr, jobs, pods = planned(make_cr(approval="OnDestructive"), report, image_id=f"docker.io/x/y@{DIGEST}")
+    (create,) = decide(cr, jobs, pods, at(30), S).of(CreateJob)
+    assert container(create.manifest)["image"] == f"{REPO}@{DIGEST}"
+
+
+def test_no_registry_digest_leaves_spec_image_and_says_what_the_node_reported() -> None:
+    """An image loaded onto the node (never pulled) has no registry digest, only its image id: there
+    is nothing to pin. The run uses spec.image; the runner's re-made plan, which covers every pending
+    migration file, is then the check (PlanChanged when the code differs)."""
+    report, h = plan_report([V1], destructive=True)
+    local = "sha256:" + "e" * 64
+    cr, jobs, pods = planned(make_cr(approval="Manual", approvedPlan=h), report, image_id=local)
+    go = decide(cr, jobs, pods, at(30), S)
+    assert go.status["plan"]["image"] == "registry.example.com/shop-migrations:1.4.2"
+    assert go.status["plan"]["imageID"] == local
+    (create,) = go.of(CreateJob)
+    assert container(create.manifest)["image"] == "registry.example.com/shop-migrations:1.4.2"
+    assert container(create.manifest)["args"][-2:] == ["--expect-plan", h]
+
+
+def test_a_plan_recorded_without_an_image_runs_spec_image() -> None:
+    """A status.plan written by an operator that recorded no image: the run uses spec.image."""
+    report, h = plan_report([V1], destructive=True)
+    cr, jobs, pods = planned(make_cr(approval="Manual"), report, image_id=f"{REPO}@{DIGEST}")
+    cr = apply(cr, decide(cr, jobs, pods, at(30), S))
+    for key in ("image", "imageID"):
+        del cr["status"]["plan"][key]
+    cr["spec"]["approvedPlan"] = h
+    (create,) = decide(cr, jobs, [], at(60), S).of(CreateJob)
+    assert container(create.manifest)["image"] == "registry.example.com/shop-migrations:1.4.2"
+
+
+def test_same_sql_other_code_is_another_plan_and_the_old_approval_runs_nothing() -> None:
+    """The next image has the same SQL but another RunPython: its plan hashes differently (the
+    runner hashes each migration file), so the approval of the old plan approves nothing, and the
+    new plan's SQL is still shown (it hashes to the reported hash, file digests included)."""
+    code = {"a": "sha256:" + "a" * 64, "b": "sha256:" + "b" * 64}
+
+    def report_for(variant: str) -> tuple[str, str]:
+        steps = [Step(V1, SQL[V1], opaque=["runs Python"], source=code[variant])]
+        h = content_hash("aerich", steps)
+        summary = PlanSummary(
+            hash=h,
+            target=V1,
+            pending=[V1],
+            pending_count=1,
+            statements=1,
+            opaque=[V1],
+            steps=[s.wire() for s in steps],
+        )
+        return encode(Report(Outcome.SUCCEEDED, tool="aerich", command="plan", plan=summary)), h
+
+    _, old_hash = report_for("a")
+    new_report, new_hash = report_for("b")
+    assert new_hash != old_hash
+    cr, jobs, pods = planned(
+        make_cr(approval="OnDestructive", approvedPlan=old_hash, image=f"{REPO}:1.5.0"), new_report
+    )
+    plan = decide(cr, jobs, pods, at(30), S)
+    assert plan.of(CreateJob) == []
+    message = true_condition(plan)["message"]
+    assert f"waiting for approval of plan {new_hash}" in message
+    assert f"spec.approvedPlan names {old_hash}, which is not the current plan" in message
+    assert f"-- file {code['b']}" in plan.status["plan"]["sql"]
+
+
+def test_alembic_approval_uses_the_recorded_ancestry_like_the_run_step() -> None:
+    """A target among the applied ancestors that only status.ancestry lists (appliedVersions keeps
+    the newest few): a downgrade for the approval step as for the run step, so no plan Job runs
+    for nothing; the run step says a downgrade needs allowDowngrade, or runs it."""
+    revisions = [f"{n:012x}" for n in range(1, 6)]
+    status = {
+        "currentVersion": f"alembic:{revisions[-1]}",
+        "appliedCount": 5,
+        "appliedVersions": [{"app": "alembic", "version": revisions[-1]}],  # capped to the newest
+        "ancestry": {
+            "heads": [revisions[-1]],
+            "packed": pack_versions(revisions),
+            "known": 5,
+            "omitted": 0,
+        },
+    }
+    cr = make_cr(approval="Manual", tool="alembic", target=revisions[1], generation=2, status=status)
+    refused = decide(cr, [], [], T0, S)
+    assert refused.of(CreateJob) == []
+    assert true_condition(refused)["reason"] == "DowngradeNotAllowed"
+    cr["spec"]["allowDowngrade"] = True
+    (create,) = decide(cr, [], [], T0, S).of(CreateJob)
+    assert container(create.manifest)["args"][0] == "downgrade"
+    assert JOB_KIND_LABEL not in create.manifest["metadata"]["labels"]

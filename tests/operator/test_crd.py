@@ -103,6 +103,8 @@ def test_status_fields_match_what_the_operator_writes() -> None:
         "sql",
         "sqlOmitted",
         "approvedBy",
+        "image",
+        "imageID",
     } == set(props["plan"]["properties"])
     assert {"heads", "packed", "known", "omitted"} <= set(props["ancestry"]["properties"])
     assert {

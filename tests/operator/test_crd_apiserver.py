@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 
 from tests.operator.crd_support import (
+    ACCEPTED_IMAGES,
     ACCEPTED_VERSIONS,
     CRD_PATH,
+    REFUSED_IMAGES,
     example_migrations,
     invalid_cases,
+    with_image,
     with_version,
 )
 
@@ -61,6 +64,22 @@ def test_each_tool_accepts_its_versions(crd_installed: Any, namespace: str) -> N
         if res.returncode != 0:
             refused.append((tool, field, value, res.stderr.strip()))
     assert refused == []
+
+
+def test_images_with_a_tag_or_digest_are_accepted_untagged_ones_refused(
+    crd_installed: Any, namespace: str
+) -> None:
+    """An untagged image is :latest to the runtime: refused, also behind a registry port."""
+    wrong = []
+    for image in ACCEPTED_IMAGES:
+        res = create_dry_run(crd_installed, with_image(image), namespace)
+        if res.returncode != 0:
+            wrong.append((image, res.stderr.strip()))
+    for image, reason in REFUSED_IMAGES:
+        res = create_dry_run(crd_installed, with_image(image), namespace)
+        if res.returncode == 0 or reason not in res.stderr:
+            wrong.append((image, res.stderr.strip()))
+    assert wrong == []
 
 
 def test_bad_crs_are_rejected_with_their_message(crd_installed: Any, namespace: str) -> None:

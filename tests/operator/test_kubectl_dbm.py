@@ -92,6 +92,27 @@ def test_a_log_plan_with_another_hash_is_refused(stub: Path) -> None:
         run("plan", "shop-db", "-n", "shop")
 
 
+def test_plan_names_the_image_and_each_file_and_a_changed_file_is_refused(stub: Path) -> None:
+    """What the reviewer approves: the SQL, each migration file's digest, the image the run uses."""
+    doc = SqlPlan(
+        tool="tortoise",
+        target="models:0004_fill",
+        steps=[Step("models:0004_fill", [], opaque=["runs Python"], source="sha256:" + "a" * 64)],
+    ).seal()
+    image = "registry.example.com/m@sha256:" + "d" * 64
+    record = {"hash": doc.hash, "job": "shop-db-abc-plan", "pendingCount": 1, "image": image}
+    write_cr(stub, record)
+    (stub / "log.txt").write_text(json.dumps({"event": "plan.document", "plan": doc.to_dict()}))
+    text = run("plan", "shop-db", "-n", "shop")
+    assert f"# planned from image {image}: the approved run uses it" in text
+    assert f"-- migration models:0004_fill\n-- file sha256:{'a' * 64}\n-- NOT SQL: runs Python" in text
+    other_code = doc.to_dict()
+    other_code["steps"][0]["source"] = "sha256:" + "b" * 64
+    (stub / "log.txt").write_text(json.dumps({"event": "plan.document", "plan": other_code}))
+    with pytest.raises(kubectl_dbm.Failure, match="not usable"):
+        run("plan", "shop-db", "-n", "shop")
+
+
 def test_logs_reads_the_last_runs_job(stub: Path) -> None:
     write_cr(stub, {})
     (stub / "log.txt").write_text('{"event": "run.end"}')

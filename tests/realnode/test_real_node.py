@@ -6,6 +6,7 @@ this repository's Dockerfiles. Every assertion reads what the kubelet reported (
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator import images as image_refs
 from dbmigrate_operator.jobs import JOB_KIND_LABEL, PLAN_KIND
 from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
 from localcluster import images, realstack, stack
@@ -157,6 +159,12 @@ def test_manual_approval_plans_in_a_container_and_kubectl_dbm_reads_the_kubelet(
     terminated = _container(plan_pod)["state"]["terminated"]
     assert terminated["exitCode"] == 0
     assert decode(terminated["message"]).plan is not None
+    # The image the plan ran, as the kubelet reported it, is what the approved run will use: by
+    # digest when containerd knows the image's registry digest, else spec.image.
+    ran = _container(plan_pod)["imageID"]
+    assert plan["imageID"] == ran
+    spec_image = get_json(real_cluster, ns, "dbm", name)["spec"]["image"]
+    assert plan["image"] == (image_refs.at_digest(spec_image, ran) or spec_image)
     tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
     assert node_pg.server().psql(database, tables).strip() == "0", "a plan creates nothing"
 
@@ -169,12 +177,70 @@ def test_manual_approval_plans_in_a_container_and_kubectl_dbm_reads_the_kubelet(
     status = _verdict(real_cluster, ns, name, ("Ready", "Stalled"), 300, "the approved run")
     assert _reason(status)[:2] == ("Ready", "Applied"), status
     assert [v["version"] for v in status["appliedVersions"]] == shop_versions()
+    assert status["lastRun"]["image"] == plan["image"]  # the run Job named the planned image
 
     logs = stack.kubectl_dbm(real_cluster, "logs", name, "-n", ns)
     assert logs.returncode == 0, logs.stderr
     events = [json.loads(line).get("event") for line in logs.stdout.splitlines() if line.startswith("{")]
     assert {"run.start", "migrations.done"} <= set(events), logs.stdout[-2000:]
     assert PASSWORD not in logs.stdout
+
+
+def test_a_tag_moved_between_plan_and_run_runs_the_planned_digest(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    """docs/reviewing-changes.md "What an approval covers" on the real node: the plan Pod ran tag
+    `moving:1` (the shop image, known to containerd by its registry digest); the tag is then moved to
+    another image (the Alembic example's); the approved run names the planned digest, so the
+    reviewed shop image runs and is applied, not what the tag names now."""
+    node = real_cluster.real_node
+    assert node is not None
+    ctr = ["ctr", "--address", str(node.containerd_socket), "--namespace", "k8s.io", "images"]
+    repo = "localhost/dbmigrate/moving-migrations"
+
+    def target_digest(ref: str) -> str:
+        for line in subprocess.run(
+            [*ctr, "ls"], capture_output=True, text=True, check=True
+        ).stdout.splitlines():
+            fields = line.split()
+            if fields and fields[0] == ref:
+                return next(f for f in fields if f.startswith("sha256:"))
+        raise AssertionError(f"containerd has no image {ref}")
+
+    def tag(source: str, ref: str) -> None:
+        subprocess.run([*ctr, "tag", "--force", source, ref], capture_output=True, text=True, check=True)
+
+    planned = f"{repo}@{target_digest(images.REFS['shop'])}"
+    tag(images.REFS["shop"], f"{repo}:1")
+    tag(images.REFS["shop"], planned)  # what a pull from a registry records: the repo digest
+    try:
+        ns, name = app_namespaces["retag"], _name("retag")
+        url = realstack.pod_database_url(node_pg, database)
+        _deploy(real_cluster, ns, name, url, approval="Manual", image=f"{repo}:1")
+        waiting = wait_for(
+            lambda: (s := status_of(real_cluster, ns, name)) and _reason(s)[1] == "WaitingForApproval" and s,
+            300, "the plan to wait for approval",
+        )  # fmt: skip
+        assert waiting["plan"]["image"] == planned
+        assert waiting["plan"]["imageID"] == planned
+
+        tag(images.REFS["alembic-shop"], f"{repo}:1")  # the tag moves to other code
+        real_cluster.kubectl(
+            "annotate", "dbm", name, "-n", ns, f"{c.APPROVE_ANNOTATION}={waiting['plan']['hash']}"
+        )
+        status = _verdict(real_cluster, ns, name, ("Ready", "Stalled"), 300, "the approved run")
+        assert _reason(status)[:2] == ("Ready", "Applied"), status
+        assert status["lastRun"]["image"] == planned
+        assert [v["version"] for v in status["appliedVersions"]] == shop_versions()
+        (run_pod,) = [
+            p
+            for p in _job_pods(real_cluster, ns, name)
+            if p["metadata"]["labels"].get(JOB_KIND_LABEL) != PLAN_KIND
+        ]
+        assert run_pod["spec"]["containers"][0]["image"] == planned
+    finally:
+        for ref in (f"{repo}:1", planned):
+            subprocess.run([*ctr, "rm", ref], capture_output=True, text=True, check=False)
 
 
 def test_alembic_adopts_an_existing_schema_and_gates_on_revisions(

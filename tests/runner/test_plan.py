@@ -3,6 +3,7 @@ compared with what the tools' own CLIs print, read-only, without the lock, hashe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pglast
 import pytest
 
 from dbmigrate_runner.report import Outcome
-from dbmigrate_runner.sqlplan import SqlPlan, from_dict
+from dbmigrate_runner.sqlplan import SqlPlan, from_dict, render_sql
 from localcluster.postgres import PostgresServer, lock_held_elsewhere
 from tests.runner.conftest import SHOP, SHOP_VERSIONS, Result, Runner
 from tests.runner.test_alembic import ALEMBIC_SHOP, BASE, BIO, CASCADE, MERGE, ORDERS
@@ -372,3 +373,116 @@ def test_expect_plan_alembic(alembic_shop: Runner) -> None:
     ok = alembic_shop("upgrade", "--expect-plan", approved.hash)
     assert ok.rc == 0, ok.stdout
     assert sorted(ok.report.applied) == sorted(approved.pending)
+
+
+# --- the hash covers the code, not only the SQL ------------------------------------------------
+
+AERICH_QUERIES = """
+from tortoise import BaseDBAsyncClient
+
+
+async def upgrade(db: BaseDBAsyncClient) -> str:
+    await db.execute_query("SELECT count(*) FROM {table}")
+    return 'CREATE INDEX "idx_customer_name" ON "customer" ("name")'
+
+
+async def downgrade(db: BaseDBAsyncClient) -> str:
+    return 'DROP INDEX "idx_customer_name"'
+"""
+
+TORTOISE_RUN_PYTHON = """
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+
+
+async def fill(apps, schema_editor):
+    await schema_editor.client.execute_query("SELECT count(*) FROM {table}")
+
+
+class Migration(migrations.Migration):
+    dependencies = [('models', '0003_add_bio_and_reviews')]
+
+    operations = [ops.RunPython(fill)]
+"""
+
+ALEMBIC_ONLINE_ONLY = '''"""nick, filled online only"""
+import sqlalchemy as sa
+from alembic import context, op
+
+revision = "f1e2d3c4b5a6"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("users", sa.Column("nick", sa.String(20)))
+    if not context.is_offline_mode():
+        op.execute("UPDATE users SET nick = '{nick}'")
+
+
+def downgrade() -> None:
+    op.drop_column("users", "nick")
+'''
+
+
+def _changed_code_same_sql(runner: Runner, tool: str, variant: str) -> Path:
+    """Write (or rewrite) one pending migration whose SQL stays the same while its code changes."""
+    if tool == "aerich":
+        path = runner.cwd / "migrations" / "models" / "3_20261201000000_queries.py"
+        path.write_text(AERICH_QUERIES.format(table="customer" if variant == "a" else "product"))
+    elif tool == "tortoise":
+        path = runner.cwd / "shop" / "migrations" / "0004_run_python.py"
+        path.write_text(TORTOISE_RUN_PYTHON.format(table="customer" if variant == "a" else "product"))
+    else:
+        path = runner.cwd / "migrations" / "versions" / "f1_nick.py"
+        path.write_text(ALEMBIC_ONLINE_ONLY.format(down=MERGE, nick=variant))
+    return path
+
+
+@pytest.fixture(params=["aerich", "tortoise", "alembic"])
+def any_shop(
+    postgres: PostgresServer, database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Runner:
+    """A private copy of the example app of each tool."""
+    import shutil
+
+    tool = str(request.param)
+    source = ALEMBIC_SHOP if tool == "alembic" else SHOP
+    project = tmp_path / "project"
+    shutil.copytree(source, project, ignore=shutil.ignore_patterns("__pycache__"))
+    return Runner(postgres, database, project, tmp_path, tool)
+
+
+def test_same_sql_other_code_is_another_plan_and_the_old_approval_runs_nothing(any_shop: Runner) -> None:
+    """A RunPython step, an aerich upgrade() that queries, an Alembic revision that does more online
+    than its offline SQL shows: a new image with the same SQL but other Python code has another
+    hash, and an approval of the old hash applies nothing."""
+    runner, tool = any_shop, any_shop.tool
+    assert runner("upgrade").rc == 0
+
+    def state() -> list[str]:
+        return runner.columns("users") if tool == "alembic" else runner.applied()
+
+    before = state()
+    path = _changed_code_same_sql(runner, tool, "a")
+    reviewed = plan_of(runner("plan"))
+    (step,) = reviewed.steps
+    assert step.source == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"-- file {step.source}" in render_sql(reviewed)
+
+    _changed_code_same_sql(runner, tool, "b")  # the next image: same SQL, other code
+    changed = plan_of(runner("plan"))
+    assert [(s.migration, s.statements, s.opaque) for s in changed.steps] == [
+        (s.migration, s.statements, s.opaque) for s in reviewed.steps
+    ]
+    assert changed.hash != reviewed.hash
+
+    stale = runner("upgrade", "--expect-plan", reviewed.hash)
+    assert stale.rc == Outcome.CONFIG_ERROR.exit_code, stale.stdout
+    assert stale.report.error is not None
+    assert stale.report.error.kind == "PlanChanged"
+    assert state() == before  # nothing of the unreviewed code ran
+    ok = runner("upgrade", "--expect-plan", changed.hash)
+    assert ok.rc == 0, ok.stdout
+    assert ok.report.applied == changed.pending

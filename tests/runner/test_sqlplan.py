@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dbmigrate_runner.sqlplan import Finding, SqlPlan, Step, from_dict, render_sql
+from dbmigrate_runner.sqlplan import Finding, SqlPlan, Step, content_hash, from_dict, hashes_to, render_sql
 
 
 def _plan(*steps: Step) -> SqlPlan:
@@ -77,3 +77,31 @@ def test_silenced_lint_rules_are_part_of_the_hash() -> None:
     with pytest.raises(ValueError, match="hash"):
         from_dict(doc)
     assert "-- lint rules silenced (spec.lint.ignore): b-rule, ban-drop-index" in render_sql(quiet)
+
+
+def test_hash_covers_each_migration_file() -> None:
+    """Same SQL, same marks, another file (other Python code): another plan."""
+    one = _plan(Step("m:1", ["CREATE TABLE a (id INT)"], opaque=["py"], source="sha256:" + "1" * 64))
+    other = _plan(Step("m:1", ["CREATE TABLE a (id INT)"], opaque=["py"], source="sha256:" + "2" * 64))
+    assert one.hash != other.hash
+    assert from_dict(json.loads(one.to_json())) == one
+    assert one.v == 2
+    assert f"-- migration m:1\n-- file sha256:{'1' * 64}\n-- NOT SQL: py" in render_sql(one)
+
+
+def test_a_version_1_document_from_an_older_runner_is_still_checked() -> None:
+    steps = [Step("m:1", ["CREATE TABLE a (id INT)"])]
+    old = SqlPlan(tool="aerich", target="m:1", steps=steps, v=1).seal()
+    data = json.loads(old.to_json())
+    for step in data["steps"]:
+        del step["source"]
+    assert from_dict(data).hash == old.hash
+    assert hashes_to("aerich", steps, old.hash)
+    data["steps"][0]["statements"] = ["DROP TABLE users"]
+    with pytest.raises(ValueError, match="hash"):
+        from_dict(data)
+    # A step that names its file is never checked as version 1 (which would ignore the file).
+    sourced = [Step("m:1", ["CREATE TABLE a (id INT)"], source="sha256:" + "1" * 64)]
+    assert not hashes_to("aerich", sourced, content_hash("aerich", sourced, v=1))
+    with pytest.raises(ValueError, match="version"):
+        from_dict({**json.loads(old.to_json()), "v": 3})

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from dbmigrate_runner import sources
 from dbmigrate_runner.errors import ConfigError, MigrationFailed
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
@@ -206,6 +207,7 @@ class AerichTool:
             for version in app_plan.to_apply:
                 step = Step(f"{app_plan.app}:{version}")
                 module = self._module(app_plan.app, version)
+                step.source = sources.of_module(module, step.migration)  # the code, not only its SQL
                 try:
                     async with in_transaction(self._connection_name(app_plan.app)) as conn:
                         # Read-only also inside an upgrade's read-write session (--expect-plan), so

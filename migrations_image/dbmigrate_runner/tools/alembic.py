@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from dbmigrate_runner import database
+from dbmigrate_runner import database, sources
 from dbmigrate_runner.errors import ConfigError, DowngradeRefused, LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
@@ -620,4 +620,7 @@ async def plan_steps(settings: Settings, project: Project) -> tuple[Work, list[S
             steps = await asyncio.to_thread(
                 render_per_revision, project, work.start, destination, work.planned, work.table
             )
+    for step in steps:  # the revision's code too: offline SQL need not be what it does online
+        revision = project.script.get_revision(step.migration.split(":", 1)[1])
+        step.source = sources.of_file(revision.path if revision is not None else "", step.migration)
     return work, steps

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from dbmigrate_runner import sources
 from dbmigrate_runner.errors import ConfigError, DowngradeRefused
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO, Plan, Target
@@ -231,6 +232,8 @@ class TortoiseTool:
             for graph_step in graph_steps:
                 migration = graph_step.migration
                 step = Step(f"{migration.app_label}:{migration.name}")
+                module = f"{executor.loader.migrations_module(migration.app_label)}.{migration.name}"
+                step.source = sources.of_module_name(module, step.migration)  # RunPython is code, not SQL
                 collected = await executor.collect_sql(migration.app_label, migration.name)
                 described = ""
                 for text in collected:
