@@ -152,15 +152,12 @@ class Masker:
     def _mask_fragments(self, text: str) -> str:
         """Replace each maximal run made of secret n-grams that stands as a word of its own."""
         n, grams = MIN_FRAGMENT, self._grams
-        covered_to = -1
         runs: list[tuple[int, int]] = []
-        for i in range(len(text) - n + 1):
-            if text[i : i + n] in grams:
-                if runs and i <= covered_to:
-                    runs[-1] = (runs[-1][0], i + n)
-                else:
-                    runs.append((i, i + n))
-                covered_to = i + n
+        for i in [i for i in range(len(text) - n + 1) if text[i : i + n] in grams]:
+            if runs and i <= runs[-1][1]:
+                runs[-1] = (runs[-1][0], i + n)
+            else:
+                runs.append((i, i + n))
         out, last = [], 0
         for start, end in runs:
             glued = (start > 0 and _is_word(text[start - 1])) or (end < len(text) and _is_word(text[end]))
