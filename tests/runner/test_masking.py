@@ -194,3 +194,33 @@ def test_innocent_text_stays() -> None:
     )
     # A piece of the password standing alone is masked; glued inside a longer word it is text.
     assert mask("posts, Kq7Z, xKq7Zy") == "posts, ***, xKq7Zy"
+
+
+def test_a_value_written_in_pieces_to_stdout_is_still_masked() -> None:
+    """print() writes its arguments one by one; the stream masks whole lines."""
+    import io
+
+    from dbmigrate_runner.log import MaskedStream
+
+    target = io.StringIO()
+    stream = MaskedStream(target, Masker([PASSWORD]))
+    for piece in ("url: ", PASSWORD[:10], PASSWORD[10:], "\nunfinished ", PASSWORD[:12]):
+        stream.write(piece)
+    assert target.getvalue() == "url: ***\n"  # the unfinished line waits for its end (or a flush)
+    stream.flush()
+    assert target.getvalue() == "url: ***\nunfinished ***"
+
+
+def test_a_log_line_is_withheld_rather_than_broken() -> None:
+    """A password ending in a backslash matches an escaped quote of innocent text in the JSON line."""
+    import io
+    import json
+
+    from dbmigrate_runner.log import JsonLogger
+
+    out = io.StringIO()
+    logger = JsonLogger(out, mask=Masker(["Zq\\"]))
+    logger.info("x.event", 'value Zq" here', field="Zq\\ too")
+    record = json.loads(out.getvalue())
+    assert record["event"] == "x.event"
+    assert "Zq" not in out.getvalue()
