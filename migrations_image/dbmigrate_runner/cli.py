@@ -1,7 +1,10 @@
 """``dbmigrate-runner``: arguments, the run, the termination-message report, the exit code.
 
 Every path out of :func:`main` writes a report (when the report path is writable) and returns
-``Outcome.exit_code``; nothing that leaves the process carries a password.
+``Outcome.exit_code``; nothing that leaves the process carries a value from the Secret: the log,
+the report and whatever else reaches stdout or stderr pass through one
+:class:`~dbmigrate_runner.masking.Masker`, fed with every credential variable before anything is
+parsed.
 """
 
 from __future__ import annotations
@@ -18,16 +21,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dbmigrate_runner.errors import ConfigError, RunnerError
-from dbmigrate_runner.log import JsonLogger, log, route_stdlib_logging
+from dbmigrate_runner.log import JsonLogger, MaskedStream, log, route_stdlib_logging
+from dbmigrate_runner.masking import Masker, secret_values
 from dbmigrate_runner.report import DEFAULT_PATH, INTERRUPTED, Report, encode
-from dbmigrate_runner.settings import (
-    COMMANDS,
-    TOOLS,
-    Masker,
-    Settings,
-    build_settings,
-    secrets_from_env,
-)
+from dbmigrate_runner.settings import COMMANDS, TOOLS, Settings, build_settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,14 +118,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def report_text(report: Report, mask: Masker) -> str:
-    """The report's JSON with secrets masked in its values first, then in the text as a safety net
-    (``***`` is never longer than what it replaces, so the size cap holds). Should that second pass
-    ever cut through an escape sequence, the error message is withheld rather than the JSON broken."""
+    """The report's JSON with secrets masked in its free text (the error) first, then the passwords
+    in the whole text as a safety net (``***`` is never longer than what it replaces, so the size
+    cap holds); the rest are names from the image and the tracking table, kept as they are. Should
+    that second pass ever cut through an escape sequence, the error message is withheld rather than
+    the JSON broken."""
     if report.error is not None:
         report.error.message = mask(report.error.message)
         report.error.kind = mask(report.error.kind)
     text = encode(report)
-    masked = mask(text)
+    masked = mask.passwords(text)
     if masked == text:
         return text
     try:
@@ -137,7 +136,7 @@ def report_text(report: Report, mask: Masker) -> str:
     except ValueError:
         assert report.error is not None  # only the error carries free text
         report.error.message = "(message withheld: it contained a secret)"
-        return mask(encode(report))
+        return mask.passwords(encode(report))
 
 
 def write_report(report: Report, path: Path, mask: Masker) -> None:
@@ -153,12 +152,44 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def early_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
+    """What the report of a run that stops before its settings are valid needs (command, tool,
+    report path), read leniently from the same flags and variables: ``--report-path`` is honoured
+    whatever else is wrong."""
+    parser = _Parser(prog="dbmigrate-runner", add_help=False)
+    parser.add_argument("command", nargs="?")
+    parser.add_argument("--tool")
+    parser.add_argument("--report-path")
+    try:
+        args, _unknown = parser.parse_known_args(list(argv))
+    except ConfigError:
+        args = argparse.Namespace(command=None, tool=None, report_path=None)
+    tool = (args.tool or env.get("DBMIGRATE_TOOL") or "aerich").strip().lower()
+    return Settings(
+        command=args.command or "?",
+        tool=tool if tool in TOOLS else "",
+        db=None,  # type: ignore[arg-type]
+        report_path=Path(args.report_path or env.get("DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
+    )
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    mask = Masker(secret_values(env))
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = MaskedStream(stdout, mask), MaskedStream(stderr, mask)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv, env, mask)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str], env: Mapping[str, str], mask: Masker) -> int:
     from dbmigrate_runner import runner
 
     started = time.monotonic()
-    env = os.environ if env is None else env
-    mask = Masker(secrets_from_env(env))
     log.mask = mask
     log.level = JsonLogger(level=(env.get("DBMIGRATE_LOG_LEVEL") or "info").lower()).level
     route_stdlib_logging(log)
@@ -170,7 +201,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         args = make_parser().parse_args(argv)
         settings = build_settings(vars(args), env)
-        mask.add(settings.db.password)
         if args.log_level:
             log.level = JsonLogger(level=settings.log_level).level
             route_stdlib_logging(log)
@@ -185,12 +215,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         error = RunnerError(f"{type(exc).__name__}: {exc}", kind=type(exc).__name__)
         log.error("run.crash", "unexpected error", error=f"{type(exc).__name__}: {exc}")
 
-    fallback = Settings(
-        command=(argv or sys.argv[1:] or ["?"])[0],
-        tool=env.get("DBMIGRATE_TOOL", ""),
-        db=None,  # type: ignore[arg-type]
-        report_path=Path(env.get("DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
-    )
+    fallback = early_settings(argv, env)
     report = runner.build_report(settings or fallback, state, started, error)
     write_report(report, (settings or fallback).report_path, mask)
     fields: dict[str, Any] = {

@@ -84,9 +84,9 @@ async def connect(db: DbParams, wait_timeout: float) -> asyncpg.Connection:
         if remaining <= 0:
             reason = f"{type(last).__name__}: {last}" if str(last) else type(last).__name__
             if isinstance(last, socket.gaierror):
-                reason = f"cannot resolve host {db.host!r}: {last}"
+                reason = f"cannot resolve the host of {db.address()}: {last}"
             raise DatabaseUnreachable(
-                f"database {db.host}:{db.port} not reachable within {wait_timeout:g}s "
+                f"database at {db.address()} not reachable within {wait_timeout:g}s "
                 f"({attempt} attempts); last error: {reason}",
                 kind=type(last).__name__,
             )

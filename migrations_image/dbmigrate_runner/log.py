@@ -1,11 +1,14 @@
 """Structured logs: one JSON object per line on stdout, every line passed through the masker.
 
 Library loggers (tortoise, aerich, asyncpg) are routed through the same path, so a secret they
-might print is masked too.
+might print is masked too; whatever bypasses logging (``print``, a thread's traceback, warnings
+written straight to the stream) goes through :class:`MaskedStream` on stdout and stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import sys
@@ -22,6 +25,8 @@ class Mask(Protocol):
 
     def value(self, value: Any) -> Any: ...
 
+    def passwords(self, text: str) -> str: ...
+
 
 class _NoMask:
     def __call__(self, text: str) -> str:
@@ -29,6 +34,9 @@ class _NoMask:
 
     def value(self, value: Any) -> Any:
         return value
+
+    def passwords(self, text: str) -> str:
+        return text
 
 
 class JsonLogger:
@@ -43,15 +51,16 @@ class JsonLogger:
         if level < self.level:
             return
         now = time.time()
-        record = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
-            "level": logging.getLevelName(level).lower(),
-            "event": event,
-            "msg": msg,
-            **fields,
-        }
-        # Mask the values first (JSON escaping would hide a secret with " or \\ in it), the line again.
-        line = self.mask(json.dumps(self.mask.value(record), default=str, ensure_ascii=False))
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        head = {"ts": ts, "level": logging.getLevelName(level).lower(), "event": event}
+        # Mask the values first (JSON escaping would hide a secret with " or \\ in it); the field
+        # names are the code's own. The serialised line again, for the passwords: should that cut
+        # through a JSON escape, the line is withheld rather than broken.
+        record = {**head, **{k: self.mask.value(v) for k, v in {"msg": msg, **fields}.items()}}
+        text = json.dumps(record, default=str, ensure_ascii=False)
+        line = self.mask.passwords(text)
+        if line != text and not _is_json(line):
+            line = json.dumps({**head, "msg": "(log line withheld: it contained a secret)"})
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -69,6 +78,56 @@ class JsonLogger:
 
     def error(self, event: str, msg: str, **fields: Any) -> None:
         self.emit(logging.ERROR, event, msg, **fields)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+class MaskedStream(io.TextIOBase):
+    """A text stream that masks what is written to it, a line at a time (a value split over several
+    ``write`` calls is still seen whole); :meth:`flush` passes on an unfinished line masked as well."""
+
+    def __init__(self, target: TextIO, mask: Mask) -> None:
+        super().__init__()
+        self.target = target
+        self.mask = mask
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            done, _, self._pending = self._pending.rpartition("\n")
+            self._out(done + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._out(self._pending)
+            self._pending = ""
+        with contextlib.suppress(OSError, ValueError):
+            self.target.flush()
+
+    def _out(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # closed pipe: output must never end the run
+            self.target.write(self.mask(text))
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
 
 
 # Library records that print a driver's connection config. Tortoise's startup line "masks" the

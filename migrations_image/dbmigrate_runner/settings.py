@@ -1,29 +1,40 @@
-"""Flags and environment → one frozen :class:`Settings`; database parameters; secret masking.
+"""Flags and environment → one frozen :class:`Settings`; database parameters.
 
 Flags win over environment variables. Database credentials come only from the environment
 (``DATABASE_URL`` or ``DB_HOST``/``DB_PORT``/``DB_NAME``/``DB_USER``/``DB_PASS``), so they never
-appear in the Pod spec's arguments.
+appear in the Pod spec's arguments. Those values come from a Secret: no message here quotes one,
+errors name the variable instead (and :mod:`dbmigrate_runner.masking` masks them everywhere).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.report import DEFAULT_PATH
 
 TOOLS = ("aerich", "tortoise", "alembic")
 COMMANDS = ("upgrade", "downgrade", "status", "plan")
-URL_SCHEMES = ("postgres", "postgresql", "asyncpg")
+# libpq's and asyncpg's forms, Tortoise's, and SQLAlchemy's (the app's own URL): the driver named in
+# the scheme is ignored, every tool gets the connection it needs from the parsed parts.
+URL_SCHEMES = (
+    "postgres",
+    "postgresql",
+    "asyncpg",
+    "psycopg",
+    "postgresql+asyncpg",
+    "postgresql+psycopg",
+    "postgresql+psycopg2",
+    "postgresql+pg8000",
+)
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_LOCK_TIMEOUT = 300.0
-MASK = "***"
+# Where each part of the database came from, for messages that must not quote the values.
+SPLIT_KEYS = {"host": "DB_HOST", "port": "DB_PORT", "database": "DB_NAME", "user": "DB_USER"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,8 @@ class DbParams:
     ssl: str | None = None
     # Every session the runner opens sets default_transaction_read_only (the plan command).
     read_only: bool = False
+    # "DATABASE_URL" or "DB_*": how messages name the connection without quoting Secret values.
+    source: str = field(default="DATABASE_URL", compare=False)
 
     def server_settings(self) -> dict[str, str]:
         return {"default_transaction_read_only": "on"} if self.read_only else {}
@@ -78,8 +91,14 @@ class DbParams:
         return f"postgres://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
 
     def describe(self) -> str:
-        """Safe for logs: no password."""
-        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+        """The connection named by the variables it came from: every value is from a Secret."""
+        if self.source == "DATABASE_URL":
+            return "the database in DATABASE_URL"
+        return "DB_USER@DB_HOST:DB_PORT/DB_NAME"
+
+    def address(self) -> str:
+        """Host and port, named the same way."""
+        return "DATABASE_URL's host:port" if self.source == "DATABASE_URL" else "DB_HOST:DB_PORT"
 
 
 @dataclass(frozen=True)
@@ -131,9 +150,10 @@ def parse_database_url(url: str) -> DbParams:
         port = parts.port or 5432
     except ValueError:  # its text would quote the URL's pieces, possibly the password
         raise ConfigError(f"DATABASE_URL's host:port is not valid: {_ENCODE_HINT}") from None
-    if parts.scheme not in URL_SCHEMES:
+    if parts.scheme.lower() not in URL_SCHEMES:
         raise ConfigError(
-            f"DATABASE_URL scheme must be one of {', '.join(URL_SCHEMES)}, got {parts.scheme!r}"
+            f"DATABASE_URL's scheme must be one of {', '.join(s + '://' for s in URL_SCHEMES)} "
+            "(the value is not shown: it comes from the Secret)"
         )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     host = query.get("host") or parts.hostname
@@ -142,7 +162,7 @@ def parse_database_url(url: str) -> DbParams:
     password = unquote(parts.password) if parts.password is not None else query.get("password")
     missing = [name for name, value in (("host", host), ("database", database), ("user", user)) if not value]
     if missing:
-        raise ConfigError(f"DATABASE_URL lacks {', '.join(missing)}")
+        raise ConfigError(f"DATABASE_URL (from the Secret) lacks {', '.join(missing)}")
     assert host is not None
     return DbParams(
         host=host,
@@ -165,10 +185,7 @@ def db_params_from_env(env: Mapping[str, str]) -> DbParams:
     missing = [name for name in ("DB_HOST", "DB_NAME", "DB_USER") if not split[name]]
     if missing:
         raise ConfigError(f"incomplete database settings: {', '.join(missing)} not set")
-    try:
-        port = int(split["DB_PORT"] or 5432)
-    except ValueError:
-        raise ConfigError(f"DB_PORT must be a number, got {split['DB_PORT']!r}") from None
+    port = _port(split["DB_PORT"])
     return DbParams(
         host=split["DB_HOST"],
         port=port,
@@ -177,80 +194,19 @@ def db_params_from_env(env: Mapping[str, str]) -> DbParams:
         # Stripped like the other fields: a Secret made with `echo` ends in a newline.
         password=(env.get("DB_PASS") or env.get("DB_PASSWORD") or "").strip() or None,
         ssl=env.get("DB_SSLMODE", "").strip() or None,
+        source="DB_*",
     )
 
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
-
-
-def mask_urls(text: str) -> str:
-    """Hide the password part of every ``scheme://user:password@`` in ``text``."""
-    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-
-
-def secret_forms(secret: str) -> set[str]:
-    """Every way a secret can be written out: raw, trimmed, percent-encoded or -decoded, and escaped
-    by ``json.dumps`` or ``repr`` (a library printing a dict), so masking holds whatever the quoting."""
-    forms: set[str] = set()
-    for base in {secret, secret.strip(), unquote(secret)}:
-        forms |= {base, quote(base, safe=""), quote(base), quote_plus(base, safe="")}
-    escaped = set()
-    for form in forms:
-        escaped |= {json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1], repr(form)[1:-1]}
-        escaped.add(json.dumps(repr(form)[1:-1], ensure_ascii=False)[1:-1])  # a repr inside a JSON string
-    return {form for form in forms | escaped if len(form) >= 3}
-
-
-class Masker:
-    """Removes known secret values and URL passwords from any text before it leaves the process."""
-
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self._secrets: list[str] = []
-        self.add(*secrets)
-
-    def add(self, *secrets: str | None) -> None:
-        for secret in secrets:
-            # Short values would mask innocent text and are no secret worth the damage.
-            if not secret or len(secret.strip()) < 3:
-                continue
-            for form in secret_forms(secret):
-                if form not in self._secrets:
-                    self._secrets.append(form)
-        self._secrets.sort(key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        text = mask_urls(text)
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
-
-    def value(self, value: Any) -> Any:
-        """Mask every string inside a JSON-able value, before it is serialised (escaping would hide
-        a secret from a mask applied to the serialised text)."""
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, dict):
-            return {self(str(k)): self.value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple | set):
-            return [self.value(v) for v in value]
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        return self(str(value))
-
-
-def secrets_from_env(env: Mapping[str, str]) -> list[str]:
-    """Every password-ish value the environment holds, even if it turns out invalid."""
-    found: list[str] = []
-    for name in ("DB_PASS", "DB_PASSWORD", "PGPASSWORD"):
-        if env.get(name):
-            found.append(env[name])
-    url = env.get("DATABASE_URL", "")
-    # The password runs to the first '@' when encoded, possibly to the last one when it is not.
-    for pattern in (r"^[^:]+://[^:/@]*:(?P<pw>[^@]*)@", r"^[^:]+://[^:/@]*:(?P<pw>.*)@"):
-        match = re.match(pattern, url.strip())
-        if match and match["pw"]:
-            found += [match["pw"], unquote(match["pw"])]
-    return found
+def _port(value: str) -> int:
+    """DB_PORT as a number; the message names the key, never the value (it may be any Secret entry)."""
+    if not value:
+        return 5432
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
+        raise ConfigError(
+            "DB_PORT (from the Secret) must be a port number, 1 to 65535 (its value is not shown)"
+        )
+    return int(value)
 
 
 def _float(value: str | float | None, name: str, default: float) -> float:

@@ -435,7 +435,11 @@ def _report_result(report: Report, completed: str | None, settings: Settings) ->
     msg = report.outcome.value
     if report.error is not None:
         where = f" in {report.error.migration}" if report.error.migration else ""
-        text = f"{report.error.kind}: {report.error.message}" if report.error.kind else report.error.message
+        kind = report.error.kind
+        # A kind that only repeats the outcome ("ConfigError: ConfigError: ...") is left out.
+        text = report.error.message
+        if kind and kind != report.outcome.value:
+            text = f"{kind}: {text}"
         msg = f"{report.outcome.value}{where}: {truncate(text, settings.message_chars)}"
     return Result(report.outcome.value, reason, report, msg, completed, True)
 

@@ -439,6 +439,26 @@ def test_each_runner_outcome_has_its_reason(outcome: Outcome, code: int, reason:
     assert f"the {reason} text" in stalled["message"]
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("ConfigError", "ConfigError: DB_PORT (from the Secret) must be a port number"),
+        ("InvalidPasswordError", "ConfigError: InvalidPasswordError: DB_PORT (from the Secret) must be"),
+    ],
+)
+def test_a_kind_that_repeats_the_outcome_is_said_once(kind: str, expected: str) -> None:
+    """Issue 18: status.lastRun.message and the Event read "ConfigError: ConfigError: ..."."""
+    cr = make_cr()
+    job = failed(first_job(cr), T0)
+    text = "DB_PORT (from the Secret) must be a port number, 1 to 65535 (its value is not shown)"
+    pod = terminated_pod(job, 2, failure_report(Outcome.CONFIG_ERROR, text, kind=kind), T0)
+    plan = decide(cr, [job], [pod], T0, S)
+    (event,) = plan.of(EmitEvent)
+    for message in (cond(plan, c.STALLED)["message"], plan.status["lastRun"]["message"], event.message):
+        assert expected in message
+        assert "ConfigError: ConfigError" not in message
+
+
 def test_long_database_errors_are_truncated() -> None:
     cr = make_cr()
     job = failed(first_job(cr), T0)

@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -325,6 +326,55 @@ def test_missing_secret_then_created(
         "Ready once the Secret exists (the kubelet retries by itself)",
     )
     assert status["currentVersion"] == f"models:{shop_versions()[-1]}"
+
+
+def test_a_secret_entry_named_by_any_key_never_shows(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    """Issue 18: `portKey` naming an API key of the Secret put `DB_PORT must be a number, got
+    'sk_live_…'` into status.lastRun.message and a Warning Event. Now the key is named, the value
+    (or any 4-character piece of it) is nowhere: status, Events, the termination message, the log."""
+    ns, name = app_namespaces["failures"], _name("keys")
+    api_key = "sk_live_" + uuid.uuid4().hex[:12] + "Qx" + uuid.uuid4().hex[:10].upper()
+    url = urlsplit(realstack.pod_database_url(node_pg, database))
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {
+            "host": str(url.hostname),
+            "port": str(url.port),
+            "name": database,
+            "user": str(url.username),
+            "password": PASSWORD,
+            "api-key": api_key,
+        },
+    }
+    cr = realstack.example_migration(ns)
+    cr["metadata"]["name"] = name
+    cr["spec"]["database"] = {"secretRef": {"name": name, "portKey": "api-key"}}
+    realstack.apply(real_cluster, secret, cr)
+    status = _verdict(real_cluster, ns, name, ("Stalled",), 180, "Stalled on the port")
+    _type, reason, message = _reason(status)
+    assert reason == "ConfigError", message
+    assert "DB_PORT (from the Secret) must be a port number" in message
+    assert "ConfigError: ConfigError" not in message
+    events = get_json(real_cluster, ns, "events", "--field-selector", f"involvedObject.name={name}")
+    assert any(e["type"] == "Warning" for e in events["items"])
+    pods = _job_pods(real_cluster, ns, name)
+    logs = "".join(
+        real_cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], check=False).stdout for pod in pods
+    )
+    assert "run.end" in logs
+    pieces = {api_key[i : i + 4] for i in range(len(api_key) - 3)}
+    for where, text in (
+        ("status", json.dumps(status)),
+        ("events", json.dumps(events)),
+        ("pods (termination message)", json.dumps(pods)),
+        ("log", logs),
+    ):
+        found = sorted(p for p in pieces if p in text)
+        assert not found, f"pieces {found} of the Secret's api-key in the {where}"
 
 
 def test_absent_image_is_a_real_pull_failure(

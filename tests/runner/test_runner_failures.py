@@ -152,3 +152,42 @@ def test_sigterm_still_writes_a_report(postgres: PostgresServer, database: str, 
     assert result.rc == Outcome.INTERNAL_ERROR.exit_code, "".join(seen) + result.stdout
     assert result.report.error is not None
     assert result.report.error.kind == "Interrupted"
+
+
+@pytest.mark.parametrize(
+    ("args", "credentials", "tool"),
+    [
+        (["upgrade", "--tool", "tortoise"], False, "tortoise"),  # no credentials at all
+        (["downgrade", "--tool", "alembic"], True, "alembic"),  # downgrade without --target
+        (["downgrade"], True, "aerich"),  # the tool as the run would have used it: the default
+    ],
+)
+def test_report_path_flag_is_honoured_on_early_config_errors(
+    postgres: PostgresServer, database: str, tmp_path: Path, args: list[str], credentials: bool, tool: str
+) -> None:
+    """Issue 19: these failed before the settings were built, and the report went to the
+    environment's path with ``"tool": ""``."""
+    env_report, flag_report = tmp_path / "env.json", tmp_path / "flag.json"
+    env = runner_env(postgres.url(database) if credentials else None, env_report)
+    result = run(env, [*args, "--report-path", str(flag_report)], SHOP, flag_report, postgres.password)
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout
+    assert not env_report.exists()
+    assert result.report.outcome is Outcome.CONFIG_ERROR
+    assert (result.report.tool, result.report.command) == (tool, args[0])
+    assert result.report.error is not None
+    assert ("--target" if args[0] == "downgrade" else "DATABASE_URL") in result.report.error.message
+
+
+def test_usage_error_report_goes_to_the_flags_path(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """Even when the flags themselves are wrong, a --report-path among them is where the report goes."""
+    env_report, flag_report = tmp_path / "env.json", tmp_path / "flag.json"
+    env = runner_env(postgres.url(database), env_report, DBMIGRATE_TOOL="tortoise")
+    args = ["upgrade", "--no-such-flag", "--report-path", str(flag_report)]
+    result = run(env, args, SHOP, flag_report, postgres.password)
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout
+    assert not env_report.exists()
+    assert (result.report.tool, result.report.command) == ("tortoise", "upgrade")
+    assert result.report.error is not None
+    assert "--no-such-flag" in result.report.error.message

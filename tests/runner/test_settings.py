@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 
 from dbmigrate_runner.errors import ConfigError
-from dbmigrate_runner.settings import (
-    Masker,
-    build_settings,
-    db_params_from_env,
-    mask_urls,
-    parse_database_url,
-    secrets_from_env,
-)
+from dbmigrate_runner.masking import Masker, mask_urls, secret_values
+from dbmigrate_runner.settings import build_settings, db_params_from_env, parse_database_url
 from dbmigrate_runner.tools.base import with_runner_connection
 
 
@@ -82,11 +76,11 @@ def test_flags_override_env() -> None:
 
 def test_masker_hides_values_encodings_and_url_userinfo() -> None:
     env = {"DATABASE_URL": "postgres://app:s%40cret-pw@h/db", "DB_PASS": "other-secret"}
-    mask = Masker(secrets_from_env(env))
+    mask = Masker(secret_values(env))
     text = mask("failed: postgres://app:s%40cret-pw@h/db s@cret-pw other-secret asyncpg://u:zz@h")
     for secret in ("s%40cret-pw", "s@cret-pw", "other-secret", ":zz@"):
         assert secret not in text
-    assert "postgres://app:***@h/db" in text
+    assert "postgres://***:***@h/db" in text  # the user is from the Secret as well
     assert "asyncpg://u:***@h" in text
     assert mask_urls("no url here") == "no url here"
 

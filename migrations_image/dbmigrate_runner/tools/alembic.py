@@ -329,6 +329,8 @@ def _ini(settings: Settings) -> Path:
 
 
 def _log_start(settings: Settings, ini: Path, async_env: bool | None) -> None:
+    # async_env only once env.py was read (the no-op fast path does not read it): never a null.
+    known = {} if async_env is None else {"async_env": async_env}
     log.info(
         "run.start",
         f"{settings.command} with alembic",
@@ -337,7 +339,7 @@ def _log_start(settings: Settings, ini: Path, async_env: bool | None) -> None:
         config=str(ini),
         target=settings.target,
         baseline=settings.baseline,
-        async_env=async_env,
+        **known,
         database=settings.db.describe(),
     )
 

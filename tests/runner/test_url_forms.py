@@ -1,0 +1,75 @@
+"""The app's own DATABASE_URL works as it is: SQLAlchemy's ``postgresql+<driver>://`` forms next to
+libpq's, asyncpg's and Tortoise's, for every tool (each gets the connection it needs from the parts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from dbmigrate_runner.errors import ConfigError
+from dbmigrate_runner.settings import URL_SCHEMES, parse_database_url
+from localcluster.postgres import PostgresServer
+from tests.runner.conftest import REPO, SHOP, SHOP_VERSIONS, finish, runner_env, start
+
+ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "postgres",
+        "postgresql",
+        "asyncpg",
+        "psycopg",
+        "postgresql+asyncpg",
+        "postgresql+psycopg",
+        "postgresql+psycopg2",
+    ],
+)
+def test_every_postgres_form_parses_to_the_same_connection(scheme: str) -> None:
+    db = parse_database_url(f"{scheme}://app:p%40ss@db.example:6543/shop?ssl=require")
+    assert (db.user, db.password, db.host, db.port, db.database, db.ssl) == (
+        "app",
+        "p@ss",
+        "db.example",
+        6543,
+        "shop",
+        "require",
+    )
+    assert scheme in URL_SCHEMES
+
+
+@pytest.mark.parametrize("url", ["mysql://app:pw@h/db", "postgresql+mysqldb://app:pw@h/db", "sqlite:///x.db"])
+def test_other_databases_are_refused_without_quoting_the_url(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_database_url(url)
+    assert "postgresql+asyncpg://" in str(info.value)  # the accepted forms are listed
+    assert "mysql" not in str(info.value)
+    assert "sqlite" not in str(info.value)
+
+
+def _url(postgres: PostgresServer, database: str, scheme: str) -> str:
+    password = quote(postgres.password, safe="")
+    return f"{scheme}://{postgres.user}:{password}@{postgres.host}:{postgres.port}/{database}"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("scheme", ["postgresql+asyncpg", "postgresql+psycopg"])
+@pytest.mark.parametrize("tool", ["aerich", "tortoise", "alembic", "alembic-async"])
+def test_upgrade_with_the_apps_sqlalchemy_url(
+    postgres: PostgresServer, database: str, tmp_path: Path, tool: str, scheme: str
+) -> None:
+    report = tmp_path / "r.json"
+    env = runner_env(_url(postgres, database, scheme), report, DBMIGRATE_TOOL=tool.split("-")[0])
+    if tool.startswith("alembic"):
+        ini = "alembic-async.ini" if tool == "alembic-async" else "alembic.ini"
+        result = finish(start(["upgrade", "--config", ini], env, ALEMBIC_SHOP), report, postgres.password)
+    else:
+        result = finish(start(["upgrade"], env, SHOP), report, postgres.password)
+    assert result.rc == 0, result.stdout + result.stderr
+    if tool.startswith("alembic"):
+        assert len(result.report.applied) == 5
+    else:
+        assert result.report.apps["models"].versions == SHOP_VERSIONS[tool]
