@@ -67,6 +67,12 @@ class FakeApi:
         self.events.append(event)
 
 
+async def changed(releaser: Releaser, api: FakeApi, body: dict[str, Any] | None) -> None:
+    """The DatabaseMigration became `body` (None: deleted) and its watch event arrives."""
+    api.migration = copy.deepcopy(body)
+    await releaser.on_migration_event("shop", "shop-db", body)
+
+
 def about(api: FakeApi, kind: str) -> list[dict[str, Any]]:
     return [e for e in api.events if e["involvedObject"]["kind"] == kind]
 
@@ -130,12 +136,12 @@ async def test_a_migration_event_with_unchanged_inputs_is_skipped() -> None:
     body = migration_body(ready=False)
     body["status"]["phase"] = "Failed"
     body["status"]["conditions"].append({"type": "Stalled", "status": "True", "reason": "MigrationFailed"})
-    await releaser.on_migration_event("shop", "shop-db", body)
+    await changed(releaser, api, body)
     assert [e["reason"] for e in about(api, "Pod")] == ["MigrationFailed"]  # a failure is said at once
     api.pods["web-1"]["metadata"]["uid"] = "another"  # would be announced again if a pass ran
-    await releaser.on_migration_event("shop", "shop-db", copy.deepcopy(body))
+    await changed(releaser, api, copy.deepcopy(body))
     assert len(api.events) == 1
-    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True))
+    await changed(releaser, api, migration_body(ready=True))
     assert gates_of(api.pods["web-1"]) == []
 
 
@@ -147,10 +153,10 @@ async def test_a_run_under_way_or_a_deleted_migration_costs_no_pod_listing() -> 
     running = copy.deepcopy(pending)
     running["status"]["phase"] = "Running"
     for body in (pending, running, None):
-        await releaser.on_migration_event("shop", "shop-db", body)
+        await changed(releaser, api, body)
     assert api.lists == 0
     assert api.events == []
-    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True))
+    await changed(releaser, api, migration_body(ready=True))
     assert api.lists == 1
     assert gates_of(api.pods["web-1"]) == []
 
@@ -199,7 +205,7 @@ async def test_the_sweep_lists_opted_in_pods_from_the_watch_cache() -> None:
     api.core = core  # type: ignore[assignment]
     await Releaser(api).sweep()
     await Releaser(api, namespaces=("shop",)).sweep()
-    await Releaser(api).reconcile("shop", "shop-db", migration=None)
+    await Releaser(api).reconcile("shop", "shop-db")
     (everywhere, one_namespace, one_migration) = core.calls
     for where, kwargs in (everywhere, one_namespace):
         assert kwargs["label_selector"] == WAIT_FOR_LABEL, where
