@@ -93,8 +93,10 @@ def record(
 def same_database(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """May what status knows of `old`'s versions be kept next to `new`'s (the Alembic ancestry)?
     Only for the same ref and the same fingerprint (both absent counts as the same)."""
-    return bool(old.get("ref")) and old.get("ref") == new.get("ref") and old.get("fingerprint") == new.get(
-        "fingerprint"
+    return (
+        bool(old.get("ref"))
+        and old.get("ref") == new.get("ref")
+        and old.get("fingerprint") == new.get("fingerprint")
     )
 
 

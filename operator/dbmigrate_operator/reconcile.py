@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dbmigrate_operator import ancestry
+from dbmigrate_operator import ancestry, identity, versions
 from dbmigrate_operator import approval as ap
 from dbmigrate_operator import constants as c
-from dbmigrate_operator import identity
 from dbmigrate_operator import jobs as j
-from dbmigrate_operator import versions
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import (
     OUTCOME_REASONS,
@@ -729,7 +727,15 @@ def _record(
     that just ended. `current`: the run hash and the database ref (identity.py) of the spec as it is."""
     new: dict[str, Any] = {
         k: old[k]
-        for k in ("currentVersion", "appliedVersions", "appliedCount", "ancestry", "database", "lastRun", "plan")
+        for k in (
+            "currentVersion",
+            "appliedVersions",
+            "appliedCount",
+            "ancestry",
+            "database",
+            "lastRun",
+            "plan",
+        )
         if k in old
     }
     old_database = identity.recorded(old)

@@ -205,8 +205,10 @@ async def test_a_slow_api_makes_new_pods_gated_at_once_not_queued() -> None:
     assert reads.in_flight == 2
     busy = await decide(make_pod("web-3"), fetch)
     assert busy.gate
-    assert busy.verdict is not None and busy.verdict.reason == "WebhookBusy"
-    assert busy.warning is not None and "busy" in busy.warning
+    assert busy.verdict is not None
+    assert busy.verdict.reason == "WebhookBusy"
+    assert busy.warning is not None
+    assert "busy" in busy.warning
 
     unblock.set()
     assert [a.gate for a in await asyncio.gather(*hung)] == [False, False]

@@ -126,7 +126,9 @@ def test_a_report_from_another_database_replaces_the_ancestry_never_merges() -> 
     cr, _ = run(make_cr(tool="alembic"), report(revs, OLD_DB, tool="alembic"), T0)
     assert ancestry.known(cr["status"]) is not None
     rerun = make_cr(tool="alembic", annotations={"dbmigrate.dev/rerun": "1"}, status=cr["status"])
-    cr, _ = run(rerun, report(["bbbbbbbbbbbb", "cccccccccccc"], NEW_DB, tool="alembic"), T0 + timedelta(hours=1))
+    cr, _ = run(
+        rerun, report(["bbbbbbbbbbbb", "cccccccccccc"], NEW_DB, tool="alembic"), T0 + timedelta(hours=1)
+    )
     known = ancestry.known(cr["status"])
     assert known is not None
     assert known.revisions == {"bbbbbbbbbbbb", "cccccccccccc"}  # aaaa was the other database's
@@ -137,7 +139,9 @@ def test_the_same_database_keeps_merging_its_ancestry() -> None:
     revs = ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     cr, _ = run(make_cr(tool="alembic"), report(revs, OLD_DB, tool="alembic"), T0)
     rerun = make_cr(tool="alembic", annotations={"dbmigrate.dev/rerun": "1"}, status=cr["status"])
-    cr, _ = run(rerun, report(["bbbbbbbbbbbb", "cccccccccccc"], OLD_DB, tool="alembic"), T0 + timedelta(hours=1))
+    cr, _ = run(
+        rerun, report(["bbbbbbbbbbbb", "cccccccccccc"], OLD_DB, tool="alembic"), T0 + timedelta(hours=1)
+    )
     known = ancestry.known(cr["status"])
     assert known is not None
     assert "aaaaaaaaaaaa" in known.revisions

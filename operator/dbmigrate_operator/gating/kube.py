@@ -132,9 +132,11 @@ class KubeApi:
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return _json(self.core.read_namespaced_pod(
+            return _json(
+                self.core.read_namespaced_pod(
                     name, namespace, _preload_content=False, _request_timeout=self.timeout
-                ))
+                )
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -157,9 +159,11 @@ class KubeApi:
 
     def get_replicaset(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return _json(self.apps.read_namespaced_replica_set(
+            return _json(
+                self.apps.read_namespaced_replica_set(
                     name, namespace, _preload_content=False, _request_timeout=self.timeout
-                ))
+                )
+            )
         except ApiException as e:
             if e.status == 404:
                 return None

@@ -120,7 +120,9 @@ def _evaluate_pin(requirement: Requirement, migration: Mapping[str, Any], what: 
         detail, reason = other_database, "DatabaseNotRecorded"
     else:
         current = status.get("currentVersion")
-        detail = "not applied yet" + (f" (current version: {current})" if current else " (no version applied yet)")
+        detail = "not applied yet" + (
+            f" (current version: {current})" if current else " (no version applied yet)"
+        )
         reason = "VersionNotApplied"
         if state.unverifiable:
             detail += (

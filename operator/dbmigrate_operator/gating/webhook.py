@@ -60,13 +60,14 @@ class Reads:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
         self.in_flight = 0
 
-    async def call(self, fn: Callable[[], _T], timeout: float) -> _T:
+    async def call(self, fn: Callable[[], _T], wait: float) -> _T:
+        """`fn()` in a read thread, awaited at most `wait` seconds; `Busy` when none is free."""
         if self.in_flight >= self.workers:
             raise Busy(f"{self.in_flight} API reads of the webhook are still under way")
         self.in_flight += 1
         future = asyncio.get_running_loop().run_in_executor(self.pool, fn)
         future.add_done_callback(self._done)  # when the thread is free again, not when we stop waiting
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        return await asyncio.wait_for(asyncio.shield(future), wait)
 
     def _done(self, _: object) -> None:
         self.in_flight -= 1
