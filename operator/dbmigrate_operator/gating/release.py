@@ -265,14 +265,11 @@ class Releaser:
         for (namespace, name), group in groups.items():
             seen.update(str((p.get("metadata") or {}).get("uid")) for p in group)
             try:
-                migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
+                _, _, decisions = await self._judge(namespace, name, group)  # listed above, read now
             except Exception as e:
                 self._error(f"reading DatabaseMigration {namespace}/{name} failed", e)
                 held.extend(group)
                 continue
-            # Read after the listing above, like `_judge`: never older than any pod of `group`.
-            decisions = decide(group, name, migration)
-            await self._execute(decisions)
             held.extend(d.pod for d in decisions if not d.release)
         metrics.held_pods(held)
         # Forget pods that no longer wait (released, deleted): bounded memory.
@@ -295,16 +292,21 @@ class Releaser:
     async def _pass(self, namespace: str, name: str) -> tuple[bool, Any]:
         """A pass: list the waiting pods, then judge them (`_judge`); and the body judged against."""
         pods = await asyncio.to_thread(self.api.list_waiting_pods, namespace, name)
-        return await self._judge(namespace, name, pods)
+        clean, migration, _ = await self._judge(namespace, name, pods)
+        return clean, migration
 
-    async def _judge(self, namespace: str, name: str, pods: list[dict[str, Any]]) -> tuple[bool, Any]:
+    async def _judge(
+        self, namespace: str, name: str, pods: list[dict[str, Any]]
+    ) -> tuple[bool, Any, list[Decision]]:
         """Decide for `pods`, listed by the caller *before* this call, with the DatabaseMigration read
-        now: the one place a release decision gets its DatabaseMigration. Without a waiting pod
-        nothing is read (`_NOT_READ`)."""
+        now, and carry the decisions out: the one place a release decision gets its DatabaseMigration
+        (every path comes here). Without a waiting pod nothing is read (`_NOT_READ`).
+        Returns whether all went well, the object judged against, and the decisions."""
         if not any(_waits_for(pod, name) for pod in pods):
-            return True, _NOT_READ
+            return True, _NOT_READ, []
         migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
-        return await self._execute(decide(pods, name, migration)), migration
+        decisions = decide(pods, name, migration)
+        return await self._execute(decisions), migration, decisions
 
     async def _execute(self, decisions: list[Decision]) -> bool:
         clean = self.active()
