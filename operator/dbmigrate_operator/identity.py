@@ -6,7 +6,7 @@ Versions are facts about one database. `status.database` says which one, next to
   defaults, and `spec.tool`), computed by the operator from the spec of the run that reported them;
 - ``fingerprint`` and ``name``: what the runner found when it connected (its report's ``database``:
   a digest of the server's system identifier, the database name and the host and port — never the URL
-  or a password). Absent when the runner image predates them;
+  or a password). Empty when the runner image predates them;
 - ``job``: the Job whose report the versions come from.
 
 Rules (the controller records, the gate and the webhook read):
@@ -84,20 +84,18 @@ def record(
         ref_ = ""
     out = {"ref": ref_, "job": job}
     for key in ("fingerprint", "name"):
+        # Always present (empty when not reported): status is written as a merge patch, which would
+        # keep a previous record's value of a key left out.
         value = (reported or {}).get(key)
-        if isinstance(value, str) and value:
-            out[key] = value
+        out[key] = value if isinstance(value, str) else ""
     return out
 
 
 def same_database(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """May what status knows of `old`'s versions be kept next to `new`'s (the Alembic ancestry)?
-    Only for the same ref and the same fingerprint (both absent counts as the same)."""
-    return (
-        bool(old.get("ref"))
-        and old.get("ref") == new.get("ref")
-        and old.get("fingerprint") == new.get("fingerprint")
-    )
+    Only for the same ref and the same fingerprint (both empty counts as the same)."""
+    same_ref = bool(old.get("ref")) and old.get("ref") == new.get("ref")
+    return same_ref and (old.get("fingerprint") or "") == (new.get("fingerprint") or "")
 
 
 def legacy(status: Mapping[str, Any], current_hash: str, current_ref: str) -> dict[str, str] | None:
@@ -108,4 +106,4 @@ def legacy(status: Mapping[str, Any], current_hash: str, current_ref: str) -> di
     run = status.get("lastRun") or {}
     if run.get("runHash") != current_hash or run.get("outcome") != "Succeeded":
         return None
-    return {"ref": current_ref, "job": str(run.get("job") or "")}
+    return {"ref": current_ref, "job": str(run.get("job") or ""), "fingerprint": "", "name": ""}

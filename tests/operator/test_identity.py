@@ -153,3 +153,11 @@ def test_a_ref_names_secret_keys_and_the_tool_never_values() -> None:
     assert identity.ref(spec) != identity.ref({**spec, "tool": "alembic"})
     assert identity.ref(spec) != identity.ref({"database": {"secretRef": {"name": "db2"}}})
     assert len(identity.ref(spec)) == identity.REF_CHARS
+
+
+def test_a_report_without_a_fingerprint_clears_the_recorded_one() -> None:
+    """Status is written as a merge patch: a key left out would keep the previous database's value."""
+    cr, _ = run(make_cr(), report([V1], OLD_DB), T0)
+    rerun = make_cr(annotations={"dbmigrate.dev/rerun": "1"}, status=cr["status"])
+    cr, _ = run(rerun, report([V1], None), T0 + timedelta(hours=1))  # an older runner image
+    assert cr["status"]["database"]["fingerprint"] == ""
