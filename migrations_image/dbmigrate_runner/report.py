@@ -144,6 +144,9 @@ class Report:
     error: ErrorInfo | None = None
     plan: PlanSummary | None = None  # the plan command only
     v: int = SCHEMA_VERSION
+    # Which database the run connected to: {"fingerprint": 16 hex digits, "name": the database name};
+    # the operator records it next to the versions (never the URL, host or a password).
+    database: dict[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -161,6 +164,8 @@ class Report:
             del data["error"]
         if self.plan is None:
             del data["plan"]
+        if self.database is None:
+            del data["database"]
         return data
 
 
@@ -504,4 +509,12 @@ def decode(text: str) -> Report:
         duration_ms=int(data.get("duration_ms", 0)),
         error=error,
         v=int(data.get("v", SCHEMA_VERSION)),
+        database=_decode_database(data.get("database")),
     )
+
+
+def _decode_database(raw: Any) -> dict[str, str] | None:
+    if not isinstance(raw, dict):
+        return None
+    out = {key: str(raw[key]) for key in ("fingerprint", "name") if isinstance(raw.get(key), str)}
+    return out or None

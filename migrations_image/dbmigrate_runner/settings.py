@@ -8,6 +8,7 @@ errors name the variable instead (and :mod:`dbmigrate_runner.masking` masks them
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dbmigrate_operator import ancestry, images
+from dbmigrate_operator import ancestry, identity, images, versions
 from dbmigrate_operator import approval as ap
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import jobs as j
@@ -513,52 +513,7 @@ def _result_of_record(run: dict[str, Any]) -> Result:
 # ---------------------------------------------------------------- versions
 
 
-def version_number(version: str) -> int:
-    """Both tools name versions with a sortable number prefix (aerich 3_2026..., tortoise 0003_...)."""
-    if version == "zero":
-        return -1
-    match = re.match(r"(\d+)", version)
-    return int(match.group(1)) if match else -1
-
-
-def current_by_app(status: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in str(status.get("currentVersion") or "").split(","):
-        if ":" in part:
-            app, version = part.split(":", 1)
-            out[app.strip()] = version.strip()
-    return out
-
-
-def is_downgrade(
-    target: str,
-    current: dict[str, str],
-    applied: list[dict[str, Any]] | None = None,
-    known: ancestry.Known | None = None,
-) -> bool:
-    """Is ``target`` below what is applied? Unknown (nothing applied, unknown app) counts as no:
-    the runner's ``upgrade`` refuses a downgrade itself (DowngradeRefused)."""
-    if not target:
-        return False
-    if c.ALEMBIC_APP in current:
-        names = [str(v.get("version")) for v in applied or [] if v.get("app") == c.ALEMBIC_APP]
-        names += sorted(known.revisions) if known is not None else []
-        return _alembic_is_downgrade(target, current[c.ALEMBIC_APP], names)
-    app, _, version = target.rpartition(":")
-    apps = [app] if app else list(current)
-    return any(a in current and version_number(version) < version_number(current[a]) for a in apps)
-
-
-def _alembic_is_downgrade(target: str, head: str, names: list[str]) -> bool:
-    """Alembic revision ids are not ordered: a target is below the head when it is one of the
-    applied ancestors (by id or unique prefix) other than the head itself; `base` reverts all."""
-    revision = target.rpartition(":")[2]
-    if revision in ("head", "heads"):
-        return False
-    if revision == "base":
-        return bool(head)
-    matches = [name for name in names if name.startswith(revision)]
-    return bool(matches) and not any(head.startswith(revision) or name == head for name in matches)
+# Parsing and comparing versions: versions.py (shared with the gate and the webhook).
 
 
 def versions_status(report: Report, cap: int) -> dict[str, Any]:
@@ -695,8 +650,8 @@ def decide(
     jobs = [job for job in jobs if not j.is_plan_job(job)]
     seen = _observe(cr, jobs, pods, old_run)
     results, kept = _results(seen, pods, old_run, settings)
-    new, events = _record(old, seen, results, kept, settings)
     hash_ = j.run_hash(cr)
+    new, events = _record(old, seen, results, kept, settings, (hash_, identity.ref(spec)))
     step = _next_step(cr, seen, plan_jobs, pods, results, new, hash_, job_events or {}, now, settings)
     events.extend(step.events)
     _warn_on_stall(old, step.verdict, events)
@@ -772,13 +727,24 @@ def _record(
     results: dict[str, Result],
     kept: set[str],
     settings: Settings,
+    current: tuple[str, str],
 ) -> tuple[dict[str, Any], list[EmitEvent]]:
-    """The new status's record part (versions, lastRun) and the Event for a run that just ended."""
+    """The new status's record part (versions and their database, lastRun) and the Event for a run
+    that just ended. `current`: the run hash and the database ref (identity.py) of the spec as it is."""
     new: dict[str, Any] = {
         k: old[k]
-        for k in ("currentVersion", "appliedVersions", "appliedCount", "ancestry", "lastRun", "plan")
+        for k in (
+            "currentVersion",
+            "appliedVersions",
+            "appliedCount",
+            "ancestry",
+            "database",
+            "lastRun",
+            "plan",
+        )
         if k in old
     }
+    old_database = identity.recorded(old)
     # The applied versions come from the newest finished Job that left a report (deterministic, so
     # reading it again after a restart gives the same answer). A newer finished Job whose report can no
     # longer be read ends the search: what status holds is newer than any older Job's report.
@@ -788,12 +754,21 @@ def _record(
             break
         if result.report.apps:
             new.update(versions_status(result.report, settings.applied_versions_cap))
+            job_hash = str(((job["metadata"].get("labels") or {}).get(c.RUN_HASH_LABEL)) or "")
+            database = identity.record(
+                result.report.database, job["metadata"]["name"], job_hash, *current, old_database
+            )
+            new["database"] = database
+            # Another database's ancestry is never merged into this one's.
+            known = old.get("ancestry") if identity.same_database(old_database, database) else None
             alembic = result.report.apps.get(c.ALEMBIC_APP) if result.report.tool == "alembic" else None
             if alembic is not None:
-                new["ancestry"] = ancestry.merge(old.get("ancestry"), alembic, settings.ancestry_cap)
+                new["ancestry"] = ancestry.merge(known, alembic, settings.ancestry_cap)
             else:
                 new.pop("ancestry", None)
             break
+    if (legacy := identity.legacy(new, *current)) is not None:
+        new["database"] = legacy
     # lastRun describes the newest Job (running or finished); without Jobs, what status remembers.
     old_run = dict(old.get("lastRun") or {})
     head = seen.head
@@ -904,7 +879,7 @@ def _approval_step(
     spec, meta = cr.get("spec") or {}, cr.get("metadata") or {}
     if ap.mode(spec) == ap.AUTO:
         return None
-    if _downgrade(spec, new):
+    if versions.is_downgrade(str(spec.get("target") or ""), new):
         return None  # allowDowngrade is the explicit decision for a downgrade; plans cover upgrades
     name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
     pname = j.plan_job_name(name, hash_)
@@ -979,13 +954,6 @@ def _image_id(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _downgrade(spec: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Is spec.target below what is applied? One answer for the approval step and the run step:
-    the applied versions and, for Alembic, the ancestry status recorded."""
-    target = str(spec.get("target") or "")
-    return is_downgrade(target, current_by_app(status), status.get("appliedVersions"), ancestry.known(status))
-
-
 def _plan_history(cr: dict[str, Any], plan_jobs: list[dict[str, Any]], hash_: str) -> list[Action]:
     """Plan Jobs of runs no longer desired go (a plan is read-only: deleting one loses nothing);
     the current run's plan Job stays, its log holds the whole SQL."""
@@ -1011,7 +979,7 @@ def _new_run_step(
     planned from)."""
     spec = cr.get("spec") or {}
     target = str(spec.get("target") or "")
-    downgrade = _downgrade(spec, new)
+    downgrade = versions.is_downgrade(target, new)
     if downgrade and not spec.get("allowDowngrade"):
         return Step(
             Phase.FAILED,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from dbmigrate_operator import identity
 from dbmigrate_operator.constants import (
     GROUP,
     PLURAL,
@@ -30,6 +31,8 @@ from dbmigrate_operator.constants import (
     WAIT_FOR_VERSION_ANNOTATION,
 )
 from dbmigrate_operator.gating import server, tls, webhook_config
+from dbmigrate_operator.gating.kube import KubeApi
+from dbmigrate_operator.gating.release import Releaser
 from localcluster import Cluster
 from localcluster.stack import free_port, install_crd, wait_for
 from tests.gating.harness import KopfThread, gating_registry, port_open
@@ -46,6 +49,14 @@ SCOPE_LABEL = "e2e.dbmigrate.dev/gating"  # our webhook configurations only see 
 IMAGE = "registry.example.com/shop-web:1"  # unmapped: the node agent reports such pods Running
 V1 = {"app": "models", "version": "0_20260101000000_init"}
 V2 = {"app": "models", "version": "1_20260102000000_add_bio"}
+
+
+SPEC = {
+    "image": "registry.example.com/shop-migrations:1",
+    "database": {"urlSecretRef": {"name": "shop-db", "key": "url"}},
+}
+# The versions of these statuses belong to the database SPEC names (status.database, identity.py).
+DATABASE = {"ref": identity.ref(SPEC), "job": "shop-db-1"}
 
 
 def raw(response: Any) -> Any:
@@ -94,12 +105,28 @@ class Gating:
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "DatabaseMigration",
             "metadata": {"name": name},
-            "spec": {
-                "image": "registry.example.com/shop-migrations:1",
-                "database": {"urlSecretRef": {"name": "shop-db", "key": "url"}},
-            },
+            "spec": dict(SPEC),
         }
         self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    def get_migration(self, namespace: str, name: str = "shop-db") -> dict[str, Any]:
+        got: dict[str, Any] = raw(
+            self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+            )
+        )
+        return got
+
+    def patch_spec(self, namespace: str, spec: dict[str, Any], name: str = "shop-db") -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"spec": spec},
+            _content_type="application/merge-patch+json",
+        )
 
     def set_status(self, namespace: str, status: dict[str, Any], name: str = "shop-db") -> None:
         """Write the status as the controller would (merge patch of the status subresource)."""
@@ -157,6 +184,7 @@ def ready_status(generation: int = 1, applied: list[dict[str, str]] | None = Non
         status["appliedVersions"] = applied
         status["appliedCount"] = len(applied)
         status["currentVersion"] = f"{applied[-1]['app']}:{applied[-1]['version']}"
+        status["database"] = dict(DATABASE)
     return status
 
 
@@ -167,6 +195,7 @@ def failed_status(message: str, applied: list[dict[str, str]], generation: int =
         "appliedVersions": applied,
         "appliedCount": len(applied),
         "currentVersion": f"{applied[-1]['app']}:{applied[-1]['version']}",
+        "database": dict(DATABASE),
         "lastRun": {"outcome": "migration_failed", "message": message},
         "conditions": [
             {
@@ -397,3 +426,89 @@ def test_webhook_down_fails_closed(gating: Gating, namespace: str) -> None:
         assert len(gating.pods(namespace, "app=plain")) == 1
     finally:
         server.unregister(gating.api, dead["metadata"]["name"])
+
+
+class Interleaving(KubeApi):
+    """The real API, with `between` run right after the first read of a pass returns: what happens
+    in a cluster when a spec is edited and a pod admitted while a release pass is under way."""
+
+    between: Callable[[], None] | None = None
+
+    def _after_read(self) -> None:
+        if self.between is not None:
+            step, self.between = self.between, None
+            step()
+
+    def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
+        got = super().get_migration(namespace, name, timeout)
+        self._after_read()
+        return got
+
+    def list_waiting_pods(
+        self, namespace: str | None, migration: str | None, *, cached: bool = False
+    ) -> list[dict[str, Any]]:
+        got = super().list_waiting_pods(namespace, migration, cached=cached)
+        self._after_read()
+        return got
+
+
+async def test_a_pod_gated_against_a_newer_generation_is_not_released_on_the_older_one(
+    gating: Gating, ns: str
+) -> None:
+    """Issue 18 item 1 on the real API server and admission chain: generation 1 is Ready; between a
+    pass's two reads generation 2 is applied and the webhook gates a pod against it. Neither that
+    pass (a nudge's) nor an event pass carrying generation 1's body may release the pod."""
+    gating.create_migration(ns)
+    gating.set_status(ns, ready_status(generation=1, applied=[V1]))
+    stale = gating.get_migration(ns)  # what a watch event delivered: generation 1, Ready
+
+    def generation_2_and_a_pod() -> None:
+        gating.patch_spec(ns, {"image": "registry.example.com/shop-migrations:2"})
+        gating.core.create_namespaced_pod(ns, pod_body("web-2", wait_for="shop-db"))
+
+    api = Interleaving(gating.api)
+    api.between = generation_2_and_a_pod
+    releaser = Releaser(api)
+    await releaser.reconcile(ns, "shop-db")  # a nudge's pass
+    (pod,) = gating.pods(ns, "app=web-2")
+    assert gate_names(pod) == [SCHEDULING_GATE]  # the webhook gated it: generation 2 is not applied
+
+    await releaser.on_migration_event(ns, "shop-db", stale)  # a late event of generation 1
+    (pod,) = gating.pods(ns, "app=web-2")
+    assert gate_names(pod) == [SCHEDULING_GATE]
+    assert gating.get_migration(ns)["metadata"]["generation"] == 2
+
+    gating.set_status(ns, ready_status(generation=2, applied=[V1]))  # generation 2 ran
+    wait_for(lambda: [p for p in gating.pods(ns, "app=web-2") if is_running(p)], 60, "web-2 released")
+
+
+def test_a_pin_waits_for_the_run_against_a_new_database(gating: Gating, ns: str) -> None:
+    """spec.database changed: status still lists the old database's versions; pinned pods wait."""
+    gating.create_migration(ns)
+    gating.set_status(ns, ready_status(applied=[V1, V2]))
+    gating.patch_spec(ns, {"database": {"urlSecretRef": {"name": "shop-db-new", "key": "url"}}})
+    gating.create_deployment(
+        ns, deployment_body("web", wait_for="shop-db", version=f"models:{V2['version']}")
+    )
+    gated = wait_for(
+        lambda: (p := gating.pods(ns, "app=web")) and len(p) == 2 and all(map(is_scheduling_gated, p)) and p,
+        60,
+        "two SchedulingGated pods",
+    )
+    events = wait_for(lambda: gating.events(ns, "Pod", gated[0]["metadata"]["name"]), 30, "a waiting Event")
+    assert "spec.database or spec.tool changed" in events[0]["message"]
+    time.sleep(6)  # longer than a sweep: nothing releases them
+    assert all(map(is_scheduling_gated, gating.pods(ns, "app=web")))
+
+    # The run against the new database records its versions: released.
+    moved = ready_status(generation=2, applied=[V1, V2])
+    moved["database"] = {
+        "ref": identity.ref({**SPEC, "database": {"urlSecretRef": {"name": "shop-db-new", "key": "url"}}}),
+        "job": "shop-db-2",
+    }
+    gating.set_status(ns, moved)
+    wait_for(
+        lambda: (p := gating.pods(ns, "app=web")) and len(p) == 2 and all(map(is_running, p)),
+        60,
+        "the pods to be released and Running",
+    )

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 import dbmigrate_operator.gating
+from dbmigrate_operator import identity
 from dbmigrate_operator.constants import API_VERSION, KIND, PLURAL, SCHEDULING_GATE, WAIT_FOR_LABEL
 from dbmigrate_operator.gating import tls
 
@@ -277,13 +278,16 @@ def migration_body(
             {"type": "Ready", "status": "True" if ready else "False", "observedGeneration": generation}
         ],
     }
+    spec = {"image": "example/migrations:1", "database": {"secretRef": {"name": "shop-db"}}}
     if applied is not None:
         status["appliedVersions"] = applied
+        # The versions belong to the database the spec names (status.database, see identity.py).
+        status["database"] = {"ref": identity.ref(spec), "job": f"{name}-1"}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": NAMESPACE, "generation": generation, "uid": f"uid-{name}"},
-        "spec": {"image": "example/migrations:1"},
+        "spec": spec,
         "status": status,
     }
 

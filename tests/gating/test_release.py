@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from dbmigrate_operator.constants import SCHEDULING_GATE
@@ -65,6 +67,12 @@ class FakeApi:
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self.events.append(event)
+
+
+async def changed(releaser: Releaser, api: FakeApi, body: dict[str, Any] | None) -> None:
+    """The DatabaseMigration became `body` (None: deleted) and its watch event arrives."""
+    api.migration = copy.deepcopy(body)
+    await releaser.on_migration_event("shop", "shop-db", body)
 
 
 def about(api: FakeApi, kind: str) -> list[dict[str, Any]]:
@@ -130,12 +138,12 @@ async def test_a_migration_event_with_unchanged_inputs_is_skipped() -> None:
     body = migration_body(ready=False)
     body["status"]["phase"] = "Failed"
     body["status"]["conditions"].append({"type": "Stalled", "status": "True", "reason": "MigrationFailed"})
-    await releaser.on_migration_event("shop", "shop-db", body)
+    await changed(releaser, api, body)
     assert [e["reason"] for e in about(api, "Pod")] == ["MigrationFailed"]  # a failure is said at once
     api.pods["web-1"]["metadata"]["uid"] = "another"  # would be announced again if a pass ran
-    await releaser.on_migration_event("shop", "shop-db", copy.deepcopy(body))
+    await changed(releaser, api, copy.deepcopy(body))
     assert len(api.events) == 1
-    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True))
+    await changed(releaser, api, migration_body(ready=True))
     assert gates_of(api.pods["web-1"]) == []
 
 
@@ -147,10 +155,10 @@ async def test_a_run_under_way_or_a_deleted_migration_costs_no_pod_listing() -> 
     running = copy.deepcopy(pending)
     running["status"]["phase"] = "Running"
     for body in (pending, running, None):
-        await releaser.on_migration_event("shop", "shop-db", body)
+        await changed(releaser, api, body)
     assert api.lists == 0
     assert api.events == []
-    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True))
+    await changed(releaser, api, migration_body(ready=True))
     assert api.lists == 1
     assert gates_of(api.pods["web-1"]) == []
 
@@ -199,7 +207,7 @@ async def test_the_sweep_lists_opted_in_pods_from_the_watch_cache() -> None:
     api.core = core  # type: ignore[assignment]
     await Releaser(api).sweep()
     await Releaser(api, namespaces=("shop",)).sweep()
-    await Releaser(api).reconcile("shop", "shop-db", migration=None)
+    await Releaser(api).reconcile("shop", "shop-db")
     (everywhere, one_namespace, one_migration) = core.calls
     for where, kwargs in (everywhere, one_namespace):
         assert kwargs["label_selector"] == WAIT_FOR_LABEL, where
@@ -230,3 +238,102 @@ def test_fingerprint_sees_a_grown_alembic_ancestry() -> None:
     b = migration_body(ready=True)
     b["status"]["ancestry"] = {"heads": ["ae1027a6acf6"], "packed": "AYEBrhAnpq/2", "known": 1, "omitted": 0}
     assert fingerprint(a) != fingerprint(b)
+
+
+# --- the release race (issue 18 item 1): a pod gated against a newer generation than a pass read ---
+
+
+class InterleavingApi(FakeApi):
+    """A FakeApi that runs `between` right after the first read of a pass returns: the moment where,
+    in a cluster, the spec is edited and the webhook admits a pod gated against the new generation."""
+
+    def __init__(self, pods: list[dict[str, Any]], migration: dict[str, Any] | None) -> None:
+        super().__init__(pods, migration)
+        self.between: Callable[[], None] | None = None
+        self.reads: list[str] = []
+
+    def _read(self, what: str) -> None:
+        self.reads.append(what)
+        if self.between is not None:
+            step, self.between = self.between, None
+            step()
+
+    def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
+        got = super().get_migration(namespace, name, timeout)
+        self._read("migration")
+        return got
+
+    def list_waiting_pods(
+        self, namespace: str | None, migration: str | None, *, cached: bool = False
+    ) -> list[dict[str, Any]]:
+        got = super().list_waiting_pods(namespace, migration, cached=cached)
+        self._read("pods")
+        return got
+
+
+def generation_2_gates_a_pod(api: FakeApi) -> Callable[[], None]:
+    """Generation 2 is applied to the spec (its run has not even started) and the webhook, reading
+    it, gates a new pod: that pod must wait for generation 2."""
+
+    def step() -> None:
+        edited = migration_body(ready=True, generation=1)
+        edited["metadata"]["generation"] = 2  # status still says Ready for generation 1
+        api.migration = edited
+        api.pods["web-2"] = make_pod("web-2", gates=(SCHEDULING_GATE,))
+
+    return step
+
+
+async def test_an_event_body_older_than_a_gated_pod_releases_nothing() -> None:
+    """The event carries generation 1 Ready; by the time the pass runs, generation 2 was applied and
+    a pod was gated against it. Deciding with the event's body released that pod before generation 2
+    ran; the pass judges with the object read after listing the pods."""
+    api = InterleavingApi([], migration_body(ready=True, generation=1))
+    generation_2_gates_a_pod(api)()  # happened after the event's body was read by the watch
+    releaser = Releaser(api)
+    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True, generation=1))
+    assert gates_of(api.pods["web-2"]) == [SCHEDULING_GATE]
+    assert api.reads == ["pods", "migration"]
+    assert [e["reason"] for e in about(api, "Pod")] == ["WaitingForMigration"]
+
+    api.migration = migration_body(ready=True, generation=2)  # generation 2 ran
+    await changed(releaser, api, migration_body(ready=True, generation=2))
+    assert gates_of(api.pods["web-2"]) == []
+
+
+async def test_a_nudge_reads_the_migration_after_the_pods() -> None:
+    """A nudge's pass: the pod appears (gated against generation 2) between the pass's two reads."""
+    api = InterleavingApi([], migration_body(ready=True, generation=1))
+    api.between = generation_2_gates_a_pod(api)
+    releaser = Releaser(api, nudge_delay=0)
+    releaser.nudge("shop", "shop-db")
+    await asyncio.gather(*releaser._tasks)
+    assert gates_of(api.pods["web-2"]) == [SCHEDULING_GATE]
+    assert api.reads[0] == "pods"
+
+    await releaser.reconcile("shop", "shop-db")  # the webhook's own nudge for web-2: still held
+    assert gates_of(api.pods["web-2"]) == [SCHEDULING_GATE]
+    assert api.reads[-2:] == ["pods", "migration"]
+
+
+async def test_the_sweep_reads_each_migration_after_the_pods() -> None:
+    api = InterleavingApi([], migration_body(ready=True, generation=1))
+    api.between = generation_2_gates_a_pod(api)
+    await Releaser(api).sweep()
+    assert gates_of(api.pods["web-2"]) == [SCHEDULING_GATE]
+    await Releaser(api).sweep()  # the next sweep sees web-2 and the object read after it
+    assert gates_of(api.pods["web-2"]) == [SCHEDULING_GATE]
+    assert api.reads == ["pods", "pods", "migration"]
+
+
+async def test_a_pin_waits_for_the_run_against_a_new_database() -> None:
+    """spec.database changed: the versions in status are the old database's, so a pinned pod waits
+    (the issue's new ReplicaSet pinned to models:2 ran against an empty database)."""
+    applied = [{"app": "models", "version": "2_20260101_x"}]
+    moved = migration_body(ready=True, applied=applied)
+    moved["metadata"]["generation"] = 2
+    moved["spec"]["database"] = {"secretRef": {"name": "shop-db-new"}}
+    api = FakeApi([make_pod("web-1", version="models:2_20260101_x", gates=(SCHEDULING_GATE,))], moved)
+    assert await Releaser(api).reconcile("shop", "shop-db")
+    assert gates_of(api.pods["web-1"]) == [SCHEDULING_GATE]
+    assert "spec.database or spec.tool changed" in about(api, "Pod")[0]["message"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from dbmigrate_operator import identity
 from dbmigrate_operator.constants import SCHEDULING_GATE, WAIT_FOR_LABEL, WAIT_FOR_VERSION_ANNOTATION
 from dbmigrate_operator.gating.requirement import Requirement, evaluate, has_gate, requirement_of
 
@@ -32,12 +33,18 @@ def migration(
     status: dict[str, Any] = {"phase": phase, "conditions": conditions}
     if observed is not None:
         status["observedGeneration"] = observed
+    spec: dict[str, Any] = {"database": {"secretRef": {"name": "shop-db"}}}
     if applied is not None:
         status["appliedVersions"] = applied
         status["currentVersion"] = f"{applied[-1]['app']}:{applied[-1]['version']}" if applied else None
+        status["database"] = {"ref": identity.ref(spec), "job": "shop-db-1", "fingerprint": "a1" * 8}
     if last_message is not None:
         status["lastRun"] = {"outcome": "migration_failed", "message": last_message}
-    return {"metadata": {"name": "shop-db", "namespace": "shop", "generation": generation}, "status": status}
+    return {
+        "metadata": {"name": "shop-db", "namespace": "shop", "generation": generation},
+        "spec": spec,
+        "status": status,
+    }
 
 
 V1 = {"app": "models", "version": "0_20260101000000_init"}

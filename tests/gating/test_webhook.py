@@ -177,3 +177,68 @@ async def test_admissions_are_counted_by_decision() -> None:
     )
     assert latency is not None
     assert latency >= 1
+
+
+# --- bounded reads (issue 18 item 10): slow API calls cannot exhaust the webhook's threads ---------
+
+
+async def test_a_slow_api_makes_new_pods_gated_at_once_not_queued() -> None:
+    """Both read threads hang in API calls: the next admission does not queue behind them (it would
+    outlast the API server's webhook timeout); it gates the pod now and says why."""
+    import asyncio
+    import threading
+
+    from dbmigrate_operator.gating.webhook import Reads
+
+    reads = Reads(workers=2)
+    unblock = threading.Event()
+
+    def slow() -> Mapping[str, Any] | None:
+        unblock.wait(30)
+        return migration_body(ready=True)
+
+    async def fetch(namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await reads.call(slow, 60)
+
+    hung = [asyncio.create_task(decide(make_pod(f"web-{i}"), fetch)) for i in range(2)]
+    await asyncio.sleep(0)
+    assert reads.in_flight == 2
+    busy = await decide(make_pod("web-3"), fetch)
+    assert busy.gate
+    assert busy.verdict is not None
+    assert busy.verdict.reason == "WebhookBusy"
+    assert busy.warning is not None
+    assert "busy" in busy.warning
+
+    unblock.set()
+    assert [a.gate for a in await asyncio.gather(*hung)] == [False, False]
+    assert reads.in_flight == 0
+    assert not (await decide(make_pod("web-4"), fetch)).gate  # threads free again: decided normally
+
+
+async def test_a_read_given_up_on_keeps_its_thread_counted_until_it_ends() -> None:
+    import asyncio
+    import threading
+
+    from dbmigrate_operator.gating.webhook import Busy, Reads
+
+    reads = Reads(workers=1)
+    unblock = threading.Event()
+    ended = threading.Event()
+
+    def slow() -> None:
+        unblock.wait(30)
+        ended.set()
+
+    with pytest.raises(TimeoutError):
+        await reads.call(slow, 0.01)
+    with pytest.raises(Busy):  # the thread is still in its API call
+        await reads.call(lambda: None, 1)
+    unblock.set()
+    await asyncio.to_thread(ended.wait, 30)
+    for _ in range(1000):  # the done callback runs on the loop right after the thread ends
+        if reads.in_flight == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert reads.in_flight == 0
+    assert await reads.call(lambda: 7, 5) == 7

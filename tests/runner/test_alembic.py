@@ -193,7 +193,7 @@ def test_long_history_report_carries_an_exact_ancestry(
     """600 revisions on top of the shop's merged branches: the report stays within the kubelet's
     bound, lists the newest revisions by their full ids and counts the rest, and what the operator
     makes of it releases listed ancestors only."""
-    from dbmigrate_operator import ancestry
+    from dbmigrate_operator import ancestry, identity
     from dbmigrate_operator.gating.requirement import Requirement, evaluate
 
     project = shutil.copytree(ALEMBIC_SHOP, tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
@@ -222,8 +222,9 @@ def test_long_history_report_carries_an_exact_ancestry(
         "currentVersion": f"alembic:{chain[599]}",
         "appliedCount": state.count,
         "ancestry": ancestry.merge(None, state, 2000),
+        "database": {"ref": identity.ref({}), "job": "shop-db-1"},  # the versions are this spec's database's
     }
-    body = {"metadata": {"name": "shop-db", "generation": 1}, "status": status}
+    body = {"metadata": {"name": "shop-db", "generation": 1}, "spec": {}, "status": status}
 
     def released(rev: str) -> bool:
         return evaluate(Requirement("shop-db", version=rev), body).met

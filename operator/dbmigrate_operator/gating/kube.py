@@ -3,6 +3,11 @@
 Everything here is blocking; callers run it in a thread (the webhook in its own small pool).
 Objects come back as the API's JSON (camelCase dicts), so the pure modules read them exactly as
 `kubectl get -o json` shows.
+
+Every request carries a timeout (`REQUEST_TIMEOUT`: connect, then each read of the response), so a
+hung API server or connection cannot hold a thread, a release pass or the sweep forever: the call
+raises, the pass logs it, and the next trigger (nudge, event, sweep) tries again. Nothing is
+released on an error: a pod leaves its gate only by a patch that succeeded.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dbmigrate_operator.constants import GROUP, PLURAL, VERSION, WAIT_FOR_LABEL
 from dbmigrate_operator.rawapi import RawApi
 
 JSON_PATCH = "application/json-patch+json"
+# (connect, read) seconds for every gating request; the webhook's own read is shorter (webhook_config).
+REQUEST_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 
 
 class Conflict(Exception):
@@ -77,15 +84,24 @@ def _json(response: Any) -> dict[str, Any]:
 class KubeApi:
     """`GatingApi` over an ApiClient; raw JSON responses (`_preload_content=False`) keep it cheap."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(
+        self, api_client: kubernetes.client.ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT
+    ) -> None:
         # Not the generated API classes: see dbmigrate_operator.rawapi (memory).
         self.core = self.apps = self.custom = RawApi(api_client)
+        self.timeout = timeout
 
     def get_migration(self, namespace: str, name: str, timeout: float | None = None) -> dict[str, Any] | None:
         try:
             return _json(
                 self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False, _request_timeout=timeout
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=self.timeout if timeout is None else timeout,
                 )
             )
         except ApiException as e:
@@ -103,6 +119,7 @@ class KubeApi:
             "label_selector": selector,
             "field_selector": "status.phase=Pending",
             "_preload_content": False,
+            "_request_timeout": self.timeout,
         }
         if cached:  # resourceVersion=0: any version the watch cache holds will do, no quorum read of etcd
             options["resource_version"] = "0"
@@ -115,7 +132,11 @@ class KubeApi:
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return _json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+            return _json(
+                self.core.read_namespaced_pod(
+                    name, namespace, _preload_content=False, _request_timeout=self.timeout
+                )
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -124,7 +145,12 @@ class KubeApi:
     def patch_pod(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
         try:
             self.core.patch_namespaced_pod(
-                name, namespace, patch, _content_type=JSON_PATCH, _preload_content=False
+                name,
+                namespace,
+                patch,
+                _content_type=JSON_PATCH,
+                _preload_content=False,
+                _request_timeout=self.timeout,
             )
         except ApiException as e:
             if e.status in (404, 409, 422):  # 404: gone since a (cached) list showed it
@@ -133,7 +159,11 @@ class KubeApi:
 
     def get_replicaset(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return _json(self.apps.read_namespaced_replica_set(name, namespace, _preload_content=False))
+            return _json(
+                self.apps.read_namespaced_replica_set(
+                    name, namespace, _preload_content=False, _request_timeout=self.timeout
+                )
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -142,4 +172,6 @@ class KubeApi:
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         if not event:
             raise ValueError("empty Event")
-        self.core.create_namespaced_event(namespace, event, _preload_content=False)
+        self.core.create_namespaced_event(
+            namespace, event, _preload_content=False, _request_timeout=self.timeout
+        )

@@ -1,19 +1,28 @@
 """Removing our scheduling gate from pods once their requirement is met, and saying why they wait.
 
-Three triggers run the same pass (`Releaser.reconcile` for one DatabaseMigration):
+What releases a pod: a pass lists the gated pods first, and only then reads the DatabaseMigration
+from the API (a quorum read, never the body an event carried, never a cache), and removes a pod's
+gate when `requirement.evaluate` says that fresh object meets the pod's requirement. Every pod a
+pass sees was admitted (and judged by the webhook) before that listing, so the DatabaseMigration it
+is judged against is at least as new as the one the webhook saw: a body older than the pod's
+admission cannot release it. This order is the same on every path (`Releaser._judge`).
+
+Three triggers run such a pass for one DatabaseMigration (`Releaser.reconcile`) or for all:
 - an event of a DatabaseMigration that can release a pod or tells of a failure: it became Ready, its
-  applied versions changed (a pinned pod may be met), or its run failed (a Warning to say at once).
-  Progress of a run that releases nothing (Pending, Running...) costs no pod listing: the sweep
-  refreshes what the held pods' Events say;
+  applied versions or their database changed (a pinned pod may be met), or its run failed (a Warning
+  to say at once). The event's body only decides whether a pass is worth it; progress of a run that
+  releases nothing (Pending, Running...) costs no pod listing: the sweep refreshes what the held
+  pods' Events say;
 - a nudge shortly after the webhook gated a pod, which closes the race where the migration became
   Ready between the webhook's read and the pod being stored (and announces the wait promptly);
-- a periodic sweep over every gated pod in the cluster, so a missed event or a failed patch never
+- a periodic sweep over every gated pod in the cluster (from the watch cache), each group judged
+  against its DatabaseMigration read after that listing, so a missed event or a failed patch never
   strands a pod.
 
-Every decision reads the API (the pods by label selector, the DatabaseMigration by name), never a
-kopf index, and every write is idempotent (the guarded JSON patch of `patches.py`), so two
-overlapping passes cannot do harm. Only the active replica (`leadership`) runs passes at all, and
-every write (gate removal, Event) checks it right before it is sent: a standby writes nothing.
+Every write is idempotent (the guarded JSON patch of `patches.py`), so two overlapping passes cannot
+do harm. Only the active replica (`leadership`) runs passes at all, and every write (gate removal,
+Event) checks it right before it is sent: a standby writes nothing. The kopf handler that feeds the
+events in lives in `runtime.py`.
 """
 
 from __future__ import annotations
@@ -27,20 +36,18 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import kopf
-
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator import metrics
-from dbmigrate_operator.constants import GROUP, PLURAL, SCHEDULING_GATE, VERSION
+from dbmigrate_operator.constants import SCHEDULING_GATE
 from dbmigrate_operator.gating import events
 from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
 from dbmigrate_operator.gating.patches import remove_gate_patch
 from dbmigrate_operator.gating.requirement import Requirement, Verdict, evaluate, has_gate, requirement_of
-from dbmigrate_operator.gating.state import runtime_of
 
 logger = logging.getLogger(__name__)
 
 MigrationKey = tuple[str, str]  # (namespace, name)
+_NOT_READ: Any = object()  # a pass that found no waiting pod did not read the DatabaseMigration
 _OWNER_MEMORY = 4096  # remembered owner announcements, to bound memory on long runs
 
 
@@ -65,13 +72,19 @@ def decide(pods: list[dict[str, Any]], name: str, migration: Mapping[str, Any] |
     decisions = []
     for pod in pods:
         meta = pod.get("metadata") or {}
-        if meta.get("deletionTimestamp") or not has_gate(pod):
-            continue
         requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
-        if requirement is None or requirement.migration != name:
-            continue
-        decisions.append(Decision(pod=pod, verdict=evaluate(requirement, migration)))
+        if requirement is not None and _waits_for(pod, name):
+            decisions.append(Decision(pod=pod, verdict=evaluate(requirement, migration)))
     return decisions
+
+
+def _waits_for(pod: Mapping[str, Any], name: str) -> bool:
+    """A live pod that carries our gate and waits for the DatabaseMigration `name`."""
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp") or not has_gate(pod):
+        return False
+    requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
+    return requirement is not None and requirement.migration == name
 
 
 def group_by_migration(pods: list[dict[str, Any]]) -> dict[MigrationKey, list[dict[str, Any]]]:
@@ -105,6 +118,9 @@ def fingerprint(migration: Mapping[str, Any] | None) -> str:
     verdict = _label_verdict(migration)
     relevant = {
         "label": verdict.reason if verdict.reason in ("MigrationReady", "MigrationFailed") else "waiting",
+        # Ready for another generation is another state: a pod gated against the newer one waits for it.
+        "generation": status.get("observedGeneration") if verdict.reason == "MigrationReady" else None,
+        "database": status.get("database"),  # pins count only the current database's versions
         "failure": verdict.message if verdict.reason == "MigrationFailed" else None,
         "appliedVersions": status.get("appliedVersions"),
         "appliedCount": status.get("appliedCount"),
@@ -185,7 +201,11 @@ class Releaser:
     async def on_migration_event(
         self, namespace: str, name: str, migration: Mapping[str, Any] | None
     ) -> None:
-        """A DatabaseMigration was seen (listed, changed or deleted: `migration` None)."""
+        """A DatabaseMigration was seen (listed, changed or deleted: `migration` None).
+
+        Its body decides only whether a pass is worth it: the pass reads the object again after
+        listing the pods (the body may be older than a pod gated meanwhile).
+        """
         key = (namespace, name)
         digest = fingerprint(migration)
         if not self.active():
@@ -198,11 +218,12 @@ class Releaser:
             else:
                 self._fingerprints[key] = digest
             return
-        clean = await self.reconcile(namespace, name, migration)
+        clean, judged = await self._pass(namespace, name)
         if migration is None:
             self._fingerprints.pop(key, None)
         elif clean:
-            self._fingerprints[key] = digest
+            # What the pods were judged against (when read), else what the event said.
+            self._fingerprints[key] = digest if judged is _NOT_READ else fingerprint(judged)
 
     def nudge(self, namespace: str, name: str) -> None:
         """Run a pass for one DatabaseMigration soon (coalesced: at most one pending per migration)."""
@@ -244,13 +265,11 @@ class Releaser:
         for (namespace, name), group in groups.items():
             seen.update(str((p.get("metadata") or {}).get("uid")) for p in group)
             try:
-                migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
+                _, _, decisions = await self._judge(namespace, name, group)  # listed above, read now
             except Exception as e:
                 self._error(f"reading DatabaseMigration {namespace}/{name} failed", e)
                 held.extend(group)
                 continue
-            decisions = decide(group, name, migration)
-            await self._execute(decisions)
             held.extend(d.pod for d in decisions if not d.release)
         metrics.held_pods(held)
         # Forget pods that no longer wait (released, deleted): bounded memory.
@@ -265,14 +284,29 @@ class Releaser:
 
     # --- the pass -------------------------------------------------------------------------------
 
-    _UNKNOWN: Any = object()
-
-    async def reconcile(self, namespace: str, name: str, migration: Any = _UNKNOWN) -> bool:
+    async def reconcile(self, namespace: str, name: str) -> bool:
         """Release or announce every gated pod waiting for `namespace/name`; True if all went well."""
-        if migration is self._UNKNOWN:
-            migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
+        clean, _ = await self._pass(namespace, name)
+        return clean
+
+    async def _pass(self, namespace: str, name: str) -> tuple[bool, Any]:
+        """A pass: list the waiting pods, then judge them (`_judge`); and the body judged against."""
         pods = await asyncio.to_thread(self.api.list_waiting_pods, namespace, name)
-        return await self._execute(decide(pods, name, migration))
+        clean, migration, _ = await self._judge(namespace, name, pods)
+        return clean, migration
+
+    async def _judge(
+        self, namespace: str, name: str, pods: list[dict[str, Any]]
+    ) -> tuple[bool, Any, list[Decision]]:
+        """Decide for `pods`, listed by the caller *before* this call, with the DatabaseMigration read
+        now, and carry the decisions out: the one place a release decision gets its DatabaseMigration
+        (every path comes here). Without a waiting pod nothing is read (`_NOT_READ`).
+        Returns whether all went well, the object judged against, and the decisions."""
+        if not any(_waits_for(pod, name) for pod in pods):
+            return True, _NOT_READ, []
+        migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
+        decisions = decide(pods, name, migration)
+        return await self._execute(decisions), migration, decisions
 
     async def _execute(self, decisions: list[Decision]) -> bool:
         clean = self.active()
@@ -367,24 +401,3 @@ class Releaser:
         logger.warning(f"Gating: {what}: {describe_error(error)}")
         if self._on_error is not None:
             self._on_error(what, error)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, id="release-gated-pods")
-async def release_on_migration_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str | None,
-    name: str | None,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    """Any event of a DatabaseMigration (also the initial listing): release or announce its pods.
-
-    kopf's on.field/on.update never see status changes (status is not part of what kopf diffs),
-    hence a raw event handler; unchanged verdict inputs are skipped by fingerprint.
-    """
-    runtime = runtime_of(memo)
-    if runtime is None or not namespace or not name:
-        return
-    migration = None if type == "DELETED" else dict(body)
-    await runtime.releaser.on_migration_event(namespace, name, migration)

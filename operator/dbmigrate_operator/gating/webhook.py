@@ -5,8 +5,9 @@ that adds ours. The decision reads the DatabaseMigration from the API on every r
 replica serves webhooks, standbys (not holding the Lease) too, so no replica's in-memory state may
 decide.
 
-Failure handling, fail-closed: when the DatabaseMigration cannot be read (API slow or down, RBAC),
-or anything in here raises, the pod is still admitted *with* the gate and a warning. That is safe
+Failure handling, fail-closed: when the DatabaseMigration cannot be read (API slow or down, RBAC,
+every read thread busy), or anything in here raises, the pod is still admitted *with* the gate and a
+warning. That is safe
 (the release pass re-evaluates and removes the gate as soon as it can read the migration) and
 better than a denial, which would make the ReplicaSet controller retry with back-off and fill the
 Deployment with FailedCreate events. The only denial: a pod with `spec.nodeName` cannot carry a
@@ -21,7 +22,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import kopf
 
@@ -34,11 +35,45 @@ from dbmigrate_operator.gating.state import runtime_of
 from dbmigrate_operator.gating.webhook_config import API_READ_TIMEOUT_SECONDS, WEBHOOK_ID
 
 FetchMigration = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+_T = TypeVar("_T")
 
 # The webhook's API reads get threads of their own: in asyncio's default pool they queued behind the
 # controller's reconciles (every reconcile's blocking calls run there), which pushed admission past
 # seconds while the controller was busy. Threads start on first use; a few cover concurrent creations.
-READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
+READ_THREADS = 4
+
+
+class Busy(Exception):
+    """Every read thread is taken by a request still under way: fail closed now, do not queue."""
+
+
+class Reads:
+    """The webhook's bounded reads: at most `workers` in flight, each awaited at most `timeout` s.
+
+    A read that outlives its wait keeps its thread until its own request timeout ends it, and counts
+    as in flight until then: a slow API server therefore makes new admissions gate their pods at once
+    (`Busy`) instead of queueing behind stuck threads past the API server's webhook timeout.
+    """
+
+    def __init__(self, workers: int = READ_THREADS) -> None:
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
+        self.in_flight = 0
+
+    async def call(self, fn: Callable[[], _T], wait: float) -> _T:
+        """`fn()` in a read thread, awaited at most `wait` seconds; `Busy` when none is free."""
+        if self.in_flight >= self.workers:
+            raise Busy(f"{self.in_flight} API reads of the webhook are still under way")
+        self.in_flight += 1
+        future = asyncio.get_running_loop().run_in_executor(self.pool, fn)
+        future.add_done_callback(self._done)  # when the thread is free again, not when we stop waiting
+        return await asyncio.wait_for(asyncio.shield(future), wait)
+
+    def _done(self, _: object) -> None:
+        self.in_flight -= 1
+
+
+READS = Reads()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +103,10 @@ async def decide(pod: Mapping[str, Any], fetch: FetchMigration) -> Admission:
     else:
         try:
             migration = await fetch(namespace, requirement.migration)
+        except Busy as e:
+            verdict = Verdict(
+                False, "WebhookBusy", f"the gating webhook is busy ({e}); re-checked after creation"
+            )
         except Exception as e:
             verdict = Verdict(
                 False,
@@ -121,10 +160,7 @@ async def gate_pods(
 
         async def fetch(namespace: str, name: str) -> Mapping[str, Any] | None:
             read = functools.partial(api.get_migration, namespace, name, API_READ_TIMEOUT_SECONDS)
-            return await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(READS, read),
-                timeout=API_READ_TIMEOUT_SECONDS + 0.5,
-            )
+            return await READS.call(read, API_READ_TIMEOUT_SECONDS + 0.5)
 
         admission = await decide(body, fetch)
     except Exception as e:  # a bug must not let an opted-in pod through ungated

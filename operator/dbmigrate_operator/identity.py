@@ -1,0 +1,109 @@
+"""Which database the versions in a DatabaseMigration's status belong to (pure).
+
+Versions are facts about one database. `status.database` says which one, next to the versions:
+
+- ``ref``: a digest of what the spec says the database is (`spec.database`, with the CRD's key
+  defaults, and `spec.tool`), computed by the operator from the spec of the run that reported them;
+- ``fingerprint`` and ``name``: what the runner found when it connected (its report's ``database``:
+  a digest of the server's system identifier, the database name and the host and port — never the URL
+  or a password). Empty when the runner image predates them;
+- ``job``: the Job whose report the versions come from.
+
+Rules (the controller records, the gate and the webhook read):
+
+- A pin, or the label alone, counts the recorded versions only when ``ref`` equals the ref of the
+  spec as it is now: after `spec.database` or `spec.tool` changed, pinned pods wait for the run
+  against the new database. Versions without a record are not counted for a pin.
+- A report whose ref or fingerprint differs from the recorded one replaces the versions (and the
+  Alembic ancestry) with the new database's: never merged.
+
+What this cannot see: the *content* of a Secret. The operator never reads Secrets, so a Secret
+changed in place to point at another database keeps the same ref until a run reports the new
+fingerprint. docs/gating.md ("A changed Secret") says what to do, and the design to close it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from dbmigrate_operator import jobs
+
+REF_CHARS = 16
+
+
+def ref(spec: Mapping[str, Any]) -> str:
+    """The database a spec names, as a digest: Secret names and keys and the tool, never values."""
+    essence = {"database": jobs.database_ref(dict(spec)), "tool": spec.get("tool") or "aerich"}
+    raw = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:REF_CHARS]
+
+
+def recorded(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """status.database, or an empty record."""
+    record = status.get("database")
+    return record if isinstance(record, Mapping) else {}
+
+
+def mismatch(migration: Mapping[str, Any]) -> str | None:
+    """Why the versions in this DatabaseMigration's status do not count for its current spec, or
+    None when they do."""
+    status = migration.get("status") or {}
+    record_ref = recorded(status).get("ref")
+    if not record_ref:
+        return "its applied versions are not recorded with the database they belong to (a run records them)"
+    if record_ref != ref(migration.get("spec") or {}):
+        return (
+            "spec.database or spec.tool changed since its versions were recorded: waiting for the run "
+            "against the new database"
+        )
+    return None
+
+
+def record(
+    reported: Mapping[str, Any] | None,
+    job: str,
+    job_hash: str,
+    current_hash: str,
+    current_ref: str,
+    old: Mapping[str, Any],
+) -> dict[str, str]:
+    """status.database for versions taken from the report of Job `job` (run hash `job_hash`).
+
+    The Job of the current run hash ran against the spec as it is now (the run hash covers
+    spec.database and spec.tool): the current ref. An older Job keeps the ref recorded when it was
+    current, if the record names it; otherwise its ref is unknown (empty) and pins wait for a run.
+    """
+    if job_hash == current_hash:
+        ref_ = current_ref
+    elif old.get("job") == job:
+        ref_ = str(old.get("ref") or "")
+    else:
+        ref_ = ""
+    out = {"ref": ref_, "job": job}
+    for key in ("fingerprint", "name"):
+        # Always present (empty when not reported): status is written as a merge patch, which would
+        # keep a previous record's value of a key left out.
+        value = (reported or {}).get(key)
+        out[key] = value if isinstance(value, str) else ""
+    return out
+
+
+def same_database(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """May what status knows of `old`'s versions be kept next to `new`'s (the Alembic ancestry)?
+    Only for the same ref and the same fingerprint (both empty counts as the same)."""
+    same_ref = bool(old.get("ref")) and old.get("ref") == new.get("ref")
+    return same_ref and (old.get("fingerprint") or "") == (new.get("fingerprint") or "")
+
+
+def legacy(status: Mapping[str, Any], current_hash: str, current_ref: str) -> dict[str, str] | None:
+    """A record for versions an older operator wrote without one, when no Job report is left to
+    read: they belong to the current spec when its run is the last one and it succeeded."""
+    if recorded(status) or not (status.get("currentVersion") or status.get("appliedVersions")):
+        return None
+    run = status.get("lastRun") or {}
+    if run.get("runHash") != current_hash or run.get("outcome") != "Succeeded":
+        return None
+    return {"ref": current_ref, "job": str(run.get("job") or ""), "fingerprint": "", "name": ""}
