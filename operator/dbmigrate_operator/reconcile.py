@@ -701,8 +701,8 @@ def decide(
     step = _next_step(cr, seen, plan_jobs, pods, results, new, hash_, job_events or {}, now, settings)
     deleting = bool(meta.get("deletionTimestamp"))
     held = c.RUN_FINALIZER in (meta.get("finalizers") or [])
-    hold = holds_deletion(seen, pods, job_events or {}, now, settings, deleting=deleting) or any(
-        isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions
+    hold = holds_deletion(seen, pods, job_events or {}, now, settings, deleting=deleting) or (
+        not deleting and any(isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions)
     )
     if deleting and not hold:
         # Nothing runs any more (or nothing that ever started and could): garbage collection may go

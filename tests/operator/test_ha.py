@@ -101,7 +101,6 @@ class FakeKube:
         self.bump()
         return copy.deepcopy(self.cr)
 
-
     def patch_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str | None = None
     ) -> dict[str, Any] | None:

@@ -59,7 +59,7 @@ def true_condition(plan: Plan) -> dict[str, Any]:
 
 def apply(cr: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """The CR after its status patch (and finalizer change) was applied by the API server."""
-    out = dict(cr)
+    out: dict[str, Any] = dict(cr)
     for action in plan.of(PatchStatus):
         out["status"] = merge(out.get("status") or {}, action.patch)
     for action in plan.of(HoldDeletion):
