@@ -51,8 +51,11 @@ def assert_no_secret_access_and_status_only_via_subresource(cluster: FakeCluster
     for req in cluster.requests("PATCH", f"/{c.PLURAL}/"):
         if req.url.path.endswith("/status"):
             assert set(req.data) == {"status"}, req.data
-        else:  # only the test itself patches the main resource (spec, annotations)
+        else:  # the test itself (spec, annotations), the operator only its finalizer
             assert "status" not in req.data, req.data
+            if "spec" not in req.data and "annotations" not in req.data.get("metadata", {}):
+                assert set(req.data) == {"metadata"}, req.data
+                assert set(req.data["metadata"]) <= {"resourceVersion", "finalizers", "generation"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
