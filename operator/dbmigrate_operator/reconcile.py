@@ -705,9 +705,7 @@ def decide(
         not deleting and any(isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions)
     )
     if deleting and not hold:
-        # Nothing runs any more (or nothing that ever started and could): garbage collection may go
-        # on. No status write for a resource about to vanish; the Event of a run that just ended stays.
-        return Plan(actions=[*events, *([HoldDeletion(False)] if held else [])], status=old)
+        return _let_go(cr, new, results, events, held, now)
     if deleting:
         step = _deleting_step(step)
     events.extend(step.events)
@@ -772,6 +770,32 @@ def holds_deletion(
         if stuck is None or stuck.until is not None:
             return True  # its container may start any moment
     return False
+
+
+def _let_go(
+    cr: dict[str, Any],
+    new: dict[str, Any],
+    results: dict[str, Result],
+    events: list[EmitEvent],
+    held: bool,
+    now: datetime,
+) -> Plan:
+    """Deleted, and nothing runs any more (or nothing that ever started and could): garbage
+    collection may go on. A run that ended meanwhile is recorded first (its status, counted in the
+    metrics, and its Event); nothing else is written for a resource about to vanish."""
+    meta, old = cr.get("metadata") or {}, dict(cr.get("status") or {})
+    run = dict(new.get("lastRun") or {})
+    actions: list[Action] = []
+    if held and run.get("outcome") not in (None, "", RUNNING) and run != old.get("lastRun"):
+        hint = RERUN_HINT.format(name=meta.get("name", ""), namespace=meta.get("namespace", ""))
+        done = _done_step(run, results, hint)
+        generation = int(meta.get("generation") or 0)
+        new["phase"] = done.phase.value
+        new["conditions"] = conditions(done.verdict, old.get("conditions"), generation, now)
+        actions.append(PatchStatus(_merge_patch(old, new)))
+    else:
+        new = old
+    return Plan(actions=[*actions, *events, *([HoldDeletion(False)] if held else [])], status=new)
 
 
 def _deleting_step(step: Step) -> Step:

@@ -115,9 +115,16 @@ def test_a_deletion_lets_go_once_the_run_ended_and_starts_no_other() -> None:
     end = T0 + timedelta(minutes=1)
     done = completed(job, end)
     plan = decide(deleting(cr), [done], [terminated_pod(done, 0, success_report([V1]), end)], end, S)
-    assert [type(a) for a in plan.actions] == [EmitEvent, HoldDeletion]
-    assert plan.actions[0].reason == "Applied"  # type: ignore[union-attr]
+    assert [type(a) for a in plan.actions] == [PatchStatus, EmitEvent, HoldDeletion]
+    assert plan.status["lastRun"]["outcome"] == "Succeeded"  # recorded (and counted) before it goes
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["currentVersion"] == f"models:{V1}"
+    assert plan.actions[1].reason == "Applied"  # type: ignore[union-attr]
     assert plan.actions[-1] == HoldDeletion(False)
+    # the result already recorded (the write went out, the finalizer's removal did not): only that
+    recorded = held(apply(deleting(cr), plan))
+    again = decide(recorded, [done], [terminated_pod(done, 0, success_report([V1]), end)], end, S)
+    assert again.actions == [HoldDeletion(False)]
 
 
 def test_a_failed_run_lets_the_deletion_go_too() -> None:
@@ -128,6 +135,9 @@ def test_a_failed_run_lets_the_deletion_go_too() -> None:
     plan = decide(deleting(cr), [gone], [terminated_pod(gone, 2, report, end)], end, S)
     assert plan.actions[-1] == HoldDeletion(False)
     assert plan.of(CreateJob) == []
+    assert plan.status["lastRun"]["outcome"] == Outcome.MIGRATION_FAILED.value
+    stalled = next(x for x in plan.status["conditions"] if x["type"] == c.STALLED)
+    assert stalled["status"] == "True"
 
 
 def test_a_job_that_never_started_and_cannot_start_does_not_hold_a_deletion() -> None:
