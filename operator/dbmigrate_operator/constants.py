@@ -20,6 +20,12 @@ MANAGED_BY = "dbmigrate-operator"
 # `kubectl annotate dbm NAME dbmigrate.dev/rerun="$(date +%s)" --overwrite` asks for a new run.
 RERUN_ANNOTATION = f"{GROUP}/rerun"
 
+# Present on a DatabaseMigration only while one of its migration Jobs may be running: deleting the
+# resource then waits for the run to end instead of garbage collection killing it mid-migration.
+# Force (the run is killed): kubectl patch dbm NAME --type=json \
+#   -p '[{"op":"remove","path":"/metadata/finalizers"}]'  (docs/operator.md#deleting).
+RUN_FINALIZER = f"{GROUP}/run-in-progress"
+
 # Plans and approval (spec.approval: OnDestructive / Manual): `kubectl annotate dbm NAME
 # dbmigrate.dev/approve=<plan hash> --overwrite` approves that plan, as spec.approvedPlan does from Git.
 APPROVE_ANNOTATION = f"{GROUP}/approve"

@@ -5,9 +5,11 @@ take keys out, take the CR, its Jobs and Pods from the watched view (:mod:`view`
 watches through index handlers), ask :func:`reconcile.decide` and carry out the plan. The API is read
 only when the view cannot be trusted for a CR: its first pass after a (re)listing, after a takeover,
 and after a status write refused as stale (see :meth:`Controller._observe`).
-No kopf change-detecting handlers (no progress annotations) and no per-object timers (they would
-put a finalizer on every CR, so deleting a CR would hang while the operator is down): a single
-resync loop re-checks every known CR, spread evenly over ``DBMIGRATE_RESYNC_SECONDS``.
+No kopf change-detecting handlers (no progress annotations) and no per-object timers (kopf would
+put its finalizer on every CR, so deleting any CR would hang while the operator is down): a single
+resync loop re-checks every known CR, spread evenly over ``DBMIGRATE_RESYNC_SECONDS``. The one
+finalizer is the operator's own, ``dbmigrate.dev/run-in-progress``, present only while a migration
+Job runs (:func:`reconcile.holds_deletion`): deleting the CR then waits for the run to end.
 
 Importing this module registers the handlers in kopf's default registry (``kopf run -m`` works).
 """
@@ -36,6 +38,7 @@ from dbmigrate_operator.reconcile import (
     CreateJob,
     DeleteJob,
     EmitEvent,
+    HoldDeletion,
     PatchStatus,
     Plan,
     decide,
@@ -255,7 +258,7 @@ class Controller:
         if self.kube is None:
             return
         cr, jobs, pods = await self._observe(namespace, name)
-        if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
+        if cr is None or _deleted_unheld(cr):
             self.forget(namespace, name)
             return  # its Jobs go with it (ownerReferences); the database is never touched
         metrics.status_seen(namespace, name, cr.get("status") or {})
@@ -274,6 +277,10 @@ class Controller:
                 await self._delete_job(namespace, name, action, jobs)
             elif isinstance(action, PatchStatus):
                 cr = await self._patch_status(cr, action.patch, plan.status)
+            elif isinstance(action, HoldDeletion):
+                cr = await self._hold_deletion(cr, action.hold)
+                if action.hold and (cr.get("metadata") or {}).get("deletionTimestamp"):
+                    return  # deleted meanwhile: no new run; the next pass decides again
             elif isinstance(action, EmitEvent):
                 await self._emit(cr, action.type, action.reason, action.message)
         if plan.recheck_after is not None:
@@ -378,6 +385,37 @@ class Controller:
                 true.get("reason"),
             )
         return written or cr
+
+    async def _hold_deletion(self, cr: dict[str, Any], hold: bool) -> dict[str, Any]:
+        """Add or remove the run-in-progress finalizer on the CR decided from (else StaleObject).
+
+        Only that one finalizer changes; any other stays. Returns the CR as written; removing the
+        last finalizer of a CR being deleted lets the API server (and garbage collection) finish.
+        """
+        assert self.kube is not None
+        meta = cr["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        others = [f for f in meta.get("finalizers") or [] if f != c.RUN_FINALIZER]
+        self._ensure_active()
+        written = await asyncio.to_thread(
+            self.kube.patch_finalizers,
+            namespace,
+            name,
+            [*others, c.RUN_FINALIZER] if hold else others,
+            str(meta.get("resourceVersion") or ""),
+        )
+        logger.info(
+            "finalizer %s %s migration=%s/%s",
+            c.RUN_FINALIZER,
+            "added (a run is under way)" if hold else "removed (no run under way)",
+            namespace,
+            name,
+        )
+        if written is None:
+            self.view.delete(Kind.MIGRATION, cr)
+            return cr
+        self.view.put(Kind.MIGRATION, written)
+        return written
 
     async def _emit(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event about the CR; one that cannot be posted is logged, never fails the pass.
@@ -490,6 +528,12 @@ class Controller:
         slot = self._slots.get((namespace, name))
         if slot is not None and not slot.lock.locked() and not slot.queued:
             self._slots.pop((namespace, name), None)
+
+
+def _deleted_unheld(cr: Mapping[str, Any]) -> bool:
+    """Being deleted without our finalizer: nothing of ours to finish, garbage collection goes on."""
+    meta = cr.get("metadata") or {}
+    return bool(meta.get("deletionTimestamp")) and c.RUN_FINALIZER not in (meta.get("finalizers") or [])
 
 
 def _true_type(status: Mapping[str, Any]) -> str | None:

@@ -141,6 +141,35 @@ class Kube:
             raise
         return True
 
+    def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any] | None:
+        """Set ``metadata.finalizers`` (a merge patch of the main resource), valid only on the version
+        it was decided from (409: :class:`StaleObject`). Nothing else of the object is sent. Returns
+        the object as written, or None when it is gone."""
+        body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers or None}}
+        try:
+            resp = self.custom.patch_namespaced_custom_object(
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 409:
+                raise StaleObject(
+                    f"{c.PLURAL}/{name} in {namespace} changed since resourceVersion {resource_version}"
+                ) from None
+            raise
+        return _json(resp)
+
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str
     ) -> dict[str, Any] | None:

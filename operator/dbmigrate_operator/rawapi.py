@@ -85,6 +85,14 @@ class RawApi:
         params = {"group": group, "version": version, "namespace": namespace, "plural": plural, "name": name}
         return self.request("GET", path, params, **kw)
 
+    def patch_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any, **kw: Any
+    ) -> Any:
+        path = "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}"
+        params = {"group": group, "version": version, "namespace": namespace, "plural": plural, "name": name}
+        kw.setdefault("_content_type", "application/merge-patch+json")
+        return self.request("PATCH", path, params, body=body, **kw)
+
     def patch_namespaced_custom_object_status(
         self, group: str, version: str, namespace: str, plural: str, name: str, body: Any, **kw: Any
     ) -> Any:

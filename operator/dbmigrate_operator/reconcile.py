@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,7 +67,14 @@ class EmitEvent:
     message: str
 
 
-Action = CreateJob | DeleteJob | PatchStatus | EmitEvent
+@dataclass(frozen=True)
+class HoldDeletion:
+    """Add (``hold``) or remove the run-in-progress finalizer (:data:`constants.RUN_FINALIZER`)."""
+
+    hold: bool
+
+
+Action = CreateJob | DeleteJob | PatchStatus | EmitEvent | HoldDeletion
 
 
 @dataclass
@@ -653,6 +660,15 @@ def decide(
     hash_ = j.run_hash(cr)
     new, events = _record(old, seen, results, kept, settings, (hash_, identity.ref(spec)))
     step = _next_step(cr, seen, plan_jobs, pods, results, new, hash_, job_events or {}, now, settings)
+    deleting = bool(meta.get("deletionTimestamp"))
+    held = c.RUN_FINALIZER in (meta.get("finalizers") or [])
+    hold = holds_deletion(seen, pods, job_events or {}, now, settings, deleting=deleting) or (
+        not deleting and any(isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions)
+    )
+    if deleting and not hold:
+        return _let_go(cr, new, results, events, held, now)
+    if deleting:
+        step = _deleting_step(step)
     events.extend(step.events)
     _warn_on_stall(old, step.verdict, events)
     actions = [
@@ -660,6 +676,8 @@ def decide(
         *_history(spec, seen, step.actions, j.job_name(str(meta.get("name", "")), hash_), settings),
         *_plan_history(cr, plan_jobs, hash_),
     ]
+    if deleting:  # a resource being deleted starts no run and deletes nothing: its Jobs go with it
+        actions = [a for a in actions if not isinstance(a, CreateJob | DeleteJob)]
 
     generation = int(meta.get("generation") or 0)
     new["observedGeneration"] = generation
@@ -673,9 +691,82 @@ def decide(
         actions.insert(0, PatchStatus(patch))
     elif patch:
         actions.append(PatchStatus(patch))
+    if hold and not held and not deleting:
+        # Before the Job exists (the API refuses a new finalizer once deletion has begun).
+        first_job = next((i for i, a in enumerate(actions) if isinstance(a, CreateJob)), 0)
+        actions.insert(first_job, HoldDeletion(True))
     actions.extend(events)
+    if held and not hold:
+        actions.append(HoldDeletion(False))
     recheck = (step.recheck_at - now).total_seconds() + 1 if step.recheck_at is not None else None
     return Plan(actions=actions, status=new, recheck_after=recheck)
+
+
+def holds_deletion(
+    seen: Observed,
+    pods: list[dict[str, Any]],
+    job_events: Mapping[str, list[dict[str, Any]]],
+    now: datetime,
+    settings: Settings,
+    *,
+    deleting: bool,
+) -> bool:
+    """Must a deletion of this resource wait? Yes while one of its migration Jobs is under way.
+
+    Garbage collection would otherwise delete the Job and kill its Pod mid-migration (a
+    non-transactional step such as CREATE INDEX CONCURRENTLY left half done). Plan Jobs never hold
+    (they only read). Once deletion has begun, a Job whose container never started and cannot start
+    (a missing Secret, an image that cannot be pulled, a refused Pod) holds nothing: it cannot have
+    touched the database, and waiting for it would keep the resource until the Job's deadline.
+    """
+    for job in seen.active:
+        if not deleting:
+            return True
+        jpods = _pods_of(job, pods)
+        if not _never_started(jpods):
+            return True
+        stuck = next((p for p in (pod_problem(pod, now, settings) for pod in jpods) if p), None)
+        if not jpods:
+            stuck = _pod_create_problem(job_events.get(str(job["metadata"].get("uid")), []))
+        if stuck is None or stuck.until is not None:
+            return True  # its container may start any moment
+    return False
+
+
+def _let_go(
+    cr: dict[str, Any],
+    new: dict[str, Any],
+    results: dict[str, Result],
+    events: list[EmitEvent],
+    held: bool,
+    now: datetime,
+) -> Plan:
+    """Deleted, and nothing runs any more (or nothing that ever started and could): garbage
+    collection may go on. A run that ended meanwhile is recorded first (its status, counted in the
+    metrics, and its Event); nothing else is written for a resource about to vanish."""
+    meta, old = cr.get("metadata") or {}, dict(cr.get("status") or {})
+    run = dict(new.get("lastRun") or {})
+    actions: list[Action] = []
+    if held and run.get("outcome") not in (None, "", RUNNING) and run != old.get("lastRun"):
+        hint = RERUN_HINT.format(name=meta.get("name", ""), namespace=meta.get("namespace", ""))
+        done = _done_step(run, results, hint)
+        generation = int(meta.get("generation") or 0)
+        new["phase"] = done.phase.value
+        new["conditions"] = conditions(done.verdict, old.get("conditions"), generation, now)
+        actions.append(PatchStatus(_merge_patch(old, new)))
+    else:
+        new = old
+    return Plan(actions=[*actions, *events, *([HoldDeletion(False)] if held else [])], status=new)
+
+
+def _deleting_step(step: Step) -> Step:
+    """The resource is being deleted while its run goes on: say why it is still there."""
+    why = (
+        " The DatabaseMigration is being deleted: it goes once this run ends (a running migration is "
+        "never interrupted)."
+    )
+    message = step.verdict.message.rstrip(".") + "." + why
+    return Step(step.phase, replace(step.verdict, message=message), recheck_at=step.recheck_at)
 
 
 def _observe(
@@ -1125,4 +1216,14 @@ def _reason_of(outcome: str) -> Reason:
             return Reason.JOB_FAILED
 
 
-__all__ = ["Action", "CreateJob", "DeleteJob", "EmitEvent", "PatchStatus", "Plan", "decide", "timestamp"]
+__all__ = [
+    "Action",
+    "CreateJob",
+    "DeleteJob",
+    "EmitEvent",
+    "HoldDeletion",
+    "PatchStatus",
+    "Plan",
+    "decide",
+    "timestamp",
+]

@@ -2,7 +2,8 @@
 requests made as the operator's own ServiceAccount (a token kubeconfig: exactly the chart's RBAC).
 
 - the chart's ValidatingAdmissionPolicy lets the operator remove its scheduling gate from a Pod and
-  nothing else, and create (and delete) only migration Jobs as it builds them;
+  nothing else, create (and delete) only migration Jobs as it builds them, and change nothing of a
+  DatabaseMigration but its own finalizer;
 - a namespaced install (`watchNamespaces`) binds its rights to those namespaces: 403 elsewhere, and no
   cluster-wide list or watch of Jobs and Pods.
 """
@@ -193,6 +194,36 @@ def test_operator_may_only_remove_its_own_scheduling_gate(cluster: Cluster, inst
     cluster.kubectl(
         "patch", "pod", "app", "-n", install.app, "--type", "merge", "-p", '{"metadata":{"labels":{"x":"y"}}}'
     )
+
+
+def test_operator_may_only_add_or_remove_its_finalizer_on_a_databasemigration(
+    cluster: Cluster, install: Install
+) -> None:
+    """RBAC's `patch` on databasemigrations is for the run-in-progress finalizer (reconcile.py
+    holds_deletion): the admission policy refuses the operator any other change of the resource."""
+    cr = migration(cluster, install.app)
+
+    def patch(body: Any, kind: str = "merge", *flags: str) -> tuple[bool, str]:
+        where = ["-n", install.app, "--type", kind, *flags]
+        return install.as_operator(cluster, "patch", "dbm", "shop-db", *where, "-p", json.dumps(body))
+
+    spec_change = {"spec": {"image": "evil.example.com/miner:1"}}
+    wait_for(lambda: DENIED in patch(spec_change, "merge", "--dry-run=server")[1], 60, "the policy enforced")
+    forged = [
+        spec_change,
+        {"metadata": {"labels": {"owned": "yes"}}},
+        {"metadata": {"annotations": {c.APPROVE_ANNOTATION: "0" * 64}}},
+        {"metadata": {"finalizers": [c.RUN_FINALIZER, "example.com/other"]}},
+    ]
+    for body in forged:
+        refused(patch(body), DENIED, "dbmigrate.dev/run-in-progress finalizer")
+    ok, out = patch({"metadata": {"finalizers": [c.RUN_FINALIZER]}})  # what handlers.py sends
+    assert ok, out
+    ok, out = patch({"metadata": {"finalizers": None}})
+    assert ok, out
+    now = json.loads(cluster.kubectl("get", "dbm", "shop-db", "-n", install.app, "-o", "json").stdout)
+    assert now["spec"] == cr["spec"]
+    assert not now["metadata"].get("finalizers")
 
 
 def test_operator_may_only_create_migration_jobs_as_it_builds_them(

@@ -101,6 +101,16 @@ class FakeKube:
         self.bump()
         return copy.deepcopy(self.cr)
 
+    def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None = None
+    ) -> dict[str, Any] | None:
+        if resource_version is not None and resource_version != self.cr["metadata"]["resourceVersion"]:
+            raise StaleObject("409 Conflict")
+        self.writes.append(("finalizers", name))
+        self.cr["metadata"]["finalizers"] = finalizers
+        self.bump()
+        return copy.deepcopy(self.cr)
+
 
 def controller_on(kube: FakeKube) -> Controller:
     """A controller whose view has not seen this CR yet (as after a takeover): its first pass reads

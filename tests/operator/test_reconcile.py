@@ -13,6 +13,7 @@ from dbmigrate_operator.reconcile import (
     CreateJob,
     DeleteJob,
     EmitEvent,
+    HoldDeletion,
     PatchStatus,
     Plan,
     decide,
@@ -57,10 +58,14 @@ def true_condition(plan: Plan) -> dict[str, Any]:
 
 
 def apply(cr: dict[str, Any], plan: Plan) -> dict[str, Any]:
-    """The CR after its status patch was applied by the API server."""
-    out = dict(cr)
+    """The CR after its status patch (and finalizer change) was applied by the API server."""
+    out: dict[str, Any] = dict(cr)
     for action in plan.of(PatchStatus):
         out["status"] = merge(out.get("status") or {}, action.patch)
+    for action in plan.of(HoldDeletion):
+        meta = out["metadata"] = dict(out["metadata"])
+        others = [f for f in meta.get("finalizers") or [] if f != c.RUN_FINALIZER]
+        meta["finalizers"] = [*others, c.RUN_FINALIZER] if action.hold else others
     return out
 
 

@@ -179,8 +179,8 @@ def feed(controller: Controller, kube: FakeKube) -> None:
 async def test_a_lifecycle_is_decided_from_the_view_and_a_resync_of_it_costs_nothing() -> None:
     kube = CountingKube(make_cr(), [], [])
     controller = watched(kube)
-    await controller.reconcile("shop", "shop-db")  # first status, then the Job
-    assert [w for w, _ in kube.writes] == ["status", "create"]
+    await controller.reconcile("shop", "shop-db")  # first status, the finalizer, then the Job
+    assert [w for w, _ in kube.writes] == ["status", "finalizers", "create"]
     (job,) = kube.jobs.values()
     assert controller.view.jobs("shop", "shop-db")[0]["metadata"]["uid"] == job["metadata"]["uid"]
     # the run ends: the watches bring the finished Job and its Pod
@@ -221,7 +221,7 @@ async def test_a_cr_created_after_a_listing_is_decided_from_the_view() -> None:
     controller.remember("shop", "shop-db")  # its ADDED event
     await controller.reconcile("shop", "shop-db")
     assert kube.reads == []
-    assert [w for w, _ in kube.writes] == ["status", "create"]
+    assert [w for w, _ in kube.writes] == ["status", "finalizers", "create"]
 
 
 async def test_the_jobs_and_pods_of_a_deleted_cr_going_read_nothing() -> None:

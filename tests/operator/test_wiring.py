@@ -51,8 +51,11 @@ def assert_no_secret_access_and_status_only_via_subresource(cluster: FakeCluster
     for req in cluster.requests("PATCH", f"/{c.PLURAL}/"):
         if req.url.path.endswith("/status"):
             assert set(req.data) == {"status"}, req.data
-        else:  # only the test itself patches the main resource (spec, annotations)
+        else:  # the test itself (spec, annotations), the operator only its finalizer
             assert "status" not in req.data, req.data
+            if "spec" not in req.data and "annotations" not in req.data.get("metadata", {}):
+                assert set(req.data) == {"metadata"}, req.data
+                assert set(req.data["metadata"]) <= {"resourceVersion", "finalizers", "generation"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -230,27 +233,50 @@ async def test_history_limit_deletes_old_jobs(server: Any, cluster: FakeCluster)
         )
 
 
-async def test_deleting_the_cr_leaves_everything_to_garbage_collection(
+async def test_deleting_the_cr_waits_for_its_running_job_then_leaves_the_rest_to_garbage_collection(
     server: Any, cluster: FakeCluster
 ) -> None:
+    """The run-in-progress finalizer: on while the Job runs, so a deletion waits for the run to end
+    (garbage collection would kill its Pod mid-migration); off once it ended, so the CR goes."""
     async with running_operator(server):
         await cluster.apply_cr(make_cr("shop-db", NS))
         job = await one_job(cluster, "shop-db")
-        assert "finalizers" not in cluster.cr(NS, "shop-db")["metadata"]  # deletion never waits for us
+        assert cluster.cr(NS, "shop-db")["metadata"]["finalizers"] == [c.RUN_FINALIZER]
+        await cluster.delete_cr(NS, "shop-db")
+        await cluster.run_pod(job)
+        await eventually(
+            lambda: "being deleted" in cluster.condition(NS, "shop-db", c.RECONCILING)["message"],
+            what="the status saying why the CR is still there",
+        )
+        held = cluster.cr(NS, "shop-db")
+        assert held["metadata"]["deletionTimestamp"]
+        assert [j["metadata"]["name"] for j in cluster.jobs(NS, "shop-db")] == [job["metadata"]["name"]]
+        await cluster.end_pod(job, 0, success_report([V1]))
+        await eventually(lambda: not cluster.objects(c.PLURAL, NS), what="CR gone once the run ended")
+        await eventually(lambda: ("Normal", "Applied") in {e[:2] for e in cluster.events(NS, "shop-db")})
+    assert cluster.requests("DELETE", "/jobs/") == []  # the API server's GC owns that (ownerReferences)
+    assert len(cluster.requests("POST", "/jobs")) == 1  # a deletion starts no run
+    finalizer_patches = [
+        r.data["metadata"]
+        for r in cluster.requests("PATCH", f"/{c.PLURAL}/")
+        if not r.url.path.endswith("/status")
+    ]
+    assert [set(m) for m in finalizer_patches] == [{"resourceVersion", "finalizers"}] * 2  # nothing else
+    assert [m["finalizers"] for m in finalizer_patches] == [[c.RUN_FINALIZER], None]
+    assert_no_secret_access_and_status_only_via_subresource(cluster)
+
+
+async def test_a_finished_cr_has_no_finalizer_and_goes_at_once(server: Any, cluster: FakeCluster) -> None:
+    async with running_operator(server):
+        await cluster.apply_cr(make_cr("shop-db", NS))
+        job = await one_job(cluster, "shop-db")
+        await cluster.run_pod(job)
+        await cluster.end_pod(job, 0, success_report([V1]))
+        await settled(cluster, "shop-db", "Applied")
+        await eventually(lambda: not cluster.cr(NS, "shop-db")["metadata"].get("finalizers"))
         await cluster.delete_cr(NS, "shop-db")
         await eventually(lambda: not cluster.objects(c.PLURAL, NS), what="CR gone")
-        requests_before = len(list(cluster.k))
-        await cluster.run_pod(job)  # events about the orphan Job: nothing to do, nothing written
-        await cluster.end_pod(job, 0, success_report([V1]))
-        await eventually(lambda: len(list(cluster.k)) > requests_before + 3)
-    assert cluster.requests("DELETE", "/jobs/") == []  # the API server's GC owns that (ownerReferences)
-    assert [
-        r
-        for r in cluster.requests("PATCH", f"/{c.PLURAL}/")
-        if r.url.path.endswith("/status")
-        and r.data["status"].get("lastRun", {}).get("outcome") == "Succeeded"
-    ] == []
-    assert_no_secret_access_and_status_only_via_subresource(cluster)
+    assert len(cluster.requests("POST", "/jobs")) == 1
 
 
 async def test_an_unschedulable_pod_is_stalled_when_its_grace_ends_without_any_event(

@@ -147,6 +147,7 @@ async def test_an_event_that_cannot_be_posted_does_not_fail_the_pass(
     controller = controller_on(kube)
     controller.leadership = Switch(True)
     await controller.reconcile("shop", "shop-db")
-    assert [w for w, _ in kube.writes] == ["status", "create"]  # the Job is there, its status said so
+    # the Job is there (and the finalizer that holds a deletion while it runs), its status said so
+    assert [w for w, _ in kube.writes] == ["status", "finalizers", "create"]
     assert "cannot post Event RunStarted migration=shop/shop-db" in caplog.text
     assert "reconcile failed" not in caplog.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -437,25 +438,93 @@ def _active_operator_pod(cluster: Cluster, fullname: str) -> str:
     return str(lease["spec"]["holderIdentity"]).rsplit("_", 1)[0]
 
 
-def test_active_operator_pod_deleted_mid_run(
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"  # bound ServiceAccount tokens name their pod
+
+
+def _lease(cluster: Cluster, fullname: str) -> dict[str, Any]:
+    return dict(get_json(cluster, realstack.OPERATOR_NAMESPACE, "lease", fullname)["spec"])
+
+
+def _micro(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _status_writes(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The API server's audit events of every write to this DatabaseMigration's status, oldest first."""
+    return [
+        e
+        for e in cluster.audited_writes()
+        if (ref := e.get("objectRef") or {}).get("resource") == c.PLURAL
+        and ref.get("subresource") == "status"
+        and ref.get("namespace") == namespace
+        and ref.get("name") == name
+        and e.get("responseStatus", {}).get("code", 0) < 300
+    ]
+
+
+def _writer_pod(event: dict[str, Any]) -> str:
+    return str(((event.get("user") or {}).get("extra") or {}).get(POD_NAME_EXTRA, [""])[0])
+
+
+def test_active_operator_killed_hard_mid_run_the_standby_takes_over_after_the_lease_expires(
     real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
 ) -> None:
+    """The active replica's process is SIGKILLed through the container runtime while its run is in
+    flight (the runner held on the advisory lock by this test's session): it cannot hand the Lease
+    back, so the standby takes over only once the Lease expired; the run goes on under the new holder
+    with exactly one Job, each migration applied once, and every status write after the kill is the
+    new holder's, after its takeover (the API server's audit log names the writer's Pod)."""
     ns, name = app_namespaces["handover"], _name("handover")
-    with lock_held_elsewhere(node_pg.server(), database):
+    server = node_pg.server()
+    with lock_held_elsewhere(server, database):
         _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database))
         wait_for(
-            lambda: _state(real_cluster, ns, name, "running"),
-            120, "the migration container running (waiting for the lock)",
+            lambda: _state(real_cluster, ns, name, "running")
+            and status_of(real_cluster, ns, name).get("phase") == "Running",
+            120, "the migration container running (waiting for the lock) and the status saying so",
         )  # fmt: skip
-        active = _active_operator_pod(real_cluster, operator)
-        real_cluster.kubectl("delete", "pod", active, "-n", realstack.OPERATOR_NAMESPACE, "--wait=false")
-        # the Deployment replaces it; the standby takes the Lease over and finishes the run
-        wait_for(lambda: _active_operator_pod(real_cluster, operator) != active, 90, "a new Lease holder")
+        before = _lease(real_cluster, operator)
+        killed_identity = str(before["holderIdentity"])
+        killed_pod = killed_identity.rsplit("_", 1)[0]
+        pod = get_json(real_cluster, realstack.OPERATOR_NAMESPACE, "pod", killed_pod)
+        container_id = _container(pod)["containerID"].removeprefix("containerd://")
+        assert [_writer_pod(e) for e in _status_writes(real_cluster, ns, name)][-1:] == [killed_pod], (
+            "the audit log attributes the run's first status writes to the active replica's Pod"
+        )
+        real_cluster.crictl("stop", "--timeout", "0", container_id)  # SIGKILL: no release, no goodbye
+        killed_at = datetime.now(UTC)
+        last = _lease(real_cluster, operator)  # the dead holder's last renewal, as the API keeps it
+        assert last["holderIdentity"] == killed_identity, "a killed process cannot release the Lease"
+        gone = (None, killed_identity)
+        after = wait_for(
+            lambda: (lease := _lease(real_cluster, operator)).get("holderIdentity") not in gone and lease,
+            180, "a new Lease holder",
+        )  # fmt: skip
+        duration = timedelta(seconds=int(last["leaseDurationSeconds"]))
+        assert _micro(after["acquireTime"]) >= _micro(last["renewTime"]) + duration, (
+            "taken over before the Lease expired",
+            last,
+            after,
+        )
+        assert int(after["leaseTransitions"]) == int(last.get("leaseTransitions") or 0) + 1
+        restarted = get_json(real_cluster, realstack.OPERATOR_NAMESPACE, "pod", killed_pod)
+        assert _container(restarted)["lastState"]["terminated"]["exitCode"] == 137, "killed by SIGKILL"
+        assert _state(real_cluster, ns, name, "running"), "the migration kept running through the takeover"
+    # the lock is free: the runner applies everything, under the new holder
     status = _verdict(
-        real_cluster, ns, name, ("Ready", "Stalled"), 240, "the run completed after the handover"
+        real_cluster, ns, name, ("Ready", "Stalled"), 240, "the run completed after the takeover"
     )
     assert _reason(status)[:2] == ("Ready", "Applied"), status
-    assert len(jobs_of(real_cluster, ns, name)) == 1, "no second Job after the handover"
+    assert len(jobs_of(real_cluster, ns, name)) == 1, "no second Job after the takeover"
+    applied = server.psql(database, "SELECT version FROM aerich ORDER BY id").split()
+    assert [Path(v).stem for v in applied] == shop_versions(), "each migration applied exactly once"
+    new_pod, acquired = str(after["holderIdentity"]).rsplit("_", 1)[0], _micro(after["acquireTime"])
+    since_kill = [
+        e for e in _status_writes(real_cluster, ns, name) if _micro(e["stageTimestamp"]) >= killed_at
+    ]
+    assert since_kill, "the new holder recorded the result"
+    assert {_writer_pod(e) for e in since_kill} == {new_pod}, since_kill
+    assert all(_micro(e["requestReceivedTimestamp"]) >= acquired for e in since_kill), (acquired, since_kill)
 
 
 def _labelled_pod(namespace: str, name: str) -> dict[str, Any]:
