@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
+from dbmigrate_runner.locking import Policy, policy_from_env
 from dbmigrate_runner.report import DEFAULT_PATH
 
 TOOLS = ("aerich", "tortoise", "alembic")
@@ -100,6 +101,9 @@ class Settings:
     plan_file: Path | None = None  # plan: where to write the plan document (JSON)
     sql_file: Path | None = None  # plan: where to write the readable SQL
     expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
+    locking: Policy = field(
+        default_factory=Policy
+    )  # lock_timeout of migrations and its retries (DBMIGRATE_LOCKING_*)
 
 
 _ENCODE_HINT = (
@@ -313,4 +317,5 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         ),
         report_path=Path(pick("report_path", "DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
         log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
+        locking=policy_from_env(env),
     )
