@@ -108,7 +108,9 @@ def test_restart_inside_a_migration_stops_with_nothing_of_it_applied(
     # It sleeps until the test says "go on" (a table), so it is surely running when the server restarts.
     slow = f"SELECT pg_sleep(60) WHERE to_regclass('go_on') IS NULL; {create}"
     text = second.read_text()
-    second.write_text(text.replace(create, slow) if tool == "aerich" else text.replace(repr(create), repr(slow)))
+    second.write_text(
+        text.replace(create, slow) if tool == "aerich" else text.replace(repr(create), repr(slow))
+    )
 
     proc, report = runner.start("upgrade", DBMIGRATE_WAIT_TIMEOUT="60")
     deadline = time.monotonic() + 60

@@ -47,7 +47,8 @@ def long_transaction(postgres: PostgresServer, database: str, table: str) -> Ite
          "-p", str(postgres.port), "-U", postgres.user, "-d", database],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     proc.stdin.write(
         "SET application_name = 'reporting';\nBEGIN;\n"
         f"SELECT count(*) FROM {table};\nSELECT 'pid=' || pg_backend_pid();\n"
@@ -206,7 +207,8 @@ def test_the_app_waits_at_most_the_timeout_and_the_migration_gets_through(case: 
     assert f".{case.table}" in waits.blocker
     assert "'reporting'" in waits.blocker
     assert "idle in transaction" in waits.blocker
-    assert '"event": "lock.timeout"' in stdout and f"pid {holder.pid}" in stdout
+    assert '"event": "lock.timeout"' in stdout
+    assert f"pid {holder.pid}" in stdout
 
 
 def test_the_budget_spent_gives_lock_not_available_with_nothing_applied(case: Case) -> None:
@@ -226,7 +228,9 @@ def test_the_budget_spent_gives_lock_not_available_with_nothing_applied(case: Ca
     assert report.error.migration == case.migration
     assert f"pid {holder.pid}" in report.error.message
     assert "nothing of" in report.error.message
-    assert report.locking is not None and report.locking.timeouts == 3 and report.locking.attempts == 3
+    assert report.locking is not None
+    assert report.locking.timeouts == 3
+    assert report.locking.attempts == 3
     assert report.applied == []
     assert case.applied() == before
     assert case.column not in runner.columns(case.table)
