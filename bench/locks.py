@@ -131,7 +131,7 @@ def run(ctx: Context) -> FigureResult:
     fig.notes.append(
         f"a long transaction holds ACCESS SHARE on the table for {HOLD_S:g} s; the migration (ADD COLUMN) "
         "starts 1 s into it; a reader and a writer query the table every 20 ms each; latencies of their "
-        "queries started while the migration ran (a blocked client sends nothing else, so a stall shows in the "
-        "max and in fewer queries per second more than in p99)"
+        "queries started while the migration ran (a blocked client sends nothing else, so a stall "
+        "shows in the max and in fewer queries per second more than in p99)"
     )
     return fig

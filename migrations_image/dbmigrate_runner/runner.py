@@ -212,6 +212,12 @@ async def _locked(
             project=project,
             baseline=baseline,
         )
+    except Exception as exc:
+        # A loss inside a migration is already a ConnectionLost (see attempts.py); one that reaches
+        # here raw happened outside any migration (opening Tortoise, bootstrapping the table).
+        if isinstance(exc, RunnerError) or not database.is_connection_lost(exc):
+            raise
+        raise ConnectionLost(f"lost the database connection ({type(exc).__name__})", resumable=True) from exc
     finally:
         state.final_applied = await _read_back(tool, conn, settings)
 

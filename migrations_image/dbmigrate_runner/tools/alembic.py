@@ -374,7 +374,7 @@ async def _noop_from_source(settings: Settings, state: Any) -> bool | None:
     conn = await database.connect(settings.db, settings.wait_timeout)
     try:
         try:
-            await database.take_lock(conn, settings.lock_timeout)
+            conn = await database.take_lock(conn, settings.lock_timeout, settings.db, settings.wait_timeout)
         except LockTimeout:
             with contextlib.suppress(Exception):
                 heads = await read_heads(conn, table)

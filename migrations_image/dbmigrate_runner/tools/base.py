@@ -129,6 +129,10 @@ async def init_tortoise(config: dict[str, Any], project: Project) -> None:
     try:
         await Tortoise.init(config=config)
     except Exception as exc:
+        from dbmigrate_runner.database import is_connection_lost
+
+        if is_connection_lost(exc):  # the database went away, the config may be fine
+            raise
         kind, text = database_error(exc)
         raise ConfigError(
             f"Tortoise.init failed for config {project.config_path}: {text}", kind=kind
