@@ -251,3 +251,46 @@ def test_timeout_zero_turns_it_off(postgres: PostgresServer, database: str, tmp_
     assert result.rc == 0, result.stdout
     assert result.report.locking is None
     assert "note" in runner.columns("item")
+
+
+def test_a_concurrent_index_build_that_timed_out_is_reported_not_retried_over(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """A non-atomic migration (CREATE INDEX CONCURRENTLY) runs with the timeout too; timed out, it is
+    not retried (part of it stays), and the INVALID index it left is named, then and on the rerun."""
+    project = generate(tmp_path / "gen", 2, "aerich")
+    second = project.root / "migrations" / "models" / f"{project.versions[1]}.py"
+    text = second.read_text().replace("RUN_IN_TRANSACTION = True", "RUN_IN_TRANSACTION = False")
+    text = text.replace(
+        'CREATE TABLE "gen_1" ("id" SERIAL PRIMARY KEY);',
+        'CREATE INDEX CONCURRENTLY "ix_item_name" ON "item" ("name");',
+    )
+    second.write_text(text)
+    runner = Runner(postgres, database, project.root, tmp_path, "aerich")
+    assert runner("upgrade", "--target", project.versions[0]).rc == 0
+    # A writer's open transaction: the concurrent build creates its (invalid) index, then waits for it.
+    with long_transaction(postgres, database, "item") as holder:
+        assert holder.proc.stdin is not None
+        assert holder.proc.stdout is not None
+        holder.proc.stdin.write("INSERT INTO item (name) VALUES ('x');\n\\echo inserted\n")
+        holder.proc.stdin.flush()
+        while holder.proc.stdout.readline().strip() != "inserted":
+            pass
+        proc, report = runner.start("upgrade", **locking_env("500ms", "5", "5m"))
+        result = finish(proc, report, postgres.password, timeout=60)
+        holder.end()
+    assert result.rc == 7, result.stdout + result.stderr
+    assert result.report.error is not None
+    assert "not atomic" in result.report.error.message
+    waits = result.report.locking
+    assert waits is not None
+    assert waits.timeouts == 1  # not retried
+    assert waits.note is not None
+    assert "left INVALID index(es) public.ix_item_name" in waits.note
+    assert runner.applied() == project.versions[:1]
+
+    again = runner("upgrade", **locking_env("500ms", "5", "5m"))
+    assert again.rc != 0  # the build does not silently run over the invalid index
+    assert again.report.locking is not None
+    assert again.report.locking.note is not None
+    assert "INVALID index(es) public.ix_item_name existed before" in again.report.locking.note
