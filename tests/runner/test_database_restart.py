@@ -5,6 +5,7 @@ DatabaseUnreachable (exit 3, the Job's retry resumes it) and nothing of that mig
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,10 +15,16 @@ import pytest
 
 from dbmigrate_runner.report import Outcome
 from localcluster.postgres import PASSWORD, Instance, PostgresServer, lock_held_elsewhere, start_instance
-from tests.runner.conftest import Runner, finish
+from tests.runner.conftest import REPO, Runner, finish
 from tests.support.migrations_gen import generate
 
 pytestmark = pytest.mark.postgres
+
+ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
+# The test migrations' statement that waits for the test's "go on", while it runs.
+SLEEPING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'"
+)
 
 
 @pytest.fixture
@@ -114,8 +121,7 @@ def test_restart_inside_a_migration_stops_with_nothing_of_it_applied(
 
     proc, report = runner.start("upgrade", DBMIGRATE_WAIT_TIMEOUT="60")
     deadline = time.monotonic() + 60
-    sql = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'"
-    while server.psql(runner.database, sql) == "0":
+    while server.psql(runner.database, SLEEPING) == "0":
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -135,3 +141,48 @@ def test_restart_inside_a_migration_stops_with_nothing_of_it_applied(
     again = runner("upgrade")  # what the Job's retry does
     assert again.rc == 0, again.stdout + again.stderr
     assert runner.applied() == versions
+
+
+@pytest.mark.parametrize("ini", ["alembic.ini", "alembic-async.ini"])
+def test_alembic_restart_while_waiting_and_inside_a_migration(
+    instance: Instance, server: PostgresServer, tmp_path: Path, ini: str
+) -> None:
+    """Alembic: a restart while waiting for the lock is resumed in the run; one during env.py's run
+    stops it with DatabaseUnreachable (kind ConnectionLost), nothing of the running revision committed."""
+    project = tmp_path / "alembic-shop"
+    shutil.copytree(ALEMBIC_SHOP, project, ignore=shutil.ignore_patterns("__pycache__"))
+    bio = project / "migrations" / "versions" / "c4d5e6f7a8b9_add_user_bio.py"
+    text = bio.read_text()
+    add = "    op.add_column('users', sa.Column('bio', sa.Text(), nullable=True))"
+    assert add in text
+    sleep = "    op.execute(\"SELECT pg_sleep(60) WHERE to_regclass('go_on') IS NULL\")\n"
+    bio.write_text(text.replace(add, sleep + add, 1))
+    runner = Runner(server, server.create_database(), project, tmp_path, "alembic")
+    first = runner("upgrade", "--config", ini, "--target", "9a2d1282dd17")
+    assert first.rc == 0, first.stdout + first.stderr
+
+    with lock_held_elsewhere(server, runner.database):
+        proc, report = runner.start("upgrade", "--config", ini, DBMIGRATE_WAIT_TIMEOUT="60")
+        seen: list[str] = []
+        _read_until(proc, "lock.waiting", seen)
+        instance.restart()
+        deadline = time.monotonic() + 60
+        while server.psql(runner.database, SLEEPING) == "0":
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        instance.restart()
+        result = finish(proc, report, server.password)
+    out = "".join(seen) + result.stdout
+    assert '"event": "database.lost"' in out
+    assert result.rc == Outcome.DATABASE_UNREACHABLE.exit_code, out + result.stderr
+    error = result.report.error
+    assert error is not None
+    assert error.kind == "ConnectionLost"
+    assert error.migration == "alembic:c4d5e6f7a8b9"
+    assert "bio" not in runner.columns("users")
+
+    server.psql(runner.database, "CREATE TABLE go_on ()")
+    again = runner("upgrade", "--config", ini)  # what the Job's retry does
+    assert again.rc == 0, again.stdout + again.stderr
+    assert "bio" in runner.columns("users")
