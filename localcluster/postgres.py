@@ -124,6 +124,23 @@ class Instance:
             password=password,
         )
 
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every session is ended (as in a restart or failover), and the
+        server is back on the same port when this returns."""
+        _run_as(
+            self.run_user,
+            self.root,
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.root / "log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        )
+
     def stop(self) -> None:
         """Immediate shutdown and removal of the directory; fine to call twice or after a failed start."""
         if (self.root / "data").exists():

@@ -17,7 +17,14 @@ from typing import Any
 
 import asyncpg
 
-from dbmigrate_runner.errors import ConfigError, DatabaseUnreachable, LockLost, LockTimeout
+from dbmigrate_runner.errors import (
+    ConfigError,
+    ConnectionLost,
+    DatabaseUnreachable,
+    LockLost,
+    LockTimeout,
+    exception_chain,
+)
 from dbmigrate_runner.log import log
 from dbmigrate_runner.settings import DbParams
 
@@ -51,6 +58,34 @@ _RETRY = (
     asyncpg.ConnectionDoesNotExistError,
     ConnectionError,
 )
+
+
+# Admin shutdown (a restart's fast shutdown, pg_terminate_backend), crash shutdown, cannot connect now.
+_LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Did ``exc`` come from the connection going away (a restart, a failover, the network), rather
+    than from a statement? Looks through the wrappers of asyncpg, psycopg, SQLAlchemy and Tortoise."""
+    for current in exception_chain(exc):
+        code = getattr(current, "sqlstate", None)
+        if isinstance(code, str) and code:
+            if code.startswith("08") or code in _LOST_STATES:
+                return True
+            continue
+        if isinstance(current, ConnectionError) or getattr(current, "connection_invalidated", False):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True
+        kind = type(current)
+        if kind.__module__.startswith("psycopg") and kind.__name__ in ("OperationalError", "InterfaceError"):
+            return True  # psycopg's errors without a SQLSTATE are the connection's own
+    return False
+
+
+def lost(conn: asyncpg.Connection, exc: BaseException) -> bool:
+    """The runner's own connection failed because it is gone (not because of a statement)."""
+    return conn.is_closed() or is_connection_lost(exc)
 
 
 async def connect(db: DbParams, wait_timeout: float) -> asyncpg.Connection:
@@ -159,11 +194,21 @@ class LockGuard:
             )
         return cls(conn, pid)
 
-    async def check(self, label: str) -> None:
-        """Raise :class:`LockLost` (for ``label``) unless the session is alive, unmoved and holds the lock."""
+    async def check(self, label: str, *, before_start: bool = False) -> None:
+        """Raise :class:`LockLost` (for ``label``) unless the session is alive, unmoved and holds the lock.
+
+        ``before_start``: nothing of ``label`` has run yet, so a connection found gone is a resumable
+        :class:`ConnectionLost` (reconnect, take the lock again, go on) rather than a lost lock."""
         try:
             pid, held = await _held(self.conn)
         except Exception as exc:  # any failure to confirm the lock is a lost lock
+            if before_start and lost(self.conn, exc):
+                raise ConnectionLost(
+                    f"the connection holding the migration lock was lost before {label} started "
+                    f"({type(exc).__name__}: {exc})",
+                    resumable=True,
+                    migration=label,
+                ) from None
             reason = (
                 f"its connection failed ({type(exc).__name__}: {exc})" if str(exc) else type(exc).__name__
             )
@@ -183,10 +228,42 @@ class LockGuard:
         )
 
 
-async def take_lock(conn: asyncpg.Connection, limit_s: float) -> None:
-    """:func:`acquire_lock`, and say so in the log (LockTimeout past ``limit_s``)."""
-    waited = await acquire_lock(conn, limit_s)
+async def take_lock(
+    conn: asyncpg.Connection, limit_s: float, db: DbParams | None = None, wait_timeout: float = 0.0
+) -> asyncpg.Connection:
+    """:func:`acquire_lock`, and say so in the log (LockTimeout past ``limit_s``); returns the
+    connection that holds the lock. With ``db``: a connection lost while waiting (the database
+    restarted, failed over) is replaced (within ``wait_timeout``) and the wait goes on until
+    ``limit_s`` from the start."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            waited = await acquire_lock(conn, max(0.0, deadline - time.monotonic()))
+            break
+        except (LockTimeout, ConfigError):
+            raise
+        except Exception as exc:
+            if db is None or not lost(conn, exc):
+                raise
+            conn = await reconnect(conn, db, wait_timeout, exc, "waiting for the migration lock")
     log.info("lock.acquired", "holding the migration lock", key=LOCK_KEY, waited_s=round(waited, 3))
+    return conn
+
+
+async def reconnect(
+    conn: asyncpg.Connection, db: DbParams, wait_timeout: float, exc: BaseException, doing: str
+) -> asyncpg.Connection:
+    """Replace a lost connection (DatabaseUnreachable when none comes within ``wait_timeout``)."""
+    log.warning(
+        "database.lost",
+        f"lost the database connection while {doing}; reconnecting",
+        error=f"{type(exc).__name__}: {exc}",
+        wait_timeout_s=wait_timeout,
+    )
+    conn.terminate()
+    fresh = await connect(db, wait_timeout)
+    log.info("database.reconnected", "connected again", backend_pid=fresh.get_server_pid())
+    return fresh
 
 
 async def release_lock(conn: asyncpg.Connection) -> None:

@@ -45,6 +45,7 @@ class Outcome(enum.StrEnum):
     LOCK_TIMEOUT = "LockTimeout"
     MIGRATION_FAILED = "MigrationFailed"
     DOWNGRADE_REFUSED = "DowngradeRefused"
+    LOCK_NOT_AVAILABLE = "LockNotAvailable"
     INTERNAL_ERROR = "InternalError"
 
     @property
@@ -67,6 +68,7 @@ EXIT_CODES: dict[Outcome, int] = {
     Outcome.LOCK_TIMEOUT: 4,
     Outcome.MIGRATION_FAILED: 5,
     Outcome.DOWNGRADE_REFUSED: 6,
+    Outcome.LOCK_NOT_AVAILABLE: 7,
 }
 
 
@@ -89,6 +91,22 @@ class ErrorInfo:
     kind: str  # exception class, e.g. "UndefinedColumnError"
     message: str  # the database's own text, credentials already masked
     migration: str | None = None  # "app:version" that failed, when known
+
+
+@dataclass
+class LockWaits:
+    """Table locks a migration waited for in this run (``lock_timeout``, see ``locking.py``).
+
+    Present when a migration hit its lock timeout at least once, or when there is a ``note``."""
+
+    timeout_ms: int = 0  # the lock_timeout migrations ran with; 0: off
+    timeouts: int = 0  # lock timeouts in this run, each rolled back and retried (or given up)
+    attempts: int = 0  # attempts of ``migration``, the last one that hit a timeout
+    retries: int = 0  # attempts allowed per migration
+    migration: str | None = None
+    blocker: str | None = None  # who held the lock the last time, described (masked, truncated)
+    waited_ms: int = 0  # spent in timed-out attempts and backoff
+    note: str | None = None  # e.g. where the timeout could not be set, an INVALID index left behind
 
 
 @dataclass
@@ -143,6 +161,7 @@ class Report:
     duration_ms: int = 0
     error: ErrorInfo | None = None
     plan: PlanSummary | None = None  # the plan command only
+    locking: LockWaits | None = None  # only when a migration waited for a table lock (or a note)
     v: int = SCHEMA_VERSION
     # Which database the run connected to: {"fingerprint": 16 hex digits, "name": the database name};
     # the operator records it next to the versions (never the URL, host or a password).
@@ -166,6 +185,8 @@ class Report:
             del data["plan"]
         if self.database is None:
             del data["database"]
+        if self.locking is None:
+            del data["locking"]
         return data
 
 
@@ -417,6 +438,8 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
         "command": data["command"],
         "duration_ms": data["duration_ms"],
     }
+    if data.get("locking"):
+        verdict["locking"] = {**data["locking"], "blocker": None, "note": None}
     if data.get("plan"):
         plan = data["plan"]
         for name in ("pending", "opaque", "findings"):
@@ -424,6 +447,21 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
             plan[name] = []
         verdict["plan"] = plan
     return _dumps(verdict).decode()
+
+
+def _decode_locking(raw: Any) -> LockWaits | None:
+    if not isinstance(raw, dict):
+        return None
+    return LockWaits(
+        timeout_ms=int(raw.get("timeout_ms", 0)),
+        timeouts=int(raw.get("timeouts", 0)),
+        attempts=int(raw.get("attempts", 0)),
+        retries=int(raw.get("retries", 0)),
+        migration=raw.get("migration"),
+        blocker=raw.get("blocker"),
+        waited_ms=int(raw.get("waited_ms", 0)),
+        note=raw.get("note"),
+    )
 
 
 def _decode_plan(raw: Any) -> PlanSummary | None:
@@ -500,6 +538,7 @@ def decode(text: str) -> Report:
     )
     return Report(
         plan=_decode_plan(data.get("plan")),
+        locking=_decode_locking(data.get("locking")),
         outcome=outcome,
         tool=str(data.get("tool", "")),
         command=str(data.get("command", "")),

@@ -7,6 +7,7 @@ there is work.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from dbmigrate_runner import database
-from dbmigrate_runner.errors import ConfigError, LockTimeout, MigrationFailed, RunnerError
+from dbmigrate_runner.attempts import Attempts
+from dbmigrate_runner.errors import ConfigError, ConnectionLost, LockTimeout, MigrationFailed, RunnerError
+from dbmigrate_runner.locking import Retrier
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
 from dbmigrate_runner.plans import check_expected, finish_plan, summarize
@@ -37,6 +40,9 @@ class RunState:
     plan: SqlPlan | None = None  # the plan command's result
     # Alembic: the head(s) read with final_applied (which is then their ancestry).
     heads: dict[str, list[str]] = field(default_factory=dict)
+    retrier: Retrier | None = None  # lock timeouts met (the report's "locking")
+    # The approved plan's migrations, once checked (--expect-plan): a resumed run must be its tail.
+    verified: list[str] | None = None
 
 
 def app_states(
@@ -70,6 +76,7 @@ def build_report(settings: Settings, state: RunState, started: float, error: Run
         duration_ms=int((time.monotonic() - started) * 1000),
         error=ErrorInfo(kind=error.kind, message=error.message, migration=error.migration) if error else None,
         plan=summarize(state.plan) if state.plan is not None else None,
+        locking=state.retrier.waits.report() if state.retrier is not None else None,
     )
 
 
@@ -112,56 +119,107 @@ async def run(settings: Settings, state: RunState) -> None:
             await _plan(settings, tool, conn, disk, project, state)
             return
         try:
-            await database.take_lock(conn, settings.lock_timeout)
+            conn = await database.take_lock(conn, settings.lock_timeout, settings.db, settings.wait_timeout)
         except LockTimeout:
             # Reading is safe without the lock; the report then still tells what is applied.
             with contextlib.suppress(asyncpg.PostgresError):
                 state.final_applied = await _read_applied(tool, conn)
             raise
+        state.retrier = Retrier(settings.locking, settings.db)
+        attempts = Attempts(state.retrier)
+        tool.attempt = attempts
+        tool.session_settings = state.retrier.session_settings()
+        resumes = 0
         try:
-            tool.before_commit = (await database.LockGuard.start(conn)).check
-            applied = await _read_applied(tool, conn)
-            state.final_applied = applied
-            target = _target(settings, disk, applied)
-            baseline = _baseline(settings, tool, disk, applied)
-            if baseline:
-                applied = {**applied, **baseline}  # planned as if recorded; recorded before the upgrade
-            plan = plan_run(settings.command, disk, applied, target)
-            for app_plan in plan.apps:
-                if app_plan.unknown_applied:
-                    log.warning(
-                        "plan.unknown_applied",
-                        "applied versions not in this image",
-                        app=app_plan.app,
-                        versions=list(app_plan.unknown_applied),
+            while True:
+                try:
+                    await _locked(settings, tool, conn, disk, project, state, attempts)
+                    return
+                except ConnectionLost as exc:
+                    # Before or between migrations: nothing is in flight; take the lock again and go
+                    # on from what the tracking table says. A bounded number of times.
+                    if not exc.resumable or resumes >= MAX_RESUMES:
+                        raise
+                    resumes += 1
+                    conn = await database.reconnect(
+                        conn, settings.db, settings.wait_timeout, exc, f"migrating (resume {resumes})"
                     )
-            if plan.empty and not baseline:
-                log.info("plan.noop", "nothing to do", applied={a: len(v) for a, v in applied.items()})
-                return
-            log.info(
-                "plan",
-                "migrations to run",
-                apply=[f"{p.app}:{v}" for p in plan.apps for v in p.to_apply],
-                revert=[f"{p.app}:{v}" for p in plan.apps for v in p.to_revert],
-            )
-            state.final_applied = None  # stale from here on until read back
-            try:
-                await _execute(
-                    settings,
-                    tool,
-                    plan,
-                    target,
-                    project_apps=state.apps,
-                    state=state,
-                    project=project,
-                    baseline=baseline,
-                )
-            finally:
-                state.final_applied = await _read_back(tool, conn, settings)
+                    conn = await database.take_lock(
+                        conn, settings.lock_timeout, settings.db, settings.wait_timeout
+                    )
         finally:
+            await state.retrier.close()
             await database.release_lock(conn)
     finally:
         await database.close(conn)
+
+
+# Connection losses between migrations the runner resumes from by itself before leaving it to the Job.
+MAX_RESUMES = 5
+
+
+async def _locked(
+    settings: Settings,
+    tool: MigrationTool,
+    conn: asyncpg.Connection,
+    disk: dict[str, list[str]],
+    project: Project,
+    state: RunState,
+    attempts: Attempts,
+) -> None:
+    """Under the advisory lock: read what is applied, plan, migrate, read back."""
+    try:
+        guard = await database.LockGuard.start(conn)
+        applied = await _read_applied(tool, conn)
+    except Exception as exc:
+        if isinstance(exc, RunnerError) or not database.lost(conn, exc):
+            raise
+        raise ConnectionLost(f"lost the database connection ({type(exc).__name__})", resumable=True) from exc
+    tool.before_commit = guard.check
+    attempts.guard = guard
+    state.final_applied = applied
+    target = _target(settings, disk, applied)
+    baseline = _baseline(settings, tool, disk, applied)
+    if baseline:
+        applied = {**applied, **baseline}  # planned as if recorded; recorded before the upgrade
+    plan = plan_run(settings.command, disk, applied, target)
+    for app_plan in plan.apps:
+        if app_plan.unknown_applied:
+            log.warning(
+                "plan.unknown_applied",
+                "applied versions not in this image",
+                app=app_plan.app,
+                versions=list(app_plan.unknown_applied),
+            )
+    if plan.empty and not baseline:
+        log.info("plan.noop", "nothing to do", applied={a: len(v) for a, v in applied.items()})
+        return
+    log.info(
+        "plan",
+        "migrations to run",
+        apply=[f"{p.app}:{v}" for p in plan.apps for v in p.to_apply],
+        revert=[f"{p.app}:{v}" for p in plan.apps for v in p.to_revert],
+    )
+    state.final_applied = None  # stale from here on until read back
+    try:
+        await _execute(
+            settings,
+            tool,
+            plan,
+            target,
+            project_apps=state.apps,
+            state=state,
+            project=project,
+            baseline=baseline,
+        )
+    except Exception as exc:
+        # A loss inside a migration is already a ConnectionLost (see attempts.py); one that reaches
+        # here raw happened outside any migration (opening Tortoise, bootstrapping the table).
+        if isinstance(exc, RunnerError) or not database.is_connection_lost(exc):
+            raise
+        raise ConnectionLost(f"lost the database connection ({type(exc).__name__})", resumable=True) from exc
+    finally:
+        state.final_applied = await _read_back(tool, conn, settings)
 
 
 async def _read_back(
@@ -220,7 +278,15 @@ async def _execute(
     await tool.open(project, settings.db, project_apps)
     try:
         if settings.expect_plan and settings.command == "upgrade":
-            check_expected(settings, tool.name, await tool.plan_sql(plan))
+            labels = [f"{p.app}:{v}" for p in plan.apps for v in p.to_apply]
+            if state.verified is None:
+                check_expected(settings, tool.name, await tool.plan_sql(plan))
+                state.verified = labels
+            elif labels != state.verified[len(state.verified) - len(labels) :]:
+                raise ConfigError(
+                    "after reconnecting, the pending migrations are no longer the rest of the approved "
+                    f"plan ({', '.join(labels)}); nothing more was applied"
+                )
         await tool.bootstrap()
         for app, versions in (baseline or {}).items():
             await tool.record_baseline(app, versions)
@@ -237,7 +303,8 @@ async def _execute(
             await tool.downgrade(plan, target, state.applied_now.append)
         _check_fulfilled(settings.command, plan, state.applied_now)
     finally:
-        await tool.close()
+        with contextlib.suppress(Exception):  # a dead server must not hang or hide the run's outcome
+            await asyncio.wait_for(tool.close(), 10)
         log.info(
             "migrations.done",
             f"{len(state.applied_now)} migration(s) "

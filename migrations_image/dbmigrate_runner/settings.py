@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
+from dbmigrate_runner.locking import Policy, policy_from_env
 from dbmigrate_runner.report import DEFAULT_PATH
 
 TOOLS = ("aerich", "tortoise", "alembic")
@@ -122,6 +123,9 @@ class Settings:
     expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
     # plan and upgrade --expect-plan: lint rules silenced (spec.lint.ignore); part of the plan's hash.
     lint_ignore: tuple[str, ...] = ()
+    locking: Policy = field(
+        default_factory=Policy
+    )  # lock_timeout of migrations and its retries (DBMIGRATE_LOCKING_*)
 
 
 _ENCODE_HINT = (
@@ -273,6 +277,7 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         report_path=Path(pick("report_path", "DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
         log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
         lint_ignore=lint_rules(pick("lint_ignore", "DBMIGRATE_LINT_IGNORE") or ""),
+        locking=policy_from_env(env),
     )
 
 

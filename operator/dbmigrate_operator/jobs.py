@@ -35,7 +35,14 @@ SECRET_FIELDS = (  # (env var the runner reads, secretRef key field, default key
     ("DB_PASS", "passwordKey", "password"),
 )
 # Runner exit codes that no retry can fix: fail the Job at once instead of burning backoffLimit.
-FINAL_EXIT_CODES = (2, 5, 6)  # ConfigError, MigrationFailed, DowngradeRefused (see dbmigrate_runner.report)
+# LockNotAvailable (7): the runner already retried within spec.locking's budget; more is the user's call.
+FINAL_EXIT_CODES = (2, 5, 6, 7)  # ConfigError, MigrationFailed, DowngradeRefused, LockNotAvailable
+# spec.locking → the runner's environment (unset fields: the runner's defaults).
+LOCKING_ENV = (
+    ("timeout", "DBMIGRATE_LOCKING_TIMEOUT"),
+    ("retries", "DBMIGRATE_LOCKING_RETRIES"),
+    ("budget", "DBMIGRATE_LOCKING_BUDGET"),
+)
 
 
 def database_ref(spec: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +118,17 @@ def database_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def locking_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """``spec.locking`` for the runner. Not part of the run hash: it says how a run waits for table
+    locks, not what it applies (after a LockNotAvailable, a changed budget needs a rerun)."""
+    locking = spec.get("locking") or {}
+    return [
+        {"name": env, "value": str(locking[key])}
+        for key, env in LOCKING_ENV
+        if locking.get(key) not in (None, "")
+    ]
+
+
 def labels_for(cr_name: str, hash_: str) -> dict[str, str]:
     return {
         c.MIGRATION_LABEL: cr_name,
@@ -164,6 +182,7 @@ def build_job(
         e
         for e in job.get("env") or []
         if e.get("name") not in {"DATABASE_URL", LINT_IGNORE_ENV, *(f[0] for f in SECRET_FIELDS)}
+        and not (spec.get("locking") and e.get("name") in {env for _, env in LOCKING_ENV})
     ]
     # Plan and approved run alike: the runner re-makes the plan with the same silenced rules.
     lint_env = [{"name": LINT_IGNORE_ENV, "value": ",".join(ignore)}] if (ignore := lint_ignore(spec)) else []
@@ -176,6 +195,7 @@ def build_job(
             *user_env,
             *lint_env,
             *database_env(spec),
+            *locking_env(spec),
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],

@@ -608,8 +608,23 @@ def _success_message(report: Report | None) -> str:
     now_at = report.current_version() or "an empty schema"
     verb = "Reverted" if report.command == "downgrade" else "Applied"
     if report.applied_count:
-        return f"{verb} {report.applied_count} migration(s); now at {now_at}"
-    return f"Up to date at {now_at} (nothing to apply)"
+        return f"{verb} {report.applied_count} migration(s); now at {now_at}{_lock_waits(report)}"
+    return f"Up to date at {now_at} (nothing to apply){_lock_waits(report)}"
+
+
+def _lock_waits(report: Report) -> str:
+    """What a run that got through after lock timeouts says about them (the blocker to look at)."""
+    waits = report.locking
+    if waits is None:
+        return ""
+    text = ""
+    if waits.timeouts:
+        text = f"; {waits.migration} waited for a table lock {waits.timeouts} time(s)"
+        if waits.blocker:
+            text += f", last for {waits.blocker}"
+    if waits.note:
+        text += f"; {waits.note}"
+    return text
 
 
 def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

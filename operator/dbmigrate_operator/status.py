@@ -29,6 +29,7 @@ class Reason(enum.StrEnum):
     MIGRATION_FAILED = "MigrationFailed"
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
     LOCK_TIMEOUT = "LockTimeout"
+    LOCK_NOT_AVAILABLE = "LockNotAvailable"
     CONFIG_ERROR = "ConfigError"
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_FOUND = "SecretNotFound"
@@ -55,6 +56,7 @@ OUTCOME_REASONS: dict[Outcome, Reason] = {
     Outcome.LOCK_TIMEOUT: Reason.LOCK_TIMEOUT,
     Outcome.MIGRATION_FAILED: Reason.MIGRATION_FAILED,
     Outcome.DOWNGRADE_REFUSED: Reason.DOWNGRADE_NOT_ALLOWED,
+    Outcome.LOCK_NOT_AVAILABLE: Reason.LOCK_NOT_AVAILABLE,
     Outcome.INTERNAL_ERROR: Reason.RUNNER_ERROR,
 }
 

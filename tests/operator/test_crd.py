@@ -163,3 +163,26 @@ def test_cel_subset_evaluator_can_say_no() -> None:
         cel_eval("self.exists(x, x > 1)", [1])
     with pytest.raises(CelError):
         cel_eval("self.missing == 1", {})
+
+
+@pytest.mark.parametrize(
+    "locking",
+    [
+        {"timeout": "3s", "retries": 20, "budget": "10m"},
+        {"timeout": "0"},
+        {"timeout": "250ms"},
+        {"budget": "1.5h"},
+    ],
+)
+def test_spec_locking_is_accepted(locking: dict[str, Any]) -> None:
+    cr = {
+        "apiVersion": f"{c.GROUP}/{c.VERSION}",
+        "kind": c.KIND,
+        "metadata": {"name": "ok", "namespace": "default"},
+        "spec": {
+            "image": "registry.example.com/m:1",
+            "locking": locking,
+            "database": {"urlSecretRef": {"name": "shop-db", "key": "url"}},
+        },
+    }
+    assert validate(cr) == []

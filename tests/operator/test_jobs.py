@@ -228,3 +228,24 @@ def test_lint_ignore_reaches_plan_and_run_and_changes_the_run() -> None:
         ]
     plain_job = build_plan_job(plain, hash_=run_hash(plain), settings=Settings())
     assert all(e["name"] != "DBMIGRATE_LINT_IGNORE" for e in container(plain_job)["env"])
+
+
+def test_spec_locking_reaches_the_runner_as_env_not_the_hash_and_exit_7_is_final() -> None:
+    plain = make_cr()
+    locked = make_cr(locking={"timeout": "500ms", "retries": 5, "budget": "2m"})
+    assert run_hash(locked) == run_hash(plain)  # how a run waits for locks, not what it applies
+    env = container(build_job(locked, hash_=run_hash(locked), command="upgrade", settings=S))["env"]
+    assert {"name": "DBMIGRATE_LOCKING_TIMEOUT", "value": "500ms"} in env
+    assert {"name": "DBMIGRATE_LOCKING_RETRIES", "value": "5"} in env
+    assert {"name": "DBMIGRATE_LOCKING_BUDGET", "value": "2m"} in env
+    partial = make_cr(locking={"timeout": "0"})
+    names = [
+        e["name"] for e in container(build_job(partial, hash_="h", command="upgrade", settings=S))["env"]
+    ]
+    assert "DBMIGRATE_LOCKING_TIMEOUT" in names
+    assert "DBMIGRATE_LOCKING_RETRIES" not in names  # unset: the runner's default
+    job = build_job(plain, hash_="h", command="upgrade", settings=S)
+    assert not [e for e in container(job)["env"] if e["name"].startswith("DBMIGRATE_LOCKING_")]
+    final = job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"]
+    assert report.Outcome.LOCK_NOT_AVAILABLE.exit_code in final  # the runner already retried
+    assert report.Outcome.DATABASE_UNREACHABLE.exit_code not in final  # the Job's retry resumes

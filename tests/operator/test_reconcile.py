@@ -195,6 +195,25 @@ def test_success_is_final_once_the_pod_reports_it_without_waiting_for_the_job_co
     assert later.status == plan.status
 
 
+def test_a_run_that_waited_for_table_locks_names_the_last_blocker_in_ready_and_the_event() -> None:
+    from dbmigrate_runner.report import LockWaits, decode, encode
+
+    cr = make_cr()
+    job = started(first_job(cr), T0)
+    report = decode(success_report([V1, V2]))
+    blocker = "a lock on public.review held by pid 4711 (app 'reporting', idle in transaction for 12 min)"
+    report.locking = LockWaits(
+        timeout_ms=3000, timeouts=3, attempts=3, retries=20, migration=f"models:{V2}", blocker=blocker
+    )
+    pod = terminated_pod(job, 0, encode(report), T0 + timedelta(seconds=20))
+    _, plan = settle(cr, [job], [pod], now=T0 + timedelta(seconds=20))
+    ready = cond(plan, c.READY)
+    assert ready["status"] == "True"
+    assert f"models:{V2} waited for a table lock 3 time(s), last for {blocker}" in ready["message"]
+    (event,) = plan.of(EmitEvent)
+    assert blocker in event.message
+
+
 def test_an_early_success_sticks_when_the_pod_vanishes_before_the_job_controller_counts_it() -> None:
     cr = make_cr()
     job = started(first_job(cr), T0)
@@ -432,6 +451,7 @@ def test_failed_migration_is_stalled_with_the_database_error_and_no_retry() -> N
         (Outcome.CONFIG_ERROR, 2, "ConfigError"),
         (Outcome.DOWNGRADE_REFUSED, 6, "DowngradeNotAllowed"),
         (Outcome.INTERNAL_ERROR, 1, "RunnerError"),
+        (Outcome.LOCK_NOT_AVAILABLE, 7, "LockNotAvailable"),
     ],
 )
 def test_each_runner_outcome_has_its_reason(outcome: Outcome, code: int, reason: str) -> None:

@@ -12,6 +12,7 @@ Files with ``RUN_IN_TRANSACTION = False`` cannot be atomic; their row is written
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import (
+    Attempt,
     BeforeCommit,
     OnDone,
     group_rows,
     init_tortoise,
+    just_run,
     migration_errors,
     no_check,
     with_runner_connection,
@@ -64,9 +67,12 @@ class AerichTool:
 
     def __init__(self) -> None:
         self.before_commit: BeforeCommit = no_check
+        self.attempt: Attempt = just_run
+        self.session_settings: dict[str, str] = {}
         self.project: Project | None = None
         self.config: dict[str, Any] = {}
         self._table_ready = False
+        self._table_known = False  # committed: the table exists
         self._describe: dict[str, dict[str, Any]] = {}
 
     async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
@@ -77,7 +83,7 @@ class AerichTool:
 
     async def open(self, project: Project, db: DbParams, apps: list[str]) -> None:
         self.project = project
-        config = with_runner_connection(project.config, db)
+        config = with_runner_connection(project.config, db, self.session_settings)
         holders = [
             label for label, app in config["apps"].items() if AERICH_MODELS in (app.get("models") or [])
         ]
@@ -134,18 +140,22 @@ class AerichTool:
         from tortoise.transactions import in_transaction
 
         label = f"{app}:{versions[-1]}"
-        with migration_errors(label):
+
+        async def record() -> None:
+            self._table_ready = self._table_known
             async with in_transaction(self._connection_name(app)) as conn:
                 await self._ensure_table(conn)
                 for version in versions:
                     state = self._state(app, self._module(app, version))
                     await Aerich.create(version=f"{version}.py", app=app, content=state, using_db=conn)
                 await self.before_commit(label)
+            self._table_known = self._table_ready
+
+        with migration_errors(label):
+            await self.attempt(label, record)
 
     async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
         from aerich.models import Aerich
-        from tortoise import Tortoise
-        from tortoise.transactions import in_transaction
 
         for app_plan in plan.apps:
             for version in app_plan.to_apply:
@@ -164,17 +174,43 @@ class AerichTool:
                         state = self._state(app, module)
                         await Aerich.create(version=f"{version}.py", app=app, content=state, using_db=conn)
 
-                    if getattr(module, "RUN_IN_TRANSACTION", True):
-                        async with in_transaction(self._connection_name(app_plan.app)) as conn:
-                            await apply(conn)
-                            await self.before_commit(label)
-                    else:
-                        await self.before_commit(label)
-                        await apply(Tortoise.get_connection(self._connection_name(app_plan.app)))
+                    atomic = bool(getattr(module, "RUN_IN_TRANSACTION", True))
+                    name = self._connection_name(app_plan.app)
+                    await self.attempt(
+                        label, functools.partial(self._once, name, label, apply, atomic), atomic=atomic
+                    )
                 on_done(label)
 
-    async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
+    async def _once(self, name: str, label: str, apply: Any, atomic: bool) -> None:
+        """One migration, its row with it: re-runnable (a lock-timeout retry starts it anew)."""
+        from tortoise import Tortoise
         from tortoise.transactions import in_transaction
+
+        self._table_ready = self._table_known  # a rolled-back attempt created nothing
+        if atomic:
+            async with in_transaction(name) as conn:
+                await apply(conn)
+                await self.before_commit(label)
+        else:
+            await self.before_commit(label)
+            await apply(Tortoise.get_connection(name))
+        self._table_known = self._table_ready
+
+    async def _revert(self, app: str, version: str, module: Any) -> None:
+        from tortoise.transactions import in_transaction
+
+        label = f"{app}:{version}"
+        async with in_transaction(self._connection_name(app)) as conn:
+            sql = await module.downgrade(conn)
+            if not sql or not sql.strip():
+                raise MigrationFailed(f"{label} has no downgrade SQL", migration=label)
+            await conn.execute_script(sql)
+            await conn.execute_query(
+                f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "version" = $2', [app, f"{version}.py"]
+            )
+            await self.before_commit(label)
+
+    async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
 
         for app_plan in plan.apps:
             for version in app_plan.to_revert:
@@ -182,16 +218,8 @@ class AerichTool:
                 log.info("migration.revert", f"reverting {label}", migration=label)
                 with migration_errors(label):
                     module = self._module(app_plan.app, version)
-                    async with in_transaction(self._connection_name(app_plan.app)) as conn:
-                        sql = await module.downgrade(conn)
-                        if not sql or not sql.strip():
-                            raise MigrationFailed(f"{label} has no downgrade SQL", migration=label)
-                        await conn.execute_script(sql)
-                        await conn.execute_query(
-                            f'DELETE FROM "{TABLE}" WHERE "app" = $1 AND "version" = $2',
-                            [app_plan.app, f"{version}.py"],
-                        )
-                        await self.before_commit(label)
+
+                    await self.attempt(label, functools.partial(self._revert, app_plan.app, version, module))
                 on_done(label)
 
     async def plan_sql(self, plan: Plan) -> list[Step]:

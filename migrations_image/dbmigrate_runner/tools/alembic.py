@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging.config
 import os
@@ -30,8 +31,16 @@ from typing import Any
 
 import asyncpg
 
-from dbmigrate_runner import database, sources
-from dbmigrate_runner.errors import ConfigError, DowngradeRefused, LockTimeout, MigrationFailed, RunnerError
+from dbmigrate_runner import database, locking, sources
+from dbmigrate_runner.attempts import lost_inside
+from dbmigrate_runner.errors import (
+    ConfigError,
+    ConnectionLost,
+    DowngradeRefused,
+    LockTimeout,
+    MigrationFailed,
+    RunnerError,
+)
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
 from dbmigrate_runner.settings import DbParams, Settings
@@ -92,9 +101,13 @@ class Work:
     # mode "plan": the start revisions and the steps an upgrade would take (nothing runs).
     start: tuple[str, ...] = ()
     planned: list[str] = field(default_factory=list)
+    # Called with env.py's connection before anything runs (the runner checks its lock_timeout).
+    on_connection: Callable[[Any], None] | None = None
 
     def __call__(self, heads: Any, context: Any) -> Iterable[Any]:
         self.table = VersionTable(context.version_table, context.version_table_schema)
+        if self.on_connection is not None and context.connection is not None:
+            self.on_connection(context.connection)
         self.heads = tuple(context.get_current_heads())
         if self.mode == "read":
             return []
@@ -286,8 +299,11 @@ def _no_file_config() -> Iterator[None]:
         logging.config.fileConfig = original  # type: ignore[assignment]
 
 
-def run_env(project: Project, work: Work, dont_mutate: bool = False) -> None:
-    """Run env.py once with ``work`` as Alembic's ``fn`` (in a worker thread: env.py may ``asyncio.run``)."""
+def run_env(
+    project: Project, work: Work, dont_mutate: bool = False, session: dict[str, str] | None = None
+) -> None:
+    """Run env.py once with ``work`` as Alembic's ``fn`` (in a worker thread: env.py may ``asyncio.run``);
+    every SQLAlchemy connection opened meanwhile gets the ``session`` settings (lock_timeout)."""
     from alembic.runtime.environment import EnvironmentContext
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
@@ -299,7 +315,7 @@ def run_env(project: Project, work: Work, dont_mutate: bool = False) -> None:
         )
     engine = create_engine(sync_url, poolclass=NullPool)
     try:
-        with engine.connect() as conn:
+        with locking.sqlalchemy_sessions(session or {}), engine.connect() as conn:
             project.config.attributes["connection"] = conn
             try:
                 with (
@@ -360,7 +376,7 @@ async def _noop_from_source(settings: Settings, state: Any) -> bool | None:
     conn = await database.connect(settings.db, settings.wait_timeout)
     try:
         try:
-            await database.take_lock(conn, settings.lock_timeout)
+            conn = await database.take_lock(conn, settings.lock_timeout, settings.db, settings.wait_timeout)
         except LockTimeout:
             with contextlib.suppress(Exception):
                 heads = await read_heads(conn, table)
@@ -423,7 +439,7 @@ async def run(settings: Settings, state: Any) -> None:
             resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
         )
         try:
-            await database.take_lock(conn, settings.lock_timeout)
+            conn = await database.take_lock(conn, settings.lock_timeout, settings.db, settings.wait_timeout)
         except LockTimeout:
             with contextlib.suppress(Exception):
                 read = Work(project.script, "read")
@@ -446,12 +462,19 @@ async def run(settings: Settings, state: Any) -> None:
                 if planned.planned:
                     check_expected(settings, "alembic", steps)
             work = Work(project.script, settings.command, destination, baseline, on_apply)
+            retrier = state.retrier = locking.Retrier(settings.locking, settings.db)
+            session = retrier.session_settings()
+            work.on_connection = functools.partial(_check_session, retrier)
             try:
-                await _env(project, work)
+                # The unit of a retry is env.py's run: by default all its steps share one transaction.
+                await retrier.run(
+                    lambda: work.current, functools.partial(_env, project, work, False, session)
+                )
             finally:
+                await retrier.close()
                 state.final_applied, state.heads = await _read_back(conn, settings, project, work)
                 final = set(state.final_applied.get(APP, [])) if state.final_applied is not None else None
-                for label in work.done:
+                for label in dict.fromkeys(work.done):  # a retried step was noted once per attempt
                     revision = label.split(":", 1)[1]
                     committed = final is None or (revision in final) == (settings.command == "upgrade")
                     if committed:
@@ -462,12 +485,36 @@ async def run(settings: Settings, state: Any) -> None:
         await database.close(conn)
 
 
-async def _env(project: Project, work: Work, dont_mutate: bool = False) -> None:
+def _check_session(retrier: locking.Retrier, connection: Any) -> None:
+    """env.py's connection must run with our lock_timeout; where it does not, the report says so."""
+    if not retrier.policy.enabled:
+        return
     try:
-        await asyncio.to_thread(run_env, project, work, dont_mutate)
+        shown = connection.exec_driver_sql("SELECT current_setting('lock_timeout')").scalar()
+    except Exception:
+        shown = None
+    note = locking.session_note(None if shown is None else str(shown), retrier.policy)
+    if note:
+        retrier.waits.note(note)
+        log.warning("lock.timeout_unset", note)
+
+
+async def _env(
+    project: Project, work: Work, dont_mutate: bool = False, session: dict[str, str] | None = None
+) -> None:
+    try:
+        await asyncio.to_thread(run_env, project, work, dont_mutate, session)
     except RunnerError:
         raise
     except Exception as exc:
+        if work.mode in ("upgrade", "downgrade") and database.is_connection_lost(exc):
+            if work.current is None:
+                raise ConnectionLost(
+                    f"lost the database connection before any migration ran ({type(exc).__name__}: {exc}); "
+                    "the Job's retry resumes the run",
+                    resumable=False,
+                ) from exc
+            raise lost_inside(work.current, exc, atomic=True) from exc
         if work.current is None and work.mode != "read":
             kind, text = database_error(exc)
             err = _error(exc, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -30,10 +30,29 @@ async def no_check(label: str) -> None:
     """The default :data:`BeforeCommit`: nothing to check."""
 
 
+T = TypeVar("T")
+
+
+class Attempt(Protocol):
+    """Runs one migration's ``body`` (its whole transaction, re-runnable): the runner's
+    :class:`~dbmigrate_runner.attempts.Attempts` retries it on a lock timeout and classifies a lost
+    connection; ``atomic`` False for a migration that runs outside a transaction."""
+
+    async def __call__(self, label: str, body: Callable[[], Awaitable[T]], *, atomic: bool = True) -> T: ...
+
+
+async def just_run(label: str, body: Callable[[], Awaitable[T]], *, atomic: bool = True) -> T:
+    """The default :class:`Attempt`: once, as it is."""
+    return await body()
+
+
 class MigrationTool(Protocol):
     name: str
     table: str  # the tracking table
     before_commit: BeforeCommit
+    attempt: Attempt
+    # Server settings of every session the tool opens (lock_timeout, application_name).
+    session_settings: dict[str, str]
 
     async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
         """Applied versions per app, oldest first, from the tracking table (empty if it is absent)."""
@@ -59,11 +78,18 @@ class MigrationTool(Protocol):
     async def close(self) -> None: ...
 
 
-def with_runner_connection(config: dict[str, Any], db: DbParams) -> dict[str, Any]:
-    """A copy of the Tortoise config whose every connection is the runner's database."""
+def with_runner_connection(
+    config: dict[str, Any], db: DbParams, session: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A copy of the Tortoise config whose every connection is the runner's database, its sessions
+    carrying the ``session`` server settings."""
     config = copy.deepcopy(config)
     names = list(config.get("connections") or {}) or ["default"]
-    config["connections"] = {name: db.tortoise_connection() for name in names}
+    connection = db.tortoise_connection()
+    if session:
+        credentials = connection["credentials"]
+        credentials["server_settings"] = {**(credentials.get("server_settings") or {}), **session}
+    config["connections"] = {name: copy.deepcopy(connection) for name in names}
     return config
 
 
@@ -103,6 +129,10 @@ async def init_tortoise(config: dict[str, Any], project: Project) -> None:
     try:
         await Tortoise.init(config=config)
     except Exception as exc:
+        from dbmigrate_runner.database import is_connection_lost
+
+        if is_connection_lost(exc):  # the database went away, the config may be fine
+            raise
         kind, text = database_error(exc)
         raise ConfigError(
             f"Tortoise.init failed for config {project.config_path}: {text}", kind=kind

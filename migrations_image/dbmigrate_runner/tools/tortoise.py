@@ -26,10 +26,12 @@ from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
 from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 from dbmigrate_runner.tools.base import (
+    Attempt,
     BeforeCommit,
     OnDone,
     group_rows,
     init_tortoise,
+    just_run,
     migration_errors,
     no_check,
     with_runner_connection,
@@ -71,12 +73,76 @@ def _check_covers(steps: list[Any], promised: list[tuple[str, str]]) -> None:
         )
 
 
+class _Apply:
+    """One forward migration in its transaction with its row; re-runnable (a lock-timeout retry)."""
+
+    def __init__(
+        self,
+        tool: TortoiseTool,
+        executor: Any,
+        migration: Any,
+        key: Any,
+        label: str,
+        applied: Any,
+        states: list[Any],
+    ) -> None:
+        self.tool, self.executor, self.migration, self.key, self.label = tool, executor, migration, key, label
+        self.applied, self.states, self.tries = applied, states, 0
+
+    async def __call__(self) -> None:
+        from tortoise.transactions import in_transaction
+
+        self.tries += 1
+        if not self.states or self.tries > 1:  # apply() moves the state on: a retry starts anew
+            self.states[:] = [await self.executor._project_state(self.applied)]
+        state, executor, migration, key = self.states[0], self.executor, self.migration, self.key
+        editor = executor._schema_editor(atomic=migration.atomic)
+        if editor.atomic_migration:
+            async with in_transaction(executor.connection.connection_name) as txn:
+                editor.client = txn
+                await migration.apply(state, schema_editor=editor)
+                await _record(txn, key.app_label, key.name, applied=True)
+                await self.tool.before_commit(self.label)
+        else:
+            await self.tool.before_commit(self.label)
+            await migration.apply(state, schema_editor=editor)
+            await executor.recorder.record_applied(key.app_label, key.name)
+
+
+class _Revert:
+    """One backward migration in its transaction with the removal of its row; re-runnable."""
+
+    def __init__(
+        self, tool: TortoiseTool, executor: Any, migration: Any, key: Any, label: str, state: Any
+    ) -> None:
+        self.tool, self.executor, self.migration, self.key, self.label = tool, executor, migration, key, label
+        self.state = state
+
+    async def __call__(self) -> None:
+        from tortoise.transactions import in_transaction
+
+        executor, migration, key = self.executor, self.migration, self.key
+        editor = executor._schema_editor(atomic=migration.atomic)
+        if editor.atomic_migration:
+            async with in_transaction(executor.connection.connection_name) as txn:
+                editor.client = txn
+                await migration.unapply(self.state, schema_editor=editor)
+                await _record(txn, key.app_label, key.name, applied=False)
+                await self.tool.before_commit(self.label)
+        else:
+            await self.tool.before_commit(self.label)
+            await migration.unapply(self.state, schema_editor=editor)
+            await executor.recorder.record_unapplied(key.app_label, key.name)
+
+
 class TortoiseTool:
     name = "tortoise"
     table = TABLE
 
     def __init__(self) -> None:
         self.before_commit: BeforeCommit = no_check
+        self.attempt: Attempt = just_run
+        self.session_settings: dict[str, str] = {}
         self.config: dict[str, Any] = {}
         self.executors: list[Any] = []
 
@@ -90,7 +156,7 @@ class TortoiseTool:
         from tortoise.connection import get_connection
         from tortoise.migrations.executor import MigrationExecutor
 
-        config = with_runner_connection(project.config, db)
+        config = with_runner_connection(project.config, db, self.session_settings)
         for app_config in config["apps"].values():
             if module := tortoise_migrations_module(app_config):
                 app_config.setdefault("migrations", module)
@@ -120,11 +186,15 @@ class TortoiseTool:
 
         executor = next(e for e in self.executors if app in e.loader.apps_config)
         label = f"{app}:{versions[-1]}"
-        with migration_errors(label):
+
+        async def record() -> None:
             async with in_transaction(executor.connection.connection_name) as txn:
                 for version in versions:
                     await _record(txn, app, version, applied=True)
                 await self.before_commit(label)
+
+        with migration_errors(label):
+            await self.attempt(label, record)
 
     async def _steps(self, executor: Any, targets: list[Any]) -> tuple[list[Any], set[Any]]:
         applied = set(await executor.recorder.applied_migrations())
@@ -154,40 +224,28 @@ class TortoiseTool:
 
     async def upgrade(self, plan: Plan, target: Target | None, on_done: OnDone) -> None:
         from tortoise.migrations.graph import MigrationKey
-        from tortoise.transactions import in_transaction
 
         for executor in self.executors:
             found = await self._promised_steps(executor, plan)
             if found is None:
                 continue
             steps, applied = found
-            state = None
+            states: list[Any] = []  # the project state, moved on by each migration (computed once)
             for step in steps:
                 migration = step.migration
                 key = MigrationKey(app_label=migration.app_label, name=migration.name)
                 label = f"{key.app_label}:{key.name}"
                 log.info("migration.apply", f"applying {label}", migration=label)
                 with migration_errors(label):
-                    if state is None:
-                        state = await executor._project_state(applied)
-                    editor = executor._schema_editor(atomic=migration.atomic)
-                    if editor.atomic_migration:
-                        async with in_transaction(executor.connection.connection_name) as txn:
-                            editor.client = txn
-                            await migration.apply(state, schema_editor=editor)
-                            await _record(txn, key.app_label, key.name, applied=True)
-                            await self.before_commit(label)
-                    else:
-                        await self.before_commit(label)
-                        await migration.apply(state, schema_editor=editor)
-                        await executor.recorder.record_applied(key.app_label, key.name)
+                    atomic = bool(executor._schema_editor(atomic=migration.atomic).atomic_migration)
+                    once = _Apply(self, executor, migration, key, label, applied, states)
+                    await self.attempt(label, once, atomic=atomic)
                 applied.add(key)
                 on_done(label)
 
     async def downgrade(self, plan: Plan, target: Target, on_done: OnDone) -> None:
         from tortoise.migrations.executor import MigrationTarget
         from tortoise.migrations.graph import MigrationKey
-        from tortoise.transactions import in_transaction
 
         for executor in self.executors:
             if target.app not in executor.loader.apps_config:
@@ -203,17 +261,9 @@ class TortoiseTool:
                 label = f"{key.app_label}:{key.name}"
                 log.info("migration.revert", f"reverting {label}", migration=label)
                 with migration_errors(label):
-                    editor = executor._schema_editor(atomic=migration.atomic)
-                    if editor.atomic_migration:
-                        async with in_transaction(executor.connection.connection_name) as txn:
-                            editor.client = txn
-                            await migration.unapply(cache[key], schema_editor=editor)
-                            await _record(txn, key.app_label, key.name, applied=False)
-                            await self.before_commit(label)
-                    else:
-                        await self.before_commit(label)
-                        await migration.unapply(cache[key], schema_editor=editor)
-                        await executor.recorder.record_unapplied(key.app_label, key.name)
+                    atomic = bool(executor._schema_editor(atomic=migration.atomic).atomic_migration)
+                    revert = _Revert(self, executor, migration, key, label, cache[key])
+                    await self.attempt(label, revert, atomic=atomic)
                 on_done(label)
 
     async def plan_sql(self, plan: Plan) -> list[Step]:

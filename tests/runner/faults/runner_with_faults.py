@@ -8,6 +8,11 @@ Run as a script (``python runner_with_faults.py upgrade ...``); the fault is cho
     holds whatever code path writes the row. If the row is written inside the migration's
     transaction, nothing of that migration may survive; if it is written after the commit (upstream
     ``tortoise migrate``), the schema change survives without its row.
+
+``FAULT_PAUSE_BEFORE=app:version`` with ``FAULT_PAUSE_DIR=dir``
+    Stop the whole process (event loop included) when the runner logs that it starts applying that
+    migration, i.e. after the previous one committed: write ``dir/paused``, wait for ``dir/resume``.
+    The test does something to the database meanwhile (restarts it).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg.connection
@@ -48,9 +55,26 @@ def install_kill_before_record(spec: str) -> None:
         setattr(asyncpg.connection.Connection, name, _wrap(original, app, version))
 
 
+def install_pause_before(label: str, folder: Path) -> None:
+    from dbmigrate_runner.log import JsonLogger
+
+    original = JsonLogger.info
+
+    def info(self: JsonLogger, event: str, msg: str, **fields: Any) -> None:
+        original(self, event, msg, **fields)
+        if event == "migration.apply" and fields.get("migration") == label:
+            (folder / "paused").write_text("")
+            while not (folder / "resume").exists():
+                time.sleep(0.05)
+
+    JsonLogger.info = info  # type: ignore[method-assign]
+
+
 def main() -> int:
     if spec := os.environ.get("FAULT_KILL_BEFORE_RECORD"):
         install_kill_before_record(spec)
+    if label := os.environ.get("FAULT_PAUSE_BEFORE"):
+        install_pause_before(label, Path(os.environ["FAULT_PAUSE_DIR"]))
     from dbmigrate_runner.cli import main as runner_main
 
     return runner_main(sys.argv[1:])
