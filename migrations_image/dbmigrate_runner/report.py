@@ -136,6 +136,10 @@ class Report:
     duration_ms: int = 0
     error: ErrorInfo | None = None
     plan: PlanSummary | None = None  # the plan command only
+    # The database the runner connected to (and locked): {"fingerprint": 16 hex digits of
+    # sha256("<system_identifier>/<name>"), "name": its name}; never the URL, host or password.
+    # None when unknown (the runner never connected).
+    database: dict[str, str] | None = None
     v: int = SCHEMA_VERSION
 
     @property
@@ -154,6 +158,8 @@ class Report:
             del data["error"]
         if self.plan is None:
             del data["plan"]
+        if self.database is None:
+            del data["database"]
         return data
 
 
@@ -391,6 +397,8 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
         "command": data["command"],
         "duration_ms": data["duration_ms"],
     }
+    if data.get("database"):
+        verdict["database"] = data["database"]
     if data.get("plan"):
         plan = data["plan"]
         for name in ("pending", "opaque", "findings"):
@@ -473,5 +481,12 @@ def decode(text: str) -> Report:
         applied_count=int(data.get("applied_count", 0)),
         duration_ms=int(data.get("duration_ms", 0)),
         error=error,
+        database=_decode_database(data.get("database")),
         v=int(data.get("v", SCHEMA_VERSION)),
     )
+
+
+def _decode_database(raw: Any) -> dict[str, str] | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("fingerprint"), str):
+        return None
+    return {"fingerprint": str(raw["fingerprint"]), "name": str(raw.get("name", ""))}

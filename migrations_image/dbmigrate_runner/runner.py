@@ -18,7 +18,6 @@ from dbmigrate_runner import database
 from dbmigrate_runner.errors import ConfigError, LockTimeout, MigrationFailed, RunnerError
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
-from dbmigrate_runner.plans import check_expected, finish_plan, summarize
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
@@ -37,6 +36,8 @@ class RunState:
     plan: SqlPlan | None = None  # the plan command's result
     # Alembic: the head(s) read with final_applied (which is then their ancestry).
     heads: dict[str, list[str]] = field(default_factory=dict)
+    # The database the runner's connection is on (the one it locks), once connected.
+    identity: database.Identity | None = None
 
 
 def app_states(
@@ -56,6 +57,8 @@ def app_states(
 
 
 def build_report(settings: Settings, state: RunState, started: float, error: RunnerError | None) -> Report:
+    if state.plan is not None:
+        from dbmigrate_runner.plans import summarize  # planning's imports (pglast) only when planning
     outcome = error.outcome if error else Outcome.SUCCEEDED
     return Report(
         outcome=outcome,
@@ -70,6 +73,7 @@ def build_report(settings: Settings, state: RunState, started: float, error: Run
         duration_ms=int((time.monotonic() - started) * 1000),
         error=ErrorInfo(kind=error.kind, message=error.message, migration=error.migration) if error else None,
         plan=summarize(state.plan) if state.plan is not None else None,
+        database=state.identity.as_report() if state.identity is not None else None,
     )
 
 
@@ -105,6 +109,7 @@ async def run(settings: Settings, state: RunState) -> None:
     conn = await database.connect(settings.db, settings.wait_timeout)
     log.debug("database.connected", "runner connection open", backend_pid=conn.get_server_pid())
     try:
+        state.identity = tool.identity = await database.identity(conn)
         if settings.command == "status":
             await _status(tool, conn, disk, state)
             return
@@ -119,7 +124,8 @@ async def run(settings: Settings, state: RunState) -> None:
                 state.final_applied = await _read_applied(tool, conn)
             raise
         try:
-            tool.before_commit = (await database.LockGuard.start(conn)).check
+            guard = await database.LockGuard.start(conn)
+            tool.before_commit, tool.lock_pid = guard.check, guard.pid
             applied = await _read_applied(tool, conn)
             state.final_applied = applied
             target = _target(settings, disk, applied)
@@ -137,7 +143,9 @@ async def run(settings: Settings, state: RunState) -> None:
                     )
             if plan.empty and not baseline:
                 log.info("plan.noop", "nothing to do", applied={a: len(v) for a, v in applied.items()})
-                return
+                if settings.fast_noop:
+                    return
+                log.info("plan.full", "DBMIGRATE_FAST_NOOP=false: opening the tool anyway", tool=tool.name)
             log.info(
                 "plan",
                 "migrations to run",
@@ -220,6 +228,8 @@ async def _execute(
     await tool.open(project, settings.db, project_apps)
     try:
         if settings.expect_plan and settings.command == "upgrade":
+            from dbmigrate_runner.plans import check_expected
+
             check_expected(settings, tool.name, await tool.plan_sql(plan))
         await tool.bootstrap()
         for app, versions in (baseline or {}).items():
@@ -287,6 +297,8 @@ async def _plan(
     state: RunState,
 ) -> None:
     """Read-only, no lock: what ``upgrade`` with the same settings would run now."""
+    from dbmigrate_runner.plans import finish_plan
+
     applied = await _read_applied(tool, conn)
     state.final_applied = applied
     target = _target(settings, disk, applied)

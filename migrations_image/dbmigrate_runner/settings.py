@@ -100,6 +100,8 @@ class Settings:
     plan_file: Path | None = None  # plan: where to write the plan document (JSON)
     sql_file: Path | None = None  # plan: where to write the readable SQL
     expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
+    # DBMIGRATE_FAST_NOOP=false: decide "nothing to do" through the tool itself, never the shortcut.
+    fast_noop: bool = True
 
 
 _ENCODE_HINT = (
@@ -313,4 +315,16 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         ),
         report_path=Path(pick("report_path", "DBMIGRATE_REPORT_PATH") or DEFAULT_PATH),
         log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
+        fast_noop=_bool(env.get("DBMIGRATE_FAST_NOOP"), "DBMIGRATE_FAST_NOOP", default=True),
     )
+
+
+def _bool(value: str | None, name: str, default: bool) -> bool:
+    text = (value or "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {text!r}")

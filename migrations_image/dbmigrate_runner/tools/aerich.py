@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from dbmigrate_runner.database import Identity
 from dbmigrate_runner.errors import ConfigError, MigrationFailed
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
@@ -26,6 +27,7 @@ from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
     OnDone,
+    check_same_database,
     group_rows,
     init_tortoise,
     migration_errors,
@@ -63,6 +65,8 @@ class AerichTool:
 
     def __init__(self) -> None:
         self.before_commit: BeforeCommit = no_check
+        self.identity: Identity | None = None
+        self.lock_pid: int | None = None
         self.project: Project | None = None
         self.config: dict[str, Any] = {}
         self._table_ready = False
@@ -86,6 +90,7 @@ class AerichTool:
             config["apps"][first]["models"] = [*config["apps"][first].get("models", []), AERICH_MODELS]
         self.config = config
         await init_tortoise(config, project)
+        await check_same_database(config, self.identity, self.lock_pid)
 
     def _connection_name(self, app: str) -> str:
         return str(self.config["apps"][app].get("default_connection", "default"))

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from dbmigrate_runner.database import Identity
 from dbmigrate_runner.errors import ConfigError, DowngradeRefused
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO, Plan, Target
@@ -27,6 +28,7 @@ from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
     OnDone,
+    check_same_database,
     group_rows,
     init_tortoise,
     migration_errors,
@@ -76,6 +78,8 @@ class TortoiseTool:
 
     def __init__(self) -> None:
         self.before_commit: BeforeCommit = no_check
+        self.identity: Identity | None = None
+        self.lock_pid: int | None = None
         self.config: dict[str, Any] = {}
         self.executors: list[Any] = []
 
@@ -95,6 +99,7 @@ class TortoiseTool:
                 app_config.setdefault("migrations", module)
         self.config = config
         await init_tortoise(config, project)
+        await check_same_database(config, self.identity, self.lock_pid)
         # One executor per connection, loaded with every app on it so cross-app dependencies resolve.
         by_connection: dict[str, dict[str, Any]] = {}
         for label, app_config in config["apps"].items():
