@@ -570,9 +570,10 @@ async def _read_back(
     """What the version table holds after the run: the ancestry and the heads (unknown: None, {})."""
     if work.table is None:
         return None, {}
+    table = VersionTable(work.table.name, work.table.schema or work.found_in)
     with contextlib.suppress(Exception):
         async with database.live(conn, settings.db, settings.wait_timeout) as reading:
-            heads = await read_heads(reading, VersionTable(work.table.name, work.table.schema or work.found_in))
+            heads = await read_heads(reading, table)
         return {APP: ancestry(project.script, heads)}, {APP: sorted(heads)}
     return None, {}
 
