@@ -39,7 +39,9 @@ def test_the_order_puts_every_revision_after_its_ancestors() -> None:
     assert sorted(order) == sorted(down)
     assert all(order.index(below) < order.index(rev) for rev, downs in down.items() for below in downs)
     assert order[-1] == "z"
-    assert oldest_first(down, ["a2", "b1"]) == ["r", "a1", "a2", "b1"]
+    # Two heads: the one with the longer history last (it is `current`), whatever the ids.
+    assert oldest_first(down, ["a2", "b1"]) == ["r", "b1", "a1", "a2"]
+    assert oldest_first({"r": (), "z": ("r",), "a": ("r",), "b": ("a",)}, ["z", "b"]) == ["r", "z", "a", "b"]
     assert oldest_first({"a": ("gone",)}, ["a"]) is None
 
 
