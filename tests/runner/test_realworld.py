@@ -255,3 +255,12 @@ def test_noop_imports_nothing_of_planning(
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "asyncpg" in imported
     assert not {"pglast", "dbmigrate_runner.plans", "dbmigrate_runner.destructive"} & imported
+
+
+def test_fast_noop_false_opens_the_tortoise_tools_too(shop: Runner, tool: str) -> None:
+    assert shop("upgrade").rc == 0
+    full = shop("upgrade", DBMIGRATE_FAST_NOOP="false")
+    assert full.rc == 0, full.stdout + full.stderr
+    assert full.report.applied == []
+    assert full.events("plan.full")  # Tortoise.init with the app's config, the identity checked
+    assert full.events("migrations.done")[0]["count"] == 0
