@@ -3,8 +3,13 @@
 One run of the user's ``env.py`` does the work: our ``fn`` (the hook ``alembic.command`` uses too)
 reads the current heads and the version table (name and schema as env.py configured them) from the
 :class:`~alembic.runtime.migration.MigrationContext`, decides, and hands Alembic the steps. Nothing
-to do is usually decided before that, without Alembic (:func:`_noop_from_source`); otherwise it
-is one env.py run whose ``fn`` returns no steps.
+to do is usually decided before that, without Alembic, under the same hold of the lock
+(:func:`_fast_scan`, :func:`_read_from_source`); otherwise it is one env.py run whose ``fn``
+returns no steps.
+
+env.py may build its own URL and ignore the runner's: before its ``run_migrations()`` does
+anything, the database its connection is on is compared with the one the runner locked
+(:meth:`Work.check_database`); another database is a ConfigError and nothing runs.
 
 env.py runs in a worker thread (the asyncio template calls ``asyncio.run``), while the event loop
 keeps the advisory lock's asyncpg connection; an ``on_version_apply`` callback checks the lock from
@@ -439,7 +444,7 @@ async def _read_from_source(conn: asyncpg.Connection, found: alembic_scan.Scan, 
 
 async def _take_lock(
     conn: asyncpg.Connection, settings: Settings, state: Any, read: Callable[[], Any]
-) -> database.LockGuard:
+) -> None:
     """The advisory lock, once per run; on LockTimeout ``read`` (best effort) fills what is applied."""
     try:
         await database.take_lock(conn, settings.lock_timeout)
@@ -447,7 +452,6 @@ async def _take_lock(
         with contextlib.suppress(Exception):
             await read()
         raise
-    return await database.LockGuard.start(conn)
 
 
 async def run(settings: Settings, state: Any) -> None:
@@ -457,7 +461,7 @@ async def run(settings: Settings, state: Any) -> None:
     if found is not None:
         _log_start(settings, _ini(settings), found.is_async)
     conn = await database.connect(settings.db, settings.wait_timeout)
-    guard: database.LockGuard | None = None
+    locked = False
     try:
         state.identity = await database.identity(conn)
         if found is not None:
@@ -471,7 +475,8 @@ async def run(settings: Settings, state: Any) -> None:
                     state.final_applied = {APP: known}
                     state.heads = {APP: sorted(heads)}
 
-            guard = await _take_lock(conn, settings, state, read_source)
+            await _take_lock(conn, settings, state, read_source)
+            locked = True
             if await _read_from_source(conn, found, state):
                 return
         project = await asyncio.to_thread(load, settings)
@@ -502,7 +507,7 @@ async def run(settings: Settings, state: Any) -> None:
         baseline = (
             resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
         )
-        if guard is None:
+        if not locked:
 
             async def read_env() -> None:
                 read = Work(project.script, "read", expected=state.identity)
@@ -510,7 +515,9 @@ async def run(settings: Settings, state: Any) -> None:
                 state.final_applied = {APP: ancestry(project.script, read.heads or ())}
                 state.heads = {APP: sorted(read.heads or ())}
 
-            guard = await _take_lock(conn, settings, state, read_env)
+            await _take_lock(conn, settings, state, read_env)
+            locked = True
+        guard = await database.LockGuard.start(conn)
         loop = asyncio.get_running_loop()
         check = guard.check
 
@@ -543,7 +550,7 @@ async def run(settings: Settings, state: Any) -> None:
                 if committed:
                     state.applied_now.append(label)
     finally:
-        if guard is not None:
+        if locked:
             await database.release_lock(conn)
         await database.close(conn)
 
