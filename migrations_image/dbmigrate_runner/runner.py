@@ -11,6 +11,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -21,8 +22,10 @@ from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, so
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
-from dbmigrate_runner.sqlplan import SqlPlan, Step
 from dbmigrate_runner.tools import MigrationTool, get_tool
+
+if TYPE_CHECKING:  # planning's modules are imported only when planning
+    from dbmigrate_runner.sqlplan import SqlPlan, Step
 
 
 @dataclass

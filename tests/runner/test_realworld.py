@@ -254,7 +254,10 @@ def test_noop_imports_nothing_of_planning(
     assert result.report.applied == []
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "asyncpg" in imported
-    assert not {"pglast", "dbmigrate_runner.plans", "dbmigrate_runner.destructive"} & imported
+    assert (
+        not {"pglast", "dbmigrate_runner.plans", "dbmigrate_runner.destructive", "dbmigrate_runner.sqlplan"}
+        & imported
+    )
 
 
 def test_fast_noop_false_opens_the_tortoise_tools_too(shop: Runner, tool: str) -> None:

@@ -13,7 +13,7 @@ Files with ``RUN_IN_TRANSACTION = False`` cannot be atomic; their row is written
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -23,7 +23,6 @@ from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
     OnDone,
@@ -34,6 +33,9 @@ from dbmigrate_runner.tools.base import (
     no_check,
     with_runner_connection,
 )
+
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
 
 TABLE = "aerich"
 
@@ -205,6 +207,7 @@ class AerichTool:
         from tortoise.transactions import in_transaction
 
         from dbmigrate_runner.destructive import split_statements
+        from dbmigrate_runner.sqlplan import Step
 
         steps: list[Step] = []
         for app_plan in plan.apps:

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -41,9 +41,11 @@ from dbmigrate_runner.errors import ConfigError, DowngradeRefused, LockTimeout, 
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
 from dbmigrate_runner.settings import DbParams, Settings
-from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools import alembic_scan
 from dbmigrate_runner.tools.base import database_error
+
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
 
 APP = "alembic"  # the one "app" of an Alembic project in the report
 DEFAULT_INI = "alembic.ini"
@@ -609,6 +611,7 @@ def offline_steps(text: str, pending: list[str], table: VersionTable | None) -> 
     revision; the framing (BEGIN/COMMIT) and the version table's own rows are left out, as the
     other tools' plans leave out their tracking tables."""
     from dbmigrate_runner.destructive import is_framing, split_statements, touches_only
+    from dbmigrate_runner.sqlplan import Step
 
     chunks: list[list[str]] = []
     order: list[str] = []
@@ -650,6 +653,8 @@ async def plan_steps(
     settings: Settings, project: Project, expected: database.Identity | None = None
 ) -> tuple[Work, list[Step]]:
     """The revisions an upgrade would apply now and their offline SQL (``work.heads``: the database's)."""
+    from dbmigrate_runner.sqlplan import Step
+
     destination = resolve_destination(project.script, settings.target, "upgrade")
     baseline = (
         resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
@@ -20,7 +20,9 @@ from dbmigrate_runner.errors import ConfigError, MigrationFailed, RunnerError
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import Project
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.sqlplan import Step
+
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
 
 OnDone = Callable[[str], None]
 # Called with "app:version" inside each migration's transaction, right before it commits (before a

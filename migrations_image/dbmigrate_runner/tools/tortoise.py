@@ -14,7 +14,7 @@ The plan itself (graph order, cross-app dependencies) still comes from the execu
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -24,7 +24,6 @@ from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO, Plan, Target
 from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 from dbmigrate_runner.tools.base import (
     BeforeCommit,
     OnDone,
@@ -35,6 +34,9 @@ from dbmigrate_runner.tools.base import (
     no_check,
     with_runner_connection,
 )
+
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
 
 TABLE = "tortoise_migrations"
 # What Migration.apply(collect_sql=True) writes for an operation without SQL (RunPython).
@@ -226,6 +228,7 @@ class TortoiseTool:
         (``RunPython``) are marked."""
 
         from dbmigrate_runner.destructive import split_statements
+        from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 
         steps: list[Step] = []
         for executor in self.executors:
