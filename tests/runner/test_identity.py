@@ -57,3 +57,22 @@ def test_identity_on_real_postgres_and_its_fallback(postgres: PostgresServer, da
 
 def database_fingerprint(system: str, name: str) -> str:
     return hashlib.sha256(f"{system}/{name}".encode()).hexdigest()[:16]
+
+
+def test_report_carries_the_database_and_leaves_it_out_when_unknown() -> None:
+    from dbmigrate_runner.report import AppState, Outcome, Report, decode, encode
+
+    named = {"fingerprint": "0123456789abcdef", "name": "shop"}
+    report = Report(outcome=Outcome.SUCCEEDED, tool="aerich", command="upgrade", database=named)
+    assert '"database":{"fingerprint":"0123456789abcdef","name":"shop"}' in encode(report)
+    assert decode(encode(report)).database == named
+    unknown = Report(outcome=Outcome.DATABASE_UNREACHABLE, tool="aerich", command="upgrade")
+    assert '"database"' not in encode(unknown)
+    assert decode(encode(unknown)).database is None
+    # Kept even when the report must shrink to its verdict.
+    huge = Report(
+        outcome=Outcome.SUCCEEDED,
+        apps={f"app{'x' * 200}{i}": AppState(current="v", count=1, versions=["v"]) for i in range(40)},
+        database=named,
+    )
+    assert decode(encode(huge)).database == named
