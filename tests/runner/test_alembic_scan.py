@@ -120,3 +120,14 @@ def test_modules_outside_the_project_are_not_followed(shop: Path) -> None:
     """env.py imports sqlalchemy and alembic, whose sources mention search_path: not the project's."""
     assert "from sqlalchemy" in (shop / ENV).read_text()
     assert scan(shop / "alembic.ini", shop) is not None
+
+
+def test_imports_are_followed_through_relative_imports(shop: Path) -> None:
+    """env.py → shop_sa.models → (relative) .session, where the engine switches search_path."""
+    (shop / "shop_sa" / "session.py").write_text('OPTIONS = {"options": "-c search_path=tenant2"}\n')
+    models = shop / "shop_sa" / "models.py"
+    assert scan(shop / "alembic.ini", shop) is not None
+    models.write_text("from .session import (\n    OPTIONS,\n)\n" + models.read_text())
+    reasons: list[str] = []
+    assert scan(shop / "alembic.ini", shop, reasons) is None
+    assert reasons == ["session.py: search_path"]

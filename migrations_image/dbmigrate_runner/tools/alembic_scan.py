@@ -33,6 +33,12 @@ _UNSAFE = re.compile(
     r"\bset\s+(?:session\s+|local\s+)?role\b|session\s+authorization",
     re.IGNORECASE,
 )
+# Import statements, for following env.py into the project's own modules.
+_FROM_IMPORT = re.compile(
+    r"^[ \t]*from[ \t]+(?P<dots>\.*)(?P<module>[\w.]*)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n#;]*)",
+    re.MULTILINE,
+)
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+(?P<modules>[\w. \t,]+)", re.MULTILINE)
 # At most this many project modules are read when following env.py's imports.
 _MAX_MODULES = 400
 # Alembic's own rule for which files in a versions directory are revision scripts.
@@ -126,25 +132,24 @@ def unsafe(paths: Iterable[Path], roots: list[Path]) -> str | None:
 
 
 def _local_imports(text: str, path: Path, roots: list[Path]) -> list[Path]:
-    """The files of the project (under ``roots``) that the module ``text`` imports, packages included."""
-    try:
-        tree = ast.parse(text, str(path))
-    except (SyntaxError, ValueError):
-        return []
+    """The files of the project (under ``roots``) that the module ``text`` imports, packages included.
+    Read with a pattern rather than parsed (a no-op may follow dozens of model modules): an import
+    written in a string or comment is followed too, which only makes the check more careful."""
     names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from the importing file's package
-                base = path.parent
-                for _ in range(node.level - 1):
-                    base = base.parent
-                parts = (node.module or "").split(".") if node.module else []
-                names += [str(base.joinpath(*parts, alias.name)) for alias in node.names]
-                names.append(str(base.joinpath(*parts)))
-            elif node.module:
-                names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    for found in _FROM_IMPORT.finditer(text):
+        dots, module = len(found["dots"]), found["module"]
+        aliases = [a.split()[0] for a in found["names"].replace("(", " ").split(",") if a.strip()]
+        if dots:  # relative: from the importing file's package
+            base = path.parent
+            for _ in range(dots - 1):
+                base = base.parent
+            parts = module.split(".") if module else []
+            names += [str(base.joinpath(*parts, alias)) for alias in aliases if alias != "*"]
+            names.append(str(base.joinpath(*parts)))
+        elif module:
+            names += [module, *(f"{module}.{alias}" for alias in aliases if alias != "*")]
+    for found in _IMPORT.finditer(text):
+        names += [part.split()[0] for part in found["modules"].split(",") if part.strip()]
     files: list[Path] = []
     for name in names:
         dotted = name.split(".")
