@@ -10,7 +10,10 @@ within each repetition so that load drift on the shared machine hits every comma
 * (c) ``tortoise migrate`` (tortoise-orm's own CLI, the ``tortoise`` console script);
 * runner (alembic) and (d) ``alembic upgrade head`` (Alembic's CLI), on a copy of
   examples/alembic-shop whose alembic.ini names the bench database;
-* the interpreter floor, ``python -c pass``, for scale.
+* the interpreter floor, ``python -c pass``, for scale;
+* the floor of a no-op decision, ``floor (asyncpg, one row)``: a fresh Python process importing
+  asyncpg, connecting and reading one row of the tracking table. The runner (aerich) aims at
+  ≤ 1.2 × this floor (issue 19).
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ from bench.core import REPO, VENV_BIN, FigureResult, Sample, run_timed
 SHOP = REPO / "examples" / "shop"
 ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
 BASELINES = Path(__file__).resolve().parent / "baselines"
+# What no runner can go below: import asyncpg, connect, read one row of the aerich table.
+FLOOR = (
+    "import asyncio, os, asyncpg\n"
+    "async def main():\n"
+    "    conn = await asyncpg.connect(os.environ['DATABASE_URL'])\n"
+    "    await conn.fetchrow('SELECT version FROM aerich ORDER BY id DESC LIMIT 1')\n"
+    "    await conn.close()\n"
+    "asyncio.run(main())\n"
+)
+FLOOR_LABEL = "floor (asyncpg, one row)"
 
 
 def _commands(ctx: Context, report: Path) -> dict[str, tuple[list[str], str]]:
@@ -47,6 +60,7 @@ def _commands(ctx: Context, report: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "alembic upgrade head": ([str(VENV_BIN / "alembic"), "upgrade", "head"], "alembic"),
         "python -c pass": ([str(VENV_BIN / "python"), "-c", "pass"], "aerich"),
+        FLOOR_LABEL: ([str(VENV_BIN / "python"), "-c", FLOOR], "aerich"),
     }
 
 
@@ -122,8 +136,21 @@ def orm_imports(
     }
 
 
+def compile_runner() -> None:
+    """Byte-compile the runner package as the migrations image ships it (``UV_COMPILE_BYTECODE=1``,
+    non-editable install): the timed runs set PYTHONDONTWRITEBYTECODE, so an editable checkout
+    without ``__pycache__`` would compile every runner module on every run, which no Job does.
+    The tools' own packages in the venv are compiled already (installed wheels)."""
+    import compileall
+
+    import dbmigrate_runner
+
+    compileall.compile_dir(str(Path(dbmigrate_runner.__file__).parent), quiet=1)
+
+
 def run(ctx: Context) -> FigureResult:
     reps = ctx.repetitions(full=7, quick=3)
+    compile_runner()
     fig = FigureResult("noop", "No-op deploy (database already at head), fresh process each")
     pg = ctx.postgres
     databases = {tool: pg.create_database() for tool in ("aerich", "tortoise", "alembic")}
@@ -160,6 +187,10 @@ def run(ctx: Context) -> FigureResult:
         "runner (aerich) / init-container script", "runner (aerich)", "init-container script", limit=0.3
     )
     fig.ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate")
+    fig.ratio(f"runner (aerich) / {FLOOR_LABEL}", "runner (aerich)", FLOOR_LABEL, limit=1.2)
+    fig.ratio(f"runner (tortoise) / {FLOOR_LABEL}", "runner (tortoise)", FLOOR_LABEL)
+    fig.ratio(f"runner (alembic) / {FLOOR_LABEL}", "runner (alembic)", FLOOR_LABEL)
+    fig.ratio(f"runner (aerich) / {FLOOR_LABEL}", "runner (aerich)", FLOOR_LABEL, limit=1.2, cpu=True)
     fig.ratio("runner (aerich) / aerich upgrade", "runner (aerich)", "aerich upgrade", limit=0.5, cpu=True)
     fig.ratio(
         "runner (aerich) / init-container script",

@@ -33,6 +33,11 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{self.prog}: {message}")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        """A fixed width: argparse would otherwise import shutil and ask for the terminal's size at
+        each of the ~50 add_argument calls of every run (a Job has no terminal anyway)."""
+        return argparse.HelpFormatter(self.prog, width=100)
+
 
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(

@@ -296,6 +296,92 @@ async def close(conn: asyncpg.Connection) -> None:
         conn.terminate()
 
 
+# Which database a session is on: the server's system_identifier (unique per cluster, kept by its
+# replicas) and the database's name. pg_control_system() is executable by everyone by default; where
+# it was revoked, the server's address and port stand in for the identifier.
+IDENTITY_PROBE = (
+    "SELECT has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') AS allowed, "
+    "current_database() AS name, "
+    "coalesce(inet_server_addr() || ':' || inet_server_port(), 'local') AS address"
+)
+MISMATCH = "runs against another database than the one the runner locked"
+SYSTEM_IDENTIFIER = "SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A database's fingerprint (never the URL, host or password) and its name, as the report has them."""
+
+    fingerprint: str
+    name: str
+    # False when the server address stood in for system_identifier (two routes to one server differ).
+    exact: bool = True
+
+    def as_report(self) -> dict[str, str]:
+        return {"fingerprint": self.fingerprint, "name": self.name}
+
+
+def fingerprint(system: str, name: str) -> str:
+    """First 16 hex digits of sha256("<system_identifier>/<database name>")."""
+    return hashlib.sha256(f"{system}/{name}".encode()).hexdigest()[:16]
+
+
+def identity_of(allowed: bool, name: str, address: str, system_identifier: str | None) -> Identity:
+    """The :class:`Identity` from the probes' answers (shared by the asyncpg and the SQLAlchemy side)."""
+    exact = bool(allowed) and system_identifier is not None
+    system = system_identifier if exact and system_identifier is not None else address
+    return Identity(fingerprint(system, name), name, exact)
+
+
+async def identity(conn: asyncpg.Connection) -> Identity:
+    """The identity of the database ``conn`` is on (two queries, both read-only, neither can fail
+    on a missing privilege)."""
+    row = await conn.fetchrow(IDENTITY_PROBE)
+    assert row is not None
+    system = await conn.fetchval(SYSTEM_IDENTIFIER) if row["allowed"] else None
+    return identity_of(bool(row["allowed"]), str(row["name"]), str(row["address"]), system)
+
+
+def sync_identity(execute: Any) -> Identity:
+    """:func:`identity` over a synchronous driver: ``execute(sql)`` returns the first row as a tuple
+    (the migration tools' own connections, e.g. the one an Alembic env.py opened)."""
+    allowed, name, address = execute(IDENTITY_PROBE)
+    system = execute(SYSTEM_IDENTIFIER)[0] if allowed else None
+    return identity_of(bool(allowed), str(name), str(address), None if system is None else str(system))
+
+
+def holds_lock_sql(pid: int) -> str:
+    """SQL (no parameters: integers only) that is true when backend ``pid`` holds the migration lock
+    on the current database: another session sees this only when it is on the same server and
+    database as the lock. Used where an address stood in for system_identifier."""
+    return (
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        f"AND pid = {int(pid)} AND classid = {LOCK_CLASSID} AND objid = {LOCK_OBJID} AND objsubid = 1 "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+    )
+
+
+def same_database(locked: Identity, other: Identity, sees_lock: bool | None = None) -> bool:
+    """Whether ``other`` (a migration tool's session) is on the database the runner ``locked``.
+    Equal fingerprints decide; when an address stood in for system_identifier (not exact) two
+    routes to one server differ, so there whether ``other`` sees the runner's lock
+    (:func:`holds_lock_sql`) decides, or, without a lock to look for (None), the names do."""
+    if locked.fingerprint == other.fingerprint:
+        return True
+    if (locked.exact and other.exact) or locked.name != other.name:
+        return False
+    return sees_lock is None or sees_lock
+
+
+def undecided(locked: Identity, other: Identity) -> bool:
+    """True when :func:`same_database` needs the lock probe to tell."""
+    return (
+        locked.fingerprint != other.fingerprint
+        and not (locked.exact and other.exact)
+        and (locked.name == other.name)
+    )
+
+
 async def table_exists(conn: asyncpg.Connection, table: str) -> bool:
     return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{table}"'))
 

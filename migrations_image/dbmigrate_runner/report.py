@@ -440,6 +440,8 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
     }
     if data.get("locking"):
         verdict["locking"] = {**data["locking"], "blocker": None, "note": None}
+    if data.get("database"):
+        verdict["database"] = data["database"]
     if data.get("plan"):
         plan = data["plan"]
         for name in ("pending", "opaque", "findings"):
@@ -553,7 +555,6 @@ def decode(text: str) -> Report:
 
 
 def _decode_database(raw: Any) -> dict[str, str] | None:
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or not isinstance(raw.get("fingerprint"), str):
         return None
-    out = {key: str(raw[key]) for key in ("fingerprint", "name") if isinstance(raw.get(key), str)}
-    return out or None
+    return {"fingerprint": str(raw["fingerprint"]), "name": str(raw.get("name", ""))}

@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -21,12 +22,13 @@ from dbmigrate_runner.errors import ConfigError, ConnectionLost, LockTimeout, Mi
 from dbmigrate_runner.locking import Retrier
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
-from dbmigrate_runner.plans import check_expected, finish_plan, summarize
 from dbmigrate_runner.project import Project, discover, load_project
 from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
-from dbmigrate_runner.sqlplan import SqlPlan, Step
 from dbmigrate_runner.tools import MigrationTool, get_tool
+
+if TYPE_CHECKING:  # planning's modules are imported only when planning
+    from dbmigrate_runner.sqlplan import SqlPlan, Step
 
 
 @dataclass
@@ -43,6 +45,8 @@ class RunState:
     retrier: Retrier | None = None  # lock timeouts met (the report's "locking")
     # The approved plan's migrations, once checked (--expect-plan): a resumed run must be its tail.
     verified: list[str] | None = None
+    # The database the runner's connection is on (the one it locks), once connected.
+    identity: database.Identity | None = None
 
 
 def app_states(
@@ -62,6 +66,8 @@ def app_states(
 
 
 def build_report(settings: Settings, state: RunState, started: float, error: RunnerError | None) -> Report:
+    if state.plan is not None:
+        from dbmigrate_runner.plans import summarize  # planning's imports (pglast) only when planning
     outcome = error.outcome if error else Outcome.SUCCEEDED
     return Report(
         outcome=outcome,
@@ -77,6 +83,7 @@ def build_report(settings: Settings, state: RunState, started: float, error: Run
         error=ErrorInfo(kind=error.kind, message=error.message, migration=error.migration) if error else None,
         plan=summarize(state.plan) if state.plan is not None else None,
         locking=state.retrier.waits.report() if state.retrier is not None else None,
+        database=state.identity.as_report() if state.identity is not None else None,
     )
 
 
@@ -112,6 +119,7 @@ async def run(settings: Settings, state: RunState) -> None:
     conn = await database.connect(settings.db, settings.wait_timeout)
     log.debug("database.connected", "runner connection open", backend_pid=conn.get_server_pid())
     try:
+        state.identity = tool.identity = await database.identity(conn)
         if settings.command == "status":
             await _status(tool, conn, disk, state)
             return
@@ -175,7 +183,7 @@ async def _locked(
         if isinstance(exc, RunnerError) or not database.lost(conn, exc):
             raise
         raise ConnectionLost(f"lost the database connection ({type(exc).__name__})", resumable=True) from exc
-    tool.before_commit = guard.check
+    tool.before_commit, tool.lock_pid = guard.check, guard.pid
     attempts.guard = guard
     state.final_applied = applied
     target = _target(settings, disk, applied)
@@ -193,7 +201,9 @@ async def _locked(
             )
     if plan.empty and not baseline:
         log.info("plan.noop", "nothing to do", applied={a: len(v) for a, v in applied.items()})
-        return
+        if settings.fast_noop:
+            return
+        log.info("plan.full", "DBMIGRATE_FAST_NOOP=false: opening the tool anyway", tool=tool.name)
     log.info(
         "plan",
         "migrations to run",
@@ -280,6 +290,8 @@ async def _execute(
         if settings.expect_plan and settings.command == "upgrade":
             labels = [f"{p.app}:{v}" for p in plan.apps for v in p.to_apply]
             if state.verified is None:
+                from dbmigrate_runner.plans import check_expected
+
                 check_expected(settings, tool.name, await tool.plan_sql(plan))
                 state.verified = labels
             elif labels != state.verified[len(state.verified) - len(labels) :]:
@@ -354,6 +366,8 @@ async def _plan(
     state: RunState,
 ) -> None:
     """Read-only, no lock: what ``upgrade`` with the same settings would run now."""
+    from dbmigrate_runner.plans import finish_plan
+
     applied = await _read_applied(tool, conn)
     state.final_applied = applied
     target = _target(settings, disk, applied)

@@ -126,6 +126,8 @@ class Settings:
     locking: Policy = field(
         default_factory=Policy
     )  # lock_timeout of migrations and its retries (DBMIGRATE_LOCKING_*)
+    # DBMIGRATE_FAST_NOOP=false: decide "nothing to do" through the tool itself, never the shortcut.
+    fast_noop: bool = True
 
 
 _ENCODE_HINT = (
@@ -278,6 +280,7 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         log_level=(pick("log_level", "DBMIGRATE_LOG_LEVEL") or "info").lower(),
         lint_ignore=lint_rules(pick("lint_ignore", "DBMIGRATE_LINT_IGNORE") or ""),
         locking=policy_from_env(env),
+        fast_noop=_bool(env.get("DBMIGRATE_FAST_NOOP"), "DBMIGRATE_FAST_NOOP", default=True),
     )
 
 
@@ -292,3 +295,14 @@ def lint_rules(value: str | list[str]) -> tuple[str, ...]:
     if bad:
         raise ConfigError(f"DBMIGRATE_LINT_IGNORE: not a rule id: {', '.join(bad)} (e.g. ban-drop-index)")
     return tuple(rules)
+
+
+def _bool(value: str | None, name: str, default: bool) -> bool:
+    text = (value or "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {text!r}")

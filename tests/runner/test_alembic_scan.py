@@ -39,7 +39,9 @@ def test_the_order_puts_every_revision_after_its_ancestors() -> None:
     assert sorted(order) == sorted(down)
     assert all(order.index(below) < order.index(rev) for rev, downs in down.items() for below in downs)
     assert order[-1] == "z"
-    assert oldest_first(down, ["a2", "b1"]) == ["r", "a1", "a2", "b1"]
+    # Two heads: the one with the longer history last (it is `current`), whatever the ids.
+    assert oldest_first(down, ["a2", "b1"]) == ["r", "b1", "a1", "a2"]
+    assert oldest_first({"r": (), "z": ("r",), "a": ("r",), "b": ("a",)}, ["z", "b"]) == ["r", "z", "a", "b"]
     assert oldest_first({"a": ("gone",)}, ["a"]) is None
 
 
@@ -89,3 +91,43 @@ def test_missing_pieces(shop: Path, tmp_path: Path) -> None:
     assert scan(tmp_path / "none.ini", shop) is None
     (shop / "migrations" / "versions" / "junk.py").write_text("x = 1\n")  # no revision: Alembic fails
     assert scan(shop / "alembic.ini", shop) is None
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        (ENV, 'connection.exec_driver_sql("SET search_path TO tenant2, public")\n'),
+        (ENV, 'connect_args = {"options": "-csearch_path=tenant2"}\n'),
+        (ENV, 'connection = connection.execution_options(schema_translate_map={None: "t2"})\n'),
+        (ENV, 'connection.execute(text("SET ROLE tenant_owner"))\n'),
+        (ENV, "connection.execute(text(\"SELECT set_config('search_path', 'x', false)\"))\n"),
+        ("shop_sa/models.py", "SCHEMA_SETUP = \"SET SCHEMA 'tenant2'\"\n"),  # a module env.py imports
+        ("shop_sa/__init__.py", "SEARCH_PATH = 'tenant2'\n"),  # the package on the way
+    ],
+)
+def test_what_moves_the_version_table_turns_the_shortcut_off(shop: Path, where: str, text: str) -> None:
+    reasons: list[str] = []
+    assert scan(shop / "alembic.ini", shop, reasons) is not None
+    assert reasons == []
+    path = shop / where
+    path.write_text(path.read_text() + text)
+    assert scan(shop / "alembic.ini", shop, reasons) is None
+    assert reasons
+    assert reasons[0].startswith(f"{path.name}: ")
+
+
+def test_modules_outside_the_project_are_not_followed(shop: Path) -> None:
+    """env.py imports sqlalchemy and alembic, whose sources mention search_path: not the project's."""
+    assert "from sqlalchemy" in (shop / ENV).read_text()
+    assert scan(shop / "alembic.ini", shop) is not None
+
+
+def test_imports_are_followed_through_relative_imports(shop: Path) -> None:
+    """env.py → shop_sa.models → (relative) .session, where the engine switches search_path."""
+    (shop / "shop_sa" / "session.py").write_text('OPTIONS = {"options": "-c search_path=tenant2"}\n')
+    models = shop / "shop_sa" / "models.py"
+    assert scan(shop / "alembic.ini", shop) is not None
+    models.write_text("from .session import (\n    OPTIONS,\n)\n" + models.read_text())
+    reasons: list[str] = []
+    assert scan(shop / "alembic.ini", shop, reasons) is None
+    assert reasons == ["session.py: search_path"]

@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from dbmigrate_runner import sources
+from dbmigrate_runner.database import Identity
 from dbmigrate_runner.errors import ConfigError, MigrationFailed
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import AERICH_MODELS, Project, aerich_dir
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools.base import (
     Attempt,
     BeforeCommit,
     OnDone,
+    check_same_database,
     group_rows,
     init_tortoise,
     just_run,
@@ -36,6 +37,9 @@ from dbmigrate_runner.tools.base import (
     no_check,
     with_runner_connection,
 )
+
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
 
 TABLE = "aerich"
 
@@ -69,6 +73,8 @@ class AerichTool:
         self.before_commit: BeforeCommit = no_check
         self.attempt: Attempt = just_run
         self.session_settings: dict[str, str] = {}
+        self.identity: Identity | None = None
+        self.lock_pid: int | None = None
         self.project: Project | None = None
         self.config: dict[str, Any] = {}
         self._table_ready = False
@@ -93,6 +99,7 @@ class AerichTool:
             config["apps"][first]["models"] = [*config["apps"][first].get("models", []), AERICH_MODELS]
         self.config = config
         await init_tortoise(config, project)
+        await check_same_database(config, self.identity, self.lock_pid)
 
     def _connection_name(self, app: str) -> str:
         return str(self.config["apps"][app].get("default_connection", "default"))
@@ -229,6 +236,7 @@ class AerichTool:
         from tortoise.transactions import in_transaction
 
         from dbmigrate_runner.destructive import split_statements
+        from dbmigrate_runner.sqlplan import Step
 
         steps: list[Step] = []
         for app_plan in plan.apps:

@@ -3,8 +3,13 @@
 One run of the user's ``env.py`` does the work: our ``fn`` (the hook ``alembic.command`` uses too)
 reads the current heads and the version table (name and schema as env.py configured them) from the
 :class:`~alembic.runtime.migration.MigrationContext`, decides, and hands Alembic the steps. Nothing
-to do is usually decided before that, without Alembic (:func:`_noop_from_source`); otherwise it
-is one env.py run whose ``fn`` returns no steps.
+to do is usually decided before that, without Alembic, under the same hold of the lock
+(:func:`_fast_scan`, :func:`_read_from_source`); otherwise it is one env.py run whose ``fn``
+returns no steps.
+
+env.py may build its own URL and ignore the runner's: before its ``run_migrations()`` does
+anything, the database its connection is on is compared with the one the runner locked
+(:meth:`Work.check_database`); another database is a ConfigError and nothing runs.
 
 env.py runs in a worker thread (the asyncio template calls ``asyncio.run``), while the event loop
 keeps the advisory lock's asyncpg connection; an ``on_version_apply`` callback checks the lock from
@@ -24,10 +29,11 @@ import functools
 import itertools
 import logging.config
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -44,14 +50,14 @@ from dbmigrate_runner.errors import (
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO
 from dbmigrate_runner.settings import DbParams, Settings
-from dbmigrate_runner.sqlplan import Step
 from dbmigrate_runner.tools import alembic_scan
 from dbmigrate_runner.tools.base import database_error
 
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
+
 APP = "alembic"  # the one "app" of an Alembic project in the report
 DEFAULT_INI = "alembic.ini"
-# An env.py that builds an async engine needs an async driver in sqlalchemy.url.
-_ASYNC_MARKERS = ("async_engine_from_config", "create_async_engine", "AsyncEngine", "AsyncConnection")
 
 
 def sqlalchemy_url(db: DbParams, driver: str) -> str:
@@ -104,10 +110,46 @@ class Work:
     # Called with env.py's connection before anything runs (the runner checks its lock_timeout).
     on_connection: Callable[[Any], None] | None = None
 
+    # The database the runner connected to (and the backend holding its lock): env.py's connection
+    # must be on it (:meth:`check_database`), else nothing runs.
+    expected: database.Identity | None = None
+    lock_pid: int | None = None
+    # The schema where env.py's session found an unqualified version table (its search_path).
+    found_in: str | None = None
+
+    def check_database(self, context: Any) -> None:
+        """Before env.py's ``run_migrations`` touches anything (even the version table): refuse a
+        connection that is not on the database the runner locked."""
+        connection = context.connection
+        if self.expected is None or context.as_sql or connection is None:
+            return
+
+        def execute(sql: str) -> tuple[Any, ...]:
+            return tuple(connection.exec_driver_sql(sql).one())
+
+        other = database.sync_identity(execute)
+        seen = None
+        if self.lock_pid is not None and database.undecided(self.expected, other):
+            seen = bool(execute(database.holds_lock_sql(self.lock_pid))[0])
+        if not database.same_database(self.expected, other, seen):
+            raise ConfigError(
+                f"env.py {database.MISMATCH}: its connection is on database {other.name!r} "
+                f"(fingerprint {other.fingerprint}), the runner locked {self.expected.name!r} "
+                f"(fingerprint {self.expected.fingerprint}, from DATABASE_URL or DB_*); nothing was "
+                "applied. env.py ignores DATABASE_URL (it builds its own URL from other settings): "
+                'make it use the runner\'s connection, config.attributes["connection"] when it is set '
+                "(Alembic's shared-connection recipe), else an engine from "
+                'config.get_main_option("sqlalchemy.url"); the runner sets both (and DATABASE_URL) '
+                "to its own database",
+                kind="DatabaseMismatch",
+            )
+
     def __call__(self, heads: Any, context: Any) -> Iterable[Any]:
         self.table = VersionTable(context.version_table, context.version_table_schema)
         if self.on_connection is not None and context.connection is not None:
             self.on_connection(context.connection)
+        if self.table.schema is None and not context.as_sql and context.connection is not None:
+            self.found_in = _visible_schema(context.connection, context.version_table)
         self.heads = tuple(context.get_current_heads())
         if self.mode == "read":
             return []
@@ -176,6 +218,21 @@ class Work:
             self.done.append(label)
 
 
+def _visible_schema(connection: Any, table: str) -> str | None:
+    """The schema of the version table env.py's session finds through its search_path (None when
+    it has none yet), so the runner's own session reads back the same table."""
+    from sqlalchemy import text
+
+    found = connection.execute(
+        text(
+            "SELECT n.nspname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(:t)"
+        ),
+        {"t": VersionTable(table, None).sql()},
+    ).scalar()
+    return None if found is None else str(found)
+
+
 def ancestry(script: Any, heads: tuple[str, ...]) -> list[str]:
     """The revisions from ``heads`` down to base, oldest first (Alembic records only the heads), in
     :func:`alembic_scan.oldest_first`'s order, the same as the no-op path's."""
@@ -221,6 +278,8 @@ def load(settings: Settings) -> Project:
     if not root.is_dir():
         raise ConfigError(f"project directory {root} does not exist")
     os.chdir(root)  # like running `alembic` there: a relative script_location resolves against it
+    if str(root) not in sys.path:  # as documented: env.py imports the project's modules from there
+        sys.path.insert(0, str(root))
     ini = _ini(settings)
     if not ini.is_file():
         raise ConfigError(f"no Alembic config at {ini} (pass --config path/to/alembic.ini)")
@@ -231,7 +290,7 @@ def load(settings: Settings) -> Project:
         raise ConfigError(f"cannot load the Alembic script directory from {ini}: {exc}") from exc
     env_py = Path(script.dir, "env.py")
     text = env_py.read_text(encoding="utf-8") if env_py.is_file() else ""
-    is_async = any(marker in text for marker in _ASYNC_MARKERS)
+    is_async = any(marker in text for marker in alembic_scan.ASYNC_MARKERS)
     url = sqlalchemy_url(settings.db, "asyncpg" if is_async else "psycopg")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     os.environ["DATABASE_URL"] = url
@@ -318,10 +377,16 @@ def run_env(
         with locking.sqlalchemy_sessions(session or {}), engine.connect() as conn:
             project.config.attributes["connection"] = conn
             try:
-                with (
-                    _no_file_config(),
-                    EnvironmentContext(project.config, project.script, fn=work, dont_mutate=dont_mutate),
-                ):
+                env = EnvironmentContext(project.config, project.script, fn=work, dont_mutate=dont_mutate)
+                run_migrations = env.run_migrations
+
+                def checked(**kw: Any) -> None:
+                    """``context.run_migrations()`` checks env.py's connection first."""
+                    work.check_database(env.get_context())
+                    run_migrations(**kw)
+
+                env.run_migrations = checked  # type: ignore[method-assign]  # alembic.context calls it
+                with _no_file_config(), env:
                     project.script.run_env()
                 if conn.in_transaction():
                     conn.commit()
@@ -360,38 +425,33 @@ def _log_start(settings: Settings, ini: Path, async_env: bool | None) -> None:
     )
 
 
-async def _noop_from_source(settings: Settings, state: Any) -> bool | None:
-    """The no-op deploy without Alembic, SQLAlchemy or env.py (see :mod:`alembic_scan`): True when
-    the version table already holds the image's head(s), under the lock, like the full path; None
-    when the source cannot tell (nothing done); False when it could but there is work to do."""
+def _fast_scan(settings: Settings) -> alembic_scan.Scan | None:
+    """The project as its source tells it, when a no-op may be decided from the source alone (an
+    ``upgrade`` to head with nothing unusual, :mod:`alembic_scan`), else None."""
     target = (settings.target or "head").strip().removeprefix(f"{APP}:")
     if settings.command != "upgrade" or settings.baseline or settings.apps or target not in ("head", "heads"):
         return None
+    if not settings.fast_noop:
+        log.info("plan.source", "DBMIGRATE_FAST_NOOP=false: env.py decides, even when nothing is to do")
+        return None
     root = settings.project_dir.resolve()
-    found = alembic_scan.scan(_ini(settings), root) if root.is_dir() else None
+    reasons: list[str] = []
+    found = alembic_scan.scan(_ini(settings), root, reasons) if root.is_dir() else None
+    if reasons:
+        log.info(
+            "plan.source",
+            "env.py may read another version table than the runner's session: env.py decides",
+            reason=reasons[0],
+        )
     if found is None or (target == "head" and len(found.heads) != 1):
         return None  # MultipleHeads and anything unusual: the full path says it
-    _log_start(settings, _ini(settings), None)
-    table = VersionTable(found.table, found.schema)
-    conn = await database.connect(settings.db, settings.wait_timeout)
-    try:
-        try:
-            conn = await database.take_lock(conn, settings.lock_timeout, settings.db, settings.wait_timeout)
-        except LockTimeout:
-            with contextlib.suppress(Exception):
-                heads = await read_heads(conn, table)
-                known = found.ancestry(heads)
-                if known is not None:  # heads this source does not know: leave "unknown"
-                    state.apps = [APP]
-                    state.final_applied = {APP: known}
-                    state.heads = {APP: sorted(heads)}
-            raise
-        try:
-            heads = await read_heads(conn, table)
-        finally:
-            await database.release_lock(conn)
-    finally:
-        await database.close(conn)
+    return found
+
+
+async def _read_from_source(conn: asyncpg.Connection, found: alembic_scan.Scan, state: Any) -> bool:
+    """Under the lock: True (and ``state`` filled) when the version table already holds the image's
+    head(s); False when there is work (or heads this source does not know): Alembic decides."""
+    heads = await read_heads(conn, VersionTable(found.table, found.schema))
     applied = found.ancestry(heads)
     if set(heads) != set(found.heads) or applied is None:
         log.debug("plan.source", "work to do: Alembic decides", heads=sorted(heads), image=list(found.heads))
@@ -403,19 +463,50 @@ async def _noop_from_source(settings: Settings, state: Any) -> bool | None:
     return True
 
 
-async def run(settings: Settings, state: Any) -> None:
-    """The whole Alembic run (``state`` is the runner's RunState)."""
-    lean = await _noop_from_source(settings, state)
-    if lean:
-        return
-    project = await asyncio.to_thread(load, settings)
-    state.apps = [APP]
-    if lean is None:  # not logged yet
-        _log_start(settings, project.ini, project.is_async)
-    conn = await database.connect(settings.db, settings.wait_timeout)
+async def _take_lock(
+    conn: asyncpg.Connection, settings: Settings, state: Any, read: Callable[[], Any]
+) -> asyncpg.Connection:
+    """The advisory lock, once per run; on LockTimeout ``read`` (best effort) fills what is applied.
+    Returns the connection holding the lock (a connection lost while waiting is replaced)."""
     try:
+        return await database.take_lock(conn, settings.lock_timeout, settings.db, settings.wait_timeout)
+    except LockTimeout:
+        with contextlib.suppress(Exception):
+            await read()
+        raise
+
+
+async def run(settings: Settings, state: Any) -> None:
+    """The whole Alembic run (``state`` is the runner's RunState). One connection and, for the
+    commands that write, one hold of the lock from the no-op check to the end of env.py's run."""
+    found = _fast_scan(settings)
+    if found is not None:
+        _log_start(settings, _ini(settings), found.is_async)
+    conn = await database.connect(settings.db, settings.wait_timeout)
+    locked = False
+    try:
+        state.identity = await database.identity(conn)
+        if found is not None:
+            scanned = found
+
+            async def read_source() -> None:
+                heads = await read_heads(conn, VersionTable(scanned.table, scanned.schema))
+                known = scanned.ancestry(heads)
+                if known is not None:  # heads this source does not know: leave "unknown"
+                    state.apps = [APP]
+                    state.final_applied = {APP: known}
+                    state.heads = {APP: sorted(heads)}
+
+            conn = await _take_lock(conn, settings, state, read_source)
+            locked = True
+            if await _read_from_source(conn, found, state):
+                return
+        project = await asyncio.to_thread(load, settings)
+        state.apps = [APP]
+        if found is None:  # not logged yet
+            _log_start(settings, project.ini, project.is_async)
         if settings.command == "status":
-            read = Work(project.script, "read")
+            read = Work(project.script, "read", expected=state.identity)
             await _env(project, read, dont_mutate=True)
             applied = ancestry(project.script, read.heads or ())
             state.final_applied = {APP: applied}
@@ -438,50 +529,56 @@ async def run(settings: Settings, state: Any) -> None:
         baseline = (
             resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
         )
-        try:
-            conn = await database.take_lock(conn, settings.lock_timeout, settings.db, settings.wait_timeout)
-        except LockTimeout:
-            with contextlib.suppress(Exception):
-                read = Work(project.script, "read")
+        if not locked:
+
+            async def read_env() -> None:
+                read = Work(project.script, "read", expected=state.identity)
                 await _env(project, read, dont_mutate=True)
                 state.final_applied = {APP: ancestry(project.script, read.heads or ())}
                 state.heads = {APP: sorted(read.heads or ())}
-            raise
+
+            conn = await _take_lock(conn, settings, state, read_env)
+            locked = True
+        guard = await database.LockGuard.start(conn)
+        loop = asyncio.get_running_loop()
+        check = guard.check
+
+        def on_apply(label: str) -> None:
+            asyncio.run_coroutine_threadsafe(check(label), loop).result()
+
+        if settings.expect_plan and settings.command == "upgrade":
+            from dbmigrate_runner.plans import check_expected
+
+            planned, steps = await plan_steps(settings, project, state.identity)
+            if planned.planned:
+                check_expected(settings, "alembic", steps)
+        work = Work(
+            project.script,
+            settings.command,
+            destination,
+            baseline,
+            on_apply,
+            expected=state.identity,
+            lock_pid=guard.pid,
+        )
+        retrier = state.retrier = locking.Retrier(settings.locking, settings.db)
+        session = retrier.session_settings()
+        work.on_connection = functools.partial(_check_session, retrier)
         try:
-            guard = await database.LockGuard.start(conn)
-            loop = asyncio.get_running_loop()
-            check = guard.check
-
-            def on_apply(label: str) -> None:
-                asyncio.run_coroutine_threadsafe(check(label), loop).result()
-
-            if settings.expect_plan and settings.command == "upgrade":
-                from dbmigrate_runner.plans import check_expected
-
-                planned, steps = await plan_steps(settings, project)
-                if planned.planned:
-                    check_expected(settings, "alembic", steps)
-            work = Work(project.script, settings.command, destination, baseline, on_apply)
-            retrier = state.retrier = locking.Retrier(settings.locking, settings.db)
-            session = retrier.session_settings()
-            work.on_connection = functools.partial(_check_session, retrier)
-            try:
-                # The unit of a retry is env.py's run: by default all its steps share one transaction.
-                await retrier.run(
-                    lambda: work.current, functools.partial(_env, project, work, False, session)
-                )
-            finally:
-                await retrier.close()
-                state.final_applied, state.heads = await _read_back(conn, settings, project, work)
-                final = set(state.final_applied.get(APP, [])) if state.final_applied is not None else None
-                for label in dict.fromkeys(work.done):  # a retried step was noted once per attempt
-                    revision = label.split(":", 1)[1]
-                    committed = final is None or (revision in final) == (settings.command == "upgrade")
-                    if committed:
-                        state.applied_now.append(label)
+            # The unit of a retry is env.py's run: by default all its steps share one transaction.
+            await retrier.run(lambda: work.current, functools.partial(_env, project, work, False, session))
         finally:
-            await database.release_lock(conn)
+            await retrier.close()
+            state.final_applied, state.heads = await _read_back(conn, settings, project, work)
+            final = set(state.final_applied.get(APP, [])) if state.final_applied is not None else None
+            for label in dict.fromkeys(work.done):  # a retried step was noted once per attempt
+                revision = label.split(":", 1)[1]
+                committed = final is None or (revision in final) == (settings.command == "upgrade")
+                if committed:
+                    state.applied_now.append(label)
     finally:
+        if locked:
+            await database.release_lock(conn)
         await database.close(conn)
 
 
@@ -531,9 +628,10 @@ async def _read_back(
     """What the version table holds after the run: the ancestry and the heads (unknown: None, {})."""
     if work.table is None:
         return None, {}
+    table = VersionTable(work.table.name, work.table.schema or work.found_in)
     with contextlib.suppress(Exception):
         async with database.live(conn, settings.db, settings.wait_timeout) as reading:
-            heads = await read_heads(reading, work.table)
+            heads = await read_heads(reading, table)
         return {APP: ancestry(project.script, heads)}, {APP: sorted(heads)}
     return None, {}
 
@@ -615,6 +713,7 @@ def offline_steps(text: str, pending: list[str], table: VersionTable | None) -> 
     revision; the framing (BEGIN/COMMIT) and the version table's own rows are left out, as the
     other tools' plans leave out their tracking tables."""
     from dbmigrate_runner.destructive import is_framing, split_statements, touches_only
+    from dbmigrate_runner.sqlplan import Step
 
     chunks: list[list[str]] = []
     order: list[str] = []
@@ -646,19 +745,23 @@ async def _plan(settings: Settings, project: Project, conn: asyncpg.Connection, 
     rendered offline, as ``alembic upgrade --sql`` does."""
     from dbmigrate_runner.plans import finish_plan
 
-    work, steps = await plan_steps(settings, project)
+    work, steps = await plan_steps(settings, project, state.identity)
     state.final_applied = {APP: ancestry(project.script, work.heads or ())}
     state.heads = {APP: sorted(work.heads or ())}
     state.plan = await finish_plan(settings, "alembic", steps, conn)
 
 
-async def plan_steps(settings: Settings, project: Project) -> tuple[Work, list[Step]]:
+async def plan_steps(
+    settings: Settings, project: Project, expected: database.Identity | None = None
+) -> tuple[Work, list[Step]]:
     """The revisions an upgrade would apply now and their offline SQL (``work.heads``: the database's)."""
+    from dbmigrate_runner.sqlplan import Step
+
     destination = resolve_destination(project.script, settings.target, "upgrade")
     baseline = (
         resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
     )
-    work = Work(project.script, "plan", destination, baseline)
+    work = Work(project.script, "plan", destination, baseline, expected=expected)
     await _env(project, work, dont_mutate=True)
     steps: list[Step] = []
     if work.planned:

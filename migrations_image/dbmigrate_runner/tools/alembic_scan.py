@@ -7,6 +7,13 @@ nothing executed), and compares the heads with the version table on its own conn
 everything it needs is a literal it can read does it answer; anything else (a computed revision
 id or version table, ``depends_on``, ``version_locations``, sourceless files, ``**kwargs`` to
 ``configure``) returns None, and the full path (Alembic's own API and env.py) decides.
+
+Reading the version table over the runner's own session is only right when env.py's session
+finds the same table. So the shortcut is also refused when env.py, alembic.ini or a module of the
+project that env.py imports (followed through the project's own imports) mentions what moves it:
+``search_path``, ``schema_translate_map``, ``SET SCHEMA``, ``set_config``, ``SET ROLE`` or
+``SESSION AUTHORIZATION``. What it cannot see (a library doing it, a URL from the environment with
+``options=-csearch_path``) is why ``DBMIGRATE_FAST_NOOP=false`` turns the shortcut off.
 """
 
 from __future__ import annotations
@@ -20,6 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_VERSION_TABLE = "alembic_version"
+# Text that means env.py's session may find another version table than the runner's session does.
+_UNSAFE = re.compile(
+    r"search_path|schema_translate_map|\bset\s+schema\b|set_config|"
+    r"\bset\s+(?:session\s+|local\s+)?role\b|session\s+authorization",
+    re.IGNORECASE,
+)
+# Import statements, for following env.py into the project's own modules.
+_FROM_IMPORT = re.compile(
+    r"^[ \t]*from[ \t]+(?P<dots>\.*)(?P<module>[\w.]*)[ \t]+import[ \t]+(?P<names>\([^)]*\)|[^\n#;]*)",
+    re.MULTILINE,
+)
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+(?P<modules>[\w. \t,]+)", re.MULTILINE)
+# At most this many project modules are read when following env.py's imports.
+_MAX_MODULES = 400
 # Alembic's own rule for which files in a versions directory are revision scripts.
 _SOURCE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
 
@@ -31,6 +52,7 @@ class Scan:
     table: str
     schema: str | None
     down: dict[str, tuple[str, ...]]  # revision -> its down revisions
+    is_async: bool = False  # env.py builds an async engine
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -46,9 +68,16 @@ def oldest_first(down: Mapping[str, tuple[str, ...]], heads: Iterable[str]) -> l
     """``heads`` and their ancestors in ``down``, every revision after all of its ancestors, the
     heads last; deterministic (ids sorted where the graph leaves a choice), so the full path and
     the no-op path list a history in the same order. None when a revision is not in ``down``."""
+    sizes: dict[str, int] = {}
+    for head in set(heads):
+        size = _history_size(down, head)
+        if size is None:
+            return None
+        sizes[head] = size
     seen: set[str] = set()
     order: list[str] = []
-    stack: list[tuple[str, bool]] = [(head, False) for head in sorted(set(heads), reverse=True)]
+    # The head with the longest history goes last (it is `current`: a merge, not an older branch).
+    stack = [(head, False) for head in sorted(sizes, key=lambda h: (sizes[h], h), reverse=True)]
     while stack:
         rev, expanded = stack.pop()
         if expanded:
@@ -62,6 +91,80 @@ def oldest_first(down: Mapping[str, tuple[str, ...]], heads: Iterable[str]) -> l
         stack.append((rev, True))
         stack.extend((below, False) for below in sorted(down[rev], reverse=True) if below not in seen)
     return order
+
+
+def _history_size(down: Mapping[str, tuple[str, ...]], head: str) -> int | None:
+    """How many revisions ``head`` and its ancestors are (None when one is not in ``down``)."""
+    seen = {head}
+    todo = [head]
+    while todo:
+        rev = todo.pop()
+        if rev not in down:
+            return None
+        for below in down[rev]:
+            if below not in seen:
+                seen.add(below)
+                todo.append(below)
+    return len(seen)
+
+
+def unsafe(paths: Iterable[Path], roots: list[Path]) -> str | None:
+    """Why reading the version table from the runner's session may not be what env.py reads: the
+    first of ``paths`` (and of the project modules they import, found under ``roots``) that
+    mentions a ``search_path`` change or the like, as "file: what"; None when none does."""
+    todo = list(paths)
+    seen: set[Path] = set()
+    while todo and len(seen) < _MAX_MODULES:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        found = _UNSAFE.search(text)
+        if found:
+            return f"{path.name}: {found.group(0)}"
+        if path.suffix == ".py":
+            todo.extend(_local_imports(text, path, roots))
+    return None if not todo else f"more than {_MAX_MODULES} project modules imported"
+
+
+def _local_imports(text: str, path: Path, roots: list[Path]) -> list[Path]:
+    """The files of the project (under ``roots``) that the module ``text`` imports, packages included.
+    Read with a pattern rather than parsed (a no-op may follow dozens of model modules): an import
+    written in a string or comment is followed too, which only makes the check more careful."""
+    names: list[str] = []
+    for found in _FROM_IMPORT.finditer(text):
+        dots, module = len(found["dots"]), found["module"]
+        aliases = [a.split()[0] for a in found["names"].replace("(", " ").split(",") if a.strip()]
+        if dots:  # relative: from the importing file's package
+            base = path.parent
+            for _ in range(dots - 1):
+                base = base.parent
+            parts = module.split(".") if module else []
+            names += [str(base.joinpath(*parts, alias)) for alias in aliases if alias != "*"]
+            names.append(str(base.joinpath(*parts)))
+        elif module:
+            names += [module, *(f"{module}.{alias}" for alias in aliases if alias != "*")]
+    for found in _IMPORT.finditer(text):
+        names += [part.split()[0] for part in found["modules"].split(",") if part.strip()]
+    files: list[Path] = []
+    for name in names:
+        dotted = name.split(".")
+        candidates = [Path(name)] if os.path.isabs(name) else [root.joinpath(*dotted) for root in roots]
+        for base in candidates:
+            for file in (base.with_suffix(".py"), base / "__init__.py"):
+                if file.is_file():
+                    files.append(file.resolve())
+            if not os.path.isabs(name):  # the packages on the way are imported too
+                for parent in base.parents:
+                    if parent in roots or parent == parent.parent:
+                        break
+                    if (parent / "__init__.py").is_file():
+                        files.append((parent / "__init__.py").resolve())
+    return files
 
 
 def _literal(node: ast.expr | None) -> object:
@@ -135,6 +238,9 @@ def _version_table(env_py: Path) -> tuple[str, str | None] | None:
     return next(iter(tables)) if len(tables) == 1 else None
 
 
+# An env.py that builds an async engine needs an async driver in sqlalchemy.url.
+ASYNC_MARKERS = ("async_engine_from_config", "create_async_engine", "AsyncEngine", "AsyncConnection")
+
 _SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": ";"}
 
 
@@ -161,9 +267,10 @@ def _path(location: str, cwd: Path) -> Path:
     return path if path.is_absolute() else cwd / path
 
 
-def scan(ini: Path, cwd: Path) -> Scan | None:
+def scan(ini: Path, cwd: Path, reasons: list[str] | None = None) -> Scan | None:
     """The project behind ``ini`` as far as literals tell, or None (then Alembic itself must read it).
-    ``cwd``: where Alembic would run (a relative script_location resolves against it)."""
+    ``cwd``: where Alembic would run (a relative script_location resolves against it). Why the
+    source is not to be trusted, when that is the reason, is appended to ``reasons``."""
     parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
     try:
         if not parser.read(ini, encoding="utf-8") or not parser.has_section("alembic"):
@@ -181,6 +288,14 @@ def scan(ini: Path, cwd: Path) -> Scan | None:
     env_py = script_dir / "env.py"
     listed = _locations(options)
     if listed is None or not env_py.is_file():
+        return None
+    roots = [cwd.resolve(), script_dir.resolve()]
+    prepend = options.get("prepend_sys_path", "").replace(os.pathsep, " ").split()
+    roots += [_path(entry, cwd).resolve() for entry in prepend]
+    why = unsafe([ini, env_py], roots)
+    if why is not None:
+        if reasons is not None:
+            reasons.append(why)
         return None
     locations = [_path(loc, cwd) for loc in listed] or [script_dir / "versions"]
     table = _version_table(env_py)
@@ -201,4 +316,5 @@ def scan(ini: Path, cwd: Path) -> Scan | None:
         down[found[0]] = found[1]
     if not down or any(d not in down for downs in down.values() for d in downs):
         return None
-    return Scan(table[0], table[1], down)
+    text = env_py.read_text(encoding="utf-8", errors="replace")
+    return Scan(table[0], table[1], down, any(marker in text for marker in ASYNC_MARKERS))

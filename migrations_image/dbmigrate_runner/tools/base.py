@@ -10,15 +10,19 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import asyncpg
 
+from dbmigrate_runner import database
+from dbmigrate_runner.database import Identity
 from dbmigrate_runner.errors import ConfigError, MigrationFailed, RunnerError
 from dbmigrate_runner.planning import Plan, Target
 from dbmigrate_runner.project import Project
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.sqlplan import Step
+
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
 
 OnDone = Callable[[str], None]
 # Called with "app:version" inside each migration's transaction, right before it commits (before a
@@ -53,6 +57,10 @@ class MigrationTool(Protocol):
     attempt: Attempt
     # Server settings of every session the tool opens (lock_timeout, application_name).
     session_settings: dict[str, str]
+    # The database the runner connected to, and the backend holding its lock (None: no lock taken);
+    # ``open`` refuses connections that end up elsewhere.
+    identity: Identity | None
+    lock_pid: int | None
 
     async def read_applied(self, conn: asyncpg.Connection) -> dict[str, list[str]]:
         """Applied versions per app, oldest first, from the tracking table (empty if it is absent)."""
@@ -150,3 +158,33 @@ def migration_errors(label: str) -> Iterator[None]:
     except Exception as exc:
         kind, text = database_error(exc)
         raise MigrationFailed(text, kind=kind, migration=label) from exc
+
+
+async def check_same_database(
+    config: dict[str, Any], expected: Identity | None, lock_pid: int | None
+) -> None:
+    """Every connection Tortoise opened is on the database the runner connected to (and locked),
+    else a ConfigError before anything is applied."""
+    if expected is None:
+        return
+    from tortoise.connection import get_connection
+
+    for name in config.get("connections") or {}:
+        client = get_connection(name)
+        row = (await client.execute_query_dict(database.IDENTITY_PROBE))[0]
+        system = None
+        if row["allowed"]:
+            system = (await client.execute_query_dict(database.SYSTEM_IDENTIFIER))[0]["system_identifier"]
+        other = database.identity_of(bool(row["allowed"]), str(row["name"]), str(row["address"]), system)
+        seen = None
+        if lock_pid is not None and database.undecided(expected, other):
+            seen = bool((await client.execute_query_dict(database.holds_lock_sql(lock_pid)))[0]["exists"])
+        if not database.same_database(expected, other, seen):
+            raise ConfigError(
+                f"Tortoise connection {name!r} {database.MISMATCH}: it is on database {other.name!r} "
+                f"(fingerprint {other.fingerprint}), the runner locked {expected.name!r} (fingerprint "
+                f"{expected.fingerprint}, from DATABASE_URL or DB_*); nothing was applied. The runner "
+                "replaces every entry of the config's 'connections' with its own database: something "
+                "else (the config module or a migration calling Tortoise.init itself) opened this one; "
+                "build the config from DATABASE_URL and leave connecting to the runner"
+            )

@@ -14,21 +14,22 @@ The plan itself (graph order, cross-app dependencies) still comes from the execu
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from dbmigrate_runner import sources
+from dbmigrate_runner.database import Identity
 from dbmigrate_runner.errors import ConfigError, DowngradeRefused
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import ZERO, Plan, Target
 from dbmigrate_runner.project import Project, tortoise_migrations_module
 from dbmigrate_runner.settings import DbParams
-from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 from dbmigrate_runner.tools.base import (
     Attempt,
     BeforeCommit,
     OnDone,
+    check_same_database,
     group_rows,
     init_tortoise,
     just_run,
@@ -36,6 +37,9 @@ from dbmigrate_runner.tools.base import (
     no_check,
     with_runner_connection,
 )
+
+if TYPE_CHECKING:
+    from dbmigrate_runner.sqlplan import Step
 
 TABLE = "tortoise_migrations"
 # What Migration.apply(collect_sql=True) writes for an operation without SQL (RunPython).
@@ -143,6 +147,8 @@ class TortoiseTool:
         self.before_commit: BeforeCommit = no_check
         self.attempt: Attempt = just_run
         self.session_settings: dict[str, str] = {}
+        self.identity: Identity | None = None
+        self.lock_pid: int | None = None
         self.config: dict[str, Any] = {}
         self.executors: list[Any] = []
 
@@ -162,6 +168,7 @@ class TortoiseTool:
                 app_config.setdefault("migrations", module)
         self.config = config
         await init_tortoise(config, project)
+        await check_same_database(config, self.identity, self.lock_pid)
         # One executor per connection, loaded with every app on it so cross-app dependencies resolve.
         by_connection: dict[str, dict[str, Any]] = {}
         for label, app_config in config["apps"].items():
@@ -272,6 +279,7 @@ class TortoiseTool:
         (``RunPython``) are marked."""
 
         from dbmigrate_runner.destructive import split_statements
+        from dbmigrate_runner.sqlplan import OPAQUE_PYTHON, Step
 
         steps: list[Step] = []
         for executor in self.executors:

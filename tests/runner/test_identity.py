@@ -1,0 +1,78 @@
+"""database.identity: the fingerprint contract (shared with the operator) and the same-database rule."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import asyncpg
+import pytest
+
+from dbmigrate_runner import database
+from dbmigrate_runner.database import Identity, same_database, undecided
+from localcluster.postgres import PostgresServer
+
+
+def test_fingerprint_is_16_hex_of_sha256_of_system_slash_name() -> None:
+    assert database.fingerprint("7301", "shop") == hashlib.sha256(b"7301/shop").hexdigest()[:16]
+    assert Identity("ab" * 8, "shop").as_report() == {"fingerprint": "ab" * 8, "name": "shop"}
+
+
+def test_same_database_rule() -> None:
+    a = Identity("a" * 16, "shop")
+    assert same_database(a, Identity("a" * 16, "shop"))
+    assert not same_database(a, Identity("b" * 16, "shop"))  # exact on both sides: decided
+    assert not undecided(a, Identity("b" * 16, "shop"))
+    by_address = Identity("c" * 16, "shop", exact=False)  # another route to the server, maybe
+    assert undecided(a, by_address)
+    assert same_database(a, by_address, sees_lock=True)
+    assert not same_database(a, by_address, sees_lock=False)
+    assert not same_database(a, Identity("c" * 16, "other", exact=False), sees_lock=True)
+
+
+async def _identity(url: str) -> Identity:
+    conn = await asyncpg.connect(url)
+    try:
+        return await database.identity(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+def test_identity_on_real_postgres_and_its_fallback(postgres: PostgresServer, database: str) -> None:
+    other = postgres.create_database()
+    mine = asyncio.run(_identity(postgres.url(database)))
+    system = postgres.psql(database, "SELECT system_identifier FROM pg_control_system()")
+    assert mine == Identity(database_fingerprint(system, database), database, exact=True)
+    assert asyncio.run(_identity(postgres.url(other))).fingerprint != mine.fingerprint  # one server
+    # A user without pg_control_system() (revoked in this database): the address stands in.
+    postgres.psql(database, "CREATE ROLE plain LOGIN PASSWORD 'plain-pw'")
+    postgres.psql(database, "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+    plain = asyncio.run(_identity(postgres.url(database, user="plain", password="plain-pw")))
+    assert plain.exact is False
+    # inet_server_addr() || ':' || inet_server_port(), as PostgreSQL writes it (inet's text form)
+    assert plain.fingerprint == database_fingerprint(f"{postgres.host}/32:{postgres.port}", database)
+    assert undecided(mine, plain)
+
+
+def database_fingerprint(system: str, name: str) -> str:
+    return hashlib.sha256(f"{system}/{name}".encode()).hexdigest()[:16]
+
+
+def test_report_carries_the_database_and_leaves_it_out_when_unknown() -> None:
+    from dbmigrate_runner.report import AppState, Outcome, Report, decode, encode
+
+    named = {"fingerprint": "0123456789abcdef", "name": "shop"}
+    report = Report(outcome=Outcome.SUCCEEDED, tool="aerich", command="upgrade", database=named)
+    assert '"database":{"fingerprint":"0123456789abcdef","name":"shop"}' in encode(report)
+    assert decode(encode(report)).database == named
+    unknown = Report(outcome=Outcome.DATABASE_UNREACHABLE, tool="aerich", command="upgrade")
+    assert '"database"' not in encode(unknown)
+    assert decode(encode(unknown)).database is None
+    # Kept even when the report must shrink to its verdict.
+    huge = Report(
+        outcome=Outcome.SUCCEEDED,
+        apps={f"app{'x' * 200}{i}": AppState(current="v", count=1, versions=["v"]) for i in range(40)},
+        database=named,
+    )
+    assert decode(encode(huge)).database == named

@@ -1,0 +1,269 @@
+"""The runner migrates the database it locked, on projects shaped like public ones (real PostgreSQL).
+
+Two databases of one server count as different. Projects: tests/runner/realworld_projects.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dbmigrate_runner.report import Outcome
+from localcluster.postgres import PostgresServer
+from tests.runner.conftest import SHOP, Runner, finish, start
+from tests.runner.realworld_projects import (
+    HIDDEN_SETUP,
+    OWN_URL_ENV,
+    SEARCH_PATH_SETUP,
+    Rev,
+    session_env,
+    write_project,
+)
+from tests.runner.test_alembic import ALEMBIC_SHOP
+
+pytestmark = pytest.mark.postgres
+
+R1, R2 = "1a0000000001", "2b0000000002"
+LINEAR = [Rev(R1, None, "account"), Rev(R2, R1, "item")]
+
+
+def postgres_settings(pg: PostgresServer, dbname: str) -> dict[str, str]:
+    """What the app's own settings read (POSTGRES_*), naming ``dbname``."""
+    return {
+        "POSTGRES_SERVER": pg.host,
+        "POSTGRES_PORT": str(pg.port),
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_PASSWORD": pg.password,
+        "POSTGRES_DB": dbname,
+    }
+
+
+def tables(pg: PostgresServer, dbname: str, schema: str = "public") -> list[str]:
+    out = pg.psql(dbname, f"SELECT tablename FROM pg_tables WHERE schemaname = '{schema}' ORDER BY 1")
+    return out.splitlines()
+
+
+def expected_fingerprint(pg: PostgresServer, dbname: str) -> str:
+    system = pg.psql(dbname, "SELECT system_identifier FROM pg_control_system()")
+    return hashlib.sha256(f"{system}/{dbname}".encode()).hexdigest()[:16]
+
+
+@pytest.fixture
+def own_url(postgres: PostgresServer, database: str, tmp_path: Path) -> Runner:
+    project = write_project(tmp_path / "fastapi-like", OWN_URL_ENV, LINEAR)
+    return Runner(postgres, database, project, tmp_path, "alembic")
+
+
+def test_env_py_with_its_own_url_elsewhere_applies_nothing_anywhere(own_url: Runner) -> None:
+    pg, locked = own_url.postgres, own_url.database
+    other = pg.create_database()  # same server, another database: the one env.py's settings name
+    result = own_url("upgrade", **postgres_settings(pg, other))
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout + result.stderr
+    error = result.report.error
+    assert error is not None
+    assert error.kind == "DatabaseMismatch"
+    assert "ignores DATABASE_URL" in error.message
+    assert 'config.attributes["connection"]' in error.message
+    assert "sqlalchemy.url" in error.message
+    assert f"database {other!r}" in error.message
+    assert f"locked {locked!r}" in error.message
+    assert tables(pg, other) == []  # not even the version table
+    assert tables(pg, locked) == []
+    assert result.report.applied == []
+    assert result.report.database == {"fingerprint": expected_fingerprint(pg, locked), "name": locked}
+    # The plan refuses too: it would describe another database than the one named.
+    plan = own_url("plan", **postgres_settings(pg, other))
+    assert plan.rc == Outcome.CONFIG_ERROR.exit_code, plan.stdout
+    assert plan.report.error is not None
+    assert plan.report.error.kind == "DatabaseMismatch"
+
+
+def test_env_py_with_its_own_url_on_the_locked_database_works(own_url: Runner) -> None:
+    pg, locked = own_url.postgres, own_url.database
+    result = own_url("upgrade", **postgres_settings(pg, locked))
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied == [f"alembic:{R1}", f"alembic:{R2}"]
+    assert result.report.current_version() == f"alembic:{R2}"
+    assert tables(pg, locked) == ["account", "alembic_version", "item"]
+    assert result.report.database == {"fingerprint": expected_fingerprint(pg, locked), "name": locked}
+
+
+def _tenant_with_stale_public_table(runner: Runner) -> None:
+    """tenant2 at R1 (env.py's search_path), and a stale public.alembic_version that says R2."""
+    pg, db = runner.postgres, runner.database
+    pg.psql(db, "CREATE SCHEMA tenant2")
+    first = runner("upgrade", "--target", R1, SESSION_SETUP="SET search_path TO tenant2, public")
+    assert first.rc == 0, first.stdout + first.stderr
+    assert tables(pg, db, "tenant2") == ["account", "alembic_version"]
+    pg.psql(
+        db,
+        f"CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY); "
+        f"INSERT INTO public.alembic_version VALUES ('{R2}')",
+    )
+
+
+def test_search_path_in_env_py_turns_the_fast_path_off(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    project = write_project(tmp_path / "tenant", session_env(SEARCH_PATH_SETUP), LINEAR)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    _tenant_with_stale_public_table(runner)
+    result = runner("upgrade")  # like `alembic upgrade head`: R2 runs in tenant2
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied == [f"alembic:{R2}"]
+    assert tables(postgres, database, "tenant2") == ["account", "alembic_version", "item"]
+    assert postgres.psql(database, "SELECT version_num FROM tenant2.alembic_version") == R2
+    assert result.report.apps["alembic"].heads == [R2]  # read back from tenant2's table
+    (why,) = [e for e in result.events("plan.source") if "reason" in e]
+    assert "search_path" in why["reason"]
+
+
+def test_fast_noop_false_forces_the_full_path(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """A search_path switch the source cannot show (from the environment): the shortcut answers from
+    public.alembic_version; DBMIGRATE_FAST_NOOP=false lets env.py decide."""
+    project = write_project(tmp_path / "hidden", session_env(HIDDEN_SETUP), LINEAR)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    _tenant_with_stale_public_table(runner)
+    setup = "SET search_path TO tenant2, public"
+    fast = runner("upgrade", SESSION_SETUP=setup)
+    assert fast.rc == 0
+    assert fast.report.applied == []
+    assert fast.events("plan.noop")[0]["read"] == "source"
+    full = runner("upgrade", SESSION_SETUP=setup, DBMIGRATE_FAST_NOOP="false")
+    assert full.rc == 0, full.stdout + full.stderr
+    assert full.report.applied == [f"alembic:{R2}"]
+    assert "item" in tables(postgres, database, "tenant2")
+    bad = runner("upgrade", SESSION_SETUP=setup, DBMIGRATE_FAST_NOOP="maybe")
+    assert bad.rc == Outcome.CONFIG_ERROR.exit_code
+
+
+def test_the_lock_is_taken_once_from_the_fast_check_to_the_end(alembic_shop_runner: Runner) -> None:
+    result = alembic_shop_runner("upgrade")  # eligible for the shortcut, but there is work
+    assert result.rc == 0, result.stdout + result.stderr
+    assert len(result.events("lock.acquired")) == 1
+    assert len(result.events("run.start")) == 1
+    assert result.events("run.start")[0]["async_env"] is False
+
+
+@pytest.fixture
+def alembic_shop_runner(postgres: PostgresServer, database: str, tmp_path: Path) -> Runner:
+    return Runner(postgres, database, ALEMBIC_SHOP, tmp_path, "alembic")
+
+
+def test_project_dir_is_on_sys_path(postgres: PostgresServer, database: str, tmp_path: Path) -> None:
+    """No prepend_sys_path in alembic.ini, run from elsewhere: env.py still imports app.core.config."""
+    project = write_project(tmp_path / "noprepend", OWN_URL_ENV, LINEAR, prepend_sys_path=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    runner = Runner(postgres, database, elsewhere, tmp_path, "alembic")
+    result = runner("upgrade", "--project-dir", str(project), **postgres_settings(postgres, database))
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied == [f"alembic:{R1}", f"alembic:{R2}"]
+
+
+def test_two_heads_and_a_merge_current_is_the_merge(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """root → a, b → merge m; root → z, never merged. The merge's id sorts first, the lone branch last."""
+    root, a, b, merge, lone = "5000000000aa", "6000000000bb", "7000000000cc", "1000000000dd", "f000000000ee"
+    revisions = [
+        Rev(root, None, "t_root"),
+        Rev(a, root, "t_a"),
+        Rev(b, root, "t_b"),
+        Rev(merge, (a, b)),
+        Rev(lone, root, "t_lone"),
+    ]
+    project = write_project(tmp_path / "branches", OWN_URL_ENV, revisions)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    settings = postgres_settings(postgres, database)
+    first = runner("upgrade", "--target", "heads", **settings)
+    assert first.rc == 0, first.stdout + first.stderr
+    state = first.report.apps["alembic"]
+    assert state.heads == sorted([merge, lone])
+    assert state.current == merge
+    again = runner("upgrade", "--target", "heads", **settings)  # the no-op, read from the source
+    assert again.rc == 0
+    assert again.report.applied == []
+    assert again.report.apps["alembic"].current == merge
+    assert again.report.apps["alembic"].versions == state.versions
+
+
+def test_tortoise_config_with_its_own_url_migrates_the_locked_database(
+    postgres: PostgresServer, database: str, tmp_path: Path, tool: str
+) -> None:
+    """A Tortoise config building its URL from POSTGRES_* (pointing elsewhere): the runner replaces
+    every connection with its own, checks it, and reports which database it migrated."""
+    project = shutil.copytree(SHOP, tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+    config = project / "shop" / "config.py"
+    text = config.read_text()
+    old = 'DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@localhost:5432/shop")'
+    assert old in text
+    config.write_text(
+        text.replace(
+            old,
+            'DATABASE_URL = "postgres://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{POSTGRES_SERVER}:'
+            '{POSTGRES_PORT}/{POSTGRES_DB}".format(**os.environ)',
+        )
+    )
+    other = postgres.create_database()
+    runner = Runner(postgres, database, project, tmp_path, tool)
+    result = runner("upgrade", **postgres_settings(postgres, other))
+    assert result.rc == 0, result.stdout + result.stderr
+    assert tables(postgres, other) == []
+    assert runner.applied()
+    assert result.report.database == {
+        "fingerprint": expected_fingerprint(postgres, database),
+        "name": database,
+    }
+    assert expected_fingerprint(postgres, other) != expected_fingerprint(postgres, database)
+
+
+def test_report_names_the_database_on_noop_and_plan_not_when_unreachable(shop: Runner, tool: str) -> None:
+    expected = {"fingerprint": expected_fingerprint(shop.postgres, shop.database), "name": shop.database}
+    assert shop("upgrade").report.database == expected
+    noop = shop("upgrade")
+    assert noop.report.applied == []
+    assert noop.report.database == expected
+    assert shop("plan").report.database == expected
+    report = shop.report_path()
+    env = shop.env(report, DBMIGRATE_WAIT_TIMEOUT="1")
+    env["DATABASE_URL"] = shop.postgres.url(shop.database).replace(f":{shop.postgres.port}/", ":1/")
+    unreachable = finish(start(["upgrade"], env, shop.cwd), report, shop.postgres.password)
+    assert unreachable.rc == Outcome.DATABASE_UNREACHABLE.exit_code
+    assert unreachable.report.database is None
+    assert '"database"' not in unreachable.report_text
+
+
+@pytest.mark.parametrize("which", ["aerich", "alembic"])
+def test_noop_imports_nothing_of_planning(
+    postgres: PostgresServer, database: str, tmp_path: Path, which: str
+) -> None:
+    """pglast (the lint) and the plan modules are imported only when planning."""
+    cwd = SHOP if which == "aerich" else ALEMBIC_SHOP
+    runner = Runner(postgres, database, cwd, tmp_path, which)
+    assert runner("upgrade").rc == 0
+    report = runner.report_path()
+    proc = start(["upgrade"], runner.env(report), cwd, python_flags=("-X", "importtime"))
+    result = finish(proc, report, postgres.password)
+    assert result.rc == 0
+    assert result.report.applied == []
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "asyncpg" in imported
+    assert (
+        not {"pglast", "dbmigrate_runner.plans", "dbmigrate_runner.destructive", "dbmigrate_runner.sqlplan"}
+        & imported
+    )
+
+
+def test_fast_noop_false_opens_the_tortoise_tools_too(shop: Runner, tool: str) -> None:
+    assert shop("upgrade").rc == 0
+    full = shop("upgrade", DBMIGRATE_FAST_NOOP="false")
+    assert full.rc == 0, full.stdout + full.stderr
+    assert full.report.applied == []
+    assert full.events("plan.full")  # Tortoise.init with the app's config, the identity checked
+    assert full.events("migrations.done")[0]["count"] == 0
