@@ -9,7 +9,7 @@ No kopf change-detecting handlers (no progress annotations) and no per-object ti
 put its finalizer on every CR, so deleting any CR would hang while the operator is down): a single
 resync loop re-checks every known CR, spread evenly over ``DBMIGRATE_RESYNC_SECONDS``. The one
 finalizer is the operator's own, ``dbmigrate.dev/run-in-progress``, present only while a migration
-Job runs (:func:`reconcile.holds_deletion`): deleting the CR then waits for the run to end.
+Job runs (:func:`deletion.holds_deletion`): deleting the CR then waits for the run to end.
 
 Importing this module registers the handlers in kopf's default registry (``kopf run -m`` works).
 """
@@ -32,18 +32,11 @@ from kubernetes.client.exceptions import ApiException
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator import metrics, watching
+from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus, Plan
+from dbmigrate_operator.diagnosis import jobs_awaiting_pods
 from dbmigrate_operator.gating.events import build_event, ref_of
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
-from dbmigrate_operator.reconcile import (
-    CreateJob,
-    DeleteJob,
-    EmitEvent,
-    HoldDeletion,
-    PatchStatus,
-    Plan,
-    decide,
-    jobs_awaiting_pods,
-)
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 from dbmigrate_operator.view import Key, Kind, View

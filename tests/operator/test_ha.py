@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import handlers
+from dbmigrate_operator.actions import CreateJob
 from dbmigrate_operator.constants import SCHEDULING_GATE
 from dbmigrate_operator.gating.release import Releaser
 from dbmigrate_operator.handlers import Controller
 from dbmigrate_operator.kube import StaleObject
-from dbmigrate_operator.reconcile import CreateJob, decide
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from tests.gating.harness import make_pod, migration_body
 from tests.gating.test_release import FakeApi
