@@ -87,7 +87,10 @@ def test_reconcile_is_on_top_of_the_decision_modules() -> None:
         for dep in graph[todo.pop()] - reached:
             reached.add(dep)
             todo.append(dep)
-    io = {f"{PACKAGE}.{name}" for name in ("kube", "rawapi", "handlers", "leadership", "gating")}
+    io = {
+        f"{PACKAGE}.{name}"
+        for name in ("kube", "rawapi", "handlers", "controller", "writes", "leadership", "gating")
+    }
     for name in DECISION:
         module = f"{PACKAGE}.{name}"
         assert module in reached, name
