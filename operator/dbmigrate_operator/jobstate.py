@@ -15,7 +15,7 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator import jobs as j
 from dbmigrate_operator.status import Phase
 
-RUNNING = "Running"
+RUNNING = "Running"  # status.lastRun.outcome while its Job runs
 
 
 @dataclass
