@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dbmigrate_operator import handlers
+from dbmigrate_operator import controller
 from dbmigrate_operator.gating import release
 
 
@@ -49,11 +49,11 @@ def _always(migration: Mapping[str, Any] | None) -> bool:
     return True
 
 
-_observe = handlers.Controller._observe
+_observe = controller.Controller._observe
 
 
 async def _observe_from_the_api(
-    self: handlers.Controller, namespace: str, name: str
+    self: controller.Controller, namespace: str, name: str
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
     self.mark_unsure(namespace, name)
     return await _observe(self, namespace, name)
@@ -61,8 +61,8 @@ async def _observe_from_the_api(
 
 def install() -> None:
     """Turn the three switches back (before the operator starts)."""
-    handlers.Controller._observe = _observe_from_the_api  # type: ignore[method-assign]
-    handlers.PROGRESS_WRITE_SECONDS = 0.0
+    controller.Controller._observe = _observe_from_the_api  # type: ignore[method-assign]
+    controller.PROGRESS_WRITE_SECONDS = 0.0
     release.fingerprint = _fingerprint
     release.worth_a_pass = _always
 

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from dbmigrate_runner.report import Outcome
 
 logger = logging.getLogger("dbmigrate_operator")
-RUNNING = "Running"  # status.lastRun.outcome while the Job runs (reconcile.RUNNING)
+RUNNING = "Running"  # status.lastRun.outcome while the Job runs (jobstate.RUNNING)
 
 RECONCILES = Counter("dbmigrate_reconcile", "Reconcile passes of a DatabaseMigration.")
 RECONCILE_ERRORS = Counter("dbmigrate_reconcile_errors", "Reconcile passes that failed with an error.")

@@ -199,7 +199,7 @@ def test_operator_may_only_remove_its_own_scheduling_gate(cluster: Cluster, inst
 def test_operator_may_only_add_or_remove_its_finalizer_on_a_databasemigration(
     cluster: Cluster, install: Install
 ) -> None:
-    """RBAC's `patch` on databasemigrations is for the run-in-progress finalizer (reconcile.py
+    """RBAC's `patch` on databasemigrations is for the run-in-progress finalizer (deletion.py
     holds_deletion): the admission policy refuses the operator any other change of the resource."""
     cr = migration(cluster, install.app)
 

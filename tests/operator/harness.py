@@ -27,7 +27,8 @@ import kopf
 import kubernetes.client
 
 from dbmigrate_operator import constants as c
-from dbmigrate_operator.handlers import Controller, register
+from dbmigrate_operator.controller import Controller
+from dbmigrate_operator.handlers import register
 from dbmigrate_operator.jobs import CREATED_ANNOTATION
 from dbmigrate_operator.settings import Settings
 from tests.operator.builders import pod_for, ts

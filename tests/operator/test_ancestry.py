@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import ancestry
+from dbmigrate_operator.actions import CreateJob
 from dbmigrate_operator.gating.requirement import Requirement, evaluate
-from dbmigrate_operator.reconcile import CreateJob, decide
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import (
     MAX_BYTES,

@@ -6,9 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, Plan
 from dbmigrate_operator.gating.requirement import Requirement, evaluate
 from dbmigrate_operator.jobs import JOB_KIND_LABEL, job_name, plan_job_name, run_hash
-from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, Plan, decide
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import Outcome, PlanFinding, PlanSummary, Report, encode, pack_versions
 from dbmigrate_runner.sqlplan import Step, content_hash

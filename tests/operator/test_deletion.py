@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from dbmigrate_operator import constants as c
-from dbmigrate_operator.reconcile import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus, decide
+from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import Outcome
 from tests.operator.builders import (

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from dbmigrate_operator import handlers
+from dbmigrate_operator import controller as controller_module
+from dbmigrate_operator.actions import CreateJob
 from dbmigrate_operator.constants import SCHEDULING_GATE
+from dbmigrate_operator.controller import Controller
 from dbmigrate_operator.gating.release import Releaser
-from dbmigrate_operator.handlers import Controller
 from dbmigrate_operator.kube import StaleObject
-from dbmigrate_operator.reconcile import CreateJob, decide
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from tests.gating.harness import make_pod, migration_body
 from tests.gating.test_release import FakeApi
@@ -158,7 +159,9 @@ async def test_a_stale_status_write_is_refused_and_decided_again_never_flipping_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """This replica read a running Job; before its write, another one recorded the finished run."""
-    monkeypatch.setattr(handlers, "PROGRESS_WRITE_SECONDS", 0.05)  # Running is progress: held that long
+    monkeypatch.setattr(
+        controller_module, "PROGRESS_WRITE_SECONDS", 0.05
+    )  # Running is progress: held that long
     cr = make_cr()
     job = first_job(cr)
     cr = apply(cr, decide(cr, [], [], T0, S))  # Pending, JobCreated

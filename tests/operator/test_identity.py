@@ -7,8 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 from dbmigrate_operator import ancestry, identity
+from dbmigrate_operator.actions import CreateJob, PatchStatus, Plan
 from dbmigrate_operator.gating.requirement import Requirement, evaluate
-from dbmigrate_operator.reconcile import CreateJob, PatchStatus, Plan, decide
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import AppState, Outcome, Report, encode
 from tests.operator.builders import T0, admit, completed, make_cr, merge, terminated_pod

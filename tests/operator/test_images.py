@@ -7,8 +7,10 @@ import pytest
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import images
-from dbmigrate_operator.reconcile import CreateJob, decide, validate
+from dbmigrate_operator.actions import CreateJob
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
+from dbmigrate_operator.spec_rules import validate
 from tests.operator.builders import T0, make_cr
 from tests.operator.crd_support import (
     ACCEPTED_IMAGES,

@@ -48,12 +48,57 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_operator_package_has_no_import_circle() -> None:
+# The modules the controller's decision is split into (reconcile.py is their table of contents).
+DECISION = (
+    "actions",
+    "approval_step",
+    "deletion",
+    "diagnosis",
+    "history",
+    "jobstate",
+    "record",
+    "results",
+    "run_steps",
+    "spec_rules",
+)
+
+
+def import_graph() -> dict[str, set[str]]:
     paths = {module_name(p): p for p in ROOT.rglob("*.py")}
     modules = set(paths)
-    graph = {name: module_imports(path, modules) - {name} for name, path in paths.items()}
+    return {name: module_imports(path, modules) - {name} for name, path in paths.items()}
+
+
+def test_the_operator_package_has_no_import_circle() -> None:
+    graph = import_graph()
     assert graph[f"{PACKAGE}.gating.release"], "the graph was built"
+    assert {f"{PACKAGE}.{name}" for name in DECISION} <= set(graph), "the decision's modules are in it"
     assert circles(graph) == []
+
+
+def test_reconcile_is_on_top_of_the_decision_modules() -> None:
+    """reconcile.py reads as the table of contents of the decision: every module that decides a part
+    is reached from it, none of them imports it back, and none does I/O (no kopf, no API client)."""
+    graph = import_graph()
+    reconcile = f"{PACKAGE}.reconcile"
+    reached: set[str] = set()
+    todo = [reconcile]
+    while todo:
+        for dep in graph[todo.pop()] - reached:
+            reached.add(dep)
+            todo.append(dep)
+    io = {
+        f"{PACKAGE}.{name}"
+        for name in ("kube", "rawapi", "handlers", "controller", "writes", "leadership", "gating")
+    }
+    for name in DECISION:
+        module = f"{PACKAGE}.{name}"
+        assert module in reached, name
+        assert reconcile not in graph[module], name
+        assert not graph[module] & io, (name, graph[module] & io)
+        source = (ROOT / f"{name}.py").read_text()
+        assert "import kopf" not in source, name
+        assert "import kubernetes" not in source, name
 
 
 def test_a_circle_is_found() -> None:

@@ -8,17 +8,10 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus, Plan
+from dbmigrate_operator.diagnosis import jobs_awaiting_pods
 from dbmigrate_operator.jobs import job_name, run_hash
-from dbmigrate_operator.reconcile import (
-    CreateJob,
-    DeleteJob,
-    EmitEvent,
-    HoldDeletion,
-    PatchStatus,
-    Plan,
-    decide,
-    jobs_awaiting_pods,
-)
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import INTERRUPTED, Outcome
 from tests.operator.builders import (

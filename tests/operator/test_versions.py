@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from dbmigrate_operator import ancestry, versions
-from dbmigrate_operator.reconcile import CreateJob, decide
+from dbmigrate_operator.actions import CreateJob
+from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_runner.report import AppState
 from tests.operator.builders import T0, make_cr

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from dbmigrate_operator import handlers
-from dbmigrate_operator.handlers import Controller
+from dbmigrate_operator import controller as controller_module
+from dbmigrate_operator.controller import Controller
 from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.view import TOMBSTONES, Kind, View
 from tests.operator.builders import (
@@ -271,7 +271,7 @@ async def test_a_refused_write_from_a_trailing_view_reads_the_api_and_never_flip
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The view still shows the running Job; another replica already recorded the finished run."""
-    monkeypatch.setattr(handlers, "PROGRESS_WRITE_SECONDS", 0.05)
+    monkeypatch.setattr(controller_module, "PROGRESS_WRITE_SECONDS", 0.05)
     cr = make_cr()
     job = first_job(cr)
     cr = apply(cr, decide(cr, [], [], T0, S))  # Pending, JobCreated
@@ -298,7 +298,7 @@ async def test_a_refused_write_from_a_trailing_view_reads_the_api_and_never_flip
 async def test_a_run_s_progress_is_written_once_it_settles_and_its_verdict_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(handlers, "PROGRESS_WRITE_SECONDS", 0.2)
+    monkeypatch.setattr(controller_module, "PROGRESS_WRITE_SECONDS", 0.2)
     kube = CountingKube(make_cr(), [], [])
     controller = watched(kube)
     controller.start_workers()

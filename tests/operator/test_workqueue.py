@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from dbmigrate_operator.handlers import Controller
+from dbmigrate_operator.controller import Controller
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.workqueue import WorkQueue
 from tests.operator.builders import make_cr
