@@ -267,12 +267,13 @@ class ByteCounter:
     def _pump(self, src: Any, dst: Any, down: bool) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                # Counted before it is forwarded: once the other side can see the bytes, the count does.
                 with self._lock:
                     if down:
                         self.received += len(data)
                     else:
                         self.sent += len(data)
+                dst.sendall(data)
         except OSError:
             pass
         finally:
