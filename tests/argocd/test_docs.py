@@ -75,3 +75,17 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
             _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
         )
     return out
+
+
+def test_example_app_prunes_and_deletes_in_background() -> None:
+    """docs/argocd.md: foreground deletion (Argo CD's default) deletes a DatabaseMigration's Job first
+    and kills a running migration; the example's app Application must prune and delete in background."""
+    apps = {
+        a["metadata"]["name"]: a
+        for a in yaml.safe_load_all((ROOT / "examples/argocd/application.yaml").read_text())
+    }
+    shop = apps["shop"]
+    assert "PrunePropagationPolicy=background" in shop["spec"]["syncPolicy"]["syncOptions"]
+    finalizers = shop["metadata"].get("finalizers", [])
+    assert "resources-finalizer.argocd.argoproj.io/background" in finalizers
+    assert "resources-finalizer.argocd.argoproj.io" not in finalizers  # the foreground one
