@@ -5,8 +5,9 @@ Versions are facts about one database. `status.database` says which one, next to
 - ``ref``: a digest of what the spec says the database is (`spec.database`, with the CRD's key
   defaults, and `spec.tool`), computed by the operator from the spec of the run that reported them;
 - ``fingerprint`` and ``name``: what the runner found when it connected (its report's ``database``:
-  a digest of the server's system identifier, the database name and the host and port — never the URL
-  or a password). Empty when the runner image predates them;
+  a digest of the server's system identifier and the database name, the server's address standing in
+  for the identifier where the user may not read it — never the URL or a password). Empty when the
+  runner image predates them;
 - ``job``: the Job whose report the versions come from.
 
 Rules (the controller records, the gate and the webhook read):
