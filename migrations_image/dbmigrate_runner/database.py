@@ -318,7 +318,9 @@ class Identity:
     exact: bool = True
 
     def as_report(self) -> dict[str, str]:
-        return {"fingerprint": self.fingerprint, "name": self.name}
+        """The fingerprint only: the name came from the Secret (DB_NAME or the URL's path), and no
+        value of the Secret leaves the runner (it is masked everywhere else too)."""
+        return {"fingerprint": self.fingerprint}
 
 
 def fingerprint(system: str, name: str) -> str:

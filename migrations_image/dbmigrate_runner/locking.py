@@ -366,16 +366,24 @@ class Retrier:
         return self._observer
 
     async def _invalid_indexes(self) -> set[str]:
-        """INVALID indexes now (a failed ``CREATE INDEX CONCURRENTLY`` leaves one); empty if unreadable."""
+        """INVALID indexes now (a failed ``CREATE INDEX CONCURRENTLY`` leaves one); empty if unreadable.
+        On a short-lived connection of its own: the blocker watcher may be using the observer's (an
+        asyncpg connection runs one query at a time, and a clash here once lost the note)."""
+        if self.db is None:
+            return set()
+        from dbmigrate_runner import database
+
         with contextlib.suppress(Exception):
-            conn = await self._connection()
-            if conn is not None:
+            conn = await database.connect(self.db, 5.0)
+            try:
                 rows = await conn.fetch(
                     "SELECT n.nspname || '.' || c.relname AS name FROM pg_index i "
                     "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
                     "WHERE NOT i.indisvalid"
                 )
-                return {str(row["name"]) for row in rows}
+            finally:
+                await database.close(conn)
+            return {str(row["name"]) for row in rows}
         return set()
 
     async def _report_invalid(self, label: str, before: set[str]) -> None:

@@ -163,7 +163,7 @@ class Report:
     plan: PlanSummary | None = None  # the plan command only
     locking: LockWaits | None = None  # only when a migration waited for a table lock (or a note)
     v: int = SCHEMA_VERSION
-    # Which database the run connected to: {"fingerprint": 16 hex digits, "name": the database name};
+    # Which database the run connected to: {"fingerprint": 16 hex digits} (not its name: the Secret's);
     # the operator records it next to the versions (never the URL, host or a password).
     database: dict[str, str] | None = None
 
@@ -557,4 +557,4 @@ def decode(text: str) -> Report:
 def _decode_database(raw: Any) -> dict[str, str] | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("fingerprint"), str):
         return None
-    return {"fingerprint": str(raw["fingerprint"]), "name": str(raw.get("name", ""))}
+    return {"fingerprint": str(raw["fingerprint"])}  # no name: it is the Secret's

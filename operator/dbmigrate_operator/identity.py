@@ -4,10 +4,10 @@ Versions are facts about one database. `status.database` says which one, next to
 
 - ``ref``: a digest of what the spec says the database is (`spec.database`, with the CRD's key
   defaults, and `spec.tool`), computed by the operator from the spec of the run that reported them;
-- ``fingerprint`` and ``name``: what the runner found when it connected (its report's ``database``:
-  a digest of the server's system identifier and the database name, the server's address standing in
-  for the identifier where the user may not read it — never the URL or a password). Empty when the
-  runner image predates them;
+- ``fingerprint``: what the runner found when it connected (its report's ``database``: a digest of
+  the server's system identifier and the database name, the server's address standing in for the
+  identifier where the user may not read it — never the name itself, the URL or a password: they
+  are the Secret's). Empty when the runner image predates it;
 - ``job``: the Job whose report the versions come from.
 
 Rules (the controller records, the gate and the webhook read):
@@ -84,11 +84,10 @@ def record(
     else:
         ref_ = ""
     out = {"ref": ref_, "job": job}
-    for key in ("fingerprint", "name"):
-        # Always present (empty when not reported): status is written as a merge patch, which would
-        # keep a previous record's value of a key left out.
-        value = (reported or {}).get(key)
-        out[key] = value if isinstance(value, str) else ""
+    # Always present (empty when not reported): status is written as a merge patch, which would keep
+    # a previous record's value of a key left out.
+    value = (reported or {}).get("fingerprint")
+    out["fingerprint"] = value if isinstance(value, str) else ""
     return out
 
 
@@ -107,4 +106,4 @@ def legacy(status: Mapping[str, Any], current_hash: str, current_ref: str) -> di
     run = status.get("lastRun") or {}
     if run.get("runHash") != current_hash or run.get("outcome") != "Succeeded":
         return None
-    return {"ref": current_ref, "job": str(run.get("job") or ""), "fingerprint": "", "name": ""}
+    return {"ref": current_ref, "job": str(run.get("job") or ""), "fingerprint": ""}

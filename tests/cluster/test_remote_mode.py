@@ -31,6 +31,7 @@ RUN_ANYWHERE = {
     "test_crd_apiserver.test_bad_crs_are_rejected_with_their_message",
     "test_crd_apiserver.test_printer_columns",
     "test_crd_apiserver.test_each_tool_accepts_its_versions",
+    "test_crd_apiserver.test_images_with_a_tag_or_digest_are_accepted_untagged_ones_refused",
     "test_cluster_smoke.test_service_account_kubeconfig_has_only_its_rbac",
     "test_cluster_smoke.test_helm_installs_a_chart",
 }

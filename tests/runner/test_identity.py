@@ -15,7 +15,7 @@ from localcluster.postgres import PostgresServer
 
 def test_fingerprint_is_16_hex_of_sha256_of_system_slash_name() -> None:
     assert database.fingerprint("7301", "shop") == hashlib.sha256(b"7301/shop").hexdigest()[:16]
-    assert Identity("ab" * 8, "shop").as_report() == {"fingerprint": "ab" * 8, "name": "shop"}
+    assert Identity("ab" * 8, "shop").as_report() == {"fingerprint": "ab" * 8}  # the name is the Secret's
 
 
 def test_same_database_rule() -> None:
@@ -62,9 +62,9 @@ def database_fingerprint(system: str, name: str) -> str:
 def test_report_carries_the_database_and_leaves_it_out_when_unknown() -> None:
     from dbmigrate_runner.report import AppState, Outcome, Report, decode, encode
 
-    named = {"fingerprint": "0123456789abcdef", "name": "shop"}
+    named = {"fingerprint": "0123456789abcdef"}
     report = Report(outcome=Outcome.SUCCEEDED, tool="aerich", command="upgrade", database=named)
-    assert '"database":{"fingerprint":"0123456789abcdef","name":"shop"}' in encode(report)
+    assert '"database":{"fingerprint":"0123456789abcdef"}' in encode(report)
     assert decode(encode(report)).database == named
     unknown = Report(outcome=Outcome.DATABASE_UNREACHABLE, tool="aerich", command="upgrade")
     assert '"database"' not in encode(unknown)

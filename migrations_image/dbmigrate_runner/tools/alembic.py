@@ -134,9 +134,9 @@ class Work:
         if not database.same_database(self.expected, other, seen):
             raise ConfigError(
                 f"env.py {database.MISMATCH}: its connection is on database {other.name!r} "
-                f"(fingerprint {other.fingerprint}), the runner locked {self.expected.name!r} "
-                f"(fingerprint {self.expected.fingerprint}, from DATABASE_URL or DB_*); nothing was "
-                "applied. env.py ignores DATABASE_URL (it builds its own URL from other settings): "
+                f"(fingerprint {other.fingerprint}), the runner locked the one DATABASE_URL or DB_* name "
+                f"(fingerprint {self.expected.fingerprint}; its name is the Secret's, not shown); nothing "
+                "was applied. env.py ignores DATABASE_URL (it builds its own URL from other settings): "
                 'make it use the runner\'s connection, config.attributes["connection"] when it is set '
                 "(Alembic's shared-connection recipe), else an engine from "
                 'config.get_main_option("sqlalchemy.url"); the runner sets both (and DATABASE_URL) '
@@ -685,6 +685,8 @@ def render_per_revision(
     needs a connection: ``sa.inspect(op.get_bind())``…) is the only one marked not SQL, with its
     error, and rendering goes on from it. Alembic prints a revision's marker before it runs its
     ``upgrade()``, so the last marker of a failed rendering names the revision that failed."""
+    from dbmigrate_runner.sqlplan import Step  # planning's modules only when planning
+
     steps: list[Step] = []
     left = list(pending)
     while left:

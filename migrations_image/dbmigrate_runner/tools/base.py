@@ -182,8 +182,9 @@ async def check_same_database(
         if not database.same_database(expected, other, seen):
             raise ConfigError(
                 f"Tortoise connection {name!r} {database.MISMATCH}: it is on database {other.name!r} "
-                f"(fingerprint {other.fingerprint}), the runner locked {expected.name!r} (fingerprint "
-                f"{expected.fingerprint}, from DATABASE_URL or DB_*); nothing was applied. The runner "
+                f"(fingerprint {other.fingerprint}), the runner locked the one DATABASE_URL or DB_* name "
+                f"(fingerprint {expected.fingerprint}; its name is the Secret's, not shown); nothing was "
+                "applied. The runner "
                 "replaces every entry of the config's 'connections' with its own database: something "
                 "else (the config module or a migration calling Tortoise.init itself) opened this one; "
                 "build the config from DATABASE_URL and leave connecting to the runner"
