@@ -17,7 +17,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,12 +40,6 @@ STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, be
 # written at most this long after it was first seen, together with whatever came meanwhile; a verdict
 # (Ready, Stalled), a first status, a Job to create or delete and every Event go out at once.
 PROGRESS_WRITE_SECONDS = 1.0
-
-
-@dataclass
-class _Slot:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    queued: bool = False
 
 
 class Controller(ApiWrites):
@@ -74,7 +67,6 @@ class Controller(ApiWrites):
         self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
         # FailedCreate Events read for a Job without a Pod, by Job uid: (monotonic time read, events)
         self._events_read: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._slots: dict[tuple[str, str], _Slot] = {}
         self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -174,27 +166,21 @@ class Controller(ApiWrites):
                 self.queue.done(key)
 
     async def reconcile(self, namespace: str, name: str) -> None:
-        """Serialised per CR; a burst of events while one pass runs collapses into one more pass."""
+        """One pass for this CR, as a worker runs it. Only the workers call it (tests aside): every
+        path that asks for a pass (events, resync, takeover, grace-period recheck) goes through
+        :meth:`enqueue`, so the queue alone keeps a CR from being in two passes at once and runs it
+        once more when asked during its pass (no lock of its own)."""
         if not self.active():
             return  # a standby replica reads and writes nothing; a takeover re-checks every CR
-        key = (namespace, name)
-        slot = self._slots.setdefault(key, _Slot())
-        if slot.queued:
-            return  # a pass is already waiting, and it will read the state this event brought
-        slot.queued = True
-        async with slot.lock:
-            slot.queued = False
-            try:
-                with metrics.reconcile_pass(benign=(lead.NotActive,)):  # losing the Lease is no error
-                    await self._reconcile(namespace, name)
-            except asyncio.CancelledError:
-                raise
-            except lead.NotActive:
-                logger.info(
-                    "no longer active: pass for migration=%s/%s stopped before writing", namespace, name
-                )
-            except Exception as exc:  # the next event or the resync retries; never crash the watcher
-                logger.warning("reconcile failed migration=%s/%s error=%s", namespace, name, describe(exc))
+        try:
+            with metrics.reconcile_pass(benign=(lead.NotActive,)):  # losing the Lease is no error
+                await self._reconcile(namespace, name)
+        except asyncio.CancelledError:
+            raise
+        except lead.NotActive:
+            logger.info("no longer active: pass for migration=%s/%s stopped before writing", namespace, name)
+        except Exception as exc:  # the next event or the resync retries; never crash the watcher
+            logger.warning("reconcile failed migration=%s/%s error=%s", namespace, name, describe(exc))
 
     async def _reconcile(self, namespace: str, name: str) -> None:
         """One pass; a status write refused as stale means the world moved: read and decide again."""
@@ -335,9 +321,6 @@ class Controller(ApiWrites):
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
-        slot = self._slots.get((namespace, name))
-        if slot is not None and not slot.lock.locked() and not slot.queued:
-            self._slots.pop((namespace, name), None)
 
 
 def _deleted_unheld(cr: Mapping[str, Any]) -> bool:
