@@ -242,6 +242,7 @@ class Releaser:
             await self.run_one()
 
     async def _run(self, key: MigrationKey) -> None:
+        digest = self._event_digests.pop(key, None)  # an event asked for this pass (else a nudge)
         if not self.active():
             return  # lost the Lease since it was queued: the new active replica sweeps
         if key == SWEEP:
@@ -252,7 +253,6 @@ class Releaser:
             except Exception as e:  # the next sweep may succeed
                 self._error("sweep failed", e)
             return
-        digest = self._event_digests.pop(key, None)  # an event asked for this pass (else a nudge)
         try:
             clean, judged = await self._pass(*key)
         except asyncio.CancelledError:
@@ -346,7 +346,8 @@ class Releaser:
     # --- the pass -------------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> bool:
-        """Release or announce every gated pod waiting for `namespace/name`; True if all went well."""
+        """Release or announce every gated pod waiting for `namespace/name`; True if all went well.
+        The pass itself, run in the caller's task (the workers run it from the queue, `_run`)."""
         clean, _ = await self._pass(namespace, name)
         return clean
 
