@@ -1,8 +1,8 @@
 """The controller's pass runner: any event about a DatabaseMigration, its Jobs or their Pods puts that
 CR's key in the work queue (:mod:`workqueue`: the one thing that keeps a CR out of two passes at
 once; so do the resync loop, takeovers and grace-period rechecks); a few workers take keys out,
-take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's watches through index handlers in
-handlers.py), ask :func:`reconcile.decide` and carry out the plan (:mod:`writes`). The API is read
+take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's watches through
+index handlers in handlers.py), ask :func:`reconcile.decide` and carry out the plan (:mod:`writes`). The API is read
 only when the view cannot be trusted for a CR: its first pass after a (re)listing, after a takeover,
 and after a status write refused as stale (see :meth:`Controller._observe`).
 
