@@ -2,9 +2,9 @@
 CR's key in the work queue (:mod:`workqueue`: the one thing that keeps a CR out of two passes at
 once; so do the resync loop, takeovers and grace-period rechecks); a few workers take keys out,
 take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's watches through
-index handlers in handlers.py), ask :func:`reconcile.decide` and carry out the plan (:mod:`writes`). The API is read
-only when the view cannot be trusted for a CR: its first pass after a (re)listing, after a takeover,
-and after a status write refused as stale (see :meth:`Controller._observe`).
+index handlers in handlers.py), ask :func:`reconcile.decide` and carry out the plan (:mod:`writes`).
+The API is read only when the view cannot be trusted for a CR: its first pass after a (re)listing,
+after a takeover, and after a status write refused as stale (see :meth:`Controller._observe`).
 
 No per-object timers (kopf would put its finalizer on every CR, so deleting any CR would hang while
 the operator is down): a single resync loop re-checks every known CR, spread evenly over
