@@ -57,7 +57,7 @@ class Controller(ApiWrites):
         self.kube: Kube | None = None
         self.known: set[tuple[str, str]] = set()
         self.view = View()
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue(admit=self.active)
         # CRs whose view may lag what another writer recorded: their next pass reads the API once.
         self._unsure: set[Key] = set()
         # A watch (re)listed (monotonic time of its latest listing event): deletions made while it
@@ -150,21 +150,18 @@ class Controller(ApiWrites):
                     self.enqueue(namespace, name)
 
     def enqueue(self, namespace: str, name: str) -> None:
-        """A pass for this CR soon (at most one waiting per CR, however many events ask)."""
-        if not self.active():
-            return  # a standby replica runs no pass; a takeover re-checks every CR
+        """A pass for this CR soon (at most one waiting per CR, however many events ask). A standby
+        queues nothing (the queue's leadership check); a takeover re-checks every CR."""
         self.queue.add((namespace, name))
         metrics.QUEUE_DEPTH.set(len(self.queue))
 
     async def _work(self) -> None:
         """One of ``settings.workers``: passes, one CR at a time, for as long as the operator runs."""
-        while True:
-            key = await self.queue.get()
-            metrics.QUEUE_DEPTH.set(len(self.queue))
-            try:
-                await self.reconcile(*key)
-            finally:
-                self.queue.done(key)
+        await self.queue.serve(self._run)
+
+    async def _run(self, key: Key) -> None:
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+        await self.reconcile(*key)
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """One pass for this CR, as a worker runs it. Only the workers call it (tests aside): every
@@ -172,7 +169,7 @@ class Controller(ApiWrites):
         :meth:`enqueue`, so the queue alone keeps a CR from being in two passes at once and runs it
         once more when asked during its pass (no lock of its own)."""
         if not self.active():
-            return  # a standby replica reads and writes nothing; a takeover re-checks every CR
+            return  # a direct call on a standby (the queue's workers checked already): no pass
         try:
             with metrics.reconcile_pass(benign=(lead.NotActive,)):  # losing the Lease is no error
                 await self._reconcile(namespace, name)

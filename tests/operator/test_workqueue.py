@@ -88,6 +88,30 @@ async def test_discard_drops_a_waiting_key_but_not_a_running_pass() -> None:
     assert len(q) == 0
 
 
+async def test_only_an_admitted_replica_queues_or_runs_a_pass() -> None:
+    """The leadership check lives in the queue: a standby queues nothing, and a key queued before
+    the Lease was lost is taken out without its pass."""
+    active = [False]
+    q: WorkQueue[str] = WorkQueue(admit=lambda: active[0])
+    q.add("a")
+    assert len(q) == 0
+    active[0] = True
+    q.add("a")
+    q.add("b")
+    active[0] = False
+    ran: list[str] = []
+
+    async def run(key: str) -> None:
+        ran.append(key)
+
+    await q.run_one(run)
+    active[0] = True
+    await q.run_one(run)
+    assert ran == ["b"]
+    assert len(q) == 0
+    assert q.processing == 0
+
+
 async def test_get_waits_for_a_key() -> None:
     q: WorkQueue[str] = WorkQueue()
     getter = asyncio.create_task(q.get())

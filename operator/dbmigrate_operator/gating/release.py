@@ -197,7 +197,7 @@ class Releaser:
         self._owner_announced: dict[str, str] = {}  # owner uid -> last message
         self._rs_owner: dict[str, events.ObjectRef | None] = {}  # ReplicaSet uid -> its Deployment
         self._fingerprints: dict[MigrationKey, str] = {}
-        self.queue: WorkQueue[MigrationKey] = WorkQueue()
+        self.queue: WorkQueue[MigrationKey] = WorkQueue(admit=self.active)
         # The latest event digest per queued DatabaseMigration: its pass remembers it once clean.
         self._event_digests: dict[MigrationKey, str] = {}
         self._nudges: dict[MigrationKey, asyncio.TimerHandle] = {}  # pending (the delay not over)
@@ -219,22 +219,16 @@ class Releaser:
         ]
 
     def enqueue(self, key: MigrationKey) -> None:
-        """A pass for this DatabaseMigration (or `SWEEP`) soon; a standby queues nothing."""
-        if self.active():
-            self.queue.add(key)
+        """A pass for this DatabaseMigration (or `SWEEP`) soon; a standby queues nothing (the queue's
+        leadership check)."""
+        self.queue.add(key)
 
     async def _work(self) -> None:
-        while True:
-            await self.run_one()
+        await self.queue.serve(self._run)
 
     async def run_one(self) -> None:
-        """Take the oldest key (waiting for one) and run its pass: what each worker does, and what
-        tests call to run the queue step by step."""
-        key = await self.queue.get()
-        try:
-            await self._run(key)
-        finally:
-            self.queue.done(key)
+        """Run the oldest queued pass (waiting for one) in this task: tests, step by step."""
+        await self.queue.run_one(self._run)
 
     async def drain(self) -> None:
         """Run queued passes in this task until none waits (tests, and a caller that needs it done)."""
@@ -243,8 +237,6 @@ class Releaser:
 
     async def _run(self, key: MigrationKey) -> None:
         digest = self._event_digests.pop(key, None)  # an event asked for this pass (else a nudge)
-        if not self.active():
-            return  # lost the Lease since it was queued: the new active replica sweeps
         if key == SWEEP:
             try:
                 await self.sweep()
@@ -275,7 +267,10 @@ class Releaser:
         key = (namespace, name)
         digest = fingerprint(migration)
         if not self.active():
-            return  # not remembered: the first pass once active sees it (and the sweep does)
+            # Not remembered: the first pass once active sees it (and the sweep does); nor is what
+            # an event said before the Lease was lost (its queued pass was dropped).
+            self._event_digests.pop(key, None)
+            return
         if self._fingerprints.get(key) == digest:
             return
         if not worth_a_pass(migration):
