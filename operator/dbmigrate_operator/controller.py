@@ -157,7 +157,9 @@ class Controller(ApiWrites):
 
     async def _work(self) -> None:
         """One of ``settings.workers``: passes, one CR at a time, for as long as the operator runs."""
-        await self.queue.serve(self._run)
+        while True:
+            await self.queue.run_one(self._run)
+            metrics.QUEUE_DEPTH.set(len(self.queue))  # also when a key was dropped (Lease lost)
 
     async def _run(self, key: Key) -> None:
         metrics.QUEUE_DEPTH.set(len(self.queue))
