@@ -1,9 +1,10 @@
 """The controller's pass runner: any event about a DatabaseMigration, its Jobs or their Pods puts that
-CR's key in the work queue (:mod:`workqueue`); a few workers take keys out, take the CR, its Jobs and
-Pods from the watched view (:mod:`view`, fed by kopf's watches through index handlers in
-handlers.py), ask :func:`reconcile.decide` and carry out the plan (:mod:`writes`). The API is read
-only when the view cannot be trusted for a CR: its first pass after a (re)listing, after a takeover,
-and after a status write refused as stale (see :meth:`Controller._observe`).
+CR's key in the work queue (:mod:`workqueue`: the one thing that keeps a CR out of two passes at
+once; so do the resync loop, takeovers and grace-period rechecks); a few workers take keys out,
+take the CR, its Jobs and Pods from the watched view (:mod:`view`, fed by kopf's watches through
+index handlers in handlers.py), ask :func:`reconcile.decide` and carry out the plan (:mod:`writes`).
+The API is read only when the view cannot be trusted for a CR: its first pass after a (re)listing,
+after a takeover, and after a status write refused as stale (see :meth:`Controller._observe`).
 
 No per-object timers (kopf would put its finalizer on every CR, so deleting any CR would hang while
 the operator is down): a single resync loop re-checks every known CR, spread evenly over
@@ -17,7 +18,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,12 +43,6 @@ STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, be
 PROGRESS_WRITE_SECONDS = 1.0
 
 
-@dataclass
-class _Slot:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    queued: bool = False
-
-
 class Controller(ApiWrites):
     """One per operator process: the API client, the work queue and its workers, the resync loop.
 
@@ -63,7 +57,7 @@ class Controller(ApiWrites):
         self.kube: Kube | None = None
         self.known: set[tuple[str, str]] = set()
         self.view = View()
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue(admit=self.active)
         # CRs whose view may lag what another writer recorded: their next pass reads the API once.
         self._unsure: set[Key] = set()
         # A watch (re)listed (monotonic time of its latest listing event): deletions made while it
@@ -74,7 +68,6 @@ class Controller(ApiWrites):
         self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
         # FailedCreate Events read for a Job without a Pod, by Job uid: (monotonic time read, events)
         self._events_read: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._slots: dict[tuple[str, str], _Slot] = {}
         self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -157,44 +150,37 @@ class Controller(ApiWrites):
                     self.enqueue(namespace, name)
 
     def enqueue(self, namespace: str, name: str) -> None:
-        """A pass for this CR soon (at most one waiting per CR, however many events ask)."""
-        if not self.active():
-            return  # a standby replica runs no pass; a takeover re-checks every CR
+        """A pass for this CR soon (at most one waiting per CR, however many events ask). A standby
+        queues nothing (the queue's leadership check); a takeover re-checks every CR."""
         self.queue.add((namespace, name))
         metrics.QUEUE_DEPTH.set(len(self.queue))
 
     async def _work(self) -> None:
         """One of ``settings.workers``: passes, one CR at a time, for as long as the operator runs."""
         while True:
-            key = await self.queue.get()
-            metrics.QUEUE_DEPTH.set(len(self.queue))
-            try:
-                await self.reconcile(*key)
-            finally:
-                self.queue.done(key)
+            await self.queue.run_one(self._run)
+            metrics.QUEUE_DEPTH.set(len(self.queue))  # also when a key was dropped (Lease lost)
+
+    async def _run(self, key: Key) -> None:
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+        await self.reconcile(*key)
 
     async def reconcile(self, namespace: str, name: str) -> None:
-        """Serialised per CR; a burst of events while one pass runs collapses into one more pass."""
+        """One pass for this CR, as a worker runs it. Only the workers call it (tests aside): every
+        path that asks for a pass (events, resync, takeover, grace-period recheck) goes through
+        :meth:`enqueue`, so the queue alone keeps a CR from being in two passes at once and runs it
+        once more when asked during its pass (no lock of its own)."""
         if not self.active():
-            return  # a standby replica reads and writes nothing; a takeover re-checks every CR
-        key = (namespace, name)
-        slot = self._slots.setdefault(key, _Slot())
-        if slot.queued:
-            return  # a pass is already waiting, and it will read the state this event brought
-        slot.queued = True
-        async with slot.lock:
-            slot.queued = False
-            try:
-                with metrics.reconcile_pass(benign=(lead.NotActive,)):  # losing the Lease is no error
-                    await self._reconcile(namespace, name)
-            except asyncio.CancelledError:
-                raise
-            except lead.NotActive:
-                logger.info(
-                    "no longer active: pass for migration=%s/%s stopped before writing", namespace, name
-                )
-            except Exception as exc:  # the next event or the resync retries; never crash the watcher
-                logger.warning("reconcile failed migration=%s/%s error=%s", namespace, name, describe(exc))
+            return  # a direct call on a standby (the queue's workers checked already): no pass
+        try:
+            with metrics.reconcile_pass(benign=(lead.NotActive,)):  # losing the Lease is no error
+                await self._reconcile(namespace, name)
+        except asyncio.CancelledError:
+            raise
+        except lead.NotActive:
+            logger.info("no longer active: pass for migration=%s/%s stopped before writing", namespace, name)
+        except Exception as exc:  # the next event or the resync retries; never crash the watcher
+            logger.warning("reconcile failed migration=%s/%s error=%s", namespace, name, describe(exc))
 
     async def _reconcile(self, namespace: str, name: str) -> None:
         """One pass; a status write refused as stale means the world moved: read and decide again."""
@@ -335,9 +321,6 @@ class Controller(ApiWrites):
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
-        slot = self._slots.get((namespace, name))
-        if slot is not None and not slot.lock.locked() and not slot.queued:
-            self._slots.pop((namespace, name), None)
 
 
 def _deleted_unheld(cr: Mapping[str, Any]) -> bool:

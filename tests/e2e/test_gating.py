@@ -473,7 +473,8 @@ async def test_a_pod_gated_against_a_newer_generation_is_not_released_on_the_old
     (pod,) = gating.pods(ns, "app=web-2")
     assert gate_names(pod) == [SCHEDULING_GATE]  # the webhook gated it: generation 2 is not applied
 
-    await releaser.on_migration_event(ns, "shop-db", stale)  # a late event of generation 1
+    releaser.on_migration_event(ns, "shop-db", stale)  # a late event of generation 1
+    await releaser.drain()  # its queued pass
     (pod,) = gating.pods(ns, "app=web-2")
     assert gate_names(pod) == [SCHEDULING_GATE]
     assert gating.get_migration(ns)["metadata"]["generation"] == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Callable
 from typing import Any
@@ -72,7 +71,8 @@ class FakeApi:
 async def changed(releaser: Releaser, api: FakeApi, body: dict[str, Any] | None) -> None:
     """The DatabaseMigration became `body` (None: deleted) and its watch event arrives."""
     api.migration = copy.deepcopy(body)
-    await releaser.on_migration_event("shop", "shop-db", body)
+    releaser.on_migration_event("shop", "shop-db", body)
+    await releaser.drain()  # the queued pass, in this task
 
 
 def about(api: FakeApi, kind: str) -> list[dict[str, Any]]:
@@ -291,7 +291,8 @@ async def test_an_event_body_older_than_a_gated_pod_releases_nothing() -> None:
     api = InterleavingApi([], migration_body(ready=True, generation=1))
     generation_2_gates_a_pod(api)()  # happened after the event's body was read by the watch
     releaser = Releaser(api)
-    await releaser.on_migration_event("shop", "shop-db", migration_body(ready=True, generation=1))
+    releaser.on_migration_event("shop", "shop-db", migration_body(ready=True, generation=1))
+    await releaser.drain()
     assert gates_of(api.pods["web-2"]) == [SCHEDULING_GATE]
     assert api.reads == ["pods", "migration"]
     assert [e["reason"] for e in about(api, "Pod")] == ["WaitingForMigration"]
@@ -307,7 +308,7 @@ async def test_a_nudge_reads_the_migration_after_the_pods() -> None:
     api.between = generation_2_gates_a_pod(api)
     releaser = Releaser(api, nudge_delay=0)
     releaser.nudge("shop", "shop-db")
-    await asyncio.gather(*releaser._tasks)
+    await releaser.run_one()  # waits for the nudge's key, then runs its pass
     assert gates_of(api.pods["web-2"]) == [SCHEDULING_GATE]
     assert api.reads[0] == "pods"
 

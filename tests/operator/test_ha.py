@@ -229,7 +229,11 @@ async def test_releaser_of_a_standby_replica_neither_releases_nor_posts_events()
         releaser = Releaser(api, leadership=Switch(False))
         await releaser.reconcile("shop", "shop-db")
         await releaser.sweep()
-        await releaser.on_migration_event("shop", "shop-db", migration_body(ready=ready))
+        releaser.on_migration_event("shop", "shop-db", migration_body(ready=ready))
+        releaser.request_sweep()
+        releaser.nudge("shop", "shop-db")
+        assert len(releaser.queue) == 0  # a standby queues no pass
+        await releaser.cancel()  # the nudge's timer
         assert api.patches == []
         assert api.events == []
 

@@ -7,7 +7,7 @@ pass sees was admitted (and judged by the webhook) before that listing, so the D
 is judged against is at least as new as the one the webhook saw: a body older than the pod's
 admission cannot release it. This order is the same on every path (`Releaser._judge`).
 
-Three triggers run such a pass for one DatabaseMigration (`Releaser.reconcile`) or for all:
+Three triggers ask for such a pass for one DatabaseMigration (`Releaser.reconcile`) or for all:
 - an event of a DatabaseMigration that can release a pod or tells of a failure: it became Ready, its
   applied versions or their database changed (a pinned pod may be met), or its run failed (a Warning
   to say at once). The event's body only decides whether a pass is worth it; progress of a run that
@@ -19,8 +19,13 @@ Three triggers run such a pass for one DatabaseMigration (`Releaser.reconcile`) 
   against its DatabaseMigration read after that listing, so a missed event or a failed patch never
   strands a pod.
 
-Every write is idempotent (the guarded JSON patch of `patches.py`), so two overlapping passes cannot
-do harm. Only the active replica (`leadership`) runs passes at all, and every write (gate removal,
+No trigger runs its pass itself: each puts a key in the releaser's work queue (`workqueue.py`, the
+class the controller's passes go through, with its semantics: a key waits at most once, is never in
+two passes at once, and goes round once more when asked for during its own pass), and a few workers
+run the passes. A key is a DatabaseMigration (an event's pass and a nudge's are the same pass, so
+they collapse into one) or `SWEEP`. A sweep and a pass for one of the DatabaseMigrations it covers
+can still overlap: every write is idempotent (the guarded JSON patch of `patches.py`), so they cannot
+do harm. Only the active replica (`leadership`) queues or runs passes, and every write (gate removal,
 Event) checks it right before it is sent: a standby writes nothing. The kopf handler that feeds the
 events in lives in `runtime.py`.
 """
@@ -34,7 +39,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator import metrics
@@ -43,10 +48,13 @@ from dbmigrate_operator.gating import events
 from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
 from dbmigrate_operator.gating.patches import remove_gate_patch
 from dbmigrate_operator.gating.requirement import Requirement, Verdict, evaluate, has_gate, requirement_of
+from dbmigrate_operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
 MigrationKey = tuple[str, str]  # (namespace, name)
+# The release queue's key for a sweep over every gated pod: no DatabaseMigration has an empty namespace.
+SWEEP: Final[MigrationKey] = ("", "")
 _NOT_READ: Any = object()  # a pass that found no waiting pod did not read the DatabaseMigration
 _OWNER_MEMORY = 4096  # remembered owner announcements, to bound memory on long runs
 
@@ -175,6 +183,7 @@ class Releaser:
         *,
         namespaces: tuple[str, ...] = (),
         nudge_delay: float = 1.0,
+        workers: int = 4,
         on_error: Callable[[str, BaseException], None] | None = None,
         leadership: lead.Leadership | None = None,
     ) -> None:
@@ -182,13 +191,17 @@ class Releaser:
         self.leadership = leadership  # None: the process's (lead.current(), installed at startup)
         self.namespaces = namespaces  # empty: the whole cluster
         self.nudge_delay = nudge_delay
+        self.workers = workers
         self._on_error = on_error
         self._announced: dict[str, str] = {}  # pod uid -> last message
         self._owner_announced: dict[str, str] = {}  # owner uid -> last message
         self._rs_owner: dict[str, events.ObjectRef | None] = {}  # ReplicaSet uid -> its Deployment
         self._fingerprints: dict[MigrationKey, str] = {}
-        self._nudges: dict[MigrationKey, asyncio.Task[None]] = {}  # pending (still sleeping)
-        self._tasks: set[asyncio.Task[None]] = set()  # all nudges, to cancel them on shutdown
+        self.queue: WorkQueue[MigrationKey] = WorkQueue(admit=self.active)
+        # The latest event digest per queued DatabaseMigration: its pass remembers it once clean.
+        self._event_digests: dict[MigrationKey, str] = {}
+        self._nudges: dict[MigrationKey, asyncio.TimerHandle] = {}  # pending (the delay not over)
+        self._tasks: list[asyncio.Task[None]] = []  # the workers
 
     def active(self) -> bool:
         return (self.leadership or lead.current()).is_active()
@@ -196,56 +209,96 @@ class Releaser:
     def _ensure_active(self) -> None:
         lead.ensure_active(self.leadership or lead.current())
 
+    # --- the queue ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The workers that run the queued passes (``cancel()`` ends them)."""
+        loop = asyncio.get_running_loop()
+        self._tasks += [
+            loop.create_task(self._work(), name=f"dbmigrate-release-{i}") for i in range(self.workers)
+        ]
+
+    def enqueue(self, key: MigrationKey) -> None:
+        """A pass for this DatabaseMigration (or `SWEEP`) soon; a standby queues nothing (the queue's
+        leadership check)."""
+        self.queue.add(key)
+
+    async def _work(self) -> None:
+        await self.queue.serve(self._run)
+
+    async def run_one(self) -> None:
+        """Run the oldest queued pass (waiting for one) in this task: tests, step by step."""
+        await self.queue.run_one(self._run)
+
+    async def drain(self) -> None:
+        """Run queued passes in this task until none waits (tests, and a caller that needs it done)."""
+        while len(self.queue):
+            await self.run_one()
+
+    async def _run(self, key: MigrationKey) -> None:
+        digest = self._event_digests.pop(key, None)  # an event asked for this pass (else a nudge)
+        if key == SWEEP:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the next sweep may succeed
+                self._error("sweep failed", e)
+            return
+        try:
+            clean, judged = await self._pass(*key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._error(f"pass for {key[0]}/{key[1]} failed", e)
+            return
+        if clean and digest is not None:
+            # What the pods were judged against (when read), else what the event said.
+            self._fingerprints[key] = digest if judged is _NOT_READ else fingerprint(judged)
+
     # --- triggers -------------------------------------------------------------------------------
 
-    async def on_migration_event(
-        self, namespace: str, name: str, migration: Mapping[str, Any] | None
-    ) -> None:
+    def on_migration_event(self, namespace: str, name: str, migration: Mapping[str, Any] | None) -> None:
         """A DatabaseMigration was seen (listed, changed or deleted: `migration` None).
 
-        Its body decides only whether a pass is worth it: the pass reads the object again after
+        Its body decides only whether a pass is worth queueing: the pass reads the object again after
         listing the pods (the body may be older than a pod gated meanwhile).
         """
         key = (namespace, name)
         digest = fingerprint(migration)
         if not self.active():
-            return  # not remembered: the first pass once active sees it (and the sweep does)
+            # Not remembered: the first pass once active sees it (and the sweep does); nor is what
+            # an event said before the Lease was lost (its queued pass was dropped).
+            self._event_digests.pop(key, None)
+            return
         if self._fingerprints.get(key) == digest:
             return
         if not worth_a_pass(migration):
+            self._event_digests.pop(key, None)  # a pass already queued remembers nothing older
             if migration is None:
                 self._fingerprints.pop(key, None)
             else:
                 self._fingerprints[key] = digest
             return
-        clean, judged = await self._pass(namespace, name)
-        if migration is None:
-            self._fingerprints.pop(key, None)
-        elif clean:
-            # What the pods were judged against (when read), else what the event said.
-            self._fingerprints[key] = digest if judged is _NOT_READ else fingerprint(judged)
+        self._event_digests[key] = digest
+        self.enqueue(key)
 
     def nudge(self, namespace: str, name: str) -> None:
-        """Run a pass for one DatabaseMigration soon (coalesced: at most one pending per migration)."""
+        """A pass for one DatabaseMigration after `nudge_delay` (coalesced: one pending per migration)."""
         key = (namespace, name)
         if key in self._nudges:
             return
-        task = asyncio.get_running_loop().create_task(self._nudged(key))
-        self._nudges[key] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def _nudged(self, key: MigrationKey) -> None:
-        try:
-            await asyncio.sleep(self.nudge_delay)
-        finally:
+        def fire() -> None:
             # From now on, a new nudge schedules a new pass: it may be about a pod we will not see.
-            if self._nudges.get(key) is asyncio.current_task():
-                del self._nudges[key]
-        try:
-            await self.reconcile(*key)
-        except Exception as e:
-            self._error(f"pass for {key[0]}/{key[1]} failed", e)
+            self._nudges.pop(key, None)
+            self.enqueue(key)
+
+        self._nudges[key] = asyncio.get_running_loop().call_later(self.nudge_delay, fire)
+
+    def request_sweep(self) -> None:
+        """A sweep over every gated pod soon (the periodic loop and a takeover ask for it)."""
+        self.enqueue(SWEEP)
 
     async def sweep(self) -> None:
         """One pass over every gated pod of the cluster (only while active)."""
@@ -277,7 +330,10 @@ class Releaser:
             del self._announced[uid]
 
     async def cancel(self) -> None:
-        tasks = list(self._tasks)
+        for handle in self._nudges.values():
+            handle.cancel()
+        self._nudges.clear()
+        tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -285,7 +341,8 @@ class Releaser:
     # --- the pass -------------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> bool:
-        """Release or announce every gated pod waiting for `namespace/name`; True if all went well."""
+        """Release or announce every gated pod waiting for `namespace/name`; True if all went well.
+        The pass itself, run in the caller's task (the workers run it from the queue, `_run`)."""
         clean, _ = await self._pass(namespace, name)
         return clean
 

@@ -1,5 +1,5 @@
-"""Start and stop gating inside the operator (webhook server, API client, periodic sweep), and feed
-DatabaseMigration events to the releaser."""
+"""Start and stop gating inside the operator (webhook server, API client, the releaser's workers,
+periodic sweep), and feed DatabaseMigration events to the releaser's queue."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import kubernetes.config
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.constants import GROUP, PLURAL, VERSION
 from dbmigrate_operator.gating import server
-from dbmigrate_operator.gating.kube import KubeApi, describe_error, new_api_client
+from dbmigrate_operator.gating.kube import KubeApi, new_api_client
 from dbmigrate_operator.gating.release import Releaser
 from dbmigrate_operator.gating.state import MEMO_KEY, Runtime, runtime_of
 from dbmigrate_operator.settings import Settings as OperatorSettings
@@ -23,16 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 async def sweep_forever(releaser: Releaser, interval: float, takeover: asyncio.Event | None = None) -> None:
-    """The periodic safety net: one pass over all gated pods every `interval` seconds, and at once
-    when this replica becomes the active one (`takeover`)."""
+    """The periodic safety net: a sweep over all gated pods queued every `interval` seconds, and at
+    once when this replica becomes the active one (`takeover`). The releaser's workers run it."""
     takeover = takeover or asyncio.Event()
     while True:
-        try:
-            await releaser.sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # keep sweeping: the next pass may succeed
-            logger.warning(f"Gating sweep failed: {describe_error(e)}")
+        releaser.request_sweep()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(takeover.wait(), interval)
         takeover.clear()
@@ -51,11 +46,14 @@ async def start_gating(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         raise kopf.PermanentError(f"no Kubernetes API configuration: {e}") from e
     api = KubeApi(api_client)
     # The operator may be limited to some namespaces (DBMIGRATE_NAMESPACES); sweep only those then.
-    releaser = Releaser(api, namespaces=OperatorSettings.from_env().namespaces)
+    operator_settings = OperatorSettings.from_env()
+    # Release passes run in the releaser's own work queue, with as many workers as reconcile passes.
+    releaser = Releaser(api, namespaces=operator_settings.namespaces, workers=operator_settings.workers)
     runtime = Runtime(api=api, releaser=releaser, settings=config, api_client=api_client)
     if config.register:
         configuration = server.local_configuration(config, serving.ca_bundle)
         await asyncio.to_thread(server.register, api_client, configuration)
+    releaser.start()
     runtime.sweep_task = asyncio.get_running_loop().create_task(
         sweep_forever(runtime.releaser, config.sweep_seconds, lead.current().subscribe()),
         name="dbmigrate-gating-sweep",
@@ -87,14 +85,16 @@ async def release_on_migration_event(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """Any event of a DatabaseMigration (also the initial listing): release or announce its pods.
+    """Any event of a DatabaseMigration (also the initial listing): queue a pass that releases or
+    announces its pods.
 
     kopf's on.field/on.update never see status changes (status is not part of what kopf diffs),
     hence a raw event handler; unchanged verdict inputs are skipped by fingerprint. The body only
-    triggers the pass: the pass reads the object again after listing the pods (`release.py`).
+    triggers the pass: the pass reads the object again after listing the pods (`release.py`), in
+    one of the releaser's workers, never in this handler.
     """
     runtime = runtime_of(memo)
     if runtime is None or not namespace or not name:
         return
     migration = None if type == "DELETED" else dict(body)
-    await runtime.releaser.on_migration_event(namespace, name, migration)
+    runtime.releaser.on_migration_event(namespace, name, migration)
