@@ -148,27 +148,7 @@ class Kube:
         it was decided from (409: :class:`StaleObject`). Nothing else of the object is sent. Returns
         the object as written, or None when it is gone."""
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers or None}}
-        try:
-            resp = self.custom.patch_namespaced_custom_object(
-                c.GROUP,
-                c.VERSION,
-                namespace,
-                c.PLURAL,
-                name,
-                body,
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
-                _request_timeout=TIMEOUT,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            if exc.status == 409:
-                raise StaleObject(
-                    f"{c.PLURAL}/{name} in {namespace} changed since resourceVersion {resource_version}"
-                ) from None
-            raise
-        return _json(resp)
+        return self._guarded_patch(self.custom.patch_namespaced_custom_object, namespace, name, body)
 
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str
@@ -181,8 +161,14 @@ class Kube:
         when the object is gone.
         """
         body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
+        return self._guarded_patch(self.custom.patch_namespaced_custom_object_status, namespace, name, body)
+
+    def _guarded_patch(
+        self, call: Any, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A merge patch that names ``metadata.resourceVersion``: 409 is :class:`StaleObject`, 404 None."""
         try:
-            resp = self.custom.patch_namespaced_custom_object_status(
+            resp = call(
                 c.GROUP,
                 c.VERSION,
                 namespace,
@@ -197,8 +183,9 @@ class Kube:
             if exc.status == 404:
                 return None
             if exc.status == 409:
+                version = body["metadata"]["resourceVersion"]
                 raise StaleObject(
-                    f"{c.PLURAL}/{name} in {namespace} changed since resourceVersion {resource_version}"
+                    f"{c.PLURAL}/{name} in {namespace} changed since resourceVersion {version}"
                 ) from None
             raise
         return _json(resp)
