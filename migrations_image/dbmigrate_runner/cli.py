@@ -39,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
         return argparse.HelpFormatter(self.prog, width=100)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command, with its options; with ``only`` (the command being run) the other commands
+    get no options: adding all ~50 costs a no-op run as much as its own decision."""
     parser = _Parser(
         prog="dbmigrate-runner",
         description="Apply database migrations (aerich, tortoise.migrations or Alembic) safely.",
@@ -55,6 +57,8 @@ def make_parser() -> argparse.ArgumentParser:
     }
     for name in COMMANDS:
         p = sub.add_parser(name, help=helps[name], description=helps[name])
+        if only not in (None, name):
+            continue
         p.add_argument("--tool", choices=TOOLS, help="migration tool [env DBMIGRATE_TOOL, default aerich]")
         p.add_argument(
             "--config",
@@ -204,7 +208,7 @@ def _main(argv: Sequence[str], env: Mapping[str, str], mask: Masker) -> int:
     state = runner.RunState()
     error: RunnerError | None = None
     try:
-        args = make_parser().parse_args(argv)
+        args = make_parser(only=argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
         settings = build_settings(vars(args), env)
         if args.log_level:
             log.level = JsonLogger(level=settings.log_level).level

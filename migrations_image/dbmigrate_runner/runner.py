@@ -1,8 +1,8 @@
 """One run: wait for the database, lock, plan, (maybe) migrate, read back, report.
 
 The no-op path (nothing pending) reads the tracking table over the runner's own asyncpg
-connection and lists migration files on disk; tortoise and aerich are imported only when
-there is work.
+connection and lists migration files on disk; tortoise and aerich, the lock-timeout retries
+(``locking``, ``attempts``) and planning's modules are imported only when there is work.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from dbmigrate_runner import database
-from dbmigrate_runner.attempts import Attempts
 from dbmigrate_runner.errors import ConfigError, ConnectionLost, LockTimeout, MigrationFailed, RunnerError
-from dbmigrate_runner.locking import Retrier
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
 from dbmigrate_runner.project import Project, discover, load_project
@@ -27,7 +25,9 @@ from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
 from dbmigrate_runner.settings import Settings
 from dbmigrate_runner.tools import MigrationTool, get_tool
 
-if TYPE_CHECKING:  # planning's modules are imported only when planning
+if TYPE_CHECKING:  # planning's modules and the lock retries are imported only when needed
+    from dbmigrate_runner.attempts import Attempts
+    from dbmigrate_runner.locking import Retrier
     from dbmigrate_runner.sqlplan import SqlPlan, Step
 
 
@@ -133,15 +133,11 @@ async def run(settings: Settings, state: RunState) -> None:
             with contextlib.suppress(asyncpg.PostgresError):
                 state.final_applied = await _read_applied(tool, conn)
             raise
-        state.retrier = Retrier(settings.locking, settings.db)
-        attempts = Attempts(state.retrier)
-        tool.attempt = attempts
-        tool.session_settings = state.retrier.session_settings()
         resumes = 0
         try:
             while True:
                 try:
-                    await _locked(settings, tool, conn, disk, project, state, attempts)
+                    await _locked(settings, tool, conn, disk, project, state)
                     return
                 except ConnectionLost as exc:
                     # Before or between migrations: nothing is in flight; take the lock again and go
@@ -156,7 +152,8 @@ async def run(settings: Settings, state: RunState) -> None:
                         conn, settings.lock_timeout, settings.db, settings.wait_timeout
                     )
         finally:
-            await state.retrier.close()
+            if state.retrier is not None:
+                await state.retrier.close()
             await database.release_lock(conn)
     finally:
         await database.close(conn)
@@ -173,7 +170,6 @@ async def _locked(
     disk: dict[str, list[str]],
     project: Project,
     state: RunState,
-    attempts: Attempts,
 ) -> None:
     """Under the advisory lock: read what is applied, plan, migrate, read back."""
     try:
@@ -184,7 +180,6 @@ async def _locked(
             raise
         raise ConnectionLost(f"lost the database connection ({type(exc).__name__})", resumable=True) from exc
     tool.before_commit, tool.lock_pid = guard.check, guard.pid
-    attempts.guard = guard
     state.final_applied = applied
     target = _target(settings, disk, applied)
     baseline = _baseline(settings, tool, disk, applied)
@@ -204,6 +199,9 @@ async def _locked(
         if settings.fast_noop:
             return
         log.info("plan.full", "DBMIGRATE_FAST_NOOP=false: opening the tool anyway", tool=tool.name)
+    attempts = _attempts(settings, tool, state)
+    attempts.guard = guard  # this lock's session (a resumed run has a new one)
+    tool.attempt = attempts
     log.info(
         "plan",
         "migrations to run",
@@ -230,6 +228,18 @@ async def _locked(
         raise ConnectionLost(f"lost the database connection ({type(exc).__name__})", resumable=True) from exc
     finally:
         state.final_applied = await _read_back(tool, conn, settings)
+
+
+def _attempts(settings: Settings, tool: MigrationTool, state: RunState) -> Attempts:
+    """The lock-timeout retries of this run's migrations, made once (a resumed run keeps what it
+    waited); only when there is work, so that a no-op does not import them."""
+    from dbmigrate_runner.attempts import Attempts
+    from dbmigrate_runner.locking import Retrier
+
+    if state.retrier is None:
+        state.retrier = Retrier(settings.locking, settings.db)
+        tool.session_settings = state.retrier.session_settings()
+    return Attempts(state.retrier)
 
 
 async def _read_back(

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
-from dbmigrate_runner.locking import Policy, policy_from_env
+from dbmigrate_runner.lock_policy import Policy, policy_from_env
 from dbmigrate_runner.report import DEFAULT_PATH
 
 TOOLS = ("aerich", "tortoise", "alembic")

@@ -5,19 +5,15 @@ from __future__ import annotations
 import pytest
 
 from dbmigrate_runner.errors import ConfigError
-from dbmigrate_runner.locking import (
+from dbmigrate_runner.lock_policy import (
     DEFAULT_BUDGET,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
-    Blocker,
     Policy,
-    Waits,
-    give_up,
     parse_duration,
     policy_from_env,
-    query_start,
-    session_note,
 )
+from dbmigrate_runner.locking import Blocker, Waits, give_up, query_start, session_note
 from dbmigrate_runner.report import LockWaits, Outcome, Report, decode, encode
 
 

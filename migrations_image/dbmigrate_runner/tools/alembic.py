@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import logging.config
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -37,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from dbmigrate_runner import database, locking, sources
-from dbmigrate_runner.attempts import lost_inside
+from dbmigrate_runner import database, sources
 from dbmigrate_runner.errors import (
     ConfigError,
     ConnectionLost,
@@ -54,6 +52,7 @@ from dbmigrate_runner.tools import alembic_scan
 from dbmigrate_runner.tools.base import database_error
 
 if TYPE_CHECKING:
+    from dbmigrate_runner.locking import Retrier
     from dbmigrate_runner.sqlplan import Step
 
 APP = "alembic"  # the one "app" of an Alembic project in the report
@@ -346,6 +345,8 @@ def _error(exc: BaseException, migration: str | None) -> RunnerError:
 def _no_file_config() -> Iterator[None]:
     """env.py templates call ``logging.config.fileConfig(alembic.ini)``, which would replace the
     runner's JSON (and masking) log handler: ignored while env.py runs."""
+    import logging.config  # only when env.py runs: the no-op read from the source does not need it
+
     original = logging.config.fileConfig
 
     def skip(*args: Any, **kwargs: Any) -> None:
@@ -366,6 +367,8 @@ def run_env(
     from alembic.runtime.environment import EnvironmentContext
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
+
+    from dbmigrate_runner import locking  # with env.py only: the no-op read does not import it
 
     sync_url = project.config.get_main_option("sqlalchemy.url")
     if project.is_async:
@@ -561,7 +564,9 @@ async def run(settings: Settings, state: Any) -> None:
             expected=state.identity,
             lock_pid=guard.pid,
         )
-        retrier = state.retrier = locking.Retrier(settings.locking, settings.db)
+        from dbmigrate_runner.locking import Retrier  # lock retries only when env.py runs
+
+        retrier = state.retrier = Retrier(settings.locking, settings.db)
         session = retrier.session_settings()
         work.on_connection = functools.partial(_check_session, retrier)
         try:
@@ -582,7 +587,7 @@ async def run(settings: Settings, state: Any) -> None:
         await database.close(conn)
 
 
-def _check_session(retrier: locking.Retrier, connection: Any) -> None:
+def _check_session(retrier: Retrier, connection: Any) -> None:
     """env.py's connection must run with our lock_timeout; where it does not, the report says so."""
     if not retrier.policy.enabled:
         return
@@ -590,7 +595,9 @@ def _check_session(retrier: locking.Retrier, connection: Any) -> None:
         shown = connection.exec_driver_sql("SELECT current_setting('lock_timeout')").scalar()
     except Exception:
         shown = None
-    note = locking.session_note(None if shown is None else str(shown), retrier.policy)
+    from dbmigrate_runner.locking import session_note
+
+    note = session_note(None if shown is None else str(shown), retrier.policy)
     if note:
         retrier.waits.note(note)
         log.warning("lock.timeout_unset", note)
@@ -611,6 +618,8 @@ async def _env(
                     "the Job's retry resumes the run",
                     resumable=False,
                 ) from exc
+            from dbmigrate_runner.attempts import lost_inside  # lock retries' module: with work only
+
             raise lost_inside(work.current, exc, atomic=True) from exc
         if work.current is None and work.mode != "read":
             kind, text = database_error(exc)
