@@ -28,6 +28,11 @@ can still overlap: every write is idempotent (the guarded JSON patch of `patches
 do harm. Only the active replica (`leadership`) queues or runs passes, and every write (gate removal,
 Event) checks it right before it is sent: a standby writes nothing. The kopf handler that feeds the
 events in lives in `runtime.py`.
+
+Why one module of ~460 lines: the judgment (`decide`, `_judge`), the three triggers and the
+announcements of why a pod waits share the releaser's state (its queue, the fingerprints that let
+an event skip a pass, the owners already told); splitting the announcements out (`events.py` builds
+them already) is the next cut when this grows.
 """
 
 from __future__ import annotations
