@@ -127,35 +127,16 @@ class Instance:
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every session is ended (as in a restart or failover), and the
         server is back on the same port when this returns."""
-        _run_as(
-            self.run_user,
-            self.root,
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.root / "data"),
-            "-l",
-            str(self.root / "log"),
-            "-m",
-            "fast",
-            "-w",
-            "restart",
-        )
+        self._pg_ctl("-l", str(self.root / "log"), "-m", "fast", "-w", "restart")
+
+    def _pg_ctl(self, *args: str) -> None:
+        _run_as(self.run_user, self.root, str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), *args)
 
     def stop(self) -> None:
         """Immediate shutdown and removal of the directory; fine to call twice or after a failed start."""
         if (self.root / "data").exists():
             with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
-                _run_as(
-                    self.run_user,
-                    self.root,
-                    str(self.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.root / "data"),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                )
+                self._pg_ctl("-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -210,19 +191,7 @@ def start_instance(
             hba.writelines(f"host all all {cidr} scram-sha-256\n" for cidr in clients)
         addresses = ",".join(listen)
         opts = f"-c listen_addresses={addresses} -p {instance.port} -k {sock} -c fsync=off {options}".strip()
-        _run_as(
-            user,
-            root,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        )
+        instance._pg_ctl("-o", opts, "-l", str(root / "log"), "-w", "start")
     except BaseException:
         instance.stop()
         raise

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,19 @@ def finish(proc: subprocess.Popen[str], report: Path, secret: str, timeout: floa
     for where, value in (("stdout", stdout), ("stderr", stderr), ("report", text)):
         assert secret not in value, f"password leaked in {where}"
     return result
+
+
+def wait_for_event(proc: subprocess.Popen[str], event: str, seen: list[str], limit: float = 60) -> None:
+    """Read the runner's JSON log lines (kept in ``seen``) until one has ``event``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, f"runner ended before {event}: {''.join(seen)}"
+        seen.append(line)
+        if f'"event": "{event}"' in line:
+            return
+    raise AssertionError(f"no {event} within {limit}s")
 
 
 @dataclass

@@ -6,7 +6,6 @@ DatabaseUnreachable (exit 3, the Job's retry resumes it) and nothing of that mig
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from dbmigrate_runner.report import Outcome
 from localcluster.postgres import PASSWORD, Instance, PostgresServer, lock_held_elsewhere, start_instance
-from tests.runner.conftest import REPO, Runner, finish
+from tests.runner.conftest import REPO, Runner, finish, wait_for_event
 from tests.support.migrations_gen import generate
 
 pytestmark = pytest.mark.postgres
@@ -47,18 +46,6 @@ def _runner(server: PostgresServer, tmp_path: Path, tool: str, n: int = 3) -> tu
     return Runner(server, server.create_database(), project.root, tmp_path, tool), project.versions
 
 
-def _read_until(proc: subprocess.Popen[str], event: str, seen: list[str], limit: float = 60) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line, f"runner ended before {event}: {''.join(seen)}"
-        seen.append(line)
-        if f'"event": "{event}"' in line:
-            return
-    raise AssertionError(f"no {event} within {limit}s")
-
-
 def test_restart_while_waiting_for_the_lock(
     instance: Instance, server: PostgresServer, tmp_path: Path, tool: str
 ) -> None:
@@ -66,7 +53,7 @@ def test_restart_while_waiting_for_the_lock(
     with lock_held_elsewhere(server, runner.database):
         proc, report = runner.start("upgrade", DBMIGRATE_WAIT_TIMEOUT="60", DBMIGRATE_LOCK_TIMEOUT="120")
         seen: list[str] = []
-        _read_until(proc, "lock.waiting", seen)
+        wait_for_event(proc, "lock.waiting", seen)
         instance.restart()  # the holder's session ends too: the lock is free once the runner is back
         result = finish(proc, report, server.password)
     out = "".join(seen) + result.stdout
@@ -164,7 +151,7 @@ def test_alembic_restart_while_waiting_and_inside_a_migration(
     with lock_held_elsewhere(server, runner.database):
         proc, report = runner.start("upgrade", "--config", ini, DBMIGRATE_WAIT_TIMEOUT="60")
         seen: list[str] = []
-        _read_until(proc, "lock.waiting", seen)
+        wait_for_event(proc, "lock.waiting", seen)
         instance.restart()
         deadline = time.monotonic() + 60
         while server.psql(runner.database, SLEEPING) == "0":

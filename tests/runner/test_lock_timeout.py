@@ -15,7 +15,7 @@ import pytest
 
 from dbmigrate_runner.report import Outcome
 from localcluster.postgres import PostgresServer
-from tests.runner.conftest import REPO, Result, Runner, finish
+from tests.runner.conftest import REPO, Result, Runner, finish, wait_for_event
 from tests.support.migrations_gen import generate
 
 pytestmark = pytest.mark.postgres
@@ -83,18 +83,6 @@ def read_while_waiting(postgres: PostgresServer, database: str, table: str) -> f
     started = time.monotonic()
     postgres.psql(database, f"SET statement_timeout = '20s'; SELECT count(*) FROM {table}")
     return time.monotonic() - started
-
-
-def wait_for_event(proc: subprocess.Popen[str], event: str, seen: list[str], limit: float = 60) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line, f"runner ended before {event}: {''.join(seen)}"
-        seen.append(line)
-        if f'"event": "{event}"' in line:
-            return
-    raise AssertionError(f"no {event} within {limit}s")
 
 
 def locking_env(timeout: str = f"{TIMEOUT_S:g}s", retries: str = "50", budget: str = "5m") -> dict[str, str]:
