@@ -65,6 +65,7 @@ READ_VERBS = ("list", "watch")
 PODS_AND_JOBS = [{"group": "", "resources": ["pods"]}, {"group": "batch", "resources": ["jobs"]}]
 MIGRATIONS = [{"group": "dbmigrate.dev", "resources": ["databasemigrations", "databasemigrations/status"]}]
 EVENTS = [{"group": "", "resources": ["events"]}, {"group": "events.k8s.io", "resources": ["events"]}]
+LOGS = [{"group": "", "resources": ["pods/log"]}]  # the operator's reads of a waiting run's log
 AUDIT_POLICY: dict[str, Any] = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -77,7 +78,11 @@ AUDIT_POLICY: dict[str, Any] = {
             "resources": PODS_AND_JOBS + MIGRATIONS,
             "omitStages": ["ResponseComplete"],
         },
-        {"level": "Metadata", "verbs": ["list", "get"], "resources": PODS_AND_JOBS + MIGRATIONS + EVENTS},
+        {
+            "level": "Metadata",
+            "verbs": ["list", "get"],
+            "resources": PODS_AND_JOBS + MIGRATIONS + EVENTS + LOGS,
+        },
         {"level": "None"},
     ],
 }

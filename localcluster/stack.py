@@ -237,7 +237,8 @@ def install_admission_policy(cluster: Cluster, namespace: str, service_account: 
 
 
 FAKE_RUNNER = """#!{python}
-import os, sys
+import os, sys, time
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))  # a run that takes a while (lock waits)
 with open(os.environ["DBMIGRATE_REPORT_PATH"], "w") as f:
     f.write(os.environ.get("FAKE_REPORT", ""))
 print("fake runner", sys.argv[1:], "url set:", bool(os.environ.get("DATABASE_URL")))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dbmigrate_runner.errors import LockNotAvailable, exception_chain
 from dbmigrate_runner.lock_policy import Policy
 from dbmigrate_runner.log import log
-from dbmigrate_runner.report import LockWaits
+from dbmigrate_runner.report import LOCK_WAIT_EVENT, LockWait, LockWaits
 
 if TYPE_CHECKING:
     import asyncpg
@@ -272,9 +272,8 @@ class Retrier:
                 if self.waits.waited + delay > self.policy.budget:
                     why = f"the budget of {self.policy.budget:g} s is spent"
                     raise give_up(self.waits, name, blocker, attempt, True, why) from None
-                log.warning(
-                    "lock.timeout",
-                    f"{message}; rolled back, retrying in {delay:.1f} s",
+                # The one line the operator reads while the Job runs (report.LockWait: the shared format).
+                wait = LockWait(
                     migration=name,
                     attempt=attempt,
                     retries=self.policy.retries,
@@ -282,6 +281,10 @@ class Retrier:
                     blocker=self.waits.blocker,
                     blocker_pid=blocker.pid if blocker else None,
                     retry_in_s=round(delay, 2),
+                    budget_left_s=round(max(0.0, self.policy.budget - self.waits.waited - delay), 1),
+                )
+                log.warning(
+                    LOCK_WAIT_EVENT, f"{message}; rolled back, retrying in {delay:.1f} s", **wait.fields()
                 )
                 await self._sleep(delay)
                 self.waits.waited += delay

@@ -67,6 +67,8 @@ class Step:
     actions: list[Action] = field(default_factory=list)
     events: list[EmitEvent] = field(default_factory=list)
     recheck_at: datetime | None = None
+    # status.lockWait while the running Job's migration waits for a table lock (lockwatch.py)
+    lock_wait: dict[str, Any] | None = None
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

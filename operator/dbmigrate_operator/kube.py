@@ -108,6 +108,22 @@ class Kube:
         )
         return list(_json(resp).get("items") or [])
 
+    def read_pod_log(
+        self, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str:
+        """The tail of one container's log (``pods/log``), bounded in lines and bytes: the runner's
+        masked JSON lines (lockwatch.py). Never a Secret: the log is what the runner printed."""
+        resp = self.core.read_namespaced_pod_log(
+            pod,
+            namespace,
+            container=container,
+            tail_lines=tail_lines,
+            limit_bytes=limit_bytes,
+            _preload_content=False,
+            _request_timeout=TIMEOUT,
+        )
+        return bytes(resp.data or b"").decode("utf-8", errors="replace")
+
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self.core.create_namespaced_event(namespace, event, _preload_content=False, _request_timeout=TIMEOUT)
 

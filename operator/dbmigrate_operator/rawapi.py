@@ -27,6 +27,9 @@ QUERY_NAMES = {
     "field_selector": "fieldSelector",
     "resource_version": "resourceVersion",
     "limit": "limit",
+    "container": "container",
+    "tail_lines": "tailLines",
+    "limit_bytes": "limitBytes",
 }
 
 
@@ -125,6 +128,10 @@ class RawApi:
 
     def read_namespaced_pod(self, name: str, namespace: str, **kw: Any) -> Any:
         path = "/api/v1/namespaces/{namespace}/pods/{name}"
+        return self.request("GET", path, {"namespace": namespace, "name": name}, **kw)
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> Any:
+        path = "/api/v1/namespaces/{namespace}/pods/{name}/log"
         return self.request("GET", path, {"namespace": namespace, "name": name}, **kw)
 
     def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:

@@ -48,6 +48,7 @@ from dbmigrate_operator.run_steps import RERUN_HINT, active_step, done_step, new
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.spec_rules import not_allowed, validate
 from dbmigrate_operator.status import Phase, Reason, Verdict, conditions, progressing, stalled
+from dbmigrate_runner.report import LockWait
 
 
 def decide(
@@ -57,11 +58,14 @@ def decide(
     now: datetime,
     settings: Settings,
     job_events: Mapping[str, list[dict[str, Any]]] | None = None,
+    lock_waits: Mapping[str, LockWait] | None = None,
 ) -> Plan:
     """What to do now for one DatabaseMigration, given everything observed about it:
     observe → results → record → next step (approval before a new run) → history → plan.
 
     ``job_events``: the Events of the Jobs :func:`diagnosis.jobs_awaiting_pods` named, by Job uid.
+    ``lock_waits``: the lock wait each running Job's runner is in, read from its log (lockwatch.py),
+    by Job uid.
     """
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
@@ -73,7 +77,9 @@ def decide(
     results, kept = _results(seen, pods, old_run, settings)
     hash_ = j.run_hash(cr)
     new, events = status_record(old, seen, results, kept, settings, (hash_, identity.ref(spec)))
-    step = _next_step(cr, seen, plan_jobs, pods, results, new, hash_, job_events or {}, now, settings)
+    step = _next_step(
+        cr, seen, plan_jobs, pods, results, new, hash_, job_events or {}, lock_waits or {}, now, settings
+    )
     deleting = bool(meta.get("deletionTimestamp"))
     held = c.RUN_FINALIZER in (meta.get("finalizers") or [])
     hold = holds_deletion(seen, pods, job_events or {}, now, settings, deleting=deleting) or (
@@ -95,6 +101,8 @@ def decide(
 
     generation = int(meta.get("generation") or 0)
     new["observedGeneration"] = generation
+    if step.lock_wait is not None:  # else it is left out, so the merge patch clears it
+        new["lockWait"] = step.lock_wait
     new["phase"] = step.phase.value
     new["conditions"] = conditions(step.verdict, old.get("conditions"), generation, now)
     patch = merge_patch(old, new)
@@ -168,6 +176,7 @@ def _next_step(
     new: dict[str, Any],
     hash_: str,
     job_events: Mapping[str, list[dict[str, Any]]],
+    lock_waits: Mapping[str, LockWait],
     now: datetime,
     settings: Settings,
 ) -> Step:
@@ -180,8 +189,17 @@ def _next_step(
     problem = validate(spec)
     if seen.active:
         job = seen.active[0]
-        events_of_job = job_events.get(str(job["metadata"].get("uid")), [])
-        return active_step(job, pods_of(job, pods), events_of_job, desired_name, old, now, settings)
+        uid = str(job["metadata"].get("uid"))
+        return active_step(
+            job,
+            pods_of(job, pods),
+            job_events.get(uid, []),
+            desired_name,
+            old,
+            now,
+            settings,
+            lock_waits.get(uid),
+        )
     if problem:
         return Step(Phase.FAILED, stalled(Reason.INVALID_SPEC, problem))
     if run.get("runHash") == hash_ and run.get("outcome") not in (None, "", RUNNING):

@@ -14,14 +14,14 @@ from typing import Any
 from dbmigrate_operator import approval as ap
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import jobs as j
-from dbmigrate_operator import versions
+from dbmigrate_operator import lockwatch, versions
 from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, Step
 from dbmigrate_operator.diagnosis import why_stuck
 from dbmigrate_operator.jobstate import has_run, never_started, parse_time
 from dbmigrate_operator.results import Result, reason_of
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, progressing, ready, stalled
-from dbmigrate_runner.report import Outcome
+from dbmigrate_runner.report import LockWait, Outcome
 
 RERUN_HINT = "kubectl annotate dbm {name} -n {namespace} " + c.RERUN_ANNOTATION + '="$(date +%s)" --overwrite'
 
@@ -34,8 +34,10 @@ def active_step(
     old: dict[str, Any],
     now: datetime,
     settings: Settings,
+    lock_wait: LockWait | None = None,
 ) -> Step:
-    """A Job is under way: replace it if it never started and is outdated, else report how it fares."""
+    """A Job is under way: replace it if it never started and is outdated, else report how it fares
+    (``lock_wait``: the latest lock wait its runner logged, when it is in one; see lockwatch.py)."""
     jname = job["metadata"]["name"]
     stuck = why_stuck(jpods, job_events, now, settings)
     superseded = jname != desired_name
@@ -77,6 +79,22 @@ def active_step(
     attempts = int((job.get("status") or {}).get("failed") or 0) + 1
     created = parse_time((job.get("metadata") or {}).get("creationTimestamp"))
     grace_ends = created + timedelta(seconds=settings.pod_create_grace_seconds) if created else None
+    # Still no Pod when the grace ends? Then its Events are read (no watch event says so).
+    recheck_at = grace_ends if not jpods and grace_ends and grace_ends > now else None
+    # A running container: look at its log again at the next point of the lock watch's grid.
+    for pod in jpods:
+        if (due := lockwatch.next_due(job, pod, now, settings.lock_watch_seconds)) is not None:
+            recheck_at = due if recheck_at is None else min(recheck_at, due)
+    if lock_wait is not None:
+        text = lockwatch.message(jname, lock_wait)
+        entry = lockwatch.status_entry(jname, lock_wait)
+        return Step(
+            under_way,
+            progressing(Reason.WAITING_FOR_LOCK, text),
+            events=lockwatch.event(old, entry, text),
+            recheck_at=recheck_at,
+            lock_wait=entry,
+        )
     return Step(
         under_way,
         progressing(
@@ -84,8 +102,7 @@ def active_step(
             f"Job {jname} is running the migrations (attempt {attempts} "
             f"of {int((job.get('spec') or {}).get('backoffLimit', 0)) + 1})",
         ),
-        # Still no Pod when the grace ends? Then its Events are read (no watch event says so).
-        recheck_at=grace_ends if not jpods and grace_ends and grace_ends > now else None,
+        recheck_at=recheck_at,
     )
 
 

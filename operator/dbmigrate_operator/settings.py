@@ -83,6 +83,9 @@ class Settings:
     unschedulable_grace_seconds: float = 300.0
     # A running Job still without a Pod this long after its creation: read its Events (FailedCreate).
     pod_create_grace_seconds: float = 10.0
+    # While a migration Job's runner container runs past its first lock timeout, the tail of its log
+    # is read this often for the lock wait it logged (lockwatch.py: one pods/log GET each); 0: never.
+    lock_watch_seconds: float = 10.0
     # Longest database error text copied into a condition message.
     message_chars: int = 1024
     # The runner's executable inside migration images (built FROM the migrations base image).
@@ -123,6 +126,7 @@ class Settings:
                 _number(env, "DBMIGRATE_APPLIED_VERSIONS_CAP", cls.applied_versions_cap, 1)
             ),
             ancestry_cap=int(_number(env, "DBMIGRATE_ANCESTRY_CAP", cls.ancestry_cap, 1)),
+            lock_watch_seconds=_number(env, "DBMIGRATE_LOCK_WATCH_SECONDS", cls.lock_watch_seconds, 0),
             allowed_service_accounts=_list(env, "DBMIGRATE_ALLOWED_SERVICE_ACCOUNTS"),
             allowed_images=_list(env, "DBMIGRATE_ALLOWED_IMAGES"),
         )

@@ -20,6 +20,7 @@ class Reason(enum.StrEnum):
     WAITING_FOR_PREVIOUS_RUN = "WaitingForPreviousRun"
     REPLACING_JOB = "ReplacingJob"
     WAITING_FOR_NODE = "WaitingForNode"
+    WAITING_FOR_LOCK = "WaitingForLock"  # the running migration's lock timeouts, read from its log
     PLANNING = "Planning"
     # Not Ready and not stuck: a person has to approve the plan (Argo CD shows it as Suspended).
     WAITING_FOR_APPROVAL = "WaitingForApproval"

@@ -21,6 +21,7 @@ IN_PROGRESS = [
     status.Reason.WAITING_FOR_PREVIOUS_RUN,
     status.Reason.REPLACING_JOB,
     status.Reason.WAITING_FOR_NODE,
+    status.Reason.WAITING_FOR_LOCK,
     status.Reason.PLANNING,
 ]
 WAITING = status.Reason.WAITING_FOR_APPROVAL

@@ -24,6 +24,7 @@ NAMESPACED = {
     "databasemigrations/status",
     "jobs",
     "pods",
+    "pods/log",
     "events",
     "replicasets",
     "leases",

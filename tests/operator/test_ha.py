@@ -55,6 +55,8 @@ class FakeKube:
         self.before_write: Callable[[], None] | None = None
         self.writes: list[tuple[str, str]] = []
         self.events: list[dict[str, Any]] = []
+        self.logs: dict[str, str] = {}  # pod name → what its runner printed (lockwatch reads the tail)
+        self.log_reads: list[tuple[str, int, int]] = []  # (pod, tailLines, limitBytes) of each read
 
     def bump(self) -> None:
         self.cr["metadata"]["resourceVersion"] = str(int(self.cr["metadata"]["resourceVersion"]) + 1)
@@ -81,6 +83,13 @@ class FakeKube:
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self.events.append(event)
+
+    def read_pod_log(
+        self, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str:
+        self.log_reads.append((pod, tail_lines, limit_bytes))
+        lines = self.logs.get(pod, "").splitlines(keepends=True)[-tail_lines:]
+        return "".join(lines).encode()[-limit_bytes:].decode(errors="replace")
 
     def delete_job(self, namespace: str, name: str, uid: str | None = None) -> bool:
         job = self.jobs.get(name)

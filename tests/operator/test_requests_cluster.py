@@ -8,6 +8,7 @@ the operator's watches are cluster-wide (not in it) and its Lease lives in its o
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from localcluster import Cluster, stack
 from localcluster.stack import OperatorProcess
 from tests.e2e.test_watch_scope import apply_migration, operator_as_itself
+from tests.operator.builders import make_cr, success_report
 from tests.operator.scenarios import V1, V2
 
 pytestmark = [
@@ -28,6 +30,7 @@ pytestmark = [
 IMAGE = "registry.example.com/request-budget-migrations:1.0.0"
 LIFECYCLE_BUDGET = 8  # issue #12: create → Job → Succeeded → Ready, all of it
 RESYNC_SECONDS = 5.0
+LOCK_WATCH = 4.0  # seconds between reads of a running migration's log (lockwatch.py)
 
 
 class Running:
@@ -44,7 +47,10 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    env = {"DBMIGRATE_RESYNC_SECONDS": f"{RESYNC_SECONDS:g}"}
+    env = {
+        "DBMIGRATE_RESYNC_SECONDS": f"{RESYNC_SECONDS:g}",
+        "DBMIGRATE_LOCK_WATCH_SECONDS": f"{LOCK_WATCH:g}",
+    }
     tmp = tmp_path_factory.mktemp("request-budget")
     started = operator_as_itself(cluster, tmp, "dbmigrate-budget", IMAGE, env, lease="dbmigrate-budget")
     with started as (op, user):
@@ -117,3 +123,38 @@ def test_a_whole_lifecycle_costs_at_most_8_requests_and_a_resync_of_it_none(
     after = quiet(cluster, running.user, namespace)
     assert len(after) <= LIFECYCLE_BUDGET, f"{len(after)} requests over the whole life: {after}"
     assert not [r for r in after[len(lifecycle) :] if r.startswith(("get ", "list "))], after
+
+
+def test_a_long_run_costs_one_log_read_per_period_and_rbac_allows_it(
+    cluster: Cluster, namespace: str, running: Running
+) -> None:
+    """Issue #22: while a migration container runs past its first lock timeout, the operator reads
+    its log's tail, once per DBMIGRATE_LOCK_WATCH_SECONDS, through the real API server with exactly
+    the chart's RBAC (the node agent serves no logs: the read fails past RBAC, and the run still ends
+    Ready). The stand-in runner takes 14 s with a 1 s lock timeout: reads at 2, 6, 10 (and maybe 14) s."""
+    cluster.kubectl(
+        "create", "secret", "generic", "shop-db", "-n", namespace, "--from-literal=url=postgres://u:p@db.invalid/x"
+    )  # fmt: skip
+    cr = make_cr("slow-db", namespace, image=IMAGE, locking={"timeout": "1s"})
+    del cr["metadata"]["uid"], cr["metadata"]["generation"]
+    env = [{"name": "FAKE_REPORT", "value": success_report([V1])}, {"name": "FAKE_SLEEP", "value": "14"}]
+    cr["spec"]["job"] = {"env": env}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(cr))
+    stack.wait_for(
+        lambda: stack.true_condition(cluster, namespace, "slow-db") == ("Ready", "Applied"), 120, "Applied"
+    )
+    quiet(cluster, running.user, namespace)
+    reads = [
+        e
+        for e in cluster.audited_requests(running.user)
+        if (e.get("objectRef") or {}).get("namespace") == namespace
+        and (e.get("objectRef") or {}).get("subresource") == "log"
+        and e.get("stage") == "ResponseComplete"  # a log read is long-running: ResponseStarted too
+    ]
+    assert 2 <= len(reads) <= 4, [e.get("requestURI") for e in reads]
+    for event in reads:
+        assert event["verb"] == "get"
+        assert "tailLines=40" in event["requestURI"]
+        assert "limitBytes=16384" in event["requestURI"]
+        assert "container=migrate" in event["requestURI"]
+        assert event.get("responseStatus", {}).get("code") != 403, event  # the chart's RBAC allows it

@@ -22,7 +22,8 @@ from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
 from localcluster import images, realstack, stack
 from localcluster.cluster import Cluster
 from localcluster.postgres import PASSWORD, Instance, lock_held_elsewhere
-from localcluster.stack import get_json, jobs_of, shop_versions, status_of, wait_for
+from localcluster.stack import events_of, get_json, jobs_of, shop_versions, status_of, wait_for
+from tests.runner.test_lock_timeout import long_transaction
 
 pytestmark = [
     pytest.mark.e2e,
@@ -590,3 +591,80 @@ def test_webhook_pods_gone_fail_refuses_ignore_admits(real_cluster: Cluster) -> 
         120, "the ungated pod Running",
     )  # fmt: skip
     assert not running["spec"].get("schedulingGates")
+
+
+def _at_v1(cluster: Cluster, ns: str, name: str, url: str) -> None:
+    """The shop's first two migrations applied, so the third (ALTER TABLE customer) is pending."""
+    _deploy(cluster, ns, name, url, target=shop_versions()[1])
+    status = _verdict(cluster, ns, name, ("Ready", "Stalled"), 300, f"{name} Ready at the second migration")
+    assert _reason(status)[:2] == ("Ready", "Applied"), status
+
+
+def _upgrade_with(cluster: Cluster, ns: str, name: str, locking: dict[str, Any]) -> None:
+    patch = {"spec": {"target": None, "locking": locking}}
+    cluster.kubectl("patch", "dbm", name, "-n", ns, "--type=merge", "-p", json.dumps(patch))
+
+
+def test_the_blocker_shows_while_the_migration_waits_then_ready_or_lock_not_available(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance
+) -> None:
+    """Issue #22: an app session holds a lock on the table a migration alters. While the runner
+    retries, `kubectl describe dbm` names the session (read by the operator from the Pod's log
+    through the kubelet); once the session commits, the run succeeds. A lock never released ends in
+    LockNotAvailable, nothing applied, the blocker in the status."""
+    ns, server, versions = app_namespaces["locks"], node_pg.server(), shop_versions()
+    waits, stuck = _name("waits"), _name("stuck")
+    db = {n: server.create_database(f"rn_{uuid.uuid4().hex[:8]}") for n in (waits, stuck)}
+    for n in (waits, stuck):
+        _at_v1(real_cluster, ns, n, realstack.pod_database_url(node_pg, db[n]))
+    with (
+        long_transaction(server, db[waits], "customer") as app,
+        long_transaction(server, db[stuck], "customer") as forever,
+    ):
+        _upgrade_with(real_cluster, ns, waits, {"timeout": "1s", "retries": 200, "budget": "10m"})
+        _upgrade_with(real_cluster, ns, stuck, {"timeout": "500ms", "retries": 3, "budget": "1m"})
+        live = wait_for(
+            lambda: (s := status_of(real_cluster, ns, waits))
+            and (s.get("lockWait") or {}).get("blockerPid") == app.pid and s,
+            120, "status.lockWait naming the app's session while the migration waits",
+        )  # fmt: skip
+        kind, reason, message = _reason(live)
+        assert (kind, reason) == ("Reconciling", "WaitingForLock"), live
+        for words in (f"pid {app.pid}", "public.customer", "'reporting'", "idle in transaction", "of 200"):
+            assert words in message, message
+        described = real_cluster.kubectl("describe", "dbm", waits, "-n", ns).stdout
+        assert "WaitingForLock" in described
+        assert f"pid {app.pid}" in described
+        assert PASSWORD not in described
+        app.end()  # the app commits: the next attempt gets the lock
+        status = _verdict(
+            real_cluster, ns, waits, ("Ready", "Stalled"), 180, f"{waits} Ready after the commit"
+        )
+        assert _reason(status)[:2] == ("Ready", "Applied"), status
+        assert status["currentVersion"] == f"models:{versions[-1]}"
+        assert "lockWait" not in status
+        assert "bio" in server.psql(
+            db[waits], "SELECT column_name FROM information_schema.columns WHERE table_name = 'customer'"
+        )
+        # one Event for this blocker, however many attempts and reads (not one per poll)
+        named = [
+            e for e in events_of(real_cluster, ns, waits)
+            if e["reason"] == "WaitingForLock" and f"pid {app.pid}" in e["message"]
+        ]  # fmt: skip
+        assert sum(int(e.get("count") or 1) for e in named) == 1, named
+
+        failed = _verdict(real_cluster, ns, stuck, ("Stalled",), 180, f"{stuck} Stalled")
+        kind, reason, message = _reason(failed)
+        assert reason == "LockNotAvailable", failed
+        assert f"pid {forever.pid}" in message
+        assert failed["lastRun"]["outcome"] == "LockNotAvailable"
+        assert "lockWait" not in failed
+        (job,) = [j for j in jobs_of(real_cluster, ns, stuck) if realstack.condition(j, "Failed")]
+        assert job["status"].get("succeeded") in (None, 0)
+        assert failed["currentVersion"] == f"models:{versions[1]}"
+        applied = server.psql(db[stuck], "SELECT version FROM aerich ORDER BY id").split()
+        assert [Path(v).stem for v in applied] == versions[:2]
+        columns = server.psql(
+            db[stuck], "SELECT column_name FROM information_schema.columns WHERE table_name = 'customer'"
+        )
+        assert "bio" not in columns

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dbmigrate_runner.report import Outcome
+from dbmigrate_runner.report import Outcome, latest_lock_wait
 from localcluster.postgres import PostgresServer
 from tests.runner.conftest import REPO, Result, Runner, finish, wait_for_event
 from tests.support.migrations_gen import generate
@@ -177,6 +177,16 @@ def test_the_app_waits_at_most_the_timeout_and_the_migration_gets_through(case: 
             assert took < TIMEOUT_S * 3, f"the reader waited {took:.1f}s"
             wait_for_event(proc, "lock.timeout", seen)
             assert case.column not in runner.columns(case.table)  # rolled back each time
+            # What the operator shows while the run waits: the same line, read by the operator's parser.
+            live = latest_lock_wait("".join(seen))
+            assert live is not None, "".join(seen)
+            assert live.migration == case.migration
+            assert live.blocker_pid == holder.pid
+            assert live.blocker is not None
+            assert f"pid {holder.pid}" in live.blocker
+            assert (live.attempt, live.retries, live.lock_timeout_ms) == (1, 50, int(TIMEOUT_S * 1000))
+            assert live.budget_left_s is not None
+            assert 0 < live.budget_left_s < 300
         finally:
             holder.end()
         result = finish(proc, report, postgres.password)
@@ -197,6 +207,7 @@ def test_the_app_waits_at_most_the_timeout_and_the_migration_gets_through(case: 
     assert "idle in transaction" in waits.blocker
     assert '"event": "lock.timeout"' in stdout
     assert f"pid {holder.pid}" in stdout
+    assert latest_lock_wait(stdout) is None  # the run moved past the wait: nothing shown any more
 
 
 def test_the_budget_spent_gives_lock_not_available_with_nothing_applied(case: Case) -> None:
