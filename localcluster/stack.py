@@ -208,7 +208,7 @@ def install_admission_policy(cluster: Cluster, namespace: str, service_account: 
     rendered = cluster.helm(
         "template", "dbm", str(CHART), "--namespace", namespace, "--kube-version", version,
         "--api-versions", VAP_API, "--show-only", "templates/admission-policy.yaml",
-        "--show-only", "templates/running-jobs-policy.yaml",
+        "--show-only", "templates/running-migrations-policy.yaml",
         "--set", "serviceAccount.create=false", "--set", f"serviceAccount.name={service_account}",
         "--set", f"fullnameOverride={name}",
     ).stdout  # fmt: skip

@@ -6,8 +6,8 @@ The run is kept under way deterministically: a test session holds the runners' a
 runner waits inside its container until the test lets go (no sleeps to race against).
 
 Foreground deletion (`--cascade=foreground`, Argo CD's default prune) makes the garbage collector
-delete the Job first, whatever the owner's finalizers: the chart's running-jobs admission policy
-(templates/running-jobs-policy.yaml, installed by the `operator` fixture) refuses it that while the
+delete the Job first, whatever the owner's finalizers: the chart's running-migrations admission policy
+(templates/running-migrations-policy.yaml, installed by the `operator` fixture) refuses it while the
 Job runs. The audit log shows the collector's refused attempts, so the tests prove it tried.
 """
 

@@ -1,4 +1,4 @@
-"""The chart's running-jobs policy on the real API server: the garbage collector may not delete a
+"""The chart's running-migrations policy on the real API server: the garbage collector may not delete a
 migration Job that has not finished (foreground deletion of a DatabaseMigration would otherwise kill
 its run), and nobody else is held by it.
 
@@ -44,7 +44,9 @@ def delete_as(cluster: Cluster, user: str | None, namespace: str, name: str) -> 
     return done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_garbage_collector_may_not_delete_a_running_migration_job(cluster: Cluster, install: Install) -> None:
+def test_the_garbage_collector_may_not_delete_a_running_migration_job(
+    cluster: Cluster, install: Install
+) -> None:
     ns = install.app
     cr = migration(cluster, ns)
     running = operator_job(cr)
@@ -59,9 +61,9 @@ def test_the_garbage_collector_may_not_delete_a_running_migration_job(cluster: C
         refused = wait_for(
             lambda: (r := delete_as(cluster, GC, ns, job)) and not r[0] and r,
             60,
-            "the running-jobs policy to be enforced",
+            "the running-migrations policy to be enforced",
         )
-        assert "running-jobs" in refused[1] and REFUSAL in refused[1], refused
+        assert "running-migrations" in refused[1] and REFUSAL in refused[1], refused
         assert f"kubectl delete job -n {ns} {job}" in refused[1]  # how to stop it anyway
         ok, out = delete_as(cluster, MANAGER, ns, job)
         assert not ok and REFUSAL in out, out
@@ -75,9 +77,9 @@ def test_the_garbage_collector_may_not_delete_a_running_migration_job(cluster: C
         # The namespace is being deleted: nothing holds it up, whoever the controller manager is.
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
         wait_for(
-            lambda: json.loads(cluster.kubectl("get", "job", job, "-n", ns, "-o", "json").stdout)["metadata"].get(
-                "deletionTimestamp"
-            ),
+            lambda: json.loads(cluster.kubectl("get", "job", job, "-n", ns, "-o", "json").stdout)[
+                "metadata"
+            ].get("deletionTimestamp"),
             60,
             "the namespace controller deleting the Job",
         )
