@@ -63,10 +63,12 @@ def test_the_garbage_collector_may_not_delete_a_running_migration_job(
             60,
             "the running-migrations policy to be enforced",
         )
-        assert "running-migrations" in refused[1] and REFUSAL in refused[1], refused
+        assert "running-migrations" in refused[1], refused
+        assert REFUSAL in refused[1], refused
         assert f"kubectl delete job -n {ns} {job}" in refused[1]  # how to stop it anyway
         ok, out = delete_as(cluster, MANAGER, ns, job)
-        assert not ok and REFUSAL in out, out
+        assert not ok, out
+        assert REFUSAL in out, out
         for user in (None, NAMESPACE_CONTROLLER):  # a person (admin), another controller
             ok, out = delete_as(cluster, user, ns, job)
             assert ok, (user, out)
