@@ -199,14 +199,16 @@ def install_operator_identity(
 
 
 def install_admission_policy(cluster: Cluster, namespace: str, service_account: str, name: str) -> bool:
-    """The chart's ValidatingAdmissionPolicies for this ServiceAccount, rendered by helm as the chart
-    does; waits until the API server enforces them. False (nothing installed) before Kubernetes 1.30."""
+    """The chart's ValidatingAdmissionPolicies for this ServiceAccount (and the one that keeps the
+    garbage collector off running migration Jobs), rendered by helm as the chart does; waits until
+    the API server enforces them. False (nothing installed) before Kubernetes 1.30."""
     if cluster.kubectl("get", "validatingadmissionpolicies", check=False).returncode != 0:
         return False
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
     rendered = cluster.helm(
         "template", "dbm", str(CHART), "--namespace", namespace, "--kube-version", version,
         "--api-versions", VAP_API, "--show-only", "templates/admission-policy.yaml",
+        "--show-only", "templates/running-migrations-policy.yaml",
         "--set", "serviceAccount.create=false", "--set", f"serviceAccount.name={service_account}",
         "--set", f"fullnameOverride={name}",
     ).stdout  # fmt: skip

@@ -7,12 +7,21 @@ about that race is here. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from dbmigrate_operator.actions import Action, EmitEvent, HoldDeletion, PatchStatus, Plan, Step, merge_patch
+from dbmigrate_operator.actions import (
+    Action,
+    DeleteJob,
+    EmitEvent,
+    HoldDeletion,
+    PatchStatus,
+    Plan,
+    Step,
+    merge_patch,
+)
 from dbmigrate_operator.diagnosis import why_stuck
 from dbmigrate_operator.jobstate import RUNNING, Observed, never_started, pods_of
 from dbmigrate_operator.results import Result
@@ -57,10 +66,15 @@ def let_go(
     events: list[EmitEvent],
     held: bool,
     now: datetime,
+    stranded: Sequence[Mapping[str, Any]] = (),
 ) -> Plan:
     """Deleted, and nothing runs any more (or nothing that ever started and could): garbage
     collection may go on. A run that ended meanwhile is recorded first (its status, counted in the
-    metrics, and its Event); nothing else is written for a resource about to vanish."""
+    metrics, and its Event); nothing else is written for a resource about to vanish.
+
+    `stranded`: unfinished Jobs that hold nothing (their container never started and cannot). The
+    chart's running-migrations policy keeps the garbage collector off every unfinished migration
+    Job, so the operator deletes these itself; they would otherwise stay until their deadline."""
     meta, old = cr.get("metadata") or {}, dict(cr.get("status") or {})
     run = dict(new.get("lastRun") or {})
     actions: list[Action] = []
@@ -73,7 +87,11 @@ def let_go(
         actions.append(PatchStatus(merge_patch(old, new)))
     else:
         new = old
-    return Plan(actions=[*actions, *events, *([HoldDeletion(False)] if held else [])], status=new)
+    deletes = [
+        DeleteJob(str(job["metadata"]["name"]), "its DatabaseMigration is being deleted and it never started")
+        for job in stranded
+    ]
+    return Plan(actions=[*actions, *events, *deletes, *([HoldDeletion(False)] if held else [])], status=new)
 
 
 def deleting_step(step: Step) -> Step:

@@ -86,7 +86,7 @@ def decide(
         not deleting and any(isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions)
     )
     if deleting and not hold:
-        return let_go(cr, new, results, events, held, now)
+        return let_go(cr, new, results, events, held, now, stranded=seen.active)
     if deleting:
         step = deleting_step(step)
     events.extend(step.events)

@@ -148,7 +148,16 @@ def test_a_job_that_never_started_and_cannot_start_does_not_hold_a_deletion() ->
     stuck = waiting_pod(job, "CreateContainerConfigError", 'secret "shop-db" not found')
     assert decide(cr, [job], [stuck], T0 + timedelta(seconds=30), S).of(HoldDeletion) == []  # not deleted
     plan = decide(deleting(cr), [job], [stuck], T0 + timedelta(seconds=30), S)
-    assert plan.actions == [HoldDeletion(False)]
+    name = job["metadata"]["name"]
+    # The operator deletes that Job itself: the chart's running-migrations policy keeps the garbage
+    # collector off every unfinished migration Job, so it would otherwise stay until its deadline.
+    assert plan.actions == [
+        DeleteJob(name, "its DatabaseMigration is being deleted and it never started"),
+        HoldDeletion(False),
+    ]
+    assert decide(deleting(make_cr()), [job], [stuck], T0 + timedelta(seconds=30), S).of(DeleteJob) == [
+        DeleteJob(name, "its DatabaseMigration is being deleted and it never started")
+    ]  # also when the finalizer never went on
 
 
 def test_a_pod_about_to_start_still_holds_the_deletion() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -431,6 +432,46 @@ def test_active_deadline_while_waiting_for_a_lock(
         status = _verdict(real_cluster, ns, name, ("Stalled",), 60, "Stalled")
     assert _reason(status)[1] == "DeadlineExceeded", status
     assert status["lastRun"]["outcome"] != "Succeeded"
+
+
+def test_a_running_migration_survives_a_foreground_deletion(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    """`kubectl delete dbm --cascade=foreground` while the runner is in its container (held on the
+    advisory lock): the chart's running-migrations policy keeps the garbage collector off the Job,
+    the container keeps running, and once the lock is free the run applies everything before the
+    resource and its Job go. On the chart without that policy the Job was deleted at once."""
+    ns, name = app_namespaces["deadline"], _name("fgdelete")
+    server = node_pg.server()
+    with lock_held_elsewhere(server, database):
+        _deploy(real_cluster, ns, name, realstack.pod_database_url(node_pg, database))
+        wait_for(
+            lambda: _state(real_cluster, ns, name, "running")
+            and c.RUN_FINALIZER in get_json(real_cluster, ns, "dbm", name)["metadata"].get("finalizers", []),
+            120, "the migration container running (waiting for the lock) and the finalizer on",
+        )  # fmt: skip
+        (job,) = jobs_of(real_cluster, ns, name)
+        (pod,) = _job_pods(real_cluster, ns, name)
+        real_cluster.kubectl("delete", "dbm", name, "-n", ns, "--cascade=foreground", "--wait=false")
+        wait_for(
+            lambda: get_json(real_cluster, ns, "dbm", name)["metadata"].get("deletionTimestamp"),
+            30, "Terminating",
+        )  # fmt: skip
+        time.sleep(5)  # the garbage collector acts within milliseconds (it did on the old chart)
+        (alive,) = jobs_of(real_cluster, ns, name)
+        assert alive["metadata"]["uid"] == job["metadata"]["uid"]
+        assert not alive["metadata"].get("deletionTimestamp")
+        (now,) = _job_pods(real_cluster, ns, name)
+        assert now["metadata"]["uid"] == pod["metadata"]["uid"]
+        assert "running" in _container(now).get("state", {}), now["status"]
+        assert server.psql(database, "SELECT to_regclass('aerich') IS NULL").strip() == "t"
+    wait_for(
+        lambda: real_cluster.kubectl("get", "dbm", name, "-n", ns, check=False).returncode != 0,
+        180, "the resource gone once its run ended",
+    )  # fmt: skip
+    applied = server.psql(database, "SELECT version FROM aerich ORDER BY id").split()
+    assert [Path(v).stem for v in applied] == shop_versions()
+    wait_for(lambda: not jobs_of(real_cluster, ns, name), 120, "the Job collected after the run")
 
 
 def _active_operator_pod(cluster: Cluster, fullname: str) -> str:
