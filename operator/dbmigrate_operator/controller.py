@@ -23,9 +23,9 @@ from typing import Any
 
 import kubernetes.client
 
+from dbmigrate_operator import check_requests, metrics
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
-from dbmigrate_operator import metrics
 from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus, Plan
 from dbmigrate_operator.diagnosis import jobs_awaiting_pods
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
@@ -72,6 +72,8 @@ class Controller(ApiWrites):
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
+        # Rollouts whose pinned pods wait for a database check, per CR, as the release pass last said.
+        self._wanted: dict[Key, frozenset[str]] = {}
 
     def active(self) -> bool:
         return (self.leadership or lead.current()).is_active()
@@ -79,7 +81,20 @@ class Controller(ApiWrites):
     def _ensure_active(self) -> None:
         lead.ensure_active(self.leadership or lead.current())
 
+    def want_check(self, namespace: str, name: str, rollouts: frozenset[str]) -> None:
+        """The release pass says which rollouts of this CR wait for a database check (check_requests);
+        a change queues a pass, which decides the check Job (database_check.py)."""
+        key = (namespace, name)
+        if self._wanted.get(key, frozenset()) == rollouts:
+            return
+        if rollouts:
+            self._wanted[key] = rollouts
+        else:
+            self._wanted.pop(key, None)
+        self.enqueue(namespace, name)
+
     async def start(self) -> None:
+        check_requests.install(self.want_check)
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
         self.kube = Kube(api_client)
         if not self.settings.standalone:
@@ -236,7 +251,9 @@ class Controller(ApiWrites):
         metrics.status_seen(namespace, name, cr.get("status") or {})
         now = datetime.now(UTC)
         job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
-        plan = decide(cr, jobs, pods, now, self.settings, job_events)
+        plan = decide(
+            cr, jobs, pods, now, self.settings, job_events, self._wanted.get((namespace, name), frozenset())
+        )
         if (hold := self._hold_progress((namespace, name), cr, plan)) is not None:
             after = hold if plan.recheck_after is None else min(hold, plan.recheck_after)
             self._recheck(namespace, name, after)
@@ -318,6 +335,7 @@ class Controller(ApiWrites):
         self._read_at.pop((namespace, name), None)
         self.queue.discard((namespace, name))
         self._progress_due.pop((namespace, name), None)
+        self._wanted.pop((namespace, name), None)
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
