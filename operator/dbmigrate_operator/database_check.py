@@ -105,7 +105,8 @@ def check_step(
                         "Warning",
                         REASON_MOVED,
                         "the Secret now points at another database (fingerprint "
-                        f"{identity.short(found)}, the versions were recorded for {identity.short(fingerprint)}): they no longer count, "
+                        f"{identity.short(found)}, the versions were recorded for "
+                        f"{identity.short(fingerprint)}): they no longer count, "
                         "pinned pods stay gated, and a run against the new database starts",
                     )
                 )
