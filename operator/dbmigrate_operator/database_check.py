@@ -64,7 +64,8 @@ def check_step(
     """Read finished check Jobs into ``new["databaseCheck"]``, and start one for the ``wanted`` rollouts
     not verified yet. ``running``: a migration Job runs or is being created (no check meanwhile)."""
     out = CheckStep()
-    state = dict(identity.check(new))
+    before = identity.check(cr.get("status") or {})  # what status holds; `new` is built without it
+    state = dict(before)
     fingerprint = str(identity.recorded(new).get("fingerprint") or "")
     verified = [
         dict(e)
@@ -136,7 +137,7 @@ def check_step(
             active = True  # kept until the retry is due
             out.recheck_at = retry_at
     state["verified"] = verified[-VERIFIED_KEPT:]
-    if identity.check(new) or len(state) > 1 or verified:
+    if before or len(state) > 1 or verified:
         new["databaseCheck"] = state
     done = {str(e.get("rollout")) for e in verified}
     pending = sorted(r for r in wanted if r and r not in done)
