@@ -386,13 +386,13 @@ class Releaser:
         (every path comes here). Without a waiting pod nothing is read (`_NOT_READ`).
         Returns whether all went well, the object judged against, and the decisions."""
         if not any(_waits_for(pod, name) for pod in pods):
-            if self.active():
-                check_requests.request(namespace, name, frozenset())  # no rollout waits for a check
+            check_requests.request(namespace, name, frozenset())  # no rollout waits for a check
             return True, _NOT_READ, []
         migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
         decisions = decide(pods, name, migration)
-        if migration is not None and self.active():
-            # Pins met but not verified: the controller runs the check (one Job for these rollouts).
+        if migration is not None:
+            # Pins met but not verified: the controller runs the check (one Job for these rollouts); a
+            # standby's controller queues nothing (its queue's leadership check).
             check_requests.request(namespace, name, rollouts_to_check(decisions))
         return await self._execute(decisions), migration, decisions
 
