@@ -17,7 +17,7 @@ import pytest
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import images as image_refs
-from dbmigrate_operator.jobs import JOB_KIND_LABEL, PLAN_KIND
+from dbmigrate_operator.jobs import CHECK_KIND, JOB_KIND_LABEL, PLAN_KIND
 from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
 from localcluster import images, realstack, stack
 from localcluster.cluster import Cluster
@@ -57,7 +57,10 @@ def _verdict(
 
 
 def _job_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    return list(get_json(cluster, namespace, "pods", "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
+    """The pods of the migration's run and plan Jobs (not of its database checks, which a pinned app
+    asks for)."""
+    selector = f"{c.MIGRATION_LABEL}={name},{JOB_KIND_LABEL}!={CHECK_KIND}"
+    return list(get_json(cluster, namespace, "pods", "-l", selector)["items"])
 
 
 def _state(cluster: Cluster, namespace: str, name: str, key: str) -> dict[str, Any] | None:
