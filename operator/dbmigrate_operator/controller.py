@@ -41,6 +41,9 @@ STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, be
 # written at most this long after it was first seen, together with whatever came meanwhile; a verdict
 # (Ready, Stalled), a first status, a Job to create or delete and every Event go out at once.
 PROGRESS_WRITE_SECONDS = 1.0
+# A database check asked for by the release pass is forgotten when no pass or sweep (every 30 s by
+# default) has repeated it for this long: its pods are gone, and a failing check is not retried forever.
+WANTED_SECONDS = 300.0
 
 
 class Controller(ApiWrites):
@@ -72,8 +75,9 @@ class Controller(ApiWrites):
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
-        # Rollouts whose pinned pods wait for a database check, per CR, as the release pass last said.
-        self._wanted: dict[Key, frozenset[str]] = {}
+        # Rollouts whose pinned pods wait for a database check, per CR, as the release pass last said,
+        # and when it said so (monotonic): a set nobody repeats goes stale (its pods gone, no pass since).
+        self._wanted: dict[Key, tuple[frozenset[str], float]] = {}
 
     def active(self) -> bool:
         return (self.leadership or lead.current()).is_active()
@@ -85,13 +89,21 @@ class Controller(ApiWrites):
         """The release pass says which rollouts of this CR wait for a database check (check_requests);
         a change queues a pass, which decides the check Job (database_check.py)."""
         key = (namespace, name)
-        if self._wanted.get(key, frozenset()) == rollouts:
-            return
+        before = self._wanted.get(key, (frozenset(), 0.0))[0]
         if rollouts:
-            self._wanted[key] = rollouts
+            self._wanted[key] = (rollouts, time.monotonic())
         else:
             self._wanted.pop(key, None)
-        self.enqueue(namespace, name)
+        if before != rollouts:
+            self.enqueue(namespace, name)
+
+    def _wanted_now(self, key: Key) -> frozenset[str]:
+        """The rollouts waiting for a check, unless the release pass and the sweep stopped saying so."""
+        rollouts, said = self._wanted.get(key, (frozenset(), 0.0))
+        if rollouts and time.monotonic() - said > WANTED_SECONDS:
+            del self._wanted[key]
+            return frozenset()
+        return rollouts
 
     async def start(self) -> None:
         check_requests.install(self.want_check)
@@ -251,9 +263,7 @@ class Controller(ApiWrites):
         metrics.status_seen(namespace, name, cr.get("status") or {})
         now = datetime.now(UTC)
         job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
-        plan = decide(
-            cr, jobs, pods, now, self.settings, job_events, self._wanted.get((namespace, name), frozenset())
-        )
+        plan = decide(cr, jobs, pods, now, self.settings, job_events, self._wanted_now((namespace, name)))
         if (hold := self._hold_progress((namespace, name), cr, plan)) is not None:
             after = hold if plan.recheck_after is None else min(hold, plan.recheck_after)
             self._recheck(namespace, name, after)
