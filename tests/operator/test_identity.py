@@ -56,7 +56,8 @@ def checked(cr: dict[str, Any]) -> dict[str, Any]:
     """The CR as after a database check verified rollout web-1 against its recorded database
     (test_database_check.py decides that part)."""
     fingerprint = cr["status"]["database"]["fingerprint"]
-    status = {**cr["status"], "databaseCheck": {"verified": [{"rollout": "web-1", "fingerprint": fingerprint}]}}
+    verified = [{"rollout": "web-1", "fingerprint": fingerprint}]
+    status = {**cr["status"], "databaseCheck": {"verified": verified}}
     return {**cr, "status": status}
 
 
