@@ -5,7 +5,9 @@ from the API (a quorum read, never the body an event carried, never a cache), an
 gate when `requirement.evaluate` says that fresh object meets the pod's requirement. Every pod a
 pass sees was admitted (and judged by the webhook) before that listing, so the DatabaseMigration it
 is judged against is at least as new as the one the webhook saw: a body older than the pod's
-admission cannot release it. This order is the same on every path (`Releaser._judge`).
+admission cannot release it. This order is the same on every path (`Releaser._judge`). A pass also
+tells the controller which rollouts wait only for a database check (`check_requests.py`): the
+controller runs the check Job, the status it records releases them in a later pass.
 
 Three triggers ask for such a pass for one DatabaseMigration (`Releaser.reconcile`) or for all:
 - an event of a DatabaseMigration that can release a pod or tells of a failure: it became Ready, its

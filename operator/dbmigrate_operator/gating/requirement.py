@@ -89,7 +89,10 @@ def evaluate(requirement: Requirement, migration: Mapping[str, Any] | None) -> V
     an applied one; and, when status.database is recorded, it names the database of the current
     spec. With a version pin: status.database names the database of the current spec (`identity`)
     and the version is applied there (`versions.pin_state`), whatever the generation: a later spec
-    change of anything but the database, or a failing newer run, does not take an applied schema away.
+    change of anything but the database, or a failing newer run, does not take an applied schema away;
+    and, when the versions carry a fingerprint and spec.databaseCheck is on, the pod's rollout was
+    checked against that database (`identity.verified`; else `DatabaseNotVerified`, and the release
+    pass asks for the check).
     """
     what = f"{KIND} {requirement.migration}"
     if migration is None:
