@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.jobs import CHECK_KIND, JOB_KIND_LABEL
 from localcluster import Cluster
 from localcluster.binaries import REPO
 
@@ -471,7 +472,10 @@ def condition(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[st
 
 
 def jobs_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    items = get_json(cluster, namespace, "jobs", "-l", f"{c.MIGRATION_LABEL}={name}")["items"]
+    """The migration's run and plan Jobs, oldest first; never its database check Jobs (a pinned app's
+    rollout asks for one at any time: docs/gating.md, "A changed Secret")."""
+    selector = f"{c.MIGRATION_LABEL}={name},{JOB_KIND_LABEL}!={CHECK_KIND}"
+    items = get_json(cluster, namespace, "jobs", "-l", selector)["items"]
     return sorted(items, key=lambda j: j["metadata"]["creationTimestamp"])
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
+from dbmigrate_operator import check_requests, metrics
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator import lockwatch, metrics
@@ -43,6 +44,9 @@ STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, be
 # written at most this long after it was first seen, together with whatever came meanwhile; a verdict
 # (Ready, Stalled), a first status, a Job to create or delete and every Event go out at once.
 PROGRESS_WRITE_SECONDS = 1.0
+# A database check asked for by the release pass is forgotten when no pass or sweep (every 30 s by
+# default) has repeated it for this long: its pods are gone, and a failing check is not retried forever.
+WANTED_SECONDS = 300.0
 
 
 class Controller(ApiWrites):
@@ -77,6 +81,9 @@ class Controller(ApiWrites):
         # Per CR, its running migration Pods' logs as last read (lockwatch.py): pod uid → (Job uid, the
         # grid point read, the lock wait the log showed then).
         self._lock_reads: dict[Key, dict[str, tuple[str, datetime, LockWait | None]]] = {}
+        # Rollouts whose pinned pods wait for a database check, per CR, as the release pass last said,
+        # and when it said so (monotonic): a set nobody repeats goes stale (its pods gone, no pass since).
+        self._wanted: dict[Key, tuple[frozenset[str], float]] = {}
 
     def active(self) -> bool:
         return (self.leadership or lead.current()).is_active()
@@ -84,7 +91,28 @@ class Controller(ApiWrites):
     def _ensure_active(self) -> None:
         lead.ensure_active(self.leadership or lead.current())
 
+    def want_check(self, namespace: str, name: str, rollouts: frozenset[str]) -> None:
+        """The release pass says which rollouts of this CR wait for a database check (check_requests);
+        a change queues a pass, which decides the check Job (database_check.py)."""
+        key = (namespace, name)
+        before = self._wanted.get(key, (frozenset(), 0.0))[0]
+        if rollouts:
+            self._wanted[key] = (rollouts, time.monotonic())
+        else:
+            self._wanted.pop(key, None)
+        if before != rollouts:
+            self.enqueue(namespace, name)
+
+    def _wanted_now(self, key: Key) -> frozenset[str]:
+        """The rollouts waiting for a check, unless the release pass and the sweep stopped saying so."""
+        rollouts, said = self._wanted.get(key, (frozenset(), 0.0))
+        if rollouts and time.monotonic() - said > WANTED_SECONDS:
+            del self._wanted[key]
+            return frozenset()
+        return rollouts
+
     async def start(self) -> None:
+        check_requests.install(self.want_check)
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
         self.kube = Kube(api_client)
         if not self.settings.standalone:
@@ -242,7 +270,8 @@ class Controller(ApiWrites):
         now = datetime.now(UTC)
         job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
         lock_waits = await self._lock_waits((namespace, name), jobs, pods, now)
-        plan = decide(cr, jobs, pods, now, self.settings, job_events, lock_waits)
+        wanted = self._wanted_now((namespace, name))
+        plan = decide(cr, jobs, pods, now, self.settings, job_events, lock_waits, wanted)
         if (hold := self._hold_progress((namespace, name), cr, plan)) is not None:
             after = hold if plan.recheck_after is None else min(hold, plan.recheck_after)
             self._recheck(namespace, name, after)
@@ -366,6 +395,7 @@ class Controller(ApiWrites):
         self.queue.discard((namespace, name))
         self._progress_due.pop((namespace, name), None)
         self._lock_reads.pop((namespace, name), None)
+        self._wanted.pop((namespace, name), None)
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()

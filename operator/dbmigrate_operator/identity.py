@@ -18,9 +18,12 @@ Rules (the controller records, the gate and the webhook read):
 - A report whose ref or fingerprint differs from the recorded one replaces the versions (and the
   Alembic ancestry) with the new database's: never merged.
 
-What this cannot see: the *content* of a Secret. The operator never reads Secrets, so a Secret
-changed in place to point at another database keeps the same ref until a run reports the new
-fingerprint. docs/gating.md ("A changed Secret") says what to do, and the design to close it.
+What the ref cannot see: the *content* of a Secret (the operator never reads Secrets). A Secret
+changed in place keeps the same ref. `status.databaseCheck` closes that for version pins: before a
+new rollout's pinned pods are released, a read-only check Job reports which database the Secret
+names now (`database_check.py`); a pin counts the versions only for a rollout verified against the
+recorded fingerprint, and a check that found another database (``moved``) stops them from counting
+at all until the run against it records its own (docs/gating.md, "A changed Secret").
 """
 
 from __future__ import annotations
@@ -60,7 +63,58 @@ def mismatch(migration: Mapping[str, Any]) -> str | None:
             "spec.database or spec.tool changed since its versions were recorded: waiting for the run "
             "against the new database"
         )
+    if (other := moved(status)) is not None:
+        return (
+            f"the Secret now points at another database (fingerprint {short(other)}; the versions are "
+            f"recorded for {short(recorded(status).get('fingerprint') or '')}): waiting for the run "
+            "against it"
+        )
     return None
+
+
+def short(fingerprint: str) -> str:
+    """A fingerprint in a message: its first 12 digits (it is a digest, never a name)."""
+    return (fingerprint[:12] + "…") if fingerprint else "none"
+
+
+def check(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """status.databaseCheck, or an empty one."""
+    value = status.get("databaseCheck")
+    return value if isinstance(value, Mapping) else {}
+
+
+def moved(status: Mapping[str, Any]) -> str | None:
+    """The fingerprint a check found when it is not the one the versions are recorded for: the
+    Secret now names another database. None otherwise (also once the run against it recorded it)."""
+    found = str(check(status).get("moved") or "")
+    if found and found != str(recorded(status).get("fingerprint") or ""):
+        return found
+    return None
+
+
+def check_enabled(spec: Mapping[str, Any]) -> bool:
+    """spec.databaseCheck: ``OnRollout`` (the default) or ``Disabled``."""
+    return (spec.get("databaseCheck") or "OnRollout") != "Disabled"
+
+
+def needs_check(migration: Mapping[str, Any]) -> bool:
+    """Must a pinned pod's rollout be verified before the versions count for it? When the check is
+    on and the versions carry a fingerprint to compare with (an older runner image reports none:
+    there is nothing to verify against; its next run records one)."""
+    status = migration.get("status") or {}
+    return check_enabled(migration.get("spec") or {}) and bool(recorded(status).get("fingerprint"))
+
+
+def verified(migration: Mapping[str, Any], rollout: str) -> bool:
+    """Was this rollout (a pod template hash) checked against the database the versions are for?"""
+    status = migration.get("status") or {}
+    fingerprint = recorded(status).get("fingerprint")
+    return any(
+        isinstance(entry, Mapping)
+        and entry.get("rollout") == rollout
+        and entry.get("fingerprint") == fingerprint
+        for entry in check(status).get("verified") or []
+    )
 
 
 def record(

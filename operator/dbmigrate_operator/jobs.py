@@ -21,6 +21,10 @@ CREATED_ANNOTATION = f"{c.GROUP}/created-at"
 # Set to "plan" on a plan Job (and its Pod): it computes the SQL of a run, it does not migrate.
 JOB_KIND_LABEL = f"{c.GROUP}/job-kind"
 PLAN_KIND = "plan"
+CHECK_KIND = "check"  # a database check Job: `dbmigrate-runner status`, which database the Secret names
+# On a check Job: the rollouts (pod template hashes) it verifies, comma-separated.
+ROLLOUTS_ANNOTATION = f"{c.GROUP}/rollouts"
+CHECK_DEADLINE_SECONDS = 120  # a check connects and reads; one that hangs longer has failed
 DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "50m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
@@ -75,6 +79,10 @@ def run_hash(cr: dict[str, Any]) -> str:
         essence["baseline"] = spec["baseline"]
     if ignore := lint_ignore(spec):  # only when set, as baseline; it changes the plan and its hash
         essence["lintIgnore"] = ignore
+    # A database check found the Secret naming another database: a run against that one is desired
+    # (only when set: existing resources keep their Job names; it stays recorded, so it never flips back).
+    if moved := ((cr.get("status") or {}).get("databaseCheck") or {}).get("moved"):
+        essence["databaseMoved"] = str(moved)
     raw = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:HASH_CHARS]
 
@@ -157,6 +165,45 @@ def build_plan_job(
     manifest["metadata"]["labels"][JOB_KIND_LABEL] = PLAN_KIND
     manifest["spec"]["template"]["metadata"]["labels"][JOB_KIND_LABEL] = PLAN_KIND
     return manifest
+
+
+def is_check_job(job: dict[str, Any]) -> bool:
+    return ((job.get("metadata") or {}).get("labels") or {}).get(JOB_KIND_LABEL) == CHECK_KIND
+
+
+def check_job_name(cr_name: str, rollouts: list[str], fingerprint: str, attempt: int) -> str:
+    """``<name>-<digest>-check``: one name per (rollouts, fingerprint checked against, attempt)."""
+    raw = json.dumps([sorted(rollouts), fingerprint, attempt], separators=(",", ":")).encode()
+    return job_name(cr_name, f"{hashlib.sha256(raw).hexdigest()[:HASH_CHARS]}-check")
+
+
+def build_check_job(
+    cr: dict[str, Any],
+    *,
+    rollouts: list[str],
+    fingerprint: str,
+    attempt: int,
+    settings: Settings,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A database check: the run's manifest (same image, Secret wiring, limits, Pod Security) with
+    ``dbmigrate-runner status`` (read-only, takes no lock), one attempt, a short deadline, its own
+    name and the check label; the rollouts it verifies in an annotation."""
+    name = check_job_name(cr["metadata"]["name"], rollouts, fingerprint, attempt)
+    manifest = build_job(cr, hash_=run_hash(cr), command="status", settings=settings, now=now)
+    manifest["metadata"]["name"] = name
+    manifest["metadata"]["labels"][JOB_KIND_LABEL] = CHECK_KIND
+    manifest["metadata"]["annotations"][ROLLOUTS_ANNOTATION] = ",".join(sorted(rollouts))
+    manifest["spec"]["template"]["metadata"]["labels"][JOB_KIND_LABEL] = CHECK_KIND
+    manifest["spec"]["backoffLimit"] = 0  # the decision retries, with a new Job
+    manifest["spec"]["activeDeadlineSeconds"] = CHECK_DEADLINE_SECONDS
+    return manifest
+
+
+def check_rollouts(job: dict[str, Any]) -> list[str]:
+    """The rollouts a check Job verifies."""
+    raw = str(((job.get("metadata") or {}).get("annotations") or {}).get(ROLLOUTS_ANNOTATION) or "")
+    return [r for r in raw.split(",") if r]
 
 
 def build_job(

@@ -16,6 +16,7 @@ bodies live in modules named for what they decide:
 - approval_step.py: plan, then wait for an approval (approval.py: what plans and approvals are)
 - history.py: which old Jobs go
 - deletion.py: a deletion waits for the running migration
+- database_check.py: whether the database a Secret names now is the one the versions belong to
 - actions.py: the actions a Plan is made of
 """
 
@@ -39,6 +40,7 @@ from dbmigrate_operator.actions import (
     merge_patch,
 )
 from dbmigrate_operator.approval_step import approval_step
+from dbmigrate_operator.database_check import check_step
 from dbmigrate_operator.deletion import deleting_step, holds_deletion, let_go
 from dbmigrate_operator.history import jobs_beyond_limit, stale_plans
 from dbmigrate_operator.jobstate import RUNNING, Observed, job_verdict, order_key, owned, pods_of
@@ -59,20 +61,23 @@ def decide(
     settings: Settings,
     job_events: Mapping[str, list[dict[str, Any]]] | None = None,
     lock_waits: Mapping[str, LockWait] | None = None,
+    wanted: frozenset[str] = frozenset(),
 ) -> Plan:
     """What to do now for one DatabaseMigration, given everything observed about it:
-    observe → results → record → next step (approval before a new run) → history → plan.
+    observe → results → record → next step (approval before a new run) → database check → history → plan.
 
     ``job_events``: the Events of the Jobs :func:`diagnosis.jobs_awaiting_pods` named, by Job uid.
     ``lock_waits``: the lock wait each running Job's runner is in, read from its log (lockwatch.py),
     by Job uid.
+    ``wanted``: the rollouts whose pinned pods wait for a database check (the gate's release pass).
     """
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
     old_run = dict(old.get("lastRun") or {})
     plan_jobs = [job for job in jobs if j.is_plan_job(job)]  # they compute a plan, they migrate nothing
-    jobs = [job for job in jobs if not j.is_plan_job(job)]
+    check_jobs = [job for job in jobs if j.is_check_job(job)]  # they read which database, nothing more
+    jobs = [job for job in jobs if not j.is_plan_job(job) and not j.is_check_job(job)]
     seen = _observe(cr, jobs, pods, old_run)
     results, kept = _results(seen, pods, old_run, settings)
     hash_ = j.run_hash(cr)
@@ -89,10 +94,14 @@ def decide(
         return let_go(cr, new, results, events, held, now, stranded=seen.active)
     if deleting:
         step = deleting_step(step)
+    running = bool(seen.active) or any(isinstance(a, CreateJob) for a in step.actions)
+    checking = check_step(cr, check_jobs, pods, wanted, new, now, settings, running=running or deleting)
     events.extend(step.events)
+    events.extend(checking.events)
     _warn_on_stall(old, step.verdict, events)
     actions = [
         *step.actions,
+        *(a for a in checking.actions if isinstance(a, CreateJob)),
         *jobs_beyond_limit(spec, seen, step.actions, j.job_name(str(meta.get("name", "")), hash_), settings),
         *stale_plans(cr, plan_jobs, hash_),
     ]
@@ -113,6 +122,8 @@ def decide(
         actions.insert(0, PatchStatus(patch))
     elif patch:
         actions.append(PatchStatus(patch))
+    # A finished check Job goes only after its result is recorded (the status patch above).
+    actions.extend(a for a in checking.actions if isinstance(a, DeleteJob) and not deleting)
     if hold and not held and not deleting:
         # Before the Job exists (the API refuses a new finalizer once deletion has begun).
         first_job = next((i for i, a in enumerate(actions) if isinstance(a, CreateJob)), 0)
@@ -120,7 +131,8 @@ def decide(
     actions.extend(events)
     if held and not hold:
         actions.append(HoldDeletion(False))
-    recheck = (step.recheck_at - now).total_seconds() + 1 if step.recheck_at is not None else None
+    due = [at for at in (step.recheck_at, checking.recheck_at) if at is not None]
+    recheck = (min(due) - now).total_seconds() + 1 if due else None
     return Plan(actions=actions, status=new, recheck_after=recheck)
 
 

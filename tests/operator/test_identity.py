@@ -49,7 +49,16 @@ def run(cr: dict[str, Any], text: str, at: Any) -> tuple[dict[str, Any], list[An
 
 
 def pin(version: str) -> Requirement:
-    return Requirement(migration="shop-db", app="models", version=version)
+    return Requirement(migration="shop-db", app="models", version=version, rollout="web-1")
+
+
+def checked(cr: dict[str, Any]) -> dict[str, Any]:
+    """The CR as after a database check verified rollout web-1 against its recorded database
+    (test_database_check.py decides that part)."""
+    fingerprint = cr["status"]["database"]["fingerprint"]
+    verified = [{"rollout": "web-1", "fingerprint": fingerprint}]
+    status = {**cr["status"], "databaseCheck": {"verified": verified}}
+    return {**cr, "status": status}
 
 
 def moved(cr: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -62,7 +71,7 @@ def test_the_versions_are_recorded_with_their_database() -> None:
     assert cr["status"]["database"]["ref"] == identity.ref(cr["spec"])
     assert cr["status"]["database"]["fingerprint"] == OLD_DB["fingerprint"]
     assert "name" not in cr["status"]["database"]  # the database's name is the Secret's
-    assert evaluate(pin(V2), cr).met
+    assert evaluate(pin(V2), checked(cr)).met
 
 
 def test_a_pin_waits_for_the_run_against_a_new_database() -> None:
@@ -85,8 +94,8 @@ def test_a_pin_waits_for_the_run_against_a_new_database() -> None:
     pod2 = terminated_pod(job2, 0, report([V1], NEW_DB), T0 + timedelta(minutes=6))
     cr = apply(cr, decide(cr, [job2, job], [pod2, pod], T0 + timedelta(minutes=7), S))
     assert cr["status"]["database"]["fingerprint"] == NEW_DB["fingerprint"]
-    assert evaluate(pin(V1), cr).met
-    assert not evaluate(pin(V2), cr).met
+    assert evaluate(pin(V1), checked(cr)).met
+    assert not evaluate(pin(V2), checked(cr)).met
 
 
 def test_a_tool_change_is_a_database_change_too() -> None:
@@ -102,7 +111,7 @@ def test_another_spec_change_keeps_the_pins_met_while_its_run_is_under_way() -> 
     plan = decide(cr, [job], [pod], T0 + timedelta(minutes=5), S)
     assert plan.of(CreateJob)
     cr = apply(cr, plan)
-    assert evaluate(pin(V2), cr).met
+    assert evaluate(pin(V2), checked(cr)).met
 
 
 def test_versions_without_a_database_record_do_not_meet_a_pin() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import images as image_refs
-from dbmigrate_operator.jobs import JOB_KIND_LABEL, PLAN_KIND
+from dbmigrate_operator.jobs import CHECK_KIND, JOB_KIND_LABEL, PLAN_KIND
 from dbmigrate_runner.report import DEFAULT_PATH, Outcome, decode
 from localcluster import images, realstack, stack
 from localcluster.cluster import Cluster
@@ -59,7 +59,10 @@ def _verdict(
 
 
 def _job_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    return list(get_json(cluster, namespace, "pods", "-l", f"{c.MIGRATION_LABEL}={name}")["items"])
+    """The pods of the migration's run and plan Jobs (not of its database checks, which a pinned app
+    asks for)."""
+    selector = f"{c.MIGRATION_LABEL}={name},{JOB_KIND_LABEL}!={CHECK_KIND}"
+    return list(get_json(cluster, namespace, "pods", "-l", selector)["items"])
 
 
 def _state(cluster: Cluster, namespace: str, name: str, key: str) -> dict[str, Any] | None:
@@ -285,6 +288,54 @@ def test_alembic_adopts_an_existing_schema_and_gates_on_revisions(
     assert not released["spec"].get("schedulingGates")
     held = get_json(real_cluster, ns, "pod", "on-unknown")
     assert [g["name"] for g in held["spec"]["schedulingGates"]] == [c.SCHEDULING_GATE]
+
+
+def test_a_secret_edited_to_another_database_holds_the_new_rollout_until_it_is_migrated(
+    real_cluster: Cluster, operator: str, app_namespaces: dict[str, str], node_pg: Instance, database: str
+) -> None:
+    """#18 item 9 as seen through Argo CD: the Secret is changed in place (same name and key) to a new,
+    empty database and a new ReplicaSet of the pinned app rolls out. Its pods stay gated until the
+    database check found the other database and the run against it applied the pinned version."""
+    ns, server = app_namespaces["secret"], node_pg.server()
+    empty = server.create_database(f"rn_{uuid.uuid4().hex[:8]}")
+    realstack.apply(real_cluster, *_story_docs(ns, realstack.pod_database_url(node_pg, database)))
+    status = _verdict(real_cluster, ns, "shop-db", ("Ready", "Stalled"), 300, "the first run")
+    assert _reason(status)[:2] == ("Ready", "Applied"), status
+    app = realstack.example_app(ns, replicas=1)
+
+    def rollout_pods(release: str) -> list[dict[str, Any]]:
+        pods = get_json(real_cluster, ns, "pods", "-l", "app=shop-web")["items"]
+        return [p for p in pods if p["metadata"].get("annotations", {}).get("release") == release]
+
+    app["spec"]["template"]["metadata"]["annotations"]["release"] = "1"
+    realstack.apply(real_cluster, app)
+    wait_for(
+        lambda: (ps := rollout_pods("1")) and all(_container(p).get("ready") for p in ps), 180, "release 1"
+    )
+
+    realstack.apply(real_cluster, realstack.secret(ns, "shop-db", realstack.pod_database_url(node_pg, empty)))
+    app["spec"]["template"]["metadata"]["annotations"]["release"] = "2"
+    realstack.apply(real_cluster, app)
+    held = wait_for(lambda: rollout_pods("2"), 60, "release 2's pod")
+    assert all(c.SCHEDULING_GATE in {g["name"] for g in p["spec"].get("schedulingGates") or []} for p in held)
+    moved = wait_for(
+        lambda: [e for e in stack.events_of(real_cluster, ns, "shop-db") if e["reason"] == "DatabaseMoved"],
+        120, "the check finding the other database",
+    )  # fmt: skip
+    assert "the Secret now points at another database" in moved[-1]["message"]
+
+    def released() -> bool:
+        pods = rollout_pods("2")
+        if not (pods and all(_container(p).get("ready") for p in pods)):
+            return False
+        # Running: the new database holds the pinned version by then.
+        assert shop_versions()[-1] in server.psql(empty, "SELECT version FROM aerich")
+        return True
+
+    wait_for(released, 300, "release 2 Running against the migrated new database")
+    final = status_of(real_cluster, ns, "shop-db")
+    assert final["database"]["fingerprint"] == final["databaseCheck"]["moved"]
+    assert all(_container(p).get("ready") for p in rollout_pods("1")), "release 1 kept serving"
 
 
 FIRST_REVISION, ORDERS_REVISION, HEAD_REVISION = "a1b2c3d4e5f6", "b7e1f0c2a9d3", "d0e1f2a3b4c5"

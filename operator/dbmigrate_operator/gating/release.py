@@ -5,7 +5,9 @@ from the API (a quorum read, never the body an event carried, never a cache), an
 gate when `requirement.evaluate` says that fresh object meets the pod's requirement. Every pod a
 pass sees was admitted (and judged by the webhook) before that listing, so the DatabaseMigration it
 is judged against is at least as new as the one the webhook saw: a body older than the pod's
-admission cannot release it. This order is the same on every path (`Releaser._judge`).
+admission cannot release it. This order is the same on every path (`Releaser._judge`). A pass also
+tells the controller which rollouts wait only for a database check (`check_requests.py`): the
+controller runs the check Job, the status it records releases them in a later pass.
 
 Three triggers ask for such a pass for one DatabaseMigration (`Releaser.reconcile`) or for all:
 - an event of a DatabaseMigration that can release a pod or tells of a failure: it became Ready, its
@@ -46,13 +48,21 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from dbmigrate_operator import check_requests, metrics
 from dbmigrate_operator import leadership as lead
-from dbmigrate_operator import metrics
 from dbmigrate_operator.constants import SCHEDULING_GATE
 from dbmigrate_operator.gating import events
 from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
 from dbmigrate_operator.gating.patches import remove_gate_patch
-from dbmigrate_operator.gating.requirement import Requirement, Verdict, evaluate, has_gate, requirement_of
+from dbmigrate_operator.gating.requirement import (
+    CHECK_REASON,
+    Requirement,
+    Verdict,
+    evaluate,
+    has_gate,
+    requirement_of,
+    rollout_of,
+)
 from dbmigrate_operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -85,10 +95,22 @@ def decide(pods: list[dict[str, Any]], name: str, migration: Mapping[str, Any] |
     decisions = []
     for pod in pods:
         meta = pod.get("metadata") or {}
-        requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
+        requirement = requirement_of(meta.get("labels"), meta.get("annotations"), str(meta.get("name") or ""))
         if requirement is not None and _waits_for(pod, name):
             decisions.append(Decision(pod=pod, verdict=evaluate(requirement, migration)))
     return decisions
+
+
+def rollouts_to_check(decisions: list[Decision]) -> frozenset[str]:
+    """The rollouts whose pods wait only for the database check (their pin is applied)."""
+    out = set()
+    for decision in decisions:
+        if decision.verdict.reason == CHECK_REASON:
+            meta = decision.pod.get("metadata") or {}
+            rollout = rollout_of(meta.get("labels"), str(meta.get("name") or ""))
+            if rollout:
+                out.add(rollout)
+    return frozenset(out)
 
 
 def _waits_for(pod: Mapping[str, Any], name: str) -> bool:
@@ -134,6 +156,7 @@ def fingerprint(migration: Mapping[str, Any] | None) -> str:
         # Ready for another generation is another state: a pod gated against the newer one waits for it.
         "generation": status.get("observedGeneration") if verdict.reason == "MigrationReady" else None,
         "database": status.get("database"),  # pins count only the current database's versions
+        "databaseCheck": status.get("databaseCheck"),  # ... and only for rollouts checked against it
         "failure": verdict.message if verdict.reason == "MigrationFailed" else None,
         "appliedVersions": status.get("appliedVersions"),
         "appliedCount": status.get("appliedCount"),
@@ -365,9 +388,14 @@ class Releaser:
         (every path comes here). Without a waiting pod nothing is read (`_NOT_READ`).
         Returns whether all went well, the object judged against, and the decisions."""
         if not any(_waits_for(pod, name) for pod in pods):
+            check_requests.request(namespace, name, frozenset())  # no rollout waits for a check
             return True, _NOT_READ, []
         migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
         decisions = decide(pods, name, migration)
+        if migration is not None:
+            # Pins met but not verified: the controller runs the check (one Job for these rollouts); a
+            # standby's controller queues nothing (its queue's leadership check).
+            check_requests.request(namespace, name, rollouts_to_check(decisions))
         return await self._execute(decisions), migration, decisions
 
     async def _execute(self, decisions: list[Decision]) -> bool:

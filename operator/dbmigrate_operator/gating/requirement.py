@@ -30,6 +30,9 @@ class Requirement:
     migration: str
     version: str | None = None  # the pinned version, without the app prefix
     app: str | None = None  # the app of the pin when written as `<app>:<version>`
+    # The rollout the pod belongs to (its template hash; a pod of no controller: its name): a pin counts
+    # the versions only for a rollout checked against their database (identity.verified).
+    rollout: str = ""
 
     @property
     def pin(self) -> str | None:
@@ -49,7 +52,7 @@ class Verdict:
 
 
 def requirement_of(
-    labels: Mapping[str, str] | None, annotations: Mapping[str, str] | None
+    labels: Mapping[str, str] | None, annotations: Mapping[str, str] | None, pod_name: str = ""
 ) -> Requirement | None:
     """The requirement a pod declares, or None when the pod did not opt in (no or empty label)."""
     name = (labels or {}).get(WAIT_FOR_LABEL, "").strip()
@@ -58,7 +61,18 @@ def requirement_of(
     pin = versions.parse_pin((annotations or {}).get(WAIT_FOR_VERSION_ANNOTATION))
     if pin is None:
         return Requirement(migration=name)
-    return Requirement(migration=name, app=pin.app, version=pin.version)
+    return Requirement(migration=name, app=pin.app, version=pin.version, rollout=rollout_of(labels, pod_name))
+
+
+def rollout_of(labels: Mapping[str, str] | None, pod_name: str = "") -> str:
+    """Which rollout a pod belongs to, as far as the database check goes: the pod template hash a
+    ReplicaSet (or a StatefulSet's revision) puts on its pods; a pod of no controller is its own
+    (``pod/<name>``; empty before the API named it, which no check ever verifies)."""
+    labels = labels or {}
+    for key in ("pod-template-hash", "controller-revision-hash"):
+        if value := str(labels.get(key) or "").strip():
+            return value
+    return f"pod/{pod_name}" if pod_name else ""
 
 
 def has_gate(pod: Mapping[str, Any]) -> bool:
@@ -75,7 +89,10 @@ def evaluate(requirement: Requirement, migration: Mapping[str, Any] | None) -> V
     an applied one; and, when status.database is recorded, it names the database of the current
     spec. With a version pin: status.database names the database of the current spec (`identity`)
     and the version is applied there (`versions.pin_state`), whatever the generation: a later spec
-    change of anything but the database, or a failing newer run, does not take an applied schema away.
+    change of anything but the database, or a failing newer run, does not take an applied schema away;
+    and, when the versions carry a fingerprint and spec.databaseCheck is on, the pod's rollout was
+    checked against that database (`identity.verified`; else `DatabaseNotVerified`, and the release
+    pass asks for the check).
     """
     what = f"{KIND} {requirement.migration}"
     if migration is None:
@@ -114,8 +131,18 @@ def _evaluate_pin(requirement: Requirement, migration: Mapping[str, Any], what: 
     status = migration.get("status") or {}
     other_database = identity.mismatch(migration)
     state = versions.pin_state(versions.Pin(str(requirement.version), requirement.app), status)
-    if state.met and other_database is None:
+    unverified = (
+        state.met
+        and other_database is None
+        and identity.needs_check(migration)
+        and not (requirement.rollout and identity.verified(migration, requirement.rollout))
+    )
+    if state.met and other_database is None and not unverified:
         return Verdict(True, "VersionApplied", f"version {pin} is applied by {what}")
+    if unverified:
+        return Verdict(
+            False, CHECK_REASON, f"waiting for version {pin} of {what}: {_check_detail(migration)}"
+        )
     if other_database is not None:
         detail, reason = other_database, "DatabaseNotRecorded"
     else:
@@ -138,6 +165,26 @@ def _evaluate_pin(requirement: Requirement, migration: Mapping[str, Any], what: 
             "new pods stay gated, pods already running keep serving",
         )
     return Verdict(False, reason, f"waiting for version {pin} of {what}: {detail}")
+
+
+# The verdict of a pin whose version is applied but whose rollout is not verified yet: the release pass
+# asks the controller for a check of these rollouts (database_check.py).
+CHECK_REASON = "DatabaseNotVerified"
+
+
+def _check_detail(migration: Mapping[str, Any]) -> str:
+    status = migration.get("status") or {}
+    last = identity.check(status).get("last") or {}
+    recorded = identity.short(str(identity.recorded(status).get("fingerprint") or ""))
+    text = (
+        "it is applied; a read-only check that its Secret still points at the database the versions "
+        f"were recorded for (fingerprint {recorded}) runs before this rollout's pods start"
+    )
+    if isinstance(last, Mapping) and last.get("outcome") not in (None, "", "Succeeded"):
+        text += (
+            f"; the last check failed ({_shorten(str(last.get('message') or last.get('outcome')))}), retried"
+        )
+    return text
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:

@@ -94,7 +94,7 @@ class Admission:
 async def decide(pod: Mapping[str, Any], fetch: FetchMigration) -> Admission:
     """What to do with a pod being created. Never raises for API trouble: that gates the pod."""
     meta = pod.get("metadata") or {}
-    requirement = requirement_of(meta.get("labels"), meta.get("annotations"))
+    requirement = requirement_of(meta.get("labels"), meta.get("annotations"), str(meta.get("name") or ""))
     if requirement is None or has_gate(pod):
         return Admission(gate=False)
     namespace = meta.get("namespace")
