@@ -24,10 +24,9 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from dbmigrate_operator import check_requests, metrics
+from dbmigrate_operator import check_requests, lockwatch, metrics
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
-from dbmigrate_operator import lockwatch, metrics
 from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus, Plan
 from dbmigrate_operator.diagnosis import jobs_awaiting_pods
 from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client

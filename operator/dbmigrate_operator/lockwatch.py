@@ -150,7 +150,9 @@ def reads(
     out = []
     for job in jobs:
         meta = job.get("metadata") or {}
-        if j.is_plan_job(job) or j.is_check_job(job) or job_verdict(job) is not None or meta.get("deletionTimestamp"):
+        if j.is_plan_job(job) or j.is_check_job(job):  # neither takes a table lock
+            continue
+        if job_verdict(job) is not None or meta.get("deletionTimestamp"):
             continue
         for pod in pods_of(job, pods):
             pmeta = pod.get("metadata") or {}

@@ -40,7 +40,17 @@ def app_namespaces(real_cluster: Cluster) -> dict[str, str]:
     """The namespaces the suite's operator watches, one per scenario, restricted Pod Security."""
     return {
         key: realstack.restricted_namespace(real_cluster, f"rn-{key}")
-        for key in ("story", "failures", "deadline", "handover", "review", "alembic", "retag", "locks", "secret")
+        for key in (
+            "story",
+            "failures",
+            "deadline",
+            "handover",
+            "review",
+            "alembic",
+            "retag",
+            "locks",
+            "secret",
+        )
     }
 
 
