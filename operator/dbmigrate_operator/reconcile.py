@@ -30,6 +30,7 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator import identity
 from dbmigrate_operator import jobs as j
 from dbmigrate_operator.actions import (
+    Action,
     CreateJob,
     DeleteJob,
     EmitEvent,
@@ -40,7 +41,7 @@ from dbmigrate_operator.actions import (
     merge_patch,
 )
 from dbmigrate_operator.approval_step import approval_step
-from dbmigrate_operator.database_check import check_step
+from dbmigrate_operator.database_check import CheckStep, check_step
 from dbmigrate_operator.deletion import deleting_step, holds_deletion, let_go
 from dbmigrate_operator.history import jobs_beyond_limit, stale_plans
 from dbmigrate_operator.jobstate import RUNNING, Observed, job_verdict, order_key, owned, pods_of
@@ -64,7 +65,8 @@ def decide(
     wanted: frozenset[str] = frozenset(),
 ) -> Plan:
     """What to do now for one DatabaseMigration, given everything observed about it:
-    observe → results → record → next step (approval before a new run) → database check → history → plan.
+    observe → results → record → next step (approval before a new run) → deletion → database check →
+    the work → the status → the order it goes out in.
 
     ``job_events``: the Events of the Jobs :func:`diagnosis.jobs_awaiting_pods` named, by Job uid.
     ``lock_waits``: the lock wait each running Job's runner is in, read from its log (lockwatch.py),
@@ -72,68 +74,133 @@ def decide(
     ``wanted``: the rollouts whose pinned pods wait for a database check (the gate's release pass).
     """
     meta = cr.get("metadata") or {}
-    spec = cr.get("spec") or {}
     old = dict(cr.get("status") or {})
     old_run = dict(old.get("lastRun") or {})
-    plan_jobs = [job for job in jobs if j.is_plan_job(job)]  # they compute a plan, they migrate nothing
-    check_jobs = [job for job in jobs if j.is_check_job(job)]  # they read which database, nothing more
-    jobs = [job for job in jobs if not j.is_plan_job(job) and not j.is_check_job(job)]
-    seen = _observe(cr, jobs, pods, old_run)
+    plan_jobs, check_jobs, run_jobs = _by_purpose(jobs)
+    seen = _observe(cr, run_jobs, pods, old_run)
     results, kept = _results(seen, pods, old_run, settings)
     hash_ = j.run_hash(cr)
-    new, events = status_record(old, seen, results, kept, settings, (hash_, identity.ref(spec)))
+    new, events = status_record(
+        old, seen, results, kept, settings, (hash_, identity.ref(cr.get("spec") or {}))
+    )
     step = _next_step(
         cr, seen, plan_jobs, pods, results, new, hash_, job_events or {}, lock_waits or {}, now, settings
     )
     deleting = bool(meta.get("deletionTimestamp"))
     held = c.RUN_FINALIZER in (meta.get("finalizers") or [])
-    hold = holds_deletion(seen, pods, job_events or {}, now, settings, deleting=deleting) or (
-        not deleting and any(isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions)
-    )
+    hold = _holds(seen, step, pods, job_events or {}, now, settings, deleting)
     if deleting and not hold:
         return let_go(cr, new, results, events, held, now, stranded=seen.active)
     if deleting:
         step = deleting_step(step)
     running = bool(seen.active) or any(isinstance(a, CreateJob) for a in step.actions)
     checking = check_step(cr, check_jobs, pods, wanted, new, now, settings, running=running or deleting)
-    events.extend(step.events)
-    events.extend(checking.events)
+    events.extend((*step.events, *checking.events))
     _warn_on_stall(old, step.verdict, events)
-    actions = [
+    work = _work(cr, step, checking, seen, plan_jobs, hash_, settings, deleting)
+    new = _status(new, meta, step, old, now)
+    actions = _in_order(old, new, work, checking, events, hold=hold, held=held, deleting=deleting)
+    due = [at for at in (step.recheck_at, checking.recheck_at) if at is not None]
+    return Plan(
+        actions=actions, status=new, recheck_after=(min(due) - now).total_seconds() + 1 if due else None
+    )
+
+
+def _by_purpose(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
+    """Plan Jobs (they compute a plan), check Jobs (they read which database) and run Jobs (they
+    migrate): only the last make a run."""
+    plans = [job for job in jobs if j.is_plan_job(job)]
+    checks = [job for job in jobs if j.is_check_job(job)]
+    runs = [job for job in jobs if not j.is_plan_job(job) and not j.is_check_job(job)]
+    return plans, checks, runs
+
+
+def _holds(
+    seen: Observed,
+    step: Step,
+    pods: list[dict[str, Any]],
+    job_events: Mapping[str, list[dict[str, Any]]],
+    now: datetime,
+    settings: Settings,
+    deleting: bool,
+) -> bool:
+    """Whether a deletion must wait: a migration Job may run now, or is about to be created."""
+    if holds_deletion(seen, pods, job_events, now, settings, deleting=deleting):
+        return True
+    return not deleting and any(
+        isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions
+    )
+
+
+def _work(
+    cr: dict[str, Any],
+    step: Step,
+    checking: CheckStep,
+    seen: Observed,
+    plan_jobs: list[dict[str, Any]],
+    hash_: str,
+    settings: Settings,
+    deleting: bool,
+) -> list[Action]:
+    """The Jobs to create and delete: the step's, a check Job, old Jobs beyond the history limit and
+    stale plans. A resource being deleted starts nothing and deletes nothing: its Jobs go with it."""
+    meta, spec = cr.get("metadata") or {}, cr.get("spec") or {}
+    work: list[Action] = [
         *step.actions,
         *(a for a in checking.actions if isinstance(a, CreateJob)),
         *jobs_beyond_limit(spec, seen, step.actions, j.job_name(str(meta.get("name", "")), hash_), settings),
         *stale_plans(cr, plan_jobs, hash_),
     ]
-    if deleting:  # a resource being deleted starts no run and deletes nothing: its Jobs go with it
-        actions = [a for a in actions if not isinstance(a, CreateJob | DeleteJob)]
+    if deleting:
+        return [a for a in work if not isinstance(a, CreateJob | DeleteJob)]
+    return work
 
+
+def _status(
+    new: dict[str, Any], meta: dict[str, Any], step: Step, old: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The full status after this pass: the record, plus the step's phase, conditions and lock wait
+    (left out when there is none, so the merge patch clears it)."""
     generation = int(meta.get("generation") or 0)
     new["observedGeneration"] = generation
-    if step.lock_wait is not None:  # else it is left out, so the merge patch clears it
+    if step.lock_wait is not None:
         new["lockWait"] = step.lock_wait
     new["phase"] = step.phase.value
     new["conditions"] = conditions(step.verdict, old.get("conditions"), generation, now)
+    return new
+
+
+def _in_order(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    work: list[Action],
+    checking: CheckStep,
+    events: list[EmitEvent],
+    *,
+    hold: bool,
+    held: bool,
+    deleting: bool,
+) -> list[Action]:
+    """Act first, then record, events last (they describe what happened). Except the very first
+    status: kstatus readers (kubectl wait, Argo CD, Flux) take a resource without conditions for done,
+    so Ready=False / Reconciling=True go out before anything else (creating a Job may be slow, or
+    fail). A finished check Job goes only after its result is recorded; the finalizer is put on
+    before the first Job exists (the API refuses a new finalizer once deletion has begun) and taken
+    off last."""
+    actions = list(work)
     patch = merge_patch(old, new)
-    # Order: act first, then record; events last (they describe what happened). Except the very first
-    # status: kstatus readers (kubectl wait, Argo CD, Flux) take a resource without conditions for done,
-    # so Ready=False / Reconciling=True go out before anything else (creating a Job may be slow, or fail).
     if patch and not old.get("conditions"):
         actions.insert(0, PatchStatus(patch))
     elif patch:
         actions.append(PatchStatus(patch))
-    # A finished check Job goes only after its result is recorded (the status patch above).
     actions.extend(a for a in checking.actions if isinstance(a, DeleteJob) and not deleting)
     if hold and not held and not deleting:
-        # Before the Job exists (the API refuses a new finalizer once deletion has begun).
         first_job = next((i for i, a in enumerate(actions) if isinstance(a, CreateJob)), 0)
         actions.insert(first_job, HoldDeletion(True))
     actions.extend(events)
     if held and not hold:
         actions.append(HoldDeletion(False))
-    due = [at for at in (step.recheck_at, checking.recheck_at) if at is not None]
-    recheck = (min(due) - now).total_seconds() + 1 if due else None
-    return Plan(actions=actions, status=new, recheck_after=recheck)
+    return actions
 
 
 def _observe(
