@@ -15,7 +15,6 @@ update hands over at once; a killed one is replaced after ``leaseDurationSeconds
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
@@ -28,8 +27,7 @@ from typing import Any, Protocol, cast
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from dbmigrate_operator.kube import TIMEOUT
-from dbmigrate_operator.rawapi import RawApi
+from dbmigrate_operator.rawapi import RawApi, found
 
 logger = logging.getLogger("dbmigrate_operator")
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -217,24 +215,13 @@ class LeaseElector:
 
     def _read(self) -> dict[str, Any] | None:
         cfg = self.config
-        try:
-            resp = self.api.read_namespaced_lease(
-                cfg.name, cfg.namespace, _preload_content=False, _request_timeout=TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        lease: dict[str, Any] = json.loads(cast(Any, resp).data)
-        return lease
+        return found(self.api.read_namespaced_lease, cfg.name, cfg.namespace)
 
     def _replace(self, lease: dict[str, Any]) -> bool:
         """Write back what was read (its resourceVersion included): False on 409, someone was first."""
         cfg = self.config
         try:
-            self.api.replace_namespaced_lease(
-                cfg.name, cfg.namespace, cast(Any, lease), _preload_content=False, _request_timeout=TIMEOUT
-            )
+            self.api.replace_namespaced_lease(cfg.name, cfg.namespace, cast(Any, lease))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -285,9 +272,7 @@ class LeaseElector:
             },
         }
         try:
-            self.api.create_namespaced_lease(
-                cfg.namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT
-            )
+            self.api.create_namespaced_lease(cfg.namespace, cast(Any, body))
         except ApiException as exc:
             if exc.status == 409:  # another candidate created it first
                 return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -23,7 +22,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator.gating import tls, webhook_config
-from dbmigrate_operator.rawapi import RawApi
+from dbmigrate_operator.rawapi import RawApi, json_of
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +139,14 @@ def register(api_client: kubernetes.client.ApiClient, configuration: dict[str, A
     api = RawApi(api_client)  # not AdmissionregistrationV1Api: see rawapi (memory)
     name = configuration["metadata"]["name"]
     try:
-        api.create_mutating_webhook_configuration(configuration, _preload_content=False)
+        api.create_mutating_webhook_configuration(configuration)
     except ApiException as e:
         if e.status != 409:
             raise
-        response: Any = api.read_mutating_webhook_configuration(name, _preload_content=False)
-        current = json.loads(response.data)
+        current = json_of(api.read_mutating_webhook_configuration(name))
         replacement = copy.deepcopy(configuration)
         replacement["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        api.replace_mutating_webhook_configuration(name, replacement, _preload_content=False)
+        api.replace_mutating_webhook_configuration(name, replacement)
     logger.info(f"Registered MutatingWebhookConfiguration {name}.")
 
 
@@ -156,7 +154,7 @@ def unregister(api_client: kubernetes.client.ApiClient, name: str) -> None:
     """Delete a MutatingWebhookConfiguration if present (blocking)."""
     api = RawApi(api_client)  # not AdmissionregistrationV1Api: see rawapi (memory)
     try:
-        api.delete_mutating_webhook_configuration(name, _preload_content=False)
+        api.delete_mutating_webhook_configuration(name)
     except ApiException as e:
         if e.status != 404:
             raise
