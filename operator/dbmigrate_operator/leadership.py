@@ -27,10 +27,9 @@ from typing import Any, Protocol, cast
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from dbmigrate_operator.rawapi import RawApi, found
+from dbmigrate_operator.rawapi import RawApi, found, service_account_namespace
 
 logger = logging.getLogger("dbmigrate_operator")
-SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class NotActive(Exception):
@@ -106,13 +105,7 @@ def new_identity() -> str:
 
 def lease_namespace(configured: str) -> str:
     """The configured namespace, else the in-cluster ServiceAccount's, else ``default``."""
-    if configured:
-        return configured
-    try:
-        with open(SA_NAMESPACE_FILE) as f:
-            return f.read().strip() or "default"
-    except OSError:
-        return "default"
+    return configured or service_account_namespace() or "default"
 
 
 def _now() -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,7 @@ QUERY_NAMES = {
 _USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
 _AUTHORIZATION = re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+")
 DESCRIBE_LIMIT = 300
+SERVICE_ACCOUNT_NAMESPACE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def new_api_client(
@@ -63,6 +65,14 @@ def new_api_client(
                 config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
             )
     return kubernetes.client.ApiClient(configuration)
+
+
+def service_account_namespace() -> str | None:
+    """The namespace of the ServiceAccount an in-cluster client runs as; None outside a cluster."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def describe(error: BaseException) -> str:

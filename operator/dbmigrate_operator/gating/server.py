@@ -22,11 +22,10 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator.gating import tls, webhook_config
-from dbmigrate_operator.rawapi import RawApi, json_of
+from dbmigrate_operator.rawapi import RawApi, json_of, service_account_namespace
 
 logger = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT_NAMESPACE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_CERT_DIR = "/etc/dbmigrate-operator/webhook-tls"
 
 
@@ -51,7 +50,7 @@ class WebhookSettings:
         """Read the DBMIGRATE_* variables (documented in docs/gating.md)."""
         env = os.environ if env is None else env
         defaults = cls()
-        namespace = env.get("DBMIGRATE_OPERATOR_NAMESPACE") or _service_account_namespace()
+        namespace = env.get("DBMIGRATE_OPERATOR_NAMESPACE") or service_account_namespace()
         policy = env.get("DBMIGRATE_WEBHOOK_FAILURE_POLICY", "Fail")
         if policy not in ("Fail", "Ignore"):
             raise ValueError(f"DBMIGRATE_WEBHOOK_FAILURE_POLICY must be Fail or Ignore, not {policy!r}")
@@ -77,13 +76,6 @@ class WebhookSettings:
     def url(self) -> str:
         host = f"[{self.url_host}]" if ":" in self.url_host else self.url_host
         return f"https://{host}:{self.port}"
-
-
-def _service_account_namespace() -> str | None:
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
-    except OSError:
-        return None
 
 
 @dataclasses.dataclass(frozen=True)
