@@ -29,7 +29,8 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus, Plan
 from dbmigrate_operator.diagnosis import jobs_awaiting_pods
-from dbmigrate_operator.kube import Kube, StaleObject, describe, new_api_client
+from dbmigrate_operator.kube import Kube, StaleObject
+from dbmigrate_operator.rawapi import describe, new_api_client
 from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.view import Key, View

@@ -15,7 +15,6 @@ update hands over at once; a killed one is replaced after ``leaseDurationSeconds
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
@@ -28,11 +27,9 @@ from typing import Any, Protocol, cast
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from dbmigrate_operator.kube import TIMEOUT
-from dbmigrate_operator.rawapi import RawApi
+from dbmigrate_operator.rawapi import RawApi, found, service_account_namespace
 
 logger = logging.getLogger("dbmigrate_operator")
-SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class NotActive(Exception):
@@ -108,13 +105,7 @@ def new_identity() -> str:
 
 def lease_namespace(configured: str) -> str:
     """The configured namespace, else the in-cluster ServiceAccount's, else ``default``."""
-    if configured:
-        return configured
-    try:
-        with open(SA_NAMESPACE_FILE) as f:
-            return f.read().strip() or "default"
-    except OSError:
-        return "default"
+    return configured or service_account_namespace() or "default"
 
 
 def _now() -> str:
@@ -217,24 +208,13 @@ class LeaseElector:
 
     def _read(self) -> dict[str, Any] | None:
         cfg = self.config
-        try:
-            resp = self.api.read_namespaced_lease(
-                cfg.name, cfg.namespace, _preload_content=False, _request_timeout=TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        lease: dict[str, Any] = json.loads(cast(Any, resp).data)
-        return lease
+        return found(self.api.read_namespaced_lease, cfg.name, cfg.namespace)
 
     def _replace(self, lease: dict[str, Any]) -> bool:
         """Write back what was read (its resourceVersion included): False on 409, someone was first."""
         cfg = self.config
         try:
-            self.api.replace_namespaced_lease(
-                cfg.name, cfg.namespace, cast(Any, lease), _preload_content=False, _request_timeout=TIMEOUT
-            )
+            self.api.replace_namespaced_lease(cfg.name, cfg.namespace, cast(Any, lease))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -285,9 +265,7 @@ class LeaseElector:
             },
         }
         try:
-            self.api.create_namespaced_lease(
-                cfg.namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT
-            )
+            self.api.create_namespaced_lease(cfg.namespace, cast(Any, body))
         except ApiException as exc:
             if exc.status == 409:  # another candidate created it first
                 return False

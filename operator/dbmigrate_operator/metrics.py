@@ -17,6 +17,7 @@ from typing import Any
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
+from dbmigrate_operator.jobstate import parse_time
 from dbmigrate_runner.report import Outcome
 
 logger = logging.getLogger("dbmigrate_operator")
@@ -92,15 +93,6 @@ def reconcile_pass(benign: tuple[type[Exception], ...] = ()) -> Iterator[None]:
         RECONCILE_SECONDS.observe(time.monotonic() - start)
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _true_reason(status: Mapping[str, Any]) -> str:
     for cond in status.get("conditions") or []:
         if isinstance(cond, Mapping) and cond.get("status") == "True":
@@ -113,7 +105,7 @@ def status_seen(namespace: str, name: str, status: Mapping[str, Any]) -> None:
     run = status.get("lastRun") or {}
     if run.get("outcome") != Outcome.SUCCEEDED.value:
         return
-    completed = _time(run.get("completedAt"))
+    completed = parse_time(run.get("completedAt"))
     if completed is None:
         return
     key = (namespace, name)
@@ -132,7 +124,7 @@ def status_written(namespace: str, name: str, old: Mapping[str, Any], new: Mappi
     if (before.get("job"), before.get("outcome")) == (after.get("job"), outcome):
         return  # already recorded by an earlier write (this replica or another)
     RUNS.labels(outcome, _true_reason(new) or "Unknown").inc()
-    started, completed = _time(after.get("startedAt")), _time(after.get("completedAt"))
+    started, completed = parse_time(after.get("startedAt")), parse_time(after.get("completedAt"))
     if started is not None and completed is not None and completed >= started:
         RUN_SECONDS.labels(outcome).observe((completed - started).total_seconds())
 
@@ -147,7 +139,7 @@ def held_pods(pods: Iterable[Mapping[str, Any]], now: datetime | None = None) ->
     """The pods still held after a sweep: their number and the oldest one's wait."""
     now = now or datetime.now(UTC)
     held = list(pods)
-    created = [t for p in held if (t := _time((p.get("metadata") or {}).get("creationTimestamp")))]
+    created = [t for p in held if (t := parse_time((p.get("metadata") or {}).get("creationTimestamp")))]
     GATED_PODS.set(len(held))
     GATED_OLDEST.set(max(((now - t).total_seconds() for t in created), default=0.0))
 

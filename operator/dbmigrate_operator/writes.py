@@ -22,7 +22,8 @@ from dbmigrate_operator import constants as c
 from dbmigrate_operator import metrics
 from dbmigrate_operator.actions import CreateJob, DeleteJob
 from dbmigrate_operator.gating.events import build_event, ref_of
-from dbmigrate_operator.kube import Kube, describe
+from dbmigrate_operator.kube import Kube
+from dbmigrate_operator.rawapi import describe
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, conditions, stalled
 from dbmigrate_operator.view import Kind, View

@@ -205,7 +205,7 @@ async def test_the_sweep_lists_opted_in_pods_from_the_watch_cache() -> None:
 
     api = KubeApi(kubernetes.client.ApiClient())
     core = _RecordingCore()
-    api.core = core  # type: ignore[assignment]
+    api.raw = core  # type: ignore[assignment]
     await Releaser(api).sweep()
     await Releaser(api, namespaces=("shop",)).sweep()
     await Releaser(api).reconcile("shop", "shop-db")

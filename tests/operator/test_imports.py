@@ -89,7 +89,16 @@ def test_reconcile_is_on_top_of_the_decision_modules() -> None:
             todo.append(dep)
     io = {
         f"{PACKAGE}.{name}"
-        for name in ("kube", "rawapi", "handlers", "controller", "writes", "leadership", "gating")
+        for name in (
+            "kube",
+            "rawapi",
+            "handlers",
+            "controller",
+            "writes",
+            "leadership",
+            "gating",
+            "gating.kube",
+        )
     }
     for name in DECISION:
         module = f"{PACKAGE}.{name}"
@@ -99,6 +108,18 @@ def test_reconcile_is_on_top_of_the_decision_modules() -> None:
         source = (ROOT / f"{name}.py").read_text()
         assert "import kopf" not in source, name
         assert "import kubernetes" not in source, name
+
+
+def test_every_api_call_goes_through_the_one_client() -> None:
+    """rawapi.py is the one API client (the ApiClient, its timeout, error descriptions, requests) and
+    stands at the bottom: it imports nothing of the package. The facades name calls over it (gating's
+    extends the controller's); test_apiclient.py checks that no other module builds an ApiClient."""
+    graph = import_graph()
+    rawapi = f"{PACKAGE}.rawapi"
+    assert graph[rawapi] == set()
+    for name in ("kube", "leadership", "gating.server"):
+        assert rawapi in graph[f"{PACKAGE}.{name}"], name
+    assert f"{PACKAGE}.kube" in graph[f"{PACKAGE}.gating.kube"]
 
 
 def test_a_circle_is_found() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dbmigrate_operator.constants import MANAGED_BY
+from dbmigrate_operator.status import timestamp
 
 # The API server rejects Event messages longer than 1 KiB... and long texts are unreadable anyway.
 MAX_MESSAGE = 1000
@@ -79,7 +80,7 @@ def build_event(
 ) -> dict[str, Any]:
     """A core/v1 Event body about `about`."""
     now = now or datetime.datetime.now(datetime.UTC)
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = timestamp(now)
     # Named like client-go's recorder does (object name + time) plus randomness, not generateName:
     # a name we choose works with every API implementation and cannot collide in practice.
     name = f"{about.name[:200]}.{int(now.timestamp() * 1e9):x}{secrets.token_hex(3)}"

@@ -52,7 +52,7 @@ from dbmigrate_operator import check_requests, metrics
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.constants import SCHEDULING_GATE
 from dbmigrate_operator.gating import events
-from dbmigrate_operator.gating.kube import Conflict, GatingApi, describe_error
+from dbmigrate_operator.gating.kube import Conflict, GatingApi
 from dbmigrate_operator.gating.patches import remove_gate_patch
 from dbmigrate_operator.gating.requirement import (
     CHECK_REASON,
@@ -63,6 +63,7 @@ from dbmigrate_operator.gating.requirement import (
     requirement_of,
     rollout_of,
 )
+from dbmigrate_operator.rawapi import describe
 from dbmigrate_operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -488,6 +489,6 @@ class Releaser:
             self._error(f"posting an Event on {about.kind} {about.namespace}/{about.name} failed", e)
 
     def _error(self, what: str, error: BaseException) -> None:
-        logger.warning(f"Gating: {what}: {describe_error(error)}")
+        logger.warning(f"Gating: {what}: {describe(error)}")
         if self._on_error is not None:
             self._on_error(what, error)

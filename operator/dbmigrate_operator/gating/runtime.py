@@ -14,9 +14,10 @@ import kubernetes.config
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.constants import GROUP, PLURAL, VERSION
 from dbmigrate_operator.gating import server
-from dbmigrate_operator.gating.kube import KubeApi, new_api_client
+from dbmigrate_operator.gating.kube import KubeApi
 from dbmigrate_operator.gating.release import Releaser
 from dbmigrate_operator.gating.state import MEMO_KEY, Runtime, runtime_of
+from dbmigrate_operator.rawapi import new_api_client
 from dbmigrate_operator.settings import Settings as OperatorSettings
 
 logger = logging.getLogger(__name__)

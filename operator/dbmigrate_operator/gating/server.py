@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -23,11 +22,10 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator.gating import tls, webhook_config
-from dbmigrate_operator.rawapi import RawApi
+from dbmigrate_operator.rawapi import RawApi, json_of, service_account_namespace
 
 logger = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT_NAMESPACE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_CERT_DIR = "/etc/dbmigrate-operator/webhook-tls"
 
 
@@ -52,7 +50,7 @@ class WebhookSettings:
         """Read the DBMIGRATE_* variables (documented in docs/gating.md)."""
         env = os.environ if env is None else env
         defaults = cls()
-        namespace = env.get("DBMIGRATE_OPERATOR_NAMESPACE") or _service_account_namespace()
+        namespace = env.get("DBMIGRATE_OPERATOR_NAMESPACE") or service_account_namespace()
         policy = env.get("DBMIGRATE_WEBHOOK_FAILURE_POLICY", "Fail")
         if policy not in ("Fail", "Ignore"):
             raise ValueError(f"DBMIGRATE_WEBHOOK_FAILURE_POLICY must be Fail or Ignore, not {policy!r}")
@@ -78,13 +76,6 @@ class WebhookSettings:
     def url(self) -> str:
         host = f"[{self.url_host}]" if ":" in self.url_host else self.url_host
         return f"https://{host}:{self.port}"
-
-
-def _service_account_namespace() -> str | None:
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
-    except OSError:
-        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,15 +131,14 @@ def register(api_client: kubernetes.client.ApiClient, configuration: dict[str, A
     api = RawApi(api_client)  # not AdmissionregistrationV1Api: see rawapi (memory)
     name = configuration["metadata"]["name"]
     try:
-        api.create_mutating_webhook_configuration(configuration, _preload_content=False)
+        api.create_mutating_webhook_configuration(configuration)
     except ApiException as e:
         if e.status != 409:
             raise
-        response: Any = api.read_mutating_webhook_configuration(name, _preload_content=False)
-        current = json.loads(response.data)
+        current = json_of(api.read_mutating_webhook_configuration(name))
         replacement = copy.deepcopy(configuration)
         replacement["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        api.replace_mutating_webhook_configuration(name, replacement, _preload_content=False)
+        api.replace_mutating_webhook_configuration(name, replacement)
     logger.info(f"Registered MutatingWebhookConfiguration {name}.")
 
 
@@ -156,7 +146,7 @@ def unregister(api_client: kubernetes.client.ApiClient, name: str) -> None:
     """Delete a MutatingWebhookConfiguration if present (blocking)."""
     api = RawApi(api_client)  # not AdmissionregistrationV1Api: see rawapi (memory)
     try:
-        api.delete_mutating_webhook_configuration(name, _preload_content=False)
+        api.delete_mutating_webhook_configuration(name)
     except ApiException as e:
         if e.status != 404:
             raise

@@ -28,11 +28,11 @@ import kopf
 
 from dbmigrate_operator import metrics
 from dbmigrate_operator.constants import SCHEDULING_GATE, WAIT_FOR_LABEL
-from dbmigrate_operator.gating.kube import describe_error
 from dbmigrate_operator.gating.patches import add_gate
 from dbmigrate_operator.gating.requirement import Verdict, evaluate, has_gate, requirement_of
 from dbmigrate_operator.gating.state import runtime_of
 from dbmigrate_operator.gating.webhook_config import API_READ_TIMEOUT_SECONDS, WEBHOOK_ID
+from dbmigrate_operator.rawapi import describe
 
 FetchMigration = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 _T = TypeVar("_T")
@@ -111,7 +111,7 @@ async def decide(pod: Mapping[str, Any], fetch: FetchMigration) -> Admission:
             verdict = Verdict(
                 False,
                 "MigrationUnreadable",
-                f"could not read DatabaseMigration {requirement.migration} ({describe_error(e)}); "
+                f"could not read DatabaseMigration {requirement.migration} ({describe(e)}); "
                 "re-checked after creation",
             )
         else:
@@ -165,7 +165,7 @@ async def gate_pods(
         admission = await decide(body, fetch)
     except Exception as e:  # a bug must not let an opted-in pod through ungated
         logger.exception("Gating webhook failed; gating the pod (fail-closed).")
-        verdict = Verdict(False, "WebhookError", f"the gating webhook failed ({describe_error(e)})")
+        verdict = Verdict(False, "WebhookError", f"the gating webhook failed ({describe(e)})")
         admission = Admission(gate=True, verdict=verdict)
         failed = True
 
