@@ -11,6 +11,9 @@ migrations with non-SQL steps, findings) always fits — its lists are shrunk wi
 while the whole report still fits; else ``steps_omitted`` says it was left out. The whole plan is
 then in the plan Job's log (one ``plan.document`` line, see ``plans.py``), checked against the hash.
 
+The optional parts (an error, the plan summary, lock waits) are defined in ``report_parts.py`` and
+importable from here; a run whose report has none of them never builds their classes.
+
 Pure standard library on purpose: the operator imports this module without the ORM stack.
 """
 
@@ -23,7 +26,13 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # at run time through __getattr__, below: only when a report carries one
+    from dbmigrate_runner.report_parts import ErrorInfo as ErrorInfo
+    from dbmigrate_runner.report_parts import LockWaits as LockWaits
+    from dbmigrate_runner.report_parts import PlanFinding as PlanFinding
+    from dbmigrate_runner.report_parts import PlanSummary as PlanSummary
 
 SCHEMA_VERSION = 1
 MAX_BYTES = 4096
@@ -86,67 +95,16 @@ class AppState:
     heads: list[str] = field(default_factory=list)
 
 
-@dataclass
-class ErrorInfo:
-    kind: str  # exception class, e.g. "UndefinedColumnError"
-    message: str  # the database's own text, credentials already masked
-    migration: str | None = None  # "app:version" that failed, when known
+# The optional parts' classes (report_parts.py says why they live there), imported on first use.
+_PARTS = frozenset({"ErrorInfo", "LockWaits", "PlanFinding", "PlanSummary"})
 
 
-@dataclass
-class LockWaits:
-    """Table locks a migration waited for in this run (``lock_timeout``, see ``locking.py``).
+def __getattr__(name: str) -> Any:
+    if name in _PARTS:
+        from dbmigrate_runner import report_parts
 
-    Present when a migration hit its lock timeout at least once, or when there is a ``note``."""
-
-    timeout_ms: int = 0  # the lock_timeout migrations ran with; 0: off
-    timeouts: int = 0  # lock timeouts in this run, each rolled back and retried (or given up)
-    attempts: int = 0  # attempts of ``migration``, the last one that hit a timeout
-    retries: int = 0  # attempts allowed per migration
-    migration: str | None = None
-    blocker: str | None = None  # who held the lock the last time, described (masked, truncated)
-    waited_ms: int = 0  # spent in timed-out attempts and backoff
-    note: str | None = None  # e.g. where the timeout could not be set, an INVALID index left behind
-
-
-@dataclass
-class PlanFinding:
-    """A lint finding, compactly: the migration, its statement's index, what kind, on what, the rule
-    (what ``spec.lint.ignore`` names) and the severity (destructive, unclassified, hazard, in-plan)."""
-
-    migration: str
-    statement: int
-    kind: str
-    target: str
-    rule: str = ""
-    severity: str = ""
-
-
-@dataclass
-class PlanSummary:
-    """The ``plan`` command's result as the operator needs it to gate a run (the SQL itself travels
-    in the Pod's log, checked against ``hash``). Lists keep their first entries; ``*_omitted`` say
-    how many were left out to fit, ``*_count`` are always exact."""
-
-    hash: str
-    target: str | None = None  # the last migration the approved run may apply
-    pending: list[str] = field(default_factory=list)  # in run order
-    pending_count: int = 0
-    pending_omitted: int = 0
-    statements: int = 0
-    opaque: list[str] = field(default_factory=list)  # migrations with steps that are not SQL
-    opaque_omitted: int = 0
-    findings: list[PlanFinding] = field(default_factory=list)  # most severe first
-    findings_count: int = 0
-    findings_omitted: int = 0
-    # Findings whose severity needs a person under OnDestructive (destructive, unclassified, hazard);
-    # None from a runner older than the lint's severities: then every finding counts.
-    review_count: int | None = None
-    lint_ignore: list[str] = field(default_factory=list)  # rules silenced (spec.lint.ignore), hashed
-    # The whole plan's steps ({migration, statements, opaque, source}) when the report still fits with them;
-    # else None and ``steps_omitted`` True: the SQL is then only in the plan Job's log.
-    steps: list[dict[str, Any]] | None = None
-    steps_omitted: bool = False
+        return getattr(report_parts, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -454,6 +412,8 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
 def _decode_locking(raw: Any) -> LockWaits | None:
     if not isinstance(raw, dict):
         return None
+    from dbmigrate_runner.report_parts import LockWaits
+
     return LockWaits(
         timeout_ms=int(raw.get("timeout_ms", 0)),
         timeouts=int(raw.get("timeouts", 0)),
@@ -469,6 +429,8 @@ def _decode_locking(raw: Any) -> LockWaits | None:
 def _decode_plan(raw: Any) -> PlanSummary | None:
     if not isinstance(raw, dict) or not raw.get("hash"):
         return None
+    from dbmigrate_runner.report_parts import PlanFinding, PlanSummary
+
     return PlanSummary(
         hash=str(raw["hash"]),
         target=raw.get("target"),
@@ -531,6 +493,8 @@ def decode(text: str) -> Report:
         for name, state in (data.get("apps") or {}).items()
     }
     err = data.get("error")
+    from dbmigrate_runner.report_parts import ErrorInfo
+
     error = (
         ErrorInfo(
             kind=str(err.get("kind", "")), message=str(err.get("message", "")), migration=err.get("migration")

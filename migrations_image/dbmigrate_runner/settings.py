@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
@@ -103,8 +103,7 @@ class DbParams:
         return "DATABASE_URL's host:port" if self.source == "DATABASE_URL" else "DB_HOST:DB_PORT"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     command: str
     tool: str
     db: DbParams
@@ -123,9 +122,7 @@ class Settings:
     expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
     # plan and upgrade --expect-plan: lint rules silenced (spec.lint.ignore); part of the plan's hash.
     lint_ignore: tuple[str, ...] = ()
-    locking: Policy = field(
-        default_factory=Policy
-    )  # lock_timeout of migrations and its retries (DBMIGRATE_LOCKING_*)
+    locking: Policy = Policy()  # lock_timeout of migrations and its retries (DBMIGRATE_LOCKING_*)
     # DBMIGRATE_FAST_NOOP=false: decide "nothing to do" through the tool itself, never the shortcut.
     fast_noop: bool = True
 
