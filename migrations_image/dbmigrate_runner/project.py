@@ -25,7 +25,7 @@ DEFAULT_AERICH_LOCATION = "./migrations"
 class Project:
     """A plain class, not a dataclass: this module is on the no-op path (runner.py says why)."""
 
-    __slots__ = ("tool", "root", "config_path", "config", "aerich_location", "pyproject")
+    __slots__ = ("aerich_location", "config", "config_path", "pyproject", "root", "tool")
 
     def __init__(
         self,

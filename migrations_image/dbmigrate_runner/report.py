@@ -25,7 +25,6 @@ import enum
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # at run time through __getattr__, below: only when a report carries one
@@ -81,18 +80,50 @@ EXIT_CODES: dict[Outcome, int] = {
 }
 
 
-@dataclass
 class AppState:
-    """One Tortoise app's migrations as recorded in the tracking table (oldest first)."""
+    """One Tortoise app's migrations as recorded in the tracking table (oldest first).
 
-    current: str | None = None
-    count: int = 0
-    versions: list[str] = field(default_factory=list)
-    # How many of the oldest versions were left out of ``versions`` to fit the size limit.
-    omitted: int = 0
-    # Alembic only: the head revision(s) recorded in the version table. ``versions`` is then the
-    # ancestry of these heads (every revision they contain), oldest first; empty for the ordered tools.
-    heads: list[str] = field(default_factory=list)
+    Report and AppState are plain classes, not dataclasses: every no-op run (each pod start) builds
+    them, and a dataclass costs about half a millisecond to create at import (runner.py). Their
+    fields, in this order, are the JSON (:meth:`to_dict`); ``__eq__`` compares all of them."""
+
+    __slots__ = ("count", "current", "heads", "omitted", "versions")
+
+    def __init__(
+        self,
+        current: str | None = None,
+        count: int = 0,
+        versions: list[str] | None = None,
+        omitted: int = 0,
+        heads: list[str] | None = None,
+    ) -> None:
+        self.current = current
+        self.count = count
+        self.versions: list[str] = [] if versions is None else versions
+        # How many of the oldest versions were left out of ``versions`` to fit the size limit.
+        self.omitted = omitted
+        # Alembic only: the head revision(s) recorded in the version table. ``versions`` is then the
+        # ancestry of these heads (every revision they contain), oldest first; empty for the ordered tools.
+        self.heads: list[str] = [] if heads is None else heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "count": self.count,
+            "versions": list(self.versions),
+            "omitted": self.omitted,
+            "heads": list(self.heads),
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not AppState:
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return "AppState(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
 
 
 # The optional parts' classes (report_parts.py says why they live there), imported on first use.
@@ -107,23 +138,58 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass
+# Report's fields in their JSON order.
+_REPORT_FIELDS = (
+    "outcome",
+    "tool",
+    "command",
+    "apps",
+    "applied",
+    "applied_count",
+    "duration_ms",
+    "error",
+    "plan",
+    "locking",
+    "v",
+    "database",
+)
+
+
 class Report:
-    outcome: Outcome
-    tool: str = ""
-    command: str = ""
-    apps: dict[str, AppState] = field(default_factory=dict)
-    # "app:version" entries applied (or, for downgrade, reverted) by this run, in order.
-    applied: list[str] = field(default_factory=list)
-    applied_count: int = 0
-    duration_ms: int = 0
-    error: ErrorInfo | None = None
-    plan: PlanSummary | None = None  # the plan command only
-    locking: LockWaits | None = None  # only when a migration waited for a table lock (or a note)
-    v: int = SCHEMA_VERSION
-    # Which database the run connected to: {"fingerprint": 16 hex digits} (not its name: the Secret's);
-    # the operator records it next to the versions (never the URL, host or a password).
-    database: dict[str, str] | None = None
+    """The report (a plain class: see :class:`AppState`)."""
+
+    __slots__ = _REPORT_FIELDS
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        tool: str = "",
+        command: str = "",
+        apps: dict[str, AppState] | None = None,
+        applied: list[str] | None = None,
+        applied_count: int = 0,
+        duration_ms: int = 0,
+        error: ErrorInfo | None = None,
+        plan: PlanSummary | None = None,
+        locking: LockWaits | None = None,
+        v: int = SCHEMA_VERSION,
+        database: dict[str, str] | None = None,
+    ) -> None:
+        self.outcome = outcome
+        self.tool = tool
+        self.command = command
+        self.apps: dict[str, AppState] = {} if apps is None else apps
+        # "app:version" entries applied (or, for downgrade, reverted) by this run, in order.
+        self.applied: list[str] = [] if applied is None else applied
+        self.applied_count = applied_count
+        self.duration_ms = duration_ms
+        self.error = error
+        self.plan = plan  # the plan command only
+        self.locking = locking  # only when a migration waited for a table lock (or a note)
+        self.v = v
+        # Which database the run connected to: {"fingerprint": 16 hex digits} (not its name: the
+        # Secret's); the operator records it next to the versions (never the URL, host or a password).
+        self.database = database
 
     @property
     def ok(self) -> bool:
@@ -135,17 +201,41 @@ class Report:
         return ",".join(parts) or None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["outcome"] = self.outcome.value
-        if self.error is None:
-            del data["error"]
-        if self.plan is None:
-            del data["plan"]
-        if self.database is None:
-            del data["database"]
-        if self.locking is None:
-            del data["locking"]
+        """Fields in declaration order (the JSON's order); an absent optional part is left out."""
+        data: dict[str, Any] = {
+            "outcome": self.outcome.value,
+            "tool": self.tool,
+            "command": self.command,
+            "apps": {name: state.to_dict() for name, state in self.apps.items()},
+            "applied": list(self.applied),
+            "applied_count": self.applied_count,
+            "duration_ms": self.duration_ms,
+        }
+        if self.error is not None or self.plan is not None or self.locking is not None:
+            from dataclasses import asdict  # the optional parts are dataclasses (report_parts.py)
+
+            for name in ("error", "plan", "locking"):
+                part = getattr(self, name)
+                if part is not None:
+                    data[name] = asdict(part)
+        data["v"] = self.v
+        if self.database is not None:
+            data["database"] = dict(self.database)
         return data
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _REPORT_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Report:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        fields = zip(_REPORT_FIELDS, self._fields(), strict=True)
+        return "Report(" + ", ".join(f"{k}={v!r}" for k, v in fields) + ")"
 
 
 # ---------------------------------------------------------------- packed version lists

@@ -41,14 +41,14 @@ class RunState:
 
     __slots__ = (
         "applied_now",
-        "final_applied",
         "apps",
+        "final_applied",
+        "heads",
+        "identity",
         "pending",
         "plan",
-        "heads",
         "retrier",
         "verified",
-        "identity",
     )
 
     def __init__(self) -> None:
