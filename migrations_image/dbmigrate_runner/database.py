@@ -333,9 +333,23 @@ def identity_of(allowed: bool, name: str, address: str, system_identifier: str |
     return Identity(fingerprint(system, name), name, exact)
 
 
+# Where pg_control_system() may be executed (the default): name and identifier in one query.
+IDENTITY_EXACT = (
+    "SELECT current_database() AS name, system_identifier::text AS system FROM pg_catalog.pg_control_system()"
+)
+
+
 async def identity(conn: asyncpg.Connection) -> Identity:
-    """The identity of the database ``conn`` is on (two queries, both read-only, neither can fail
-    on a missing privilege)."""
+    """The identity of the database ``conn`` is on. One read-only query where pg_control_system()
+    may be executed (every no-op run asks this: one query less on its path); where that was revoked,
+    the query fails without effect (the runner's own session, outside any transaction) and the
+    probe's two queries decide as :func:`sync_identity` does."""
+    try:
+        exact = await conn.fetchrow(IDENTITY_EXACT)
+    except asyncpg.InsufficientPrivilegeError:
+        exact = None
+    if exact is not None:
+        return identity_of(True, str(exact["name"]), "", str(exact["system"]))
     row = await conn.fetchrow(IDENTITY_PROBE)
     assert row is not None
     system = await conn.fetchval(SYSTEM_IDENTIFIER) if row["allowed"] else None
