@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta
 
@@ -11,6 +12,7 @@ from dbmigrate_runner.report import (
     MAX_BYTES,
     AppState,
     ErrorInfo,
+    LockWaits,
     Outcome,
     PlanFinding,
     PlanSummary,
@@ -224,3 +226,129 @@ def test_trimmed_plan_keeps_the_first_findings_before_the_pending_list() -> None
     assert len(back.findings) + back.findings_omitted == 62
     assert back.pending_omitted == 60 - len(back.pending)
     assert len(back.pending) < 60  # cut first
+
+
+def _contract_cases() -> dict[str, Report]:
+    """One report of each shape the operator reads: a no-op, an Alembic run (packed versions, two
+    heads), a failure with lock waits (the message cut), a small plan, a plan trimmed to fit."""
+    drops = [
+        PlanFinding(f"models:{i}_m", i, "DropTable", f"customer_{i:02d}", "ban-drop-table", "destructive")
+        for i in range(30)
+    ]
+    revs = [f"{i:012x}" for i in range(1, 41)]
+    return {
+        "noop": Report(
+            Outcome.SUCCEEDED,
+            tool="aerich",
+            command="upgrade",
+            apps={
+                "models": AppState(current="2_b", count=3, versions=["0_init", "1_a", "2_b"]),
+                "users": AppState(),
+            },
+            duration_ms=27,
+            database={"fingerprint": "c5b17f620d4a405b"},
+        ),
+        "alembic": Report(
+            Outcome.SUCCEEDED,
+            tool="alembic",
+            command="upgrade",
+            apps={"alembic": AppState(current=revs[-1], count=40, versions=revs, heads=[revs[-1], revs[-2]])},
+            applied=[f"alembic:{r}" for r in revs[-3:]],
+            applied_count=3,
+            duration_ms=1200,
+        ),
+        "failed": Report(
+            Outcome.MIGRATION_FAILED,
+            tool="tortoise",
+            command="upgrade",
+            apps={"models": AppState(current="0001_init", count=1, versions=["0001_init"])},
+            duration_ms=4100,
+            error=ErrorInfo(
+                kind="LockNotAvailableError",
+                message="canceling statement due to lock timeout " + "x" * 1600,
+                migration="models:0002_x",
+            ),
+            locking=LockWaits(
+                timeout_ms=3000,
+                timeouts=20,
+                attempts=20,
+                retries=20,
+                migration="models:0002_x",
+                blocker="pid 42 (app) idle in transaction",
+                waited_ms=61000,
+            ),
+        ),
+        "small_plan": Report(
+            Outcome.SUCCEEDED,
+            tool="aerich",
+            command="plan",
+            plan=PlanSummary(
+                hash="ab" * 32,
+                target="models:3_c",
+                pending=["models:3_c"],
+                pending_count=1,
+                statements=2,
+                findings=drops[:2],
+                findings_count=2,
+                review_count=2,
+                lint_ignore=["ban-drop-index"],
+                steps=[
+                    {
+                        "migration": "models:3_c",
+                        "statements": ["DROP TABLE a;", "DROP TABLE b;"],
+                        "opaque": False,
+                        "source": "cd" * 32,
+                    }
+                ],
+            ),
+        ),
+        "big_plan": Report(
+            Outcome.SUCCEEDED,
+            tool="aerich",
+            command="plan",
+            apps={
+                "models": AppState(
+                    current="2_b", count=300, versions=[f"{i}_v{'x' * 20}" for i in range(300)]
+                )
+            },
+            plan=PlanSummary(
+                hash="ef" * 32,
+                target="models:400_z",
+                pending=[f"models:{i}_p{'y' * 30}" for i in range(100)],
+                pending_count=100,
+                statements=900,
+                opaque=[f"models:{i}_p" for i in range(40)],
+                findings=drops * 5,
+                findings_count=150,
+                review_count=150,
+                steps=[
+                    {
+                        "migration": f"models:{i}_p",
+                        "statements": ["SELECT 1;"] * 9,
+                        "opaque": False,
+                        "source": "00" * 32,
+                    }
+                    for i in range(100)
+                ],
+            ),
+        ),
+    }
+
+
+# Length and sha256 of each case's JSON as the dataclass-based report of commit 499b149 wrote it:
+# the classes behind the report may move or change (figure 1 of docs/benchmarks.md), its bytes not.
+CONTRACT_BYTES = {
+    "noop": (312, "292ce947b849327e36a22b4a6a0b1d4837b5f47529a0f4a77bc553b436fab5fd"),
+    "alembic": (629, "d1008d9cc2a53c7e79b51665ce7549d329f7746f18c21d2215f844ce6f913b85"),
+    "failed": (1968, "f3cd1c571fae259a3444faee35d0b5321b0bafd5827fdd73e4d1e9450ab28a15"),
+    "small_plan": (897, "89765fe04a2464b2c8c77c8625e7a4583ce50bd33de2a98cbf76e6e26547e500"),
+    "big_plan": (4070, "610c0a4d84f2b7fec83b43ab524a26a41ea66d02d5b3bdd0c6f0eb65b950bf12"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRACT_BYTES))
+def test_the_json_is_byte_for_byte_what_the_dataclass_report_wrote(case: str) -> None:
+    report = _contract_cases()[case]
+    text = encode(report)
+    assert (len(text), hashlib.sha256(text.encode()).hexdigest()) == CONTRACT_BYTES[case], text[:400]
+    assert decode(text).to_dict() == decode(encode(decode(text))).to_dict()  # and it reads back stably

@@ -40,8 +40,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """Every command, with its options; with ``only`` (the command being run) the other commands
-    get no options: adding all ~50 costs a no-op run as much as its own decision."""
+    """Every command, with its options; with ``only`` (the command being run, so known to be valid)
+    just that one: building the other parsers and their ~50 options costs a no-op run as much as
+    its own decision."""
     parser = _Parser(
         prog="dbmigrate-runner",
         description="Apply database migrations (aerich, tortoise.migrations or Alembic) safely.",
@@ -56,9 +57,9 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
         "found in it, and the plan's hash (what an approval names)",
     }
     for name in COMMANDS:
-        p = sub.add_parser(name, help=helps[name], description=helps[name])
         if only not in (None, name):
             continue
+        p = sub.add_parser(name, help=helps[name], description=helps[name])
         p.add_argument("--tool", choices=TOOLS, help="migration tool [env DBMIGRATE_TOOL, default aerich]")
         p.add_argument(
             "--config",
@@ -224,9 +225,10 @@ def _main(argv: Sequence[str], env: Mapping[str, str], mask: Masker) -> int:
         error = RunnerError(f"{type(exc).__name__}: {exc}", kind=type(exc).__name__)
         log.error("run.crash", "unexpected error", error=f"{type(exc).__name__}: {exc}")
 
-    fallback = early_settings(argv, env)
-    report = runner.build_report(settings or fallback, state, started, error)
-    write_report(report, (settings or fallback).report_path, mask)
+    if settings is None:  # stopped before its settings were valid: read what the report needs leniently
+        settings = early_settings(argv, env)
+    report = runner.build_report(settings, state, started, error)
+    write_report(report, settings.report_path, mask)
     fields: dict[str, Any] = {
         "outcome": report.outcome.value,
         "exit_code": report.outcome.exit_code,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dbmigrate_runner.errors import ConfigError
 
@@ -30,8 +30,7 @@ def parse_duration(text: str, name: str) -> float:
     return float(match[1]) * _UNITS[match[2] or "s"]
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """``timeout`` seconds per lock wait (0: off, no lock_timeout is set and nothing is retried);
     ``retries`` attempts per migration (the first included); ``budget`` seconds the whole run may
     spend in timed-out attempts and backoff."""

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbmigrate_runner.errors import LockNotAvailable, exception_chain
 from dbmigrate_runner.lock_policy import Policy
+from dbmigrate_runner.lockwait_line import LOCK_WAIT_EVENT, LockWait
 from dbmigrate_runner.log import log
-from dbmigrate_runner.report import LOCK_WAIT_EVENT, LockWait, LockWaits
+from dbmigrate_runner.report import LockWaits
 
 if TYPE_CHECKING:
     import asyncpg
@@ -272,7 +273,7 @@ class Retrier:
                 if self.waits.waited + delay > self.policy.budget:
                     why = f"the budget of {self.policy.budget:g} s is spent"
                     raise give_up(self.waits, name, blocker, attempt, True, why) from None
-                # The one line the operator reads while the Job runs (report.LockWait: the shared format).
+                # The one line the operator reads while the Job runs (lockwait_line.py: the shared format).
                 wait = LockWait(
                     migration=name,
                     attempt=attempt,

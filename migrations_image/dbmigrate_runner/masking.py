@@ -24,8 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 MASK = "***"
@@ -39,8 +38,7 @@ SPLIT_VARS = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER")
 URL_VAR = "DATABASE_URL"
 
 
-@dataclass(frozen=True)
-class Secret:
+class Secret(NamedTuple):
     """One value to keep in: ``anywhere`` = also inside a longer word (a password)."""
 
     value: str

@@ -8,7 +8,7 @@ the numeric prefix orders them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dbmigrate_runner.errors import ConfigError, DowngradeRefused
 
@@ -28,8 +28,7 @@ def strip_py(name: str) -> str:
     return name[:-3] if name.endswith(".py") else name
 
 
-@dataclass(frozen=True)
-class AppPlan:
+class AppPlan(NamedTuple):
     app: str
     to_apply: tuple[str, ...] = ()
     to_revert: tuple[str, ...] = ()  # newest first
@@ -41,17 +40,15 @@ class AppPlan:
         return not self.to_apply and not self.to_revert
 
 
-@dataclass(frozen=True)
-class Plan:
-    apps: tuple[AppPlan, ...] = field(default_factory=tuple)
+class Plan(NamedTuple):
+    apps: tuple[AppPlan, ...] = ()
 
     @property
     def empty(self) -> bool:
         return all(p.empty for p in self.apps)
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     app: str
     version: str  # exact name, or ZERO
 

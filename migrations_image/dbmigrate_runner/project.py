@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +22,26 @@ AERICH_MODELS = "aerich.models"
 DEFAULT_AERICH_LOCATION = "./migrations"
 
 
-@dataclass
 class Project:
-    tool: str
-    root: Path  # directory holding pyproject.toml; relative locations resolve against it
-    config_path: str
-    config: dict[str, Any]
-    aerich_location: str = DEFAULT_AERICH_LOCATION
-    pyproject: dict[str, Any] = field(default_factory=dict)
+    """A plain class, not a dataclass: this module is on the no-op path (runner.py says why)."""
+
+    __slots__ = ("aerich_location", "config", "config_path", "pyproject", "root", "tool")
+
+    def __init__(
+        self,
+        tool: str,
+        root: Path,
+        config_path: str,
+        config: dict[str, Any],
+        aerich_location: str = DEFAULT_AERICH_LOCATION,
+        pyproject: dict[str, Any] | None = None,
+    ) -> None:
+        self.tool = tool
+        self.root = root  # directory holding pyproject.toml; relative locations resolve against it
+        self.config_path = config_path
+        self.config = config
+        self.aerich_location = aerich_location
+        self.pyproject: dict[str, Any] = {} if pyproject is None else pyproject
 
     @property
     def app_labels(self) -> list[str]:
@@ -161,6 +171,8 @@ def tortoise_migrations_module(app_config: Mapping[str, Any]) -> str | None:
 
 
 def tortoise_migrations_dir(module: str) -> Path | None:
+    import importlib.util  # here: aerich runs never ask
+
     try:
         spec = importlib.util.find_spec(module)
     except (ModuleNotFoundError, ValueError):

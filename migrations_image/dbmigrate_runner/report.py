@@ -11,6 +11,9 @@ migrations with non-SQL steps, findings) always fits — its lists are shrunk wi
 while the whole report still fits; else ``steps_omitted`` says it was left out. The whole plan is
 then in the plan Job's log (one ``plan.document`` line, see ``plans.py``), checked against the hash.
 
+The optional parts (an error, the plan summary, lock waits) are defined in ``report_parts.py`` and
+importable from here; a run whose report has none of them never builds their classes.
+
 Pure standard library on purpose: the operator imports this module without the ORM stack.
 """
 
@@ -22,8 +25,13 @@ import enum
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # at run time through __getattr__, below: only when a report carries one
+    from dbmigrate_runner.report_parts import ErrorInfo as ErrorInfo
+    from dbmigrate_runner.report_parts import LockWaits as LockWaits
+    from dbmigrate_runner.report_parts import PlanFinding as PlanFinding
+    from dbmigrate_runner.report_parts import PlanSummary as PlanSummary
 
 SCHEMA_VERSION = 1
 MAX_BYTES = 4096
@@ -72,195 +80,116 @@ EXIT_CODES: dict[Outcome, int] = {
 }
 
 
-@dataclass
 class AppState:
-    """One Tortoise app's migrations as recorded in the tracking table (oldest first)."""
+    """One Tortoise app's migrations as recorded in the tracking table (oldest first).
 
-    current: str | None = None
-    count: int = 0
-    versions: list[str] = field(default_factory=list)
-    # How many of the oldest versions were left out of ``versions`` to fit the size limit.
-    omitted: int = 0
-    # Alembic only: the head revision(s) recorded in the version table. ``versions`` is then the
-    # ancestry of these heads (every revision they contain), oldest first; empty for the ordered tools.
-    heads: list[str] = field(default_factory=list)
+    Report and AppState are plain classes, not dataclasses: every no-op run (each pod start) builds
+    them, and a dataclass costs about half a millisecond to create at import (runner.py). Their
+    fields, in this order, are the JSON (:meth:`to_dict`); ``__eq__`` compares all of them."""
 
+    __slots__ = ("count", "current", "heads", "omitted", "versions")
 
-@dataclass
-class ErrorInfo:
-    kind: str  # exception class, e.g. "UndefinedColumnError"
-    message: str  # the database's own text, credentials already masked
-    migration: str | None = None  # "app:version" that failed, when known
+    def __init__(
+        self,
+        current: str | None = None,
+        count: int = 0,
+        versions: list[str] | None = None,
+        omitted: int = 0,
+        heads: list[str] | None = None,
+    ) -> None:
+        self.current = current
+        self.count = count
+        self.versions: list[str] = [] if versions is None else versions
+        # How many of the oldest versions were left out of ``versions`` to fit the size limit.
+        self.omitted = omitted
+        # Alembic only: the head revision(s) recorded in the version table. ``versions`` is then the
+        # ancestry of these heads (every revision they contain), oldest first; empty for the ordered tools.
+        self.heads: list[str] = [] if heads is None else heads
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "count": self.count,
+            "versions": list(self.versions),
+            "omitted": self.omitted,
+            "heads": list(self.heads),
+        }
 
-@dataclass
-class LockWaits:
-    """Table locks a migration waited for in this run (``lock_timeout``, see ``locking.py``).
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not AppState:
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
-    Present when a migration hit its lock timeout at least once, or when there is a ``note``."""
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
-    timeout_ms: int = 0  # the lock_timeout migrations ran with; 0: off
-    timeouts: int = 0  # lock timeouts in this run, each rolled back and retried (or given up)
-    attempts: int = 0  # attempts of ``migration``, the last one that hit a timeout
-    retries: int = 0  # attempts allowed per migration
-    migration: str | None = None
-    blocker: str | None = None  # who held the lock the last time, described (masked, truncated)
-    waited_ms: int = 0  # spent in timed-out attempts and backoff
-    note: str | None = None  # e.g. where the timeout could not be set, an INVALID index left behind
-
-
-# ---------------------------------------------------------------- the lock-wait log line
-#
-# While a migration waits for a table lock the runner cannot write to the API; it logs one JSON line
-# per lock timeout instead (masked like every line), and the operator reads the latest one from the
-# running Pod's log tail (``pods/log``) to show it in status and an Event before the run ends. The
-# line's event name and fields are defined here, once, for both sides.
-
-LOCK_WAIT_EVENT = "lock.timeout"
-# Later lines that say the waiting migration got through (or the run ended): the wait is over.
-LOCK_WAIT_ENDS = frozenset({"migration.apply", "migration.revert", "migrations.done", "run.end"})
-_WAIT_TEXT_CHARS = 400  # longest blocker or migration text the operator takes from a log line
+    def __repr__(self) -> str:
+        return "AppState(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
 
 
-@dataclass(frozen=True)
-class LockWait:
-    """One lock timeout of a migration: who held the lock (described and masked by the runner),
-    which attempt of how many timed out, when the next starts, what is left of the run's budget."""
-
-    migration: str
-    attempt: int
-    retries: int
-    lock_timeout_ms: int = 0
-    blocker: str | None = None  # "a lock on shop.review held by pid 4711 (user 'app', …)"
-    blocker_pid: int | None = None
-    retry_in_s: float | None = None
-    budget_left_s: float | None = None
-    at: str | None = None  # the log line's timestamp (set when read back)
-
-    def fields(self) -> dict[str, Any]:
-        """The log line's fields, as :func:`lock_wait_of` reads them back."""
-        data = asdict(self)
-        del data["at"]
-        return data
+# The optional parts' classes (report_parts.py says why they live there), imported on first use.
+_PARTS = frozenset({"ErrorInfo", "LockWaits", "PlanFinding", "PlanSummary"})
 
 
-def lock_wait_of(record: Any) -> LockWait | None:
-    """A :class:`LockWait` from one decoded log line, or None when it is not one (or malformed)."""
-    if not isinstance(record, dict) or record.get("event") != LOCK_WAIT_EVENT:
-        return None
-    migration, attempt, retries = record.get("migration"), record.get("attempt"), record.get("retries")
-    if not isinstance(migration, str) or not _whole(attempt) or not _whole(retries):
-        return None
+def __getattr__(name: str) -> Any:
+    if name in _PARTS:
+        from dbmigrate_runner import report_parts
 
-    def text(key: str) -> str | None:
-        value = record.get(key)
-        return value[:_WAIT_TEXT_CHARS] if isinstance(value, str) and value else None
-
-    def number(key: str) -> float | None:
-        value = record.get(key)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-    pid, timeout = record.get("blocker_pid"), record.get("lock_timeout_ms")
-    return LockWait(
-        migration=migration[:_WAIT_TEXT_CHARS],
-        attempt=attempt,
-        retries=retries,
-        lock_timeout_ms=timeout if _whole(timeout) else 0,
-        blocker=text("blocker"),
-        blocker_pid=pid if _whole(pid) else None,
-        retry_in_s=number("retry_in_s"),
-        budget_left_s=number("budget_left_s"),
-        at=text("ts"),
-    )
+        return getattr(report_parts, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _whole(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+# Report's fields in their JSON order.
+_REPORT_FIELDS = (
+    "outcome",
+    "tool",
+    "command",
+    "apps",
+    "applied",
+    "applied_count",
+    "duration_ms",
+    "error",
+    "plan",
+    "locking",
+    "v",
+    "database",
+)
 
 
-def latest_lock_wait(log_text: str) -> LockWait | None:
-    """The lock wait a run is in now, from the tail of its log: the last lock-timeout line, unless a
-    later line says the run moved past it (another migration started, the migrations are done, the
-    run ended). Lines that are not JSON (a tail cut mid-line, a library's stray output) are skipped."""
-    current: LockWait | None = None
-    for line in log_text.splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        wait = lock_wait_of(record)
-        if wait is not None:
-            current = wait
-        elif current is not None and record.get("event") in LOCK_WAIT_ENDS:
-            if record.get("event") in ("migration.apply", "migration.revert") and (
-                record.get("migration") == current.migration
-            ):
-                continue  # the same migration tried again (Alembic logs its steps on each retry)
-            current = None
-    return current
-
-
-@dataclass
-class PlanFinding:
-    """A lint finding, compactly: the migration, its statement's index, what kind, on what, the rule
-    (what ``spec.lint.ignore`` names) and the severity (destructive, unclassified, hazard, in-plan)."""
-
-    migration: str
-    statement: int
-    kind: str
-    target: str
-    rule: str = ""
-    severity: str = ""
-
-
-@dataclass
-class PlanSummary:
-    """The ``plan`` command's result as the operator needs it to gate a run (the SQL itself travels
-    in the Pod's log, checked against ``hash``). Lists keep their first entries; ``*_omitted`` say
-    how many were left out to fit, ``*_count`` are always exact."""
-
-    hash: str
-    target: str | None = None  # the last migration the approved run may apply
-    pending: list[str] = field(default_factory=list)  # in run order
-    pending_count: int = 0
-    pending_omitted: int = 0
-    statements: int = 0
-    opaque: list[str] = field(default_factory=list)  # migrations with steps that are not SQL
-    opaque_omitted: int = 0
-    findings: list[PlanFinding] = field(default_factory=list)  # most severe first
-    findings_count: int = 0
-    findings_omitted: int = 0
-    # Findings whose severity needs a person under OnDestructive (destructive, unclassified, hazard);
-    # None from a runner older than the lint's severities: then every finding counts.
-    review_count: int | None = None
-    lint_ignore: list[str] = field(default_factory=list)  # rules silenced (spec.lint.ignore), hashed
-    # The whole plan's steps ({migration, statements, opaque, source}) when the report still fits with them;
-    # else None and ``steps_omitted`` True: the SQL is then only in the plan Job's log.
-    steps: list[dict[str, Any]] | None = None
-    steps_omitted: bool = False
-
-
-@dataclass
 class Report:
-    outcome: Outcome
-    tool: str = ""
-    command: str = ""
-    apps: dict[str, AppState] = field(default_factory=dict)
-    # "app:version" entries applied (or, for downgrade, reverted) by this run, in order.
-    applied: list[str] = field(default_factory=list)
-    applied_count: int = 0
-    duration_ms: int = 0
-    error: ErrorInfo | None = None
-    plan: PlanSummary | None = None  # the plan command only
-    locking: LockWaits | None = None  # only when a migration waited for a table lock (or a note)
-    v: int = SCHEMA_VERSION
-    # Which database the run connected to: {"fingerprint": 16 hex digits} (not its name: the Secret's);
-    # the operator records it next to the versions (never the URL, host or a password).
-    database: dict[str, str] | None = None
+    """The report (a plain class: see :class:`AppState`)."""
+
+    __slots__ = _REPORT_FIELDS
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        tool: str = "",
+        command: str = "",
+        apps: dict[str, AppState] | None = None,
+        applied: list[str] | None = None,
+        applied_count: int = 0,
+        duration_ms: int = 0,
+        error: ErrorInfo | None = None,
+        plan: PlanSummary | None = None,
+        locking: LockWaits | None = None,
+        v: int = SCHEMA_VERSION,
+        database: dict[str, str] | None = None,
+    ) -> None:
+        self.outcome = outcome
+        self.tool = tool
+        self.command = command
+        self.apps: dict[str, AppState] = {} if apps is None else apps
+        # "app:version" entries applied (or, for downgrade, reverted) by this run, in order.
+        self.applied: list[str] = [] if applied is None else applied
+        self.applied_count = applied_count
+        self.duration_ms = duration_ms
+        self.error = error
+        self.plan = plan  # the plan command only
+        self.locking = locking  # only when a migration waited for a table lock (or a note)
+        self.v = v
+        # Which database the run connected to: {"fingerprint": 16 hex digits} (not its name: the
+        # Secret's); the operator records it next to the versions (never the URL, host or a password).
+        self.database = database
 
     @property
     def ok(self) -> bool:
@@ -272,17 +201,41 @@ class Report:
         return ",".join(parts) or None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["outcome"] = self.outcome.value
-        if self.error is None:
-            del data["error"]
-        if self.plan is None:
-            del data["plan"]
-        if self.database is None:
-            del data["database"]
-        if self.locking is None:
-            del data["locking"]
+        """Fields in declaration order (the JSON's order); an absent optional part is left out."""
+        data: dict[str, Any] = {
+            "outcome": self.outcome.value,
+            "tool": self.tool,
+            "command": self.command,
+            "apps": {name: state.to_dict() for name, state in self.apps.items()},
+            "applied": list(self.applied),
+            "applied_count": self.applied_count,
+            "duration_ms": self.duration_ms,
+        }
+        if self.error is not None or self.plan is not None or self.locking is not None:
+            from dataclasses import asdict  # the optional parts are dataclasses (report_parts.py)
+
+            for name in ("error", "plan", "locking"):
+                part = getattr(self, name)
+                if part is not None:
+                    data[name] = asdict(part)
+        data["v"] = self.v
+        if self.database is not None:
+            data["database"] = dict(self.database)
         return data
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _REPORT_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Report:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        fields = zip(_REPORT_FIELDS, self._fields(), strict=True)
+        return "Report(" + ", ".join(f"{k}={v!r}" for k, v in fields) + ")"
 
 
 # ---------------------------------------------------------------- packed version lists
@@ -549,6 +502,8 @@ def encode(report: Report, limit: int = MAX_BYTES) -> str:
 def _decode_locking(raw: Any) -> LockWaits | None:
     if not isinstance(raw, dict):
         return None
+    from dbmigrate_runner.report_parts import LockWaits
+
     return LockWaits(
         timeout_ms=int(raw.get("timeout_ms", 0)),
         timeouts=int(raw.get("timeouts", 0)),
@@ -564,6 +519,8 @@ def _decode_locking(raw: Any) -> LockWaits | None:
 def _decode_plan(raw: Any) -> PlanSummary | None:
     if not isinstance(raw, dict) or not raw.get("hash"):
         return None
+    from dbmigrate_runner.report_parts import PlanFinding, PlanSummary
+
     return PlanSummary(
         hash=str(raw["hash"]),
         target=raw.get("target"),
@@ -626,6 +583,8 @@ def decode(text: str) -> Report:
         for name, state in (data.get("apps") or {}).items()
     }
     err = data.get("error")
+    from dbmigrate_runner.report_parts import ErrorInfo
+
     error = (
         ErrorInfo(
             kind=str(err.get("kind", "")), message=str(err.get("message", "")), migration=err.get("migration")

@@ -3,6 +3,11 @@
 The no-op path (nothing pending) reads the tracking table over the runner's own asyncpg
 connection and lists migration files on disk; tortoise and aerich, the lock-timeout retries
 (``locking``, ``attempts``) and planning's modules are imported only when there is work.
+
+Every pod start pays for what that path imports (figure 1 of docs/benchmarks.md), so the modules
+on it define no dataclasses: creating one costs about half a millisecond (Python compiles its
+methods at import), a dozen of them as much as the run's own decision. Immutable records there are
+NamedTuples, mutable state plain classes; the report's optional parts live in ``report_parts.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -21,7 +25,7 @@ from dbmigrate_runner.errors import ConfigError, ConnectionLost, LockTimeout, Mi
 from dbmigrate_runner.log import log
 from dbmigrate_runner.planning import Plan, Target, plan_run, resolve_target, sort_versions, unfulfilled
 from dbmigrate_runner.project import Project, discover, load_project
-from dbmigrate_runner.report import AppState, ErrorInfo, Outcome, Report
+from dbmigrate_runner.report import AppState, Outcome, Report
 from dbmigrate_runner.settings import Settings
 from dbmigrate_runner.tools import MigrationTool, get_tool
 
@@ -31,22 +35,35 @@ if TYPE_CHECKING:  # planning's modules and the lock retries are imported only w
     from dbmigrate_runner.sqlplan import SqlPlan, Step
 
 
-@dataclass
 class RunState:
-    """What the report is built from, filled in as far as the run got."""
+    """What the report is built from, filled in as far as the run got. A plain class, not a
+    dataclass: modules on the no-op path make no dataclasses (see the module's docstring)."""
 
-    applied_now: list[str] = field(default_factory=list)
-    final_applied: dict[str, list[str]] | None = None
-    apps: list[str] = field(default_factory=list)
-    pending: dict[str, list[str]] = field(default_factory=dict)
-    plan: SqlPlan | None = None  # the plan command's result
-    # Alembic: the head(s) read with final_applied (which is then their ancestry).
-    heads: dict[str, list[str]] = field(default_factory=dict)
-    retrier: Retrier | None = None  # lock timeouts met (the report's "locking")
-    # The approved plan's migrations, once checked (--expect-plan): a resumed run must be its tail.
-    verified: list[str] | None = None
-    # The database the runner's connection is on (the one it locks), once connected.
-    identity: database.Identity | None = None
+    __slots__ = (
+        "applied_now",
+        "apps",
+        "final_applied",
+        "heads",
+        "identity",
+        "pending",
+        "plan",
+        "retrier",
+        "verified",
+    )
+
+    def __init__(self) -> None:
+        self.applied_now: list[str] = []
+        self.final_applied: dict[str, list[str]] | None = None
+        self.apps: list[str] = []
+        self.pending: dict[str, list[str]] = {}
+        self.plan: SqlPlan | None = None  # the plan command's result
+        # Alembic: the head(s) read with final_applied (which is then their ancestry).
+        self.heads: dict[str, list[str]] = {}
+        self.retrier: Retrier | None = None  # lock timeouts met (the report's "locking")
+        # The approved plan's migrations, once checked (--expect-plan): a resumed run must be its tail.
+        self.verified: list[str] | None = None
+        # The database the runner's connection is on (the one it locks), once connected.
+        self.identity: database.Identity | None = None
 
 
 def app_states(
@@ -68,6 +85,8 @@ def app_states(
 def build_report(settings: Settings, state: RunState, started: float, error: RunnerError | None) -> Report:
     if state.plan is not None:
         from dbmigrate_runner.plans import summarize  # planning's imports (pglast) only when planning
+    if error is not None:
+        from dbmigrate_runner.report import ErrorInfo  # the report's optional parts: report_parts.py
     outcome = error.outcome if error else Outcome.SUCCEEDED
     return Report(
         outcome=outcome,

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dbmigrate_runner.errors import ConfigError
@@ -39,20 +38,73 @@ DEFAULT_LOCK_TIMEOUT = 300.0
 SPLIT_KEYS = {"host": "DB_HOST", "port": "DB_PORT", "database": "DB_NAME", "user": "DB_USER"}
 
 
-@dataclass(frozen=True)
 class DbParams:
-    """Where the runner connects; ``password`` must never be logged (see :class:`Masker`)."""
+    """Where the runner connects; ``password`` must never be logged (see :class:`Masker`): it is
+    left out of ``repr``. Immutable; equal when all but ``source`` are.
 
+    Settings and DbParams are not dataclasses: every no-op run (each pod start) imports this
+    module, and a dataclass costs about half a millisecond to create (runner.py)."""
+
+    __slots__ = ("database", "host", "password", "port", "read_only", "source", "ssl", "user")
     host: str
     port: int
     database: str
     user: str
-    password: str | None = field(default=None, repr=False)
-    ssl: str | None = None
+    password: str | None
+    ssl: str | None
     # Every session the runner opens sets default_transaction_read_only (the plan command).
-    read_only: bool = False
+    read_only: bool
     # "DATABASE_URL" or "DB_*": how messages name the connection without quoting Secret values.
-    source: str = field(default="DATABASE_URL", compare=False)
+    source: str
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        database: str,
+        user: str,
+        password: str | None = None,
+        ssl: str | None = None,
+        read_only: bool = False,
+        source: str = "DATABASE_URL",
+    ) -> None:
+        for name, value in (
+            ("host", host),
+            ("port", port),
+            ("database", database),
+            ("user", user),
+            ("password", password),
+            ("ssl", ssl),
+            ("read_only", read_only),
+            ("source", source),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"DbParams is immutable: cannot set {name}")
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.host, self.port, self.database, self.user, self.password, self.ssl, self.read_only)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not DbParams:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"DbParams(host={self.host!r}, port={self.port!r}, database={self.database!r}, "
+            f"user={self.user!r}, ssl={self.ssl!r}, read_only={self.read_only!r}, source={self.source!r})"
+        )
+
+    def read_only_copy(self) -> DbParams:
+        """The same connection with every session read-only (the plan command)."""
+        return DbParams(
+            self.host, self.port, self.database, self.user, self.password, self.ssl, True, self.source
+        )
 
     def server_settings(self) -> dict[str, str]:
         return {"default_transaction_read_only": "on"} if self.read_only else {}
@@ -103,8 +155,7 @@ class DbParams:
         return "DATABASE_URL's host:port" if self.source == "DATABASE_URL" else "DB_HOST:DB_PORT"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     command: str
     tool: str
     db: DbParams
@@ -123,9 +174,7 @@ class Settings:
     expect_plan: str | None = None  # upgrade: apply only if the plan hashes to this (an approval)
     # plan and upgrade --expect-plan: lint rules silenced (spec.lint.ignore); part of the plan's hash.
     lint_ignore: tuple[str, ...] = ()
-    locking: Policy = field(
-        default_factory=Policy
-    )  # lock_timeout of migrations and its retries (DBMIGRATE_LOCKING_*)
+    locking: Policy = Policy()  # lock_timeout of migrations and its retries (DBMIGRATE_LOCKING_*)
     # DBMIGRATE_FAST_NOOP=false: decide "nothing to do" through the tool itself, never the shortcut.
     fast_noop: bool = True
 
@@ -258,7 +307,7 @@ def build_settings(args: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     return Settings(
         command=command,
         tool=tool,
-        db=replace(db, read_only=True) if command == "plan" else db,
+        db=db.read_only_copy() if command == "plan" else db,
         plan_file=Path(plan_file) if plan_file else None,
         sql_file=Path(sql_file) if sql_file else None,
         expect_plan=(pick("expect_plan", "DBMIGRATE_EXPECT_PLAN") or "").strip() or None

@@ -36,7 +36,7 @@ from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.view import Key, View
 from dbmigrate_operator.workqueue import WorkQueue
 from dbmigrate_operator.writes import ApiWrites
-from dbmigrate_runner.report import LockWait, latest_lock_wait
+from dbmigrate_runner.lockwait_line import LockWait, latest_lock_wait
 
 logger = logging.getLogger("dbmigrate_operator")
 STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync

@@ -3,7 +3,7 @@ what status and the Events then say.
 
 Why: the runner has no API access and its report is read when the run ends, so a rollout stuck
 behind a long transaction showed nothing but "JobRunning" for as long as the retries lasted. The
-runner logs each lock timeout as one masked JSON line (:class:`dbmigrate_runner.report.LockWait`,
+runner logs each lock timeout as one masked JSON line (:class:`dbmigrate_runner.lockwait_line.LockWait`,
 the format both sides share); the operator reads the tail of the running Pod's log on a fixed grid
 of times and shows the latest wait in the Reconciling condition, ``status.lockWait`` and one
 ``WaitingForLock`` Event per blocker (not one per read).
@@ -28,7 +28,7 @@ from dbmigrate_operator.actions import EmitEvent
 from dbmigrate_operator.jobstate import job_verdict, parse_time, pods_of
 from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.lock_policy import DEFAULT_TIMEOUT, parse_duration
-from dbmigrate_runner.report import LockWait
+from dbmigrate_runner.lockwait_line import LockWait
 
 TAIL_LINES = 40  # a wait's line is among the last few: the runner logs little while it waits
 LIMIT_BYTES = 16 * 1024

@@ -51,7 +51,7 @@ from dbmigrate_operator.run_steps import RERUN_HINT, active_step, done_step, new
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.spec_rules import not_allowed, validate
 from dbmigrate_operator.status import Phase, Reason, Verdict, conditions, progressing, stalled
-from dbmigrate_runner.report import LockWait
+from dbmigrate_runner.lockwait_line import LockWait
 
 
 def decide(

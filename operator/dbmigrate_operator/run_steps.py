@@ -21,7 +21,8 @@ from dbmigrate_operator.jobstate import has_run, never_started, parse_time
 from dbmigrate_operator.results import Result, reason_of
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.status import Phase, Reason, progressing, ready, stalled
-from dbmigrate_runner.report import LockWait, Outcome
+from dbmigrate_runner.lockwait_line import LockWait
+from dbmigrate_runner.report import Outcome
 
 RERUN_HINT = "kubectl annotate dbm {name} -n {namespace} " + c.RERUN_ANNOTATION + '="$(date +%s)" --overwrite'
 

@@ -1,6 +1,6 @@
 """A migration waiting for a table lock is shown while it waits (issue #22), not only after the run.
 
-The runner logs each lock timeout as one masked JSON line (``report.LockWait``: the one format both
+The runner logs each lock timeout as one masked JSON line (``lockwait_line.LockWait``: the one format both
 sides use); the operator reads the tail of the running Pod's log on a bounded grid of times and shows
 the latest wait in ``status.lockWait``, the Reconciling condition (``WaitingForLock``) and one Event
 per blocker. Here: the line written by the runner's own logger and read back by the operator's
@@ -23,9 +23,9 @@ from dbmigrate_operator.actions import EmitEvent, PatchStatus
 from dbmigrate_operator.controller import Controller
 from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
+from dbmigrate_runner.lockwait_line import LOCK_WAIT_EVENT, LockWait, latest_lock_wait
 from dbmigrate_runner.log import JsonLogger
 from dbmigrate_runner.masking import Masker
-from dbmigrate_runner.report import LOCK_WAIT_EVENT, LockWait, latest_lock_wait
 from tests.operator.builders import T0, make_cr, running_pod, started
 from tests.operator.test_ha import FakeKube, S
 from tests.operator.test_reconcile import apply, first_job

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dbmigrate_runner.report import Outcome, latest_lock_wait
+from dbmigrate_runner.lockwait_line import latest_lock_wait
+from dbmigrate_runner.report import Outcome
 from localcluster.postgres import PostgresServer
 from tests.runner.conftest import REPO, Result, Runner, finish, wait_for_event
 from tests.support.migrations_gen import generate
