@@ -160,16 +160,31 @@ class FigureResult:
         return row
 
     def ratio(
-        self, label: str, num: str, den: str, limit: float | None = None, *, cpu: bool = False
+        self,
+        label: str,
+        num: str,
+        den: str,
+        limit: float | None = None,
+        *,
+        cpu: bool = False,
+        paired: bool = False,
     ) -> Ratio:
-        """Ratio of medians (wall clock, or CPU seconds with ``cpu``)."""
-        if cpu:
-            n, d = self.row(num).cpu, self.row(den).cpu
-            if n is None or d is None:
-                raise ValueError(f"CPU ratio of rows without CPU samples: {label}")
-            r = Ratio(f"{label} (CPU)", n.median / d.median, limit)
+        """Ratio of medians (wall clock, or CPU seconds with ``cpu``).
+
+        ``paired``: the median of the per-repetition ratios instead, for figures whose rows are
+        measured interleaved (sample i of each row in the same repetition). On a shared machine a
+        short process's CPU time falls into distinct groups by the machine's state at the moment;
+        a ratio of medians can pair one group's median with the other's, a per-repetition ratio
+        compares neighbours."""
+        n, d = self.row(num), self.row(den)
+        a, b = (n.cpu, d.cpu) if cpu else (n.stat, d.stat)
+        if a is None or b is None:
+            raise ValueError(f"CPU ratio of rows without CPU samples: {label}")
+        if paired:
+            value = statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
         else:
-            r = Ratio(label, self.row(num).stat.median / self.row(den).stat.median, limit)
+            value = a.median / b.median
+        r = Ratio(f"{label} (CPU)" if cpu else label, value, limit)
         self.ratios.append(r)
         return r
 

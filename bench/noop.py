@@ -18,6 +18,7 @@ within each repetition so that load drift on the shared machine hits every comma
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -182,28 +183,26 @@ def run(ctx: Context) -> FigureResult:
         fig.add(label, "s", [s.wall_s for s in samples[label]], cpu=[s.cpu_s for s in samples[label]])
     for label, values in in_process_ms.items():
         fig.add(f"{label}: report duration_ms", "s", values)
-    fig.ratio("runner (aerich) / aerich upgrade", "runner (aerich)", "aerich upgrade", limit=0.5)
-    fig.ratio(
-        "runner (aerich) / init-container script", "runner (aerich)", "init-container script", limit=0.3
-    )
-    fig.ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate")
-    fig.ratio(f"runner (aerich) / {FLOOR_LABEL}", "runner (aerich)", FLOOR_LABEL, limit=1.2)
-    fig.ratio(f"runner (tortoise) / {FLOOR_LABEL}", "runner (tortoise)", FLOOR_LABEL)
-    fig.ratio(f"runner (alembic) / {FLOOR_LABEL}", "runner (alembic)", FLOOR_LABEL)
-    fig.ratio(f"runner (aerich) / {FLOOR_LABEL}", "runner (aerich)", FLOOR_LABEL, limit=1.2, cpu=True)
-    fig.ratio("runner (aerich) / aerich upgrade", "runner (aerich)", "aerich upgrade", limit=0.5, cpu=True)
-    fig.ratio(
+    # Interleaved repetitions: each ratio is the median of its per-repetition ratios (core.ratio).
+    ratio = functools.partial(fig.ratio, paired=True)
+    ratio("runner (aerich) / aerich upgrade", "runner (aerich)", "aerich upgrade", limit=0.5)
+    ratio("runner (aerich) / init-container script", "runner (aerich)", "init-container script", limit=0.3)
+    ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate")
+    ratio(f"runner (aerich) / {FLOOR_LABEL}", "runner (aerich)", FLOOR_LABEL, limit=1.2)
+    ratio(f"runner (tortoise) / {FLOOR_LABEL}", "runner (tortoise)", FLOOR_LABEL)
+    ratio(f"runner (alembic) / {FLOOR_LABEL}", "runner (alembic)", FLOOR_LABEL)
+    ratio(f"runner (aerich) / {FLOOR_LABEL}", "runner (aerich)", FLOOR_LABEL, limit=1.2, cpu=True)
+    ratio("runner (aerich) / aerich upgrade", "runner (aerich)", "aerich upgrade", limit=0.5, cpu=True)
+    ratio(
         "runner (aerich) / init-container script",
         "runner (aerich)",
         "init-container script",
         limit=0.3,
         cpu=True,
     )
-    fig.ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate", cpu=True)
-    fig.ratio(
-        "runner (alembic) / alembic upgrade head", "runner (alembic)", "alembic upgrade head", limit=0.5
-    )
-    fig.ratio(
+    ratio("runner (tortoise) / tortoise migrate", "runner (tortoise)", "tortoise migrate", cpu=True)
+    ratio("runner (alembic) / alembic upgrade head", "runner (alembic)", "alembic upgrade head", limit=0.5)
+    ratio(
         "runner (alembic) / alembic upgrade head",
         "runner (alembic)",
         "alembic upgrade head",
