@@ -40,7 +40,10 @@ def app_namespaces(real_cluster: Cluster) -> dict[str, str]:
     """The namespaces the suite's operator watches, one per scenario, restricted Pod Security."""
     return {
         key: realstack.restricted_namespace(real_cluster, f"rn-{key}")
-        for key in ("story", "failures", "deadline", "handover", "review", "alembic", "retag")
+        for key in (
+            *("story", "failures", "deadline", "handover", "review", "alembic", "retag"),
+            *("argo-story", "argo-review"),  # test_argocd.py: one Application each
+        )
     }
 
 
