@@ -199,7 +199,17 @@ class ArgoCD:
         redis = f"127.0.0.1:{redis_port}"
         self._launch(
             "redis",
-            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                redis_server,
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             {},
         )
         path = f"{self.bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"  # the Git wrappers
@@ -272,7 +282,13 @@ class ArgoCD:
         return app
 
     def create_application(
-        self, name: str, repo: GitRepo, namespace: str, *, path: str = "app", sync_options: tuple[str, ...] = ()
+        self,
+        name: str,
+        repo: GitRepo,
+        namespace: str,
+        *,
+        path: str = "app",
+        sync_options: tuple[str, ...] = (),
     ) -> None:
         """An Application syncing `path` of `repo` into `namespace`, automated with prune and
         self-heal, and the background-deletion finalizer docs/argocd.md recommends."""
@@ -306,7 +322,10 @@ def summary(app: Mapping[str, Any]) -> dict[str, Any]:
         "revision": (status.get("sync") or {}).get("revision"),
         "health": (status.get("health") or {}).get("status"),
         "operation": op.get("phase"),
-        "operation_revision": ((op.get("syncResult") or {}).get("revision") or (op.get("operation") or {}).get("sync", {}).get("revision")),
+        "operation_revision": (
+            (op.get("syncResult") or {}).get("revision")
+            or (op.get("operation") or {}).get("sync", {}).get("revision")
+        ),
         "message": op.get("message"),
     }
 

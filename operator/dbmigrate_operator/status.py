@@ -21,7 +21,7 @@ class Reason(enum.StrEnum):
     REPLACING_JOB = "ReplacingJob"
     WAITING_FOR_NODE = "WaitingForNode"
     PLANNING = "Planning"
-    # Not Ready and not stuck: a person has to approve the plan (Argo CD shows it as Suspended).
+    # Not Ready and not stuck: a person has to approve the plan (Argo CD: Degraded, docs/argocd.md).
     WAITING_FOR_APPROVAL = "WaitingForApproval"
     # Done (Ready=True)
     APPLIED = "Applied"

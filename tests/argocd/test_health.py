@@ -48,20 +48,20 @@ def test_degraded_only_when_a_person_is_needed_for_the_current_generation() -> N
     """Degraded exactly when Stalled=True, or a plan waits for approval, at the current generation:
     both need a person, and both must end Argo CD's sync at the wave (a waiting approval held open
     as Suspended deadlocks the commit that approves it)."""
+
+    def now(obj: dict[str, Any], kind: str, reason: str | None = None) -> bool:
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        cond = conditions.get(kind, {})
+        return bool(
+            cond.get("status") == "True"
+            and (reason is None or cond.get("reason") == reason)
+            and cond.get("observedGeneration", obj["status"].get("observedGeneration"))
+            >= obj["metadata"]["generation"]
+        )
+
     for case in CASES:
         obj = yaml.safe_load((CHECK_DIR / case["inputPath"]).read_text())
-        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
-
-        def now(kind: str, reason: str | None = None) -> bool:
-            cond = conditions.get(kind, {})
-            return (
-                cond.get("status") == "True"
-                and (reason is None or cond.get("reason") == reason)
-                and cond.get("observedGeneration", obj["status"].get("observedGeneration"))
-                >= obj["metadata"]["generation"]
-            )
-
-        person = now("Stalled") or now("Reconciling", "WaitingForApproval")
+        person = now(obj, "Stalled") or now(obj, "Reconciling", "WaitingForApproval")
         assert (case["healthStatus"]["status"] == "Degraded") == person, case["inputPath"]
 
 

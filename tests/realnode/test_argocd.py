@@ -133,18 +133,27 @@ class Story:
             self.argocd.check_alive()
             app = self.argocd.application(self.app)
             s = argomod.summary(app)
-            if s["revision"] == sha and s["sync"] == "Synced" and s["health"] == health and s["operation"] != "Running":
+            if (
+                s["revision"] == sha
+                and s["sync"] == "Synced"
+                and s["health"] == health
+                and s["operation"] != "Running"
+            ):
                 return app
             return None
 
-        found: dict[str, Any] = wait_for(check, timeout, f"{self.app} Synced and {health} at {sha[:8]}", every=1)
+        found: dict[str, Any] = wait_for(
+            check, timeout, f"{self.app} Synced and {health} at {sha[:8]}", every=1
+        )
         return found
 
     def dbm_health(self) -> dict[str, Any]:
         return argomod.resource_health(self.argocd.application(self.app), "DatabaseMigration", "shop-db")
 
     def pods(self) -> list[dict[str, Any]]:
-        return [_pod_row(p) for p in get_json(self.cluster, self.namespace, "pods", "-l", "app=shop-web")["items"]]
+        return [
+            _pod_row(p) for p in get_json(self.cluster, self.namespace, "pods", "-l", "app=shop-web")["items"]
+        ]
 
 
 @pytest.fixture
@@ -167,12 +176,16 @@ def story(
 
 def _start(story: Story, files: dict[str, str], message: str) -> str:
     sha = story.repo.commit(message, files)
-    story.argocd.create_application(story.app, story.repo, story.namespace, sync_options=("PrunePropagationPolicy=background",))
+    story.argocd.create_application(
+        story.app, story.repo, story.namespace, sync_options=("PrunePropagationPolicy=background",)
+    )
     return sha
 
 
 @pytest.mark.parametrize("story", ["argo-story"], indirect=True)
-def test_waves_upgrade_broken_fix_and_prune_through_git(story: Story, node_pg: Instance, database: str) -> None:
+def test_waves_upgrade_broken_fix_and_prune_through_git(
+    story: Story, node_pg: Instance, database: str
+) -> None:
     ns, cluster = story.namespace, story.cluster
     first, second = VERSIONS[1], VERSIONS[2]
 
@@ -183,9 +196,12 @@ def test_waves_upgrade_broken_fix_and_prune_through_git(story: Story, node_pg: I
     assert status["currentVersion"] == first
     schema_done = _time(status["lastRun"]["completedAt"])
     deployment = get_json(cluster, ns, "deployment", "shop-web")
-    assert _time(deployment["metadata"]["creationTimestamp"]) >= schema_done, "wave 0 applied before its schema"
+    assert _time(deployment["metadata"]["creationTimestamp"]) >= schema_done, (
+        "wave 0 applied before its schema"
+    )
     (pod,) = story.pods()
-    assert pod["ready"] and _time(pod["started"]) >= schema_done
+    assert pod["ready"]
+    assert _time(pod["started"]) >= schema_done
 
     # An update of the Healthy DatabaseMigration and the app pinned to its new version.
     with PodLog(cluster, ns) as log:
@@ -199,12 +215,15 @@ def test_waves_upgrade_broken_fix_and_prune_through_git(story: Story, node_pg: I
     new_rows = log.rows(second)
     assert new_rows, "no pod of the new version was ever seen"
     started = [(t, r) for t, r in new_rows if r["started"]]
-    assert started and all(_time(r["started"]) >= schema_done for _, r in started), (schema_done, new_rows)
+    assert started, new_rows
+    assert all(_time(r["started"]) >= schema_done for _, r in started), (schema_done, new_rows)
     # The old pod served until a new one was Ready: some pod was Ready in every sample.
     assert all(any(r["ready"] for r in rows) for _, rows in log.samples[1:]), log.samples
     rs = get_json(cluster, ns, "replicasets", "-l", "app=shop-web")["items"]
     new_rs = next(
-        r for r in rs if r["spec"]["template"]["metadata"]["annotations"][c.WAIT_FOR_VERSION_ANNOTATION] == second
+        r
+        for r in rs
+        if r["spec"]["template"]["metadata"]["annotations"][c.WAIT_FOR_VERSION_ANNOTATION] == second
     )
     held_by = "wave" if _time(new_rs["metadata"]["creationTimestamp"]) >= schema_done else "gate"
     if held_by == "gate":  # Argo CD passed the wave: then the gate must have been seen holding them
@@ -213,7 +232,9 @@ def test_waves_upgrade_broken_fix_and_prune_through_git(story: Story, node_pg: I
           f"{run['completedAt']}, new pods held by the {held_by}")  # fmt: skip
 
     # A broken migration committed: Degraded, the sync stops at its wave, old pods serve.
-    broken = story.repo.commit("shop 3: a migration the image lacks", _manifests(ns, story.url, MISSING, MISSING))
+    broken = story.repo.commit(
+        "shop 3: a migration the image lacks", _manifests(ns, story.url, MISSING, MISSING)
+    )
     story.synced(broken, health="Degraded")
     assert story.dbm_health()["status"] == "Degraded"
     summary = argomod.summary(story.argocd.application(story.app))
@@ -221,9 +242,12 @@ def test_waves_upgrade_broken_fix_and_prune_through_git(story: Story, node_pg: I
     pods = story.pods()
     assert [p for p in pods if p["pin"] == second and p["ready"]], pods
     assert all(p["gated"] for p in pods if p["pin"] == MISSING), pods
-    assert get_json(cluster, ns, "deployment", "shop-web")["spec"]["template"]["metadata"]["annotations"][
-        c.WAIT_FOR_VERSION_ANNOTATION
-    ] == second, "the sync went past the Degraded wave"
+    assert (
+        get_json(cluster, ns, "deployment", "shop-web")["spec"]["template"]["metadata"]["annotations"][
+            c.WAIT_FOR_VERSION_ANNOTATION
+        ]
+        == second
+    ), "the sync went past the Degraded wave"
 
     # `git revert` heals it, nobody touches the cluster.
     fixed = story.repo.revert(broken)
@@ -260,7 +284,8 @@ def test_destructive_plan_waits_visibly_and_an_approval_committed_in_git_syncs(
     waiting = status_of(cluster, ns, "shop-db")
     plan_hash = waiting["plan"]["hash"]
     health = argomod.resource_health(app, "DatabaseMigration", "shop-db")
-    assert health["status"] == "Degraded" and plan_hash[:12] in health["message"], health
+    assert health["status"] == "Degraded", health
+    assert plan_hash[:12] in health["message"], health
     # The wait ended the sync operation (its wave failed) instead of holding it open.
     assert argomod.summary(app)["operation"] in {"Failed", "Error"}, argomod.summary(app)
     tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'reviews'"
@@ -269,7 +294,9 @@ def test_destructive_plan_waits_visibly_and_an_approval_committed_in_git_syncs(
     # The approval is a commit; Argo CD's auto-sync takes it, and exactly the plan runs.
     approved = story.repo.commit(
         "shop: approve the plan",
-        _manifests(ns, story.url, back, last, approval="OnDestructive", allowDowngrade=True, approvedPlan=plan_hash),
+        _manifests(
+            ns, story.url, back, last, approval="OnDestructive", allowDowngrade=True, approvedPlan=plan_hash
+        ),
     )
     story.synced(approved)
     status = status_of(cluster, ns, "shop-db")
