@@ -128,7 +128,8 @@ class GitRepo:
 
 def install_manifests(cluster: Cluster, crds: Path) -> None:
     """Argo CD's CRDs, and the objects an install carries that the controller reads."""
-    cluster.kubectl("apply", "--server-side", "-f", str(crds), timeout=120)
+    files = [f"--filename={crds / f'{kind}-crd.yaml'}" for kind in ("application", "appproject")]
+    cluster.kubectl("apply", "--server-side", *files, timeout=120)
     for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NAMESPACE, check=False)

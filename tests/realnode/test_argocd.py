@@ -46,7 +46,8 @@ def argocd(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def _time(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    """To the second: the API server and the kubelet write whole seconds, the operator may not."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(microsecond=0)
 
 
 def _manifests(
@@ -125,26 +126,36 @@ class Story:
     app: str
     namespace: str
     url: str
+    seen: list[dict[str, Any]] = field(default_factory=list)
 
-    def synced(self, sha: str, health: str = "Healthy", timeout: float = SYNC_TIMEOUT) -> dict[str, Any]:
-        """Until the Application reports `sha` synced with `health` and no operation running."""
+    def synced(
+        self, sha: str, health: str = "Healthy", sync: str = "Synced", timeout: float = SYNC_TIMEOUT
+    ) -> dict[str, Any]:
+        """Until Argo CD's operation for commit `sha` has ended and the Application, compared with
+        that commit, is `sync` and `health`."""
 
         def check() -> dict[str, Any] | None:
             self.argocd.check_alive()
             app = self.argocd.application(self.app)
             s = argomod.summary(app)
+            self.seen.append(s)
             if (
                 s["revision"] == sha
-                and s["sync"] == "Synced"
+                and s["operation_revision"] == sha
+                and s["operation"] not in (None, "Running", "Terminating")
+                and s["sync"] == sync
                 and s["health"] == health
-                and s["operation"] != "Running"
             ):
                 return app
             return None
 
-        found: dict[str, Any] = wait_for(
-            check, timeout, f"{self.app} Synced and {health} at {sha[:8]}", every=1
-        )
+        try:
+            found: dict[str, Any] = wait_for(
+                check, timeout, f"{self.app} {sync}, {health} at {sha[:8]}", every=1
+            )
+        except AssertionError as e:
+            tail = self.argocd.log_tail("application-controller", 4000)
+            raise AssertionError(f"{e}\nlast seen: {self.seen[-3:]}\ncontroller log:\n{tail}") from None
         return found
 
     def dbm_health(self) -> dict[str, Any]:
@@ -235,7 +246,8 @@ def test_waves_upgrade_broken_fix_and_prune_through_git(
     broken = story.repo.commit(
         "shop 3: a migration the image lacks", _manifests(ns, story.url, MISSING, MISSING)
     )
-    story.synced(broken, health="Degraded")
+    # The Deployment of that commit is never applied (its wave comes after the failed one): OutOfSync.
+    story.synced(broken, health="Degraded", sync="OutOfSync")
     assert story.dbm_health()["status"] == "Degraded"
     summary = argomod.summary(story.argocd.application(story.app))
     assert summary["operation"] in {"Failed", "Error"}, summary
