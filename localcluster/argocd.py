@@ -126,12 +126,25 @@ class GitRepo:
         return _git(self.work, "rev-parse", "HEAD")
 
 
+def _wait_established(cluster: Cluster, crd: str, timeout: float = 120) -> None:
+    """Polls (a busy API server can be slow to serve a just-created CRD; `kubectl wait` gave up)."""
+    deadline = time.monotonic() + timeout
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+    while True:
+        got = cluster.kubectl("get", "crd", crd, "-o", f"jsonpath={path}", check=False)
+        if got.returncode == 0 and got.stdout.strip() == "True":
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"CRD {crd} not Established after {timeout}s: {got.stderr.strip()}")
+        time.sleep(1)
+
+
 def install_manifests(cluster: Cluster, crds: Path) -> None:
     """Argo CD's CRDs, and the objects an install carries that the controller reads."""
     files = [f"--filename={crds / f'{kind}-crd.yaml'}" for kind in ("application", "appproject")]
     cluster.kubectl("apply", "--server-side", *files, timeout=120)
     for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        _wait_established(cluster, crd)
     cluster.kubectl("create", "namespace", NAMESPACE, check=False)
     base = [
         {
