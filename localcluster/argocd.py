@@ -240,7 +240,14 @@ class ArgoCD:
                 "--loglevel=info",
                 "--logformat=text",
             ],
-            {"PATH": path, "ARGOCD_GPG_ENABLED": "false", "TMPDIR": str(self.data_dir)},
+            {
+                "PATH": path,
+                "ARGOCD_GPG_ENABLED": "false",
+                "TMPDIR": str(self.data_dir),
+                # What `timeout.reconciliation` in argocd-cm sets: how long the repo server trusts
+                # a branch's resolved commit (3 min by default; a commit synced only after it).
+                "ARGOCD_RECONCILIATION_TIMEOUT": f"{APP_RESYNC}s",
+            },
         )
         self._launch(
             "application-controller",
@@ -265,6 +272,7 @@ class ArgoCD:
                 "KUBECONFIG": str(self.cluster.kubeconfig),
                 "ARGOCD_FAKE_IN_CLUSTER": "true",
                 "ARGOCD_SYNC_WAVE_DELAY": str(SYNC_WAVE_DELAY),
+                "ARGOCD_RECONCILIATION_TIMEOUT": f"{APP_RESYNC}s",
             },
         )
         return self

@@ -171,6 +171,7 @@ class Story:
 def story(
     real_cluster: Cluster,
     argocd: argomod.ArgoCD,
+    operator: str,  # the chart (and our CRD) before Argo CD syncs anything that needs it
     app_namespaces: dict[str, str],
     node_pg: Instance,
     database: str,
