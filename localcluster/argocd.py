@@ -312,8 +312,8 @@ class ArgoCD:
         path: str = "app",
         sync_options: tuple[str, ...] = (),
     ) -> None:
-        """An Application syncing `path` of `repo` into `namespace`, automated with prune and
-        self-heal, and the background-deletion finalizer docs/argocd.md recommends."""
+        """An Application syncing `path` of `repo` into `namespace` as docs/argocd.md recommends:
+        automated with prune and self-heal, retries with the newest commit, background deletion."""
         app = {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Application",
@@ -329,6 +329,8 @@ class ArgoCD:
                 "syncPolicy": {
                     "automated": {"prune": True, "selfHeal": True},
                     "syncOptions": list(sync_options),
+                    # docs/argocd.md: retries of a failed sync take the newest commit
+                    "retry": {"limit": 5, "refresh": True},
                 },
             },
         }
