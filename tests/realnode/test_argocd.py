@@ -21,7 +21,7 @@ import yaml
 
 from dbmigrate_operator import constants as c
 from localcluster import argocd as argomod
-from localcluster import images, realstack
+from localcluster import realstack
 from localcluster.cluster import Cluster
 from localcluster.postgres import Instance
 from localcluster.stack import get_json, shop_versions, status_of, wait_for
@@ -296,20 +296,20 @@ def test_waves_upgrade_broken_fix_and_prune_through_git(
 
 
 @pytest.mark.parametrize("story", ["argo-review"], indirect=True)
-def test_destructive_plan_waits_visibly_and_an_approval_committed_in_git_syncs(
+def test_a_plan_waits_visibly_and_an_approval_committed_in_git_syncs(
     story: Story, node_pg: Instance, database: str
 ) -> None:
+    """The shop image has no destructive forward migration (and downgrades are not planned), so the
+    plan is asked for with `approval: Manual`: the same WaitingForApproval as OnDestructive's."""
     ns, cluster = story.namespace, story.cluster
-    last, back = VERSIONS[2], VERSIONS[1]
-    sha = _start(
-        story, _manifests(ns, story.url, last, last, approval="OnDestructive"), "shop: schema 2, reviewed"
-    )
-    story.synced(sha)  # creating tables is not destructive: no approval needed
+    first, second = VERSIONS[1], VERSIONS[2]
+    sha = _start(story, _manifests(ns, story.url, first, first), "shop: schema 1")
+    story.synced(sha)
 
-    # Going back drops the reviews table and a column: the plan waits for a person.
+    # Schema 2 asked for with a review: the plan waits for a person, visibly, and the sync of that
+    # commit fails at the DatabaseMigration's wave instead of holding Argo CD's operation open.
     asking = story.repo.commit(
-        "shop: back to schema 1",
-        _manifests(ns, story.url, back, last, approval="OnDestructive", allowDowngrade=True),
+        "shop: schema 2, reviewed", _manifests(ns, story.url, second, first, approval="Manual")
     )
     app = story.failing(asking)
     waiting = status_of(cluster, ns, "shop-db")
@@ -318,18 +318,16 @@ def test_destructive_plan_waits_visibly_and_an_approval_committed_in_git_syncs(
     assert health["status"] == "Degraded", health
     assert plan_hash[:12] in health["message"], health
     tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'reviews'"
-    assert node_pg.server().psql(database, tables).strip() == "1", "nothing ran before the approval"
+    assert node_pg.server().psql(database, tables).strip() == "0", "nothing ran before the approval"
 
-    # The approval is a commit; Argo CD's auto-sync takes it, and exactly the plan runs.
+    # The approval is a commit; Argo CD syncs it (nobody touches the cluster): exactly the plan runs.
     approved = story.repo.commit(
         "shop: approve the plan",
-        _manifests(
-            ns, story.url, back, last, approval="OnDestructive", allowDowngrade=True, approvedPlan=plan_hash
-        ),
+        _manifests(ns, story.url, second, first, approval="Manual", approvedPlan=plan_hash),
     )
     story.synced(approved)
     status = status_of(cluster, ns, "shop-db")
-    assert status["currentVersion"] == back
+    assert status["currentVersion"] == second
     assert status["plan"]["hash"] == plan_hash
-    assert node_pg.server().psql(database, tables).strip() == "0"
-    assert images.REFS["shop"] in status["lastRun"]["image"] or "@sha256:" in status["lastRun"]["image"]
+    assert status["plan"].get("approvedBy"), status["plan"]
+    assert node_pg.server().psql(database, tables).strip() == "1"
