@@ -317,7 +317,7 @@ def test_a_plan_waits_visibly_and_an_approval_committed_in_git_syncs(
     health = argomod.resource_health(app, "DatabaseMigration", "shop-db")
     assert health["status"] == "Degraded", health
     assert plan_hash[:12] in health["message"], health
-    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'reviews'"
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'review'"
     assert node_pg.server().psql(database, tables).strip() == "0", "nothing ran before the approval"
 
     # The approval is a commit; Argo CD syncs it (nobody touches the cluster): exactly the plan runs.
