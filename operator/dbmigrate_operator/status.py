@@ -22,7 +22,7 @@ class Reason(enum.StrEnum):
     WAITING_FOR_NODE = "WaitingForNode"
     WAITING_FOR_LOCK = "WaitingForLock"  # the running migration's lock timeouts, read from its log
     PLANNING = "Planning"
-    # Not Ready and not stuck: a person has to approve the plan (Argo CD shows it as Suspended).
+    # Not Ready and not stuck: a person has to approve the plan (Argo CD: Degraded, docs/argocd.md).
     WAITING_FOR_APPROVAL = "WaitingForApproval"
     # Done (Ready=True)
     APPLIED = "Applied"

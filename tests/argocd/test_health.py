@@ -41,21 +41,34 @@ def test_every_testdata_file_has_a_case() -> None:
 
 
 def test_cases_cover_every_outcome_we_promise() -> None:
-    assert {c["healthStatus"]["status"] for c in CASES} == {"Healthy", "Progressing", "Degraded", "Suspended"}
+    assert {c["healthStatus"]["status"] for c in CASES} == {"Healthy", "Progressing", "Degraded"}
 
 
-def test_degraded_only_when_stalled_for_the_current_generation() -> None:
-    """Every Degraded case has Stalled=True; every Stalled=True at the current generation is Degraded."""
+def test_degraded_only_when_a_person_is_needed_for_the_current_generation() -> None:
+    """Degraded exactly when Stalled=True, or a plan waits for approval, at the current generation:
+    both need a person, and both must end Argo CD's sync at the wave (a waiting approval held open
+    as Suspended deadlocks the commit that approves it)."""
+
+    def now(obj: dict[str, Any], kind: str, reason: str | None = None) -> bool:
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        cond = conditions.get(kind, {})
+        return bool(
+            cond.get("status") == "True"
+            and (reason is None or cond.get("reason") == reason)
+            and cond.get("observedGeneration", obj["status"].get("observedGeneration"))
+            >= obj["metadata"]["generation"]
+        )
+
     for case in CASES:
         obj = yaml.safe_load((CHECK_DIR / case["inputPath"]).read_text())
-        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
-        stalled = conditions.get("Stalled", {})
-        stalled_now = (
-            stalled.get("status") == "True"
-            and stalled.get("observedGeneration", obj["status"].get("observedGeneration"))
-            == obj["metadata"]["generation"]
-        )
-        assert (case["healthStatus"]["status"] == "Degraded") == stalled_now, case["inputPath"]
+        person = now(obj, "Stalled") or now(obj, "Reconciling", "WaitingForApproval")
+        assert (case["healthStatus"]["status"] == "Degraded") == person, case["inputPath"]
+
+
+def test_a_waiting_approval_is_never_suspended() -> None:
+    """Suspended holds Argo CD's sync operation open (gitops-engine waits on anything not Healthy or
+    Degraded), so the approval committed to Git could never be synced."""
+    assert all(c["healthStatus"]["status"] != "Suspended" for c in CASES)
 
 
 # The harness itself must be as strict as Argo CD, or the cases above prove little.

@@ -46,15 +46,17 @@ def test_a_run_under_way_is_progressing(reason: status.Reason) -> None:
     assert run_health_script(HEALTH_LUA, obj) == HealthStatus("Progressing", f"{reason}: job shop-db-1a2b")
 
 
-def test_waiting_for_approval_is_suspended_and_names_the_hash() -> None:
-    """Argo CD shows a plan waiting for a person as paused, not as broken or still working."""
+def test_waiting_for_approval_is_degraded_and_names_the_hash() -> None:
+    """A plan waiting for a person is Degraded, not Suspended: Argo CD holds a sync open on a
+    Suspended resource, so the commit carrying the approval would never sync (seen with Argo CD
+    3.6.2, tests/realnode/test_argocd.py); Degraded ends it at the wave. The message says why."""
     message = (
         "waiting for approval of plan "
         + "ab" * 32
         + ": 2 migration(s), 3 statement(s), 1 destructive finding(s)"
     )
     obj = _cr(status.progressing(WAITING, message), generation=4, observed=4)
-    assert run_health_script(HEALTH_LUA, obj) == HealthStatus("Suspended", message)
+    assert run_health_script(HEALTH_LUA, obj) == HealthStatus("Degraded", message)
 
 
 def test_applied_is_healthy() -> None:

@@ -22,6 +22,21 @@ __all__ = ["pytest_collection_modifyitems"]
 OPERATOR_NAMESPACE = realstack.OPERATOR_NAMESPACE
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Argo CD (test_argocd.py) is built at collection when a selected test uses it, as the images
+    are: a cold build (8-16 min on 2 busy cores) outlasts any test's timeout. Built once, cached."""
+    if not any("argocd" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    from localcluster import argocd
+
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        argocd.ensure_built()
+        return
+    with capman.global_and_fixture_disabled():
+        argocd.ensure_built()
+
+
 @pytest.fixture(scope="package")
 def real_cluster() -> Iterator[Cluster]:
     with running_cluster(node="kubelet") as cluster:
@@ -41,15 +56,8 @@ def app_namespaces(real_cluster: Cluster) -> dict[str, str]:
     return {
         key: realstack.restricted_namespace(real_cluster, f"rn-{key}")
         for key in (
-            "story",
-            "failures",
-            "deadline",
-            "handover",
-            "review",
-            "alembic",
-            "retag",
-            "locks",
-            "secret",
+            *("story", "failures", "deadline", "handover", "review", "alembic", "retag", "locks", "secret"),
+            *("argo-story", "argo-review"),  # test_argocd.py: one Application each
         )
     }
 

@@ -1,7 +1,9 @@
 -- Argo CD health of a dbmigrate.dev DatabaseMigration, read from its kstatus conditions.
 --   Healthy      Ready=True, reported for the current metadata.generation
---   Degraded     Stalled=True for the current generation (needs a person: bad config, failed migration)
---   Suspended    a plan waits for approval (Reconciling=True, reason WaitingForApproval): paused, not broken
+--   Degraded     Stalled=True for the current generation (needs a person: bad config, failed migration),
+--                and a plan waiting for approval (Reconciling=True, reason WaitingForApproval): it needs a
+--                person too, and Degraded ends the sync at this wave, so the commit carrying
+--                approvedPlan can sync (Suspended would hold the sync open and never let it in)
 --   Progressing  everything else: no status yet, a stale observedGeneration, a run under way
 -- Uses only base functions and `..`, not the string library, which Argo CD's sandbox does not open.
 local hs = {}
@@ -73,7 +75,7 @@ if is_true(stalled) and is_current(stalled) then
 end
 
 if is_true(reconciling) and reconciling.reason == "WaitingForApproval" and is_current(reconciling) then
-  hs.status = "Suspended"
+  hs.status = "Degraded"
   hs.message = describe(reconciling, "Waiting for approval of the migration plan")
   return hs
 end
