@@ -22,21 +22,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes.client
-from kubernetes.client.exceptions import ApiException
 
-from dbmigrate_operator import check_requests, lockwatch, metrics
+from dbmigrate_operator import check_requests, metrics
 from dbmigrate_operator import constants as c
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.actions import CreateJob, DeleteJob, EmitEvent, HoldDeletion, PatchStatus, Plan
 from dbmigrate_operator.diagnosis import jobs_awaiting_pods
 from dbmigrate_operator.kube import Kube, StaleObject
+from dbmigrate_operator.lock_reads import LockReads
 from dbmigrate_operator.rawapi import describe, new_api_client
 from dbmigrate_operator.reconcile import decide
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.view import Key, View
 from dbmigrate_operator.workqueue import WorkQueue
 from dbmigrate_operator.writes import ApiWrites
-from dbmigrate_runner.lockwait_line import LockWait, latest_lock_wait
 
 logger = logging.getLogger("dbmigrate_operator")
 STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, before leaving it to resync
@@ -44,9 +43,6 @@ STALE_RETRIES = 5  # passes in a row whose status write was refused as stale, be
 # written at most this long after it was first seen, together with whatever came meanwhile; a verdict
 # (Ready, Stalled), a first status, a Job to create or delete and every Event go out at once.
 PROGRESS_WRITE_SECONDS = 1.0
-# A database check asked for by the release pass is forgotten when no pass or sweep (every 30 s by
-# default) has repeated it for this long: its pods are gone, and a failing check is not retried forever.
-WANTED_SECONDS = 300.0
 
 
 class Controller(ApiWrites):
@@ -78,12 +74,8 @@ class Controller(ApiWrites):
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
-        # Per CR, its running migration Pods' logs as last read (lockwatch.py): pod uid → (Job uid, the
-        # grid point read, the lock wait the log showed then).
-        self._lock_reads: dict[Key, dict[str, tuple[str, datetime, LockWait | None]]] = {}
-        # Rollouts whose pinned pods wait for a database check, per CR, as the release pass last said,
-        # and when it said so (monotonic): a set nobody repeats goes stale (its pods gone, no pass since).
-        self._wanted: dict[Key, tuple[frozenset[str], float]] = {}
+        self.lock_reads = LockReads(settings.lock_watch_seconds)  # running migrations' log tails
+        self.wanted = check_requests.Wanted(self.enqueue)  # rollouts waiting for a database check
 
     def active(self) -> bool:
         return (self.leadership or lead.current()).is_active()
@@ -91,28 +83,8 @@ class Controller(ApiWrites):
     def _ensure_active(self) -> None:
         lead.ensure_active(self.leadership or lead.current())
 
-    def want_check(self, namespace: str, name: str, rollouts: frozenset[str]) -> None:
-        """The release pass says which rollouts of this CR wait for a database check (check_requests);
-        a change queues a pass, which decides the check Job (database_check.py)."""
-        key = (namespace, name)
-        before = self._wanted.get(key, (frozenset(), 0.0))[0]
-        if rollouts:
-            self._wanted[key] = (rollouts, time.monotonic())
-        else:
-            self._wanted.pop(key, None)
-        if before != rollouts:
-            self.enqueue(namespace, name)
-
-    def _wanted_now(self, key: Key) -> frozenset[str]:
-        """The rollouts waiting for a check, unless the release pass and the sweep stopped saying so."""
-        rollouts, said = self._wanted.get(key, (frozenset(), 0.0))
-        if rollouts and time.monotonic() - said > WANTED_SECONDS:
-            del self._wanted[key]
-            return frozenset()
-        return rollouts
-
     async def start(self) -> None:
-        check_requests.install(self.want_check)
+        check_requests.install(self.wanted.say)
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
         self.kube = Kube(api_client)
         if not self.settings.standalone:
@@ -269,8 +241,8 @@ class Controller(ApiWrites):
         metrics.status_seen(namespace, name, cr.get("status") or {})
         now = datetime.now(UTC)
         job_events = await self._job_events(namespace, jobs_awaiting_pods(jobs, pods, now, self.settings))
-        lock_waits = await self._lock_waits((namespace, name), jobs, pods, now)
-        wanted = self._wanted_now((namespace, name))
+        lock_waits = await self.lock_reads.waits(self.kube, (namespace, name), jobs, pods, now)
+        wanted = self.wanted.now((namespace, name))
         plan = decide(cr, jobs, pods, now, self.settings, job_events, lock_waits, wanted)
         if (hold := self._hold_progress((namespace, name), cr, plan)) is not None:
             after = hold if plan.recheck_after is None else min(hold, plan.recheck_after)
@@ -292,47 +264,6 @@ class Controller(ApiWrites):
                 await self._emit(cr, action.type, action.reason, action.message)
         if plan.recheck_after is not None:
             self._recheck(namespace, name, plan.recheck_after)
-
-    async def _lock_waits(
-        self, key: Key, jobs: list[dict[str, Any]], pods: list[dict[str, Any]], now: datetime
-    ) -> dict[str, LockWait]:
-        """The lock wait each running Job's runner is in, by Job uid, from the tail of its Pod's log.
-
-        Read at most once per point of lockwatch's grid per Pod (the first after the first lock
-        timeout could have been logged, then every ``lock_watch_seconds``); between those points, and
-        when a read fails (no kubelet, no RBAC), the last answer stands. Only the masked log is read.
-        """
-        if self.kube is None or self.settings.lock_watch_seconds <= 0:
-            return {}
-        known = self._lock_reads.get(key, {})
-        done = {uid: due for uid, (_, due, _) in known.items()}
-        fresh: dict[str, tuple[str, datetime, LockWait | None]] = {}
-        for job_uid, read in lockwatch.reads(jobs, pods, now, self.settings.lock_watch_seconds, done):
-            wait = known[read.uid][2] if read.uid in known else None
-            try:
-                text = await asyncio.to_thread(
-                    self.kube.read_pod_log,
-                    read.namespace,
-                    read.pod,
-                    c.CONTAINER_NAME,
-                    lockwatch.TAIL_LINES,
-                    lockwatch.LIMIT_BYTES,
-                )
-                wait = latest_lock_wait(text)
-            except ApiException as exc:
-                logger.info("cannot read the log of pod %s/%s: %s", read.namespace, read.pod, describe(exc))
-            fresh[read.uid] = (job_uid, read.due, wait)
-        running = {
-            str((pod.get("metadata") or {}).get("uid"))
-            for pod in pods
-            if lockwatch.running_since(pod) is not None
-        }
-        kept = {uid: entry for uid, entry in {**known, **fresh}.items() if uid in running}
-        if kept:
-            self._lock_reads[key] = kept
-        else:
-            self._lock_reads.pop(key, None)
-        return {job_uid: wait for job_uid, _, wait in kept.values() if wait is not None}
 
     def _hold_progress(self, key: Key, cr: dict[str, Any], plan: Plan) -> float | None:
         """Seconds to hold this plan's write back, or None to carry it out now.
@@ -394,8 +325,8 @@ class Controller(ApiWrites):
         self._read_at.pop((namespace, name), None)
         self.queue.discard((namespace, name))
         self._progress_due.pop((namespace, name), None)
-        self._lock_reads.pop((namespace, name), None)
-        self._wanted.pop((namespace, name), None)
+        self.lock_reads.forget((namespace, name))
+        self.wanted.forget((namespace, name))
         metrics.forget(namespace, name)
         if (pending := self._rechecks.pop((namespace, name), None)) is not None:
             pending.cancel()
