@@ -264,7 +264,7 @@ def _show_gitops(demo: Demo) -> None:
     while True:
         apps = demo.kubectl("get", "applications", "-A", show=False, check=False)
         dbms = demo.kubectl("get", "dbm", "-A", show=False, check=False)
-        key = [[line.split()[:-1] for line in out.splitlines()] for out in (apps, dbms)]
+        key = [_without_age(out) for out in (apps, dbms)]
         if key != last:
             last = key
             _beside(("get applications -A", apps), ("get dbm -A", dbms))
@@ -278,6 +278,12 @@ def _show_gitops(demo: Demo) -> None:
                 f"timed out after {TIMEOUT:.0f}s waiting for the Application to be Synced, Healthy"
             )
         time.sleep(0.5)
+
+
+def _without_age(out: str) -> list[list[str]]:
+    """A table's cells without its AGE column (it ticks every second; Applications have none)."""
+    lines = [line.split() for line in out.splitlines()]
+    return [cells[:-1] for cells in lines] if lines and lines[0][-1:] == ["AGE"] else lines
 
 
 def _beside(*outputs: tuple[str, str]) -> None:
@@ -349,6 +355,14 @@ def start_argocd(demo: Demo) -> None:
     _show_tracking_table(postgres.server)
 
     step(8, total, "The app's pods, applied in wave 0 after their schema, running in containers")
+    done = demo.kubectl(
+        "get", "dbm", "shop-db", "-n", NAMESPACE, "-o", "jsonpath={.status.lastRun.completedAt}", show=False
+    )
+    created = demo.kubectl(
+        "get", "deployment", "shop-web", "-n", NAMESPACE, "-o", "jsonpath={.metadata.creationTimestamp}",
+        show=False,
+    )  # fmt: skip
+    say(f"  the migration (wave -1) completed at {done}; the Deployment (wave 0) was created at {created}")
     _show_running(demo)
     _beside(
         ("get applications -A", demo.kubectl("get", "applications", "-A", show=False)),

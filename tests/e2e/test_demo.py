@@ -145,6 +145,9 @@ def test_demo_through_argocd_syncs_from_git_and_continues_by_commits(tmp_path: P
         assert synced, out
         assert len(running) >= 2, out
         assert ready.start() < running[0].start()
+        waves = re.search(r"completed at (\S+); the Deployment \(wave 0\) was created at (\S+)", out)
+        assert waves, out
+        assert waves[2][:19] >= waves[1][:19], "wave 0 applied before its schema"  # UTC, to the second
         assert state["postgres"]["password"] not in out + started.stderr  # type: ignore[index]
 
         # Continue the story as printed: a commit in the clone, pushed, reaches the cluster.
