@@ -1,6 +1,6 @@
 """A real Argo CD (3.6.2, built from its Go module by `hack/build-binaries.sh argocd`) syncing an
 Application from a bare Git repository on this machine: what the Argo CD stories
-(tests/realnode/test_argocd.py) and `make demo ARGOCD=1` run against.
+(tests/realnode/test_argocd.py) and `make demo`'s `--gitops argocd` variant run against.
 
 Argo CD runs as processes beside the local control plane, not as Pods on the real node: its
 repo server and application controller are one ~290 MB Go binary we build ourselves, so an image

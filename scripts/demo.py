@@ -8,11 +8,18 @@ built operator image (2 replicas, restricted Pod Security), then applies a gated
 the built shop migration image, its Secret pointed at the demo database), printing our kubectl's
 and crictl's real output as the pods go from SchedulingGated to Running.
 
+`--gitops argocd` runs the same story on the real node through Argo CD 3.6.2 (localcluster/argocd.py,
+processes beside the control plane): the Secret (wave -2), the DatabaseMigration (-1) and the gated
+Deployment (0) are committed to a bare Git repository in the state dir, an Application syncs it,
+and `kubectl get applications -A` is printed beside `kubectl get dbm -A`; further commits continue
+the story.
+
 `--node agent` is the fast fallback for machines that cannot run containers, and says so: the
 node agent stands in for the kubelet and runs the migration "image" as the local
 `dbmigrate-runner`, and the operator runs as its own process with the chart's identity.
 
     python -m scripts.demo [start] [--node kubelet|agent]   # make demo (DBMIGRATE_DEMO_NODE=agent)
+    python -m scripts.demo --gitops argocd   # DBMIGRATE_DEMO_GITOPS=argocd make demo
     python -m scripts.demo env       # print the export lines again
     python -m scripts.demo stop      # make demo-stop: operator, cluster and PostgreSQL, state removed
 
@@ -27,11 +34,12 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -41,12 +49,16 @@ from localcluster.binaries import REPO
 from localcluster.cluster import start as start_cluster
 from localcluster.postgres import PostgresServer
 
+if TYPE_CHECKING:
+    from scripts import pg
+
 DEFAULT_STATE_DIR = REPO / ".cache" / "demo"
 NAMESPACE = "shop"  # the namespace of examples/databasemigration.yaml
 APP_MANIFEST = REPO / "examples" / "demo" / "shop-web.yaml"
 APP_SELECTOR = "app=shop-web"
 LEASE = "dbmigrate-operator"  # the leader-election Lease, in stack.OPERATOR_NAMESPACE
 WEBHOOK_NAME = "dbmigrate-operator-demo"
+ARGO_APP = "shop"  # the Application of `--gitops argocd`
 TIMEOUT = 300.0
 
 
@@ -163,13 +175,11 @@ def _begin(demo: Demo) -> float:
     return time.monotonic()
 
 
-def start_real(demo: Demo) -> None:
-    """The demo on the real node: our images in containers, the operator installed by its chart."""
-    from localcluster import images, realstack, stack
+def _real_base(demo: Demo, total: int) -> tuple[Cluster, pg.DetachedPostgres]:
+    """Steps 1-4 of the real-node demo: cluster, PostgreSQL, the chart, the app's namespace."""
+    from localcluster import images, realstack
     from localcluster import node as nodemod
     from scripts import pg
-
-    began, total = _begin(demo), 7
 
     step(1, total, "Kubernetes on a real node (control plane; kubelet + containerd + runc; our images)")
     say("  images built from this repository's Dockerfiles (cached by content):")
@@ -200,6 +210,15 @@ def start_real(demo: Demo) -> None:
     step(4, total, "The app's namespace (restricted Pod Security)")
     demo.kubectl("create", "namespace", NAMESPACE)
     demo.kubectl("label", "namespace", NAMESPACE, *realstack.RESTRICTED, show=False)
+    return cluster, postgres
+
+
+def start_real(demo: Demo) -> None:
+    """The demo on the real node: our images in containers, the operator installed by its chart."""
+    from localcluster import images, realstack, stack
+
+    began, total = _begin(demo), 7
+    cluster, postgres = _real_base(demo, total)
 
     step(
         5, total, "The app first (as `kubectl apply -f dir/` or Argo CD may deliver it before its migration)"
@@ -230,6 +249,138 @@ def start_real(demo: Demo) -> None:
     say(f"  kubectl logs -n {NAMESPACE} job/{job}")
     say(f"  kubectl logs -n {realstack.OPERATOR_NAMESPACE} deploy/dbmigrate-dbmigrate-operator")
     say("Stop it (cluster and node, PostgreSQL; state removed, the machine as found): make demo-stop")
+
+
+def _waved(obj: dict[str, Any], wave: int) -> str:
+    obj["metadata"].setdefault("annotations", {})["argocd.argoproj.io/sync-wave"] = str(wave)
+    return yaml.safe_dump(obj)
+
+
+def _show_gitops(demo: Demo) -> None:
+    """`kubectl get applications -A` beside `kubectl get dbm -A`, each time either changes, until
+    the Application is Synced and Healthy and the DatabaseMigration Ready."""
+    deadline = time.monotonic() + TIMEOUT
+    last = None
+    while True:
+        apps = demo.kubectl("get", "applications", "-A", show=False, check=False)
+        dbms = demo.kubectl("get", "dbm", "-A", show=False, check=False)
+        key = [_without_age(out) for out in (apps, dbms)]
+        if key != last:
+            last = key
+            _beside(("get applications -A", apps), ("get dbm -A", dbms))
+        app_rows, dbm_rows = _rows(apps), _rows(dbms)
+        if [r[1:4] for r in app_rows] == [[ARGO_APP, "Synced", "Healthy"]] and any(
+            r[1:3] == ["shop-db", "True"] for r in dbm_rows
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"timed out after {TIMEOUT:.0f}s waiting for the Application to be Synced, Healthy"
+            )
+        time.sleep(0.5)
+
+
+def _without_age(out: str) -> list[list[str]]:
+    """A table's cells without its AGE column (it ticks every second; Applications have none)."""
+    lines = [line.split() for line in out.splitlines()]
+    return [cells[:-1] for cells in lines] if lines and lines[0][-1:] == ["AGE"] else lines
+
+
+def _beside(*outputs: tuple[str, str]) -> None:
+    """Print several `kubectl` outputs in columns, side by side."""
+    columns = [
+        [f"$ kubectl {cmd}", *(f"  {line}" for line in out.rstrip().splitlines())] for cmd, out in outputs
+    ]
+    widths = [max(len(line) for line in col) for col in columns]
+    for i in range(max(len(col) for col in columns)):
+        cells = [(col[i] if i < len(col) else "").ljust(w) for col, w in zip(columns, widths, strict=True)]
+        say("   ".join(cells).rstrip())
+
+
+def start_argocd(demo: Demo) -> None:
+    """The real-node demo delivered by Argo CD from a local Git repository, left running."""
+    from localcluster import argocd as argomod
+    from localcluster import realstack
+
+    began, total = _begin(demo), 8
+    say("GitOps variant: Argo CD syncs the shop's manifests from a Git repository on this machine")
+    cluster, postgres = _real_base(demo, total)
+
+    step(5, total, "Argo CD 3.6.2 beside the cluster (Redis, repo server, application controller)")
+    bin_dir = argomod.ensure_built()
+    redis_server = argomod.ensure_redis()
+    argomod.install_manifests(cluster, bin_dir.parent / "crds")
+    patch = argomod.CM_PATCH.relative_to(REPO)
+    say(f"  Application and AppProject CRDs, argocd-cm with our health check ({patch})")
+    data_dir = demo.dir / "argocd"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argocd = argomod.ArgoCD(cluster, bin_dir, data_dir)
+    try:
+        argocd.start(redis_server)
+    finally:
+        demo.state["argocd"] = {"pids": {n: p.pid for n, p in argocd.procs.items()}, "dir": str(data_dir)}
+        demo.save()
+    for name, proc in argocd.procs.items():
+        say(f"  {name:24} pid {proc.pid}, log {data_dir / (name + '.log')}")
+
+    step(6, total, "The shop's manifests committed to a local Git repository (sync waves -2, -1, 0)")
+    git_root = demo.dir / "git"
+    git_root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the Secret holds the demo database's URL
+    repo = argomod.GitRepo(git_root).init()
+    local_config = {
+        "user.name": "dbmigrate demo",
+        "user.email": "demo@dbmigrate.dev",
+        f"branch.{repo.branch}.remote": "origin",  # a plain `git push` pushes to the bare repository
+        f"branch.{repo.branch}.merge": f"refs/heads/{repo.branch}",
+    }
+    for key, value in local_config.items():
+        # so that the user's own commits work there, whatever their global Git configuration
+        subprocess.run(["git", "-C", str(repo.work), "config", key, value], check=True)
+    url = realstack.pod_database_url(postgres.instance, "shop", postgres.password)
+    files = {
+        "app/secret.yaml": _waved(realstack.secret(NAMESPACE, "shop-db", url), -2),
+        "app/databasemigration.yaml": _waved(realstack.example_migration(NAMESPACE), -1),
+        "app/deployment.yaml": _waved(realstack.example_app(NAMESPACE), 0),
+    }
+    sha = repo.commit("shop: secret (wave -2), migration (wave -1), web app (wave 0)", files)
+    demo.state["git"] = {"bare": str(repo.bare), "work": str(repo.work)}
+    demo.save()
+    say(f"  {repo.url} at {sha[:8]}: " + ", ".join(files))
+
+    step(7, total, f"The Application `{ARGO_APP}`: auto-sync with prune and self-heal from {repo.url}")
+    argocd.create_application(ARGO_APP, repo, NAMESPACE, sync_options=("PrunePropagationPolicy=background",))
+    _show_gitops(demo)
+    argocd.check_alive()
+    demo.kubectl("get", "jobs,pods", "-n", NAMESPACE, "-l", f"{c.MIGRATION_LABEL}=shop-db")
+    _show_tracking_table(postgres.server)
+
+    step(8, total, "The app's pods, applied in wave 0 after their schema, running in containers")
+    done = demo.kubectl(
+        "get", "dbm", "shop-db", "-n", NAMESPACE, "-o", "jsonpath={.status.lastRun.completedAt}", show=False
+    )
+    created = demo.kubectl(
+        "get", "deployment", "shop-web", "-n", NAMESPACE, "-o", "jsonpath={.metadata.creationTimestamp}",
+        show=False,
+    )  # fmt: skip
+    say(f"  the migration (wave -1) completed at {done}; the Deployment (wave 0) was created at {created}")
+    _show_running(demo)
+    _beside(
+        ("get applications -A", demo.kubectl("get", "applications", "-A", show=False)),
+        ("get dbm -A", demo.kubectl("get", "dbm", "-A", show=False)),
+    )
+
+    say(f"\nDemo ready in {time.monotonic() - began:.0f}s and left running. Try it:")
+    for line in demo.exports():
+        say(f"  {line}")
+    say(f"Continue the story by Git commits (Argo CD polls {repo.url} every {argomod.APP_RESYNC}s):")
+    say(f"  cd {shlex.quote(str(repo.work))}")
+    say("  $EDITOR app/databasemigration.yaml app/deployment.yaml   # e.g. a new image, a new pin")
+    say("  git commit -am 'shop: next release' && git push")
+    say("  kubectl get applications -A; kubectl get dbm -A -w")
+    say(f"Argo CD's logs: {data_dir}/*.log")
+    say(
+        "Stop it (Argo CD, cluster and node, PostgreSQL; state removed, the machine as found): make demo-stop"
+    )
 
 
 def start(demo: Demo) -> None:
@@ -368,6 +519,9 @@ def stop(demo: Demo) -> None:
         say(f"no demo state in {demo.dir}: nothing to stop")
         return
     state = demo.state
+    for name, pid in (state.get("argocd") or {}).get("pids", {}).items():
+        _kill_group(int(pid))
+        say(f"Argo CD's {name} (pid {pid}) stopped")
     if "operator" in state:
         _kill_group(int(state["operator"]["pid"]))
         say(f"operator (pid {state['operator']['pid']}) stopped")
@@ -386,6 +540,7 @@ def pids(state: dict[str, Any]) -> list[int]:
     found = [int(p) for p in (state.get("cluster") or {}).get("pids", {}).values()]
     if "operator" in state:
         found.append(int(state["operator"]["pid"]))
+    found += [int(p) for p in (state.get("argocd") or {}).get("pids", {}).values()]
     if state.get("postgres_pid"):
         found.append(int(state["postgres_pid"]))
     return found
@@ -405,6 +560,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="kubelet (default): a real node running our images; agent: the no-container fallback",
     )
     parser.add_argument(
+        "--gitops",
+        choices=["none", "argocd"],
+        default=os.environ.get("DBMIGRATE_DEMO_GITOPS") or "none",
+        help="argocd: the same story delivered by Argo CD from a local Git repository (real node only)",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=Path(os.environ.get("DBMIGRATE_DEMO_DIR") or DEFAULT_STATE_DIR),
@@ -420,8 +581,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for line in demo.exports():
             print(line)
     else:
+        if args.gitops == "argocd" and args.node != "kubelet":
+            sys.exit("--gitops argocd runs on the real node only (not with --node agent)")
+        run = start_argocd if args.gitops == "argocd" else start_real if args.node == "kubelet" else start
         try:
-            (start_real if args.node == "kubelet" else start)(demo)
+            run(demo)
         except BaseException as e:
             log = Path(demo.state.get("operator", {}).get("log", "/nonexistent"))
             if log.exists():
