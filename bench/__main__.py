@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import applyn, cluster_figures, lifecycle, load_figures, locks, noop
+from bench import applyn, cluster_figures, lifecycle, load_figures, locks, noop, presync
 from bench.context import Context
 from bench.core import REPO, FigureResult, load, machine
 from bench.report import console_table, record_docs, write_json
@@ -33,6 +33,7 @@ FIGURES: dict[str, Callable[[Context], FigureResult]] = {
     "noise": load_figures.noise,
     "soak": load_figures.soak,
     "locks": locks.run,
+    "presync": presync.run,
 }
 
 
