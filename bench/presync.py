@@ -293,6 +293,28 @@ def _sync_once(argocd: Any, app: str, sha: str) -> float:
     return time.monotonic() - t0
 
 
+def _stamp(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _phases(argocd: Any, way: Way, wall0: float) -> str:
+    """Where the time went: Argo CD's sync of the commit started and ended, the new ReplicaSet."""
+    op = (argocd.application(way.app).get("status") or {}).get("operationState") or {}
+    out = way.watch.cluster.kubectl("-n", way.namespace, "get", "replicasets", "-o", "json").stdout
+    new_rs = [
+        r["metadata"]["creationTimestamp"]
+        for r in json.loads(out)["items"]
+        if (r["spec"]["template"]["metadata"].get("annotations") or {}).get(RELEASE) == "2"
+    ]
+    parts = [f"sync started {_stamp(op['startedAt']) - wall0:.0f}"]
+    if new_rs:
+        parts.append(f"new ReplicaSet {_stamp(new_rs[0]) - wall0:.0f}")
+    parts.append(f"sync finished {_stamp(op['finishedAt']) - wall0:.0f}")
+    return ", ".join(parts)
+
+
 @contextlib.contextmanager
 def _stack(ctx: Context) -> Iterator[tuple[Any, Any, Any]]:
     """The real node with our images, PostgreSQL on the node's address, the chart, Argo CD."""
@@ -358,11 +380,12 @@ def run(ctx: Context) -> FigureResult:
         heads: dict[str, str] = {}
         for key, way in ways.items():
             files = release(key, 2, target=v[2]) if key == "operator" else release(key, 2)
-            t0 = time.monotonic()
+            t0, wall0 = time.monotonic(), time.time()
             heads[key] = way.repo.commit("release 2: schema 2", files)
             running, ready = way.wait_new_pods(2, t0)
             _wait_synced(argocd, way.app, heads[key])
             synced = time.monotonic() - t0
+            fig.extra[f"{key}_phases"] = _phases(argocd, way, wall0)
             fig.add(f"{key}: commit → all new pods Running", "s", [running])
             fig.add(f"{key}: commit → all new pods Ready", "s", [ready])
             fig.extra[f"{key}_commit_to_synced_s"] = round(synced, 1)
@@ -408,6 +431,10 @@ def run(ctx: Context) -> FigureResult:
                 f"failed {failed}"
             )
         for key in ways:
+            fig.notes.append(
+                f"{key}, release 2, seconds after the push (API timestamps, whole seconds): "
+                f"{fig.extra[f'{key}_phases']}"
+            )
             fig.notes.append(
                 f"{key}: commit → Synced and Healthy for release 2: "
                 f"{fig.extra[f'{key}_commit_to_synced_s']} s"
