@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import applyn, cluster_figures, lifecycle, load_figures, locks, noop
+from bench import applyn, cluster_figures, lifecycle, load_figures, locks, noop, presync
 from bench.context import Context
 from bench.core import REPO, FigureResult, load, machine
 from bench.report import console_table, record_docs, write_json
@@ -33,7 +33,10 @@ FIGURES: dict[str, Callable[[Context], FigureResult]] = {
     "noise": load_figures.noise,
     "soak": load_figures.soak,
     "locks": locks.run,
+    "presync": presync.run,
 }
+# Figures on the real node (one per machine): only when named, under `flock /tmp/realnode.lock`.
+REAL_NODE = {"presync"}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -44,7 +47,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "figures", nargs="*", metavar="FIGURE", help=f"figures to run (default: all): {', '.join(FIGURES)}"
+        "figures",
+        nargs="*",
+        metavar="FIGURE",
+        help=f"figures to run (default: all but {', '.join(REAL_NODE)}): {', '.join(FIGURES)}",
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller sizes")
     parser.add_argument("--reps", type=int, help="repetitions per figure (overrides the defaults)")
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in args.figures if f not in FIGURES]
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
-    selected = args.figures or list(FIGURES)
+    selected = args.figures or [f for f in FIGURES if f not in REAL_NODE]
     record = args.record if args.record is not None else not (args.quick or args.reps)
 
     signal.signal(signal.SIGTERM, _interrupt)
