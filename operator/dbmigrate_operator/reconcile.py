@@ -88,7 +88,8 @@ def decide(
     )
     deleting = bool(meta.get("deletionTimestamp"))
     held = c.RUN_FINALIZER in (meta.get("finalizers") or [])
-    hold = _holds(seen, step, pods, job_events or {}, now, settings, deleting)
+    hold = holds_deletion(seen, pods, job_events or {}, now, settings, deleting=deleting)
+    hold = hold or _starts_a_run(step, deleting)
     if deleting and not hold:
         return let_go(cr, new, results, events, held, now, stranded=seen.active)
     if deleting:
@@ -115,18 +116,8 @@ def _by_purpose(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
     return plans, checks, runs
 
 
-def _holds(
-    seen: Observed,
-    step: Step,
-    pods: list[dict[str, Any]],
-    job_events: Mapping[str, list[dict[str, Any]]],
-    now: datetime,
-    settings: Settings,
-    deleting: bool,
-) -> bool:
-    """Whether a deletion must wait: a migration Job may run now, or is about to be created."""
-    if holds_deletion(seen, pods, job_events, now, settings, deleting=deleting):
-        return True
+def _starts_a_run(step: Step, deleting: bool) -> bool:
+    """A migration Job is about to be created: the finalizer goes on before it exists."""
     return not deleting and any(
         isinstance(a, CreateJob) and not j.is_plan_job(a.manifest) for a in step.actions
     )

@@ -21,10 +21,10 @@ import yaml
 
 from dbmigrate_operator import ancestry
 from dbmigrate_operator import constants as c
-from dbmigrate_operator.gating import server, tls
 from localcluster import Cluster, stack
 from localcluster.postgres import PostgresServer
 from localcluster.stack import OperatorProcess
+from tests.e2e.gated_operator import gated_operator
 
 pytestmark = [
     pytest.mark.e2e,
@@ -66,37 +66,9 @@ def operator(
 ) -> Iterator[tuple[OperatorProcess, str]]:
     tmp = tmp_path_factory.mktemp("alembic-e2e")
     stack.install_crd(cluster)
-    kubeconfig = stack.install_operator_identity(cluster)
     stack.map_runner_image(cluster, IMAGE, long_shop(tmp / "alembic-shop"))
-    made = tls.self_signed(["127.0.0.1"])
-    (tmp / "tls.crt").write_bytes(made.cert_pem)
-    (tmp / "tls.key").write_bytes(made.key_pem)
-    op = OperatorProcess(
-        kubeconfig,
-        tmp / "operator.log",
-        env={
-            "DBMIGRATE_RESYNC_SECONDS": "30",
-            "DBMIGRATE_WEBHOOK_CERT_FILE": str(tmp / "tls.crt"),
-            "DBMIGRATE_WEBHOOK_KEY_FILE": str(tmp / "tls.key"),
-            "DBMIGRATE_GATE_SWEEP_SECONDS": "5",
-        },
-    ).start()
-    run_id = uuid.uuid4().hex[:8]
-    name = f"dbmigrate-alembic-e2e-{run_id}"
-    settings = server.WebhookSettings(
-        listen_host="127.0.0.1", port=op.webhook_port, operator_namespace=stack.OPERATOR_NAMESPACE
-    )
-    configuration = server.local_configuration(settings, made.cert_pem)
-    configuration["metadata"]["name"] = name
-    configuration["webhooks"][0]["namespaceSelector"]["matchLabels"] = {SCOPE: run_id}
-    api = cluster.api_client()
-    try:
-        server.register(api, configuration)
+    with gated_operator(cluster, tmp, SCOPE, "alembic-e2e") as (op, run_id):
         yield op, run_id
-    finally:
-        server.unregister(api, name)
-        api.close()
-        op.stop()
 
 
 def deployment(name: str, namespace: str, pin: str) -> dict[str, Any]:
