@@ -57,7 +57,7 @@ def app_namespaces(real_cluster: Cluster) -> dict[str, str]:
         key: realstack.restricted_namespace(real_cluster, f"rn-{key}")
         for key in (
             *("story", "failures", "deadline", "handover", "review", "alembic", "retag", "locks", "secret"),
-            *("argo-story", "argo-review"),  # test_argocd.py: one Application each
+            *("argo-story", "argo-review", "argo-prune"),  # test_argocd.py: one Application each
         )
     }
 

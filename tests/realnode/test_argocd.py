@@ -3,16 +3,18 @@ change reaches the cluster as a Git commit that Argo CD's auto-sync picks up; th
 applies the app's objects itself, and never touches the cluster to approve or to unblock a sync.
 
 The wave layout is the one docs/argocd.md recommends: the Secret in wave -2, the DatabaseMigration
-in -1, the gated Deployment in 0; auto-sync with prune and self-heal, prune in background.
+in -1, the gated Deployment in 0; auto-sync with prune and self-heal, prune in background. The
+pruning story keeps Argo CD's default (foreground) prune instead, and one wave (see its docstring).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,13 @@ import pytest
 import yaml
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator.jobs import CHECK_KIND, JOB_KIND_LABEL
 from localcluster import argocd as argomod
 from localcluster import realstack
 from localcluster.cluster import Cluster
 from localcluster.postgres import Instance
-from localcluster.stack import get_json, shop_versions, status_of, wait_for
+from localcluster.stack import get_json, jobs_of, shop_versions, status_of, wait_for
+from tests.runner.test_lock_timeout import long_transaction
 
 pytestmark = [
     pytest.mark.e2e,
@@ -332,3 +336,96 @@ def test_a_plan_waits_visibly_and_an_approval_committed_in_git_syncs(
     assert status["plan"]["hash"] == plan_hash
     assert status["plan"].get("approvedBy"), status["plan"]
     assert node_pg.server().psql(database, tables).strip() == "1"
+
+
+def _migration_only(namespace: str, url: str, **spec: Any) -> dict[str, str]:
+    """The Secret and the DatabaseMigration, both in wave -1 (Argo CD applies the Secret first)."""
+    secret = realstack.secret(namespace, "shop-db", url)
+    cr = realstack.example_migration(namespace, **spec)
+    for obj in (secret, cr):
+        obj["metadata"]["annotations"] = {"argocd.argoproj.io/sync-wave": "-1"}
+    return {"app/secret.yaml": yaml.safe_dump(secret), "app/databasemigration.yaml": yaml.safe_dump(cr)}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+@pytest.mark.parametrize("story", ["argo-prune"], indirect=True)
+def test_a_migration_removed_from_git_mid_run_is_pruned_in_foreground_after_its_run(
+    story: Story, node_pg: Instance, database: str
+) -> None:
+    """Issue #20's pruning story with Argo CD's default (foreground) prune propagation: the run is
+    held by an app session's lock on `customer` (the third shop migration alters it) when the
+    removal is committed; Argo CD deletes the DatabaseMigration, the chart's running-migrations
+    policy keeps the garbage collector off the unfinished Job, the container keeps running, and the
+    resource goes with its Job only once the released lock let the run finish. On the chart without
+    that policy the Job was deleted at once (test_real_node's foreground deletion test).
+
+    One wave (-1) only: with more than one wave Argo CD's sync operation waits for the
+    DatabaseMigration to be Healthy (gitops-engine waits for running tasks of a multi-step sync), so
+    the removal commit would be synced only after the run ended; the run must have been started by
+    a sync that no longer holds Argo CD's one operation for the prune to meet it."""
+    ns, cluster, server = story.namespace, story.cluster, node_pg.server()
+    name, versions = "shop-db", shop_versions()
+    job_pods = f"{c.MIGRATION_LABEL}={name},{JOB_KIND_LABEL}!={CHECK_KIND}"
+    columns = "SELECT column_name FROM information_schema.columns WHERE table_name = 'customer'"
+    sha = story.repo.commit("shop: schema 1", _migration_only(ns, story.url, target=VERSIONS[1]))
+    story.argocd.create_application(story.app, story.repo, ns)  # default prune propagation
+    story.synced(sha)
+    assert status_of(cluster, ns, name)["currentVersion"] == VERSIONS[1]
+
+    locking = {"timeout": "1s", "retries": 1000, "budget": "30m"}  # never gives up while held
+    with long_transaction(server, database, "customer") as app:
+        upgrade = story.repo.commit("shop: schema 2", _migration_only(ns, story.url, locking=locking))
+        story.synced(upgrade, health="Progressing")  # the one-wave sync ended while the run goes on
+        waiting = wait_for(
+            lambda: (s := status_of(cluster, ns, name))
+            and (s.get("lockWait") or {}).get("blockerPid") == app.pid and s,
+            180, "status.lockWait naming the app's session",
+        )  # fmt: skip
+        job = jobs_of(cluster, ns, name)[-1]  # the first run's finished Job is kept as history
+        this_job = f"{job_pods},job-name={job['metadata']['name']}"
+        (pod,) = get_json(cluster, ns, "pods", "-l", this_job)["items"]
+        held_at = _now()
+        print(f"{held_at} run waiting: {waiting['conditions']}")
+
+        pruned = story.repo.commit("shop: migrations managed elsewhere", {"app/databasemigration.yaml": None})
+        gone_from_git = _now()
+        deleting = wait_for(
+            lambda: (d := get_json(cluster, ns, "dbm", name))["metadata"].get("deletionTimestamp") and d,
+            SYNC_TIMEOUT, f"Argo CD to prune {name} (removal committed {gone_from_git})",
+        )  # fmt: skip
+        deleted_at = deleting["metadata"]["deletionTimestamp"]
+        stamps = f"run waiting {held_at}, removal committed {gone_from_git}, deletionTimestamp {deleted_at}"
+        print(f"{_now()} pruned: finalizers {deleting['metadata'].get('finalizers')}")
+        operation = argomod.summary(story.argocd.application(story.app))
+        assert operation["operation_revision"] == pruned, (stamps, operation)
+        time.sleep(10)  # the garbage collector acts within milliseconds when nothing holds it off
+        checked = _now()
+        stamps += f", checked {checked}"
+        (alive,) = [j for j in jobs_of(cluster, ns, name) if j["metadata"]["uid"] == job["metadata"]["uid"]]
+        assert not alive["metadata"].get("deletionTimestamp"), (stamps, alive["metadata"])
+        (now,) = get_json(cluster, ns, "pods", "-l", this_job)["items"]
+        assert now["metadata"]["uid"] == pod["metadata"]["uid"], stamps
+        assert not now["metadata"].get("deletionTimestamp"), (stamps, now["metadata"])
+        state = (now["status"].get("containerStatuses") or [{}])[0].get("state", {})
+        assert "running" in state, (stamps, now["status"])
+        terminating = get_json(cluster, ns, "dbm", name)
+        assert terminating["metadata"].get("deletionTimestamp") == deleted_at, stamps
+        assert "bio" not in server.psql(database, columns), stamps
+        operation = argomod.summary(story.argocd.application(story.app))
+        print(f"{checked} Job and Pod alive, {name} Terminating; Argo CD: {operation}")
+        app.end()  # the app commits: the run's next attempt gets the lock
+        released = _now()
+    stamps += f", lock released {released}"
+    wait_for(lambda: not get_json(cluster, ns, "dbm")["items"], 300, f"{name} gone after its run ({stamps})")
+    gone = _now()
+    stamps += f", resource gone {gone}"
+    applied = server.psql(database, "SELECT version FROM aerich ORDER BY id").split()
+    assert [Path(v).stem for v in applied] == versions, (stamps, applied)
+    assert "bio" in server.psql(database, columns), stamps
+    wait_for(lambda: not jobs_of(cluster, ns, name), 120, f"the Job collected ({stamps})")
+    stamps += f", Job gone {_now()}"
+    story.synced(pruned)
+    print(stamps)
