@@ -246,6 +246,11 @@ def test_waves_upgrade_broken_fix_and_prune_through_git(
     with PodLog(cluster, ns) as log:
         sha = story.repo.commit("shop 2: schema 2", _manifests(ns, story.url, second, second))
         story.synced(sha)
+        # When Argo CD passed the wave before the run (the gate then holds the new pods), the sync
+        # can end before a new pod has started: keep sampling until one has.
+        wait_for(
+            lambda: any(r["started"] for _, r in log.rows(second)), 180, "a pod of the new version started"
+        )
     status = status_of(cluster, ns, "shop-db")
     assert status["currentVersion"] == second
     run = status["lastRun"]
