@@ -30,13 +30,16 @@ from typing import Any
 from dbmigrate_operator import identity
 from dbmigrate_operator import jobs as j
 from dbmigrate_operator.actions import Action, CreateJob, DeleteJob, EmitEvent
-from dbmigrate_operator.jobstate import order_key, pods_of
+from dbmigrate_operator.jobstate import order_key, parse_time, pods_of
 from dbmigrate_operator.results import finished_as, read_result
 from dbmigrate_operator.settings import Settings
+from dbmigrate_operator.status import timestamp
 from dbmigrate_runner.report import Outcome
 
 RETRY_SECONDS = 30  # after a failed check, the next one starts this much later
 VERIFIED_KEPT = 20  # verified rollouts remembered per resource (the newest)
+
+NEVER = datetime.min.replace(tzinfo=UTC)  # a failed check with no readable time: retry at once
 
 REASON_VERIFIED = "DatabaseVerified"
 REASON_MOVED = "DatabaseMoved"
@@ -84,12 +87,17 @@ def check_step(
         result = read_result(job, jpods, settings)
         found = str(((result.report.database if result.report else None) or {}).get("fingerprint") or "")
         if result.outcome == Outcome.SUCCEEDED.value and found:
-            state["last"] = {"job": jname, "outcome": result.outcome, "at": _stamp(now), "fingerprint": found}
+            state["last"] = {
+                "job": jname,
+                "outcome": result.outcome,
+                "at": timestamp(now),
+                "fingerprint": found,
+            }
             out.actions.append(DeleteJob(jname, "database check recorded"))
             if found == fingerprint:
                 rollouts = j.check_rollouts(job)
                 verified = [e for e in verified if e.get("rollout") not in rollouts]
-                verified += [{"rollout": r, "fingerprint": found, "at": _stamp(now)} for r in rollouts]
+                verified += [{"rollout": r, "fingerprint": found, "at": timestamp(now)} for r in rollouts]
                 out.events.append(
                     EmitEvent(
                         "Normal",
@@ -120,7 +128,7 @@ def check_step(
             )
         last = dict(state.get("last") or {})
         if last.get("job") != jname:
-            last = {"job": jname, "outcome": result.outcome, "message": message, "at": _stamp(now)}
+            last = {"job": jname, "outcome": result.outcome, "message": message, "at": timestamp(now)}
             state["last"] = last
             state["attempts"] = int(state.get("attempts") or 0) + 1
             out.events.append(
@@ -130,7 +138,7 @@ def check_step(
                     f"check Job {jname} failed: {message}; pinned pods stay gated, retried",
                 )
             )
-        retry_at = _parse(str(last.get("at") or "")) + timedelta(seconds=RETRY_SECONDS)
+        retry_at = (parse_time(last.get("at")) or NEVER) + timedelta(seconds=RETRY_SECONDS)
         if now >= retry_at:
             out.actions.append(DeleteJob(jname, "failed database check, retried with a new Job"))
         else:
@@ -155,14 +163,3 @@ def check_step(
         )
         out.actions.append(CreateJob(manifest))
     return out
-
-
-def _stamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(stamp: str) -> datetime:
-    try:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
