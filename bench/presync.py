@@ -27,7 +27,6 @@ import json
 import shutil
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ import yaml
 from bench.context import Context
 from bench.core import FigureResult
 from dbmigrate_operator import constants as c
+from localcluster.sampling import Sampler
 
 HOOK_SCRIPT = r"""
 set -eu
@@ -166,46 +166,31 @@ def hook_files(namespace: str, release: int, env: dict[str, str]) -> dict[str, s
 
 
 @dataclass
-class Watch:
+class Watch(Sampler):
     """Samples one namespace every half second: the Jobs ever seen (by uid) and the app's pods."""
 
     cluster: Any
     namespace: str
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: list[tuple[float, list[dict[str, Any]]]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> Watch:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+    every = 0.5
 
     def _get(self, kind: str) -> list[dict[str, Any]]:
         out = self.cluster.kubectl("-n", self.namespace, "get", kind, "-o", "json", check=False)
         items: list[dict[str, Any]] = json.loads(out.stdout)["items"] if out.returncode == 0 else []
         return items
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            with contextlib.suppress(Exception):
-                for job in self._get("jobs"):
-                    status = job.get("status") or {}
-                    self.jobs[job["metadata"]["uid"]] = {
-                        "name": job["metadata"]["name"],
-                        "failed": status.get("failed", 0),
-                        "succeeded": status.get("succeeded", 0),
-                    }
-                self.pods.append(
-                    (now, [_pod(p) for p in self._get("pods") if "app" in p["metadata"].get("labels", {})])
-                )
-            self._stop.wait(0.5)
+    def sample(self) -> None:
+        now = time.monotonic()
+        for job in self._get("jobs"):
+            status = job.get("status") or {}
+            self.jobs[job["metadata"]["uid"]] = {
+                "name": job["metadata"]["name"],
+                "failed": status.get("failed", 0),
+                "succeeded": status.get("succeeded", 0),
+            }
+        pods = [_pod(p) for p in self._get("pods") if "app" in p["metadata"].get("labels", {})]
+        self.pods.append((now, pods))
 
     def jobs_since(self, before: set[str]) -> list[dict[str, Any]]:
         return [j for uid, j in self.jobs.items() if uid not in before]

@@ -9,7 +9,6 @@ pruning story keeps Argo CD's default (foreground) prune instead, and one wave (
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from localcluster import argocd as argomod
 from localcluster import realstack
 from localcluster.cluster import Cluster
 from localcluster.postgres import Instance
+from localcluster.sampling import Sampler
 from localcluster.stack import get_json, jobs_of, shop_versions, status_of, wait_for
 from tests.runner.test_lock_timeout import long_transaction
 
@@ -72,35 +72,17 @@ def _manifests(
 
 
 @dataclass
-class PodLog:
+class PodLog(Sampler):
     """Samples the app's pods once a second while a story runs: which pin each pod carries, whether
     it was gated, and whether it was Ready, so an order can be shown after the fact."""
 
     cluster: Cluster
     namespace: str
     samples: list[tuple[datetime, list[dict[str, Any]]]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def __enter__(self) -> PodLog:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pods = get_json(self.cluster, self.namespace, "pods", "-l", "app=shop-web")["items"]
-                now = datetime.now().astimezone()
-                self.samples.append((now, [_pod_row(p) for p in pods]))
-            except Exception:  # a failed sample is a missing sample, not a failed story
-                pass
-            self._stop.wait(1)
+    def sample(self) -> None:
+        pods = get_json(self.cluster, self.namespace, "pods", "-l", "app=shop-web")["items"]
+        self.samples.append((datetime.now().astimezone(), [_pod_row(p) for p in pods]))
 
     def rows(self, pin: str) -> list[tuple[datetime, dict[str, Any]]]:
         return [(t, r) for t, rows in self.samples for r in rows if r["pin"] == pin]
