@@ -131,3 +131,52 @@ def test_imports_are_followed_through_relative_imports(shop: Path) -> None:
     reasons: list[str] = []
     assert scan(shop / "alembic.ini", shop, reasons) is None
     assert reasons == ["session.py: search_path"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        # full-stack-fastapi-template's way: the ini section copied, its URL replaced by the settings'.
+        (
+            "connectable = engine_from_config(",
+            'section = {}\n    section["sqlalchemy.url"] = settings_url()\n'
+            "    connectable = engine_from_config(",
+            "env.py: sets ['sqlalchemy.url']",
+        ),
+        (
+            "connectable = engine_from_config(",
+            'config.set_main_option("sqlalchemy.url", settings_url())\n    connectable = engine_from_config(',
+            "env.py: set_main_option('sqlalchemy.url', ...)",
+        ),
+        (
+            "connectable = engine_from_config(",
+            'engine_from_config({"sqlalchemy.url": settings_url()})\n    connectable = engine_from_config(',
+            "env.py: a dict with 'sqlalchemy.url'",
+        ),
+        (
+            "connectable = engine_from_config(",
+            "connectable = create_engine(settings_url())\n    unused = engine_from_config(",
+            "env.py: create_engine()",
+        ),
+    ],
+)
+def test_an_env_py_with_its_own_url_turns_the_shortcut_off(
+    shop: Path, old: str, new: str, reason: str
+) -> None:
+    """The shortcut reads the runner's database; an env.py that may connect elsewhere leaves the
+    decision to the full path, whose identity check runs env.py (test_realworld.py)."""
+    _edit(shop / ENV, old, new)
+    reasons: list[str] = []
+    assert scan(shop / "alembic.ini", shop, reasons) is None
+    assert reasons == [reason]
+
+
+def test_an_env_py_whose_engine_comes_from_elsewhere_turns_the_shortcut_off(shop: Path) -> None:
+    """No engine_from_config() and no config.attributes: the engine is the app's own (imported)."""
+    env = shop / ENV
+    text = env.read_text()
+    text = text.replace("engine_from_config", "app_engine").replace("config.attributes", "config.options")
+    env.write_text(text)
+    reasons: list[str] = []
+    assert scan(shop / "alembic.ini", shop, reasons) is None
+    assert reasons == ["env.py: neither engine_from_config() nor config.attributes"]

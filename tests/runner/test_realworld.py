@@ -82,6 +82,27 @@ def test_env_py_with_its_own_url_elsewhere_applies_nothing_anywhere(own_url: Run
     assert plan.report.error.kind == "DatabaseMismatch"
 
 
+def test_a_noop_with_env_py_on_another_database_is_no_success(own_url: Runner) -> None:
+    """The locked database at head, env.py's settings now naming another one (a stale variable):
+    the no-op must not read the locked database's version table and say "nothing to do"."""
+    pg, locked = own_url.postgres, own_url.database
+    assert own_url("upgrade", **postgres_settings(pg, locked)).rc == 0
+    other = pg.create_database()
+    result = own_url("upgrade", **postgres_settings(pg, other))
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout + result.stderr
+    assert result.report.error is not None
+    assert result.report.error.kind == "DatabaseMismatch"
+    assert result.events("plan.source")[0]["reason"] == "env.py: sets ['sqlalchemy.url']"
+    assert not result.events("plan.noop")
+    assert tables(pg, other) == []
+    # On the locked database, the full path finds nothing to do (env.py ran: not read from the source).
+    again = own_url("upgrade", **postgres_settings(pg, locked))
+    assert again.rc == 0, again.stdout + again.stderr
+    assert again.report.applied == []
+    assert again.events("plan.noop")
+    assert again.events("plan.noop")[0].get("read") != "source"
+
+
 def test_env_py_with_its_own_url_on_the_locked_database_works(own_url: Runner) -> None:
     pg, locked = own_url.postgres, own_url.database
     result = own_url("upgrade", **postgres_settings(pg, locked))

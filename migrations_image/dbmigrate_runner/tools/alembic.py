@@ -443,7 +443,7 @@ def _fast_scan(settings: Settings) -> alembic_scan.Scan | None:
     if reasons:
         log.info(
             "plan.source",
-            "env.py may read another version table than the runner's session: env.py decides",
+            "env.py may read another version table or database than the runner's session: env.py decides",
             reason=reasons[0],
         )
     if found is None or (target == "head" and len(found.heads) != 1):

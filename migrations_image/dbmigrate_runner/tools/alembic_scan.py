@@ -12,7 +12,9 @@ Reading the version table over the runner's own session is only right when env.p
 finds the same table. So the shortcut is also refused when env.py, alembic.ini or a module of the
 project that env.py imports (followed through the project's own imports) mentions what moves it:
 ``search_path``, ``schema_translate_map``, ``SET SCHEMA``, ``set_config``, ``SET ROLE`` or
-``SESSION AUTHORIZATION``. What it cannot see (a library doing it, a URL from the environment with
+``SESSION AUTHORIZATION``; and when env.py may connect to another database than the runner's
+(:func:`own_connection`: it builds its own URL, then only the full path's identity check can tell).
+What it cannot see (a library doing it, a URL from the environment with
 ``options=-csearch_path``) is why ``DBMIGRATE_FAST_NOOP=false`` turns the shortcut off.
 """
 
@@ -213,19 +215,52 @@ def _revision(path: Path) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-def _version_table(env_py: Path) -> tuple[str, str | None] | None:
+def _call_name(node: ast.Call) -> str:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+URL_OPTION = "sqlalchemy.url"
+# How env.py reaches the database the runner hands it: the runner's sqlalchemy.url read through
+# engine_from_config (Alembic's templates), or the runner's connection in config.attributes.
+_RUNNER_ENGINE = ("engine_from_config", "async_engine_from_config")
+# How env.py makes a connection of its own, to whatever URL it built.
+_OWN_ENGINE = ("create_engine", "create_async_engine")
+
+
+def own_connection(tree: ast.AST) -> str | None:
+    """Why env.py may connect to another database than the one the runner locked, or None.
+
+    The shortcut reads the version table of the runner's database; an env.py that builds its own
+    URL (from its own settings: ``POSTGRES_*``, ``DB_*``) would migrate another one, and only the
+    full path's identity check, which runs env.py, can tell. So the shortcut needs env.py to take
+    the runner's URL or connection visibly and never to write ``sqlalchemy.url`` itself."""
+    takes_runners = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _call_name(node)
+            if name in _OWN_ENGINE:
+                return f"env.py: {name}()"
+            if name in ("set_main_option", "set_section_option") and URL_OPTION in map(_literal, node.args):
+                return f"env.py: {name}({URL_OPTION!r}, ...)"
+            takes_runners = takes_runners or name in _RUNNER_ENGINE
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+            if _literal(node.slice) == URL_OPTION:
+                return f"env.py: sets [{URL_OPTION!r}]"
+        elif isinstance(node, ast.Dict) and URL_OPTION in map(_literal, filter(None, node.keys)):
+            return f"env.py: a dict with {URL_OPTION!r}"
+        elif isinstance(node, ast.Attribute) and node.attr == "attributes":
+            takes_runners = True
+    return None if takes_runners else "env.py: neither engine_from_config() nor config.attributes"
+
+
+def _version_table(tree: ast.AST) -> tuple[str, str | None] | None:
     """The one (version_table, version_table_schema) every ``configure(...)`` call passes as literals."""
-    try:
-        tree = ast.parse(env_py.read_text(encoding="utf-8"), str(env_py))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return None
     tables: set[tuple[str, str | None]] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-        if name != "configure":
+        if _call_name(node) != "configure":
             continue
         kwargs = {kw.arg: kw.value for kw in node.keywords}
         if None in kwargs:  # **options: cannot tell
@@ -297,10 +332,20 @@ def scan(ini: Path, cwd: Path, reasons: list[str] | None = None) -> Scan | None:
         if reasons is not None:
             reasons.append(why)
         return None
-    locations = [_path(loc, cwd) for loc in listed] or [script_dir / "versions"]
-    table = _version_table(env_py)
+    try:
+        text = env_py.read_text(encoding="utf-8")
+        tree = ast.parse(text, str(env_py))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    why = own_connection(tree)
+    if why is not None:
+        if reasons is not None:
+            reasons.append(why)
+        return None
+    table = _version_table(tree)
     if table is None:
         return None
+    locations = [_path(loc, cwd) for loc in listed] or [script_dir / "versions"]
     files: dict[Path, Path] = {}  # Alembic skips a directory listed twice, and absent ones
     for folder in locations:
         if folder.is_dir():
@@ -316,5 +361,4 @@ def scan(ini: Path, cwd: Path, reasons: list[str] | None = None) -> Scan | None:
         down[found[0]] = found[1]
     if not down or any(d not in down for downs in down.values() for d in downs):
         return None
-    text = env_py.read_text(encoding="utf-8", errors="replace")
     return Scan(table[0], table[1], down, any(marker in text for marker in ASYNC_MARKERS))
