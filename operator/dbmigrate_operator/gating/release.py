@@ -203,7 +203,7 @@ def event_reason(verdict: Verdict) -> tuple[str, bool]:
     return events.REASON_WAITING, False
 
 
-class Releaser:
+class Releaser(lead.Writer):
     """Executes decisions against the API; remembers what it announced to avoid Event spam."""
 
     def __init__(
@@ -231,12 +231,6 @@ class Releaser:
         self._event_digests: dict[MigrationKey, str] = {}
         self._nudges: dict[MigrationKey, asyncio.TimerHandle] = {}  # pending (the delay not over)
         self._tasks: list[asyncio.Task[None]] = []  # the workers
-
-    def active(self) -> bool:
-        return (self.leadership or lead.current()).is_active()
-
-    def _ensure_active(self) -> None:
-        lead.ensure_active(self.leadership or lead.current())
 
     # --- the queue ------------------------------------------------------------------------------
 
