@@ -6,8 +6,9 @@ gate when `requirement.evaluate` says that fresh object meets the pod's requirem
 pass sees was admitted (and judged by the webhook) before that listing, so the DatabaseMigration it
 is judged against is at least as new as the one the webhook saw: a body older than the pod's
 admission cannot release it. This order is the same on every path (`Releaser._judge`). A pass also
-tells the controller which rollouts wait only for a database check (`check_requests.py`): the
-controller runs the check Job, the status it records releases them in a later pass.
+tells the controller which rollouts wait only for a database check (`request_checks`, wired at
+startup, `check_requests.py`): the controller runs the check Job, the status it records releases them
+in a later pass.
 
 Three triggers ask for such a pass for one DatabaseMigration (`Releaser.reconcile`) or for all:
 - an event of a DatabaseMigration that can release a pod or tells of a failure: it became Ready, its
@@ -215,8 +216,10 @@ class Releaser(lead.Writer):
         workers: int = 4,
         on_error: Callable[[str, BaseException], None] | None = None,
         leadership: lead.Leadership | None = None,
+        request_checks: check_requests.Request = check_requests.nobody,
     ) -> None:
         self.api = api
+        self.request_checks = request_checks  # told which rollouts wait only for a database check
         self.leadership = leadership  # None: the process's (lead.current(), installed at startup)
         self.namespaces = namespaces  # empty: the whole cluster
         self.nudge_delay = nudge_delay
@@ -383,14 +386,14 @@ class Releaser(lead.Writer):
         (every path comes here). Without a waiting pod nothing is read (`_NOT_READ`).
         Returns whether all went well, the object judged against, and the decisions."""
         if not any(_waits_for(pod, name) for pod in pods):
-            check_requests.request(namespace, name, frozenset())  # no rollout waits for a check
+            self.request_checks(namespace, name, frozenset())  # no rollout waits for a check
             return True, _NOT_READ, []
         migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
         decisions = decide(pods, name, migration)
         if migration is not None:
             # Pins met but not verified: the controller runs the check (one Job for these rollouts); a
             # standby's controller queues nothing (its queue's leadership check).
-            check_requests.request(namespace, name, rollouts_to_check(decisions))
+            self.request_checks(namespace, name, rollouts_to_check(decisions))
         return await self._execute(decisions), migration, decisions
 
     async def _execute(self, decisions: list[Decision]) -> bool:
