@@ -48,9 +48,9 @@ PROGRESS_WRITE_SECONDS = 1.0
 class Controller(ApiWrites):
     """One per operator process: the API client, the work queue and its workers, the resync loop.
 
-    Writes only while this replica is active (:mod:`leadership`): every write checks right before it
-    is sent, and a replica that is not active does not even run passes. It still follows kopf's events
-    to know every CR, and re-checks all of them the moment it becomes active (a takeover).
+    Writes only while this replica is active (:class:`leadership.Writer`): every write checks right
+    before it is sent, and a replica that is not active does not even run passes. It still follows
+    kopf's events to know every CR, and re-checks all of them the moment it becomes active (a takeover).
     """
 
     def __init__(self, settings: Settings, api_config: kubernetes.client.Configuration | None = None) -> None:
@@ -70,21 +70,15 @@ class Controller(ApiWrites):
         self._progress_due: dict[Key, float] = {}  # a held progress write goes out by then (monotonic)
         # FailedCreate Events read for a Job without a Pod, by Job uid: (monotonic time read, events)
         self._events_read: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self.leadership: lead.Leadership | None = None  # None: the process's (lead.current())
+        self.leadership = None  # None: the process's (lead.current()); see lead.Writer
         self._elector: lead.LeaseElector | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}  # a grace period ends: look again
         self.lock_reads = LockReads(settings.lock_watch_seconds)  # running migrations' log tails
-        self.wanted = check_requests.Wanted(self.enqueue)  # rollouts waiting for a database check
-
-    def active(self) -> bool:
-        return (self.leadership or lead.current()).is_active()
-
-    def _ensure_active(self) -> None:
-        lead.ensure_active(self.leadership or lead.current())
+        # Rollouts waiting for a database check, as the release pass said (handlers.py wires the two).
+        self.wanted = check_requests.Wanted(self.enqueue)
 
     async def start(self) -> None:
-        check_requests.install(self.wanted.say)
         api_client = await asyncio.to_thread(new_api_client, self.api_config)
         self.kube = Kube(api_client)
         if not self.settings.standalone:

@@ -19,8 +19,8 @@ from typing import Any
 import kopf
 import kubernetes.client
 
+from dbmigrate_operator import check_requests, metrics, watching
 from dbmigrate_operator import constants as c
-from dbmigrate_operator import metrics, watching
 from dbmigrate_operator.controller import Controller
 from dbmigrate_operator.settings import Settings
 from dbmigrate_operator.view import Kind
@@ -64,10 +64,11 @@ def register(
     controller = Controller(settings, api_config)
 
     @kopf.on.startup(registry=registry, id="dbmigrate-start")
-    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # Our own Events are explicit; kopf's log lines become Events only when they are warnings.
         settings.posting.level = logging.WARNING
         watching.configure(settings)  # server-side selectors on every Job/Pod list and watch
+        check_requests.offer(memo, controller.wanted.say)  # gating's release passes tell the controller
         await controller.start()
 
     @kopf.on.cleanup(registry=registry, id="dbmigrate-stop")

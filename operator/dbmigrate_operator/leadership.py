@@ -98,6 +98,20 @@ def ensure_active(leadership: Leadership) -> None:
         raise NotActive("this replica does not hold the Lease")
 
 
+class Writer:
+    """What the controller and the releaser share: they write only while this replica is active.
+    ``leadership`` None is the process's (:func:`current`); a test may give its own."""
+
+    leadership: Leadership | None = None
+
+    def active(self) -> bool:
+        return (self.leadership or current()).is_active()
+
+    def _ensure_active(self) -> None:
+        """Call right before every write (:class:`NotActive` otherwise)."""
+        ensure_active(self.leadership or current())
+
+
 def new_identity() -> str:
     """The pod's name (its hostname) plus a per-process suffix: a restarted process is a new holder."""
     return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"

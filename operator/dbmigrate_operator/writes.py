@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from dbmigrate_operator import constants as c
+from dbmigrate_operator import leadership as lead
 from dbmigrate_operator import metrics
 from dbmigrate_operator.actions import CreateJob, DeleteJob
 from dbmigrate_operator.gating.events import build_event, ref_of
@@ -31,16 +32,14 @@ from dbmigrate_operator.view import Kind, View
 logger = logging.getLogger("dbmigrate_operator")
 
 
-class ApiWrites:
-    """The write side of :class:`controller.Controller` (it sets these attributes)."""
+class ApiWrites(lead.Writer):
+    """The write side of :class:`controller.Controller` (it sets these attributes); every write asks
+    :meth:`leadership.Writer._ensure_active` right before it is sent."""
 
     settings: Settings
     kube: Kube | None
     view: View
     _events_read: dict[str, tuple[float, list[dict[str, Any]]]]
-
-    def _ensure_active(self) -> None:
-        raise NotImplementedError
 
     async def _create_job(self, cr: dict[str, Any], action: CreateJob) -> bool:
         """Create-if-absent; False (and the refusal on the CR) when the API refused the Job."""

@@ -6,7 +6,6 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from dbmigrate_operator import check_requests
 from dbmigrate_operator.constants import SCHEDULING_GATE
 from dbmigrate_operator.gating.kube import Conflict
 from dbmigrate_operator.gating.release import Releaser, decide, fingerprint, group_by_migration
@@ -343,23 +342,19 @@ async def test_a_pin_waits_for_the_run_against_a_new_database() -> None:
 
 async def test_a_pass_asks_for_a_check_of_the_rollouts_whose_pin_waits_only_for_it() -> None:
     """A pinned pod whose version is applied but whose rollout is not verified against the recorded
-    database stays gated, and the pass tells the controller which rollouts to check (check_requests)."""
+    database stays gated, and the pass tells the controller which rollouts to check (request_checks)."""
     asked: list[tuple[str, str, frozenset[str]]] = []
-    check_requests.install(lambda ns, name, rollouts: asked.append((ns, name, rollouts)))
-    try:
-        body = migration_body(ready=True, applied=[{"app": "models", "version": "1_a"}])
-        body["status"]["database"]["fingerprint"] = "ab" * 8
-        body["status"]["databaseCheck"] = {"verified": [{"rollout": "old", "fingerprint": "ab" * 8}]}
-        pods = [
-            make_pod(f"web-{h}", version="models:1_a", gates=(SCHEDULING_GATE,))
-            for h in ("new", "old", "new2")
-        ]
-        for pod, h in zip(pods, ("new", "old", "new"), strict=True):
-            pod["metadata"]["labels"]["pod-template-hash"] = h
-        api = FakeApi(pods, body)
-        assert await Releaser(api).reconcile("shop", "shop-db")
-        assert asked == [("shop", "shop-db", frozenset({"new"}))]
-        assert gates_of(api.pods["web-new"]) == [SCHEDULING_GATE]
-        assert gates_of(api.pods["web-old"]) == [], "a verified rollout starts at once"
-    finally:
-        check_requests.install(None)
+    body = migration_body(ready=True, applied=[{"app": "models", "version": "1_a"}])
+    body["status"]["database"]["fingerprint"] = "ab" * 8
+    body["status"]["databaseCheck"] = {"verified": [{"rollout": "old", "fingerprint": "ab" * 8}]}
+    pods = [
+        make_pod(f"web-{h}", version="models:1_a", gates=(SCHEDULING_GATE,)) for h in ("new", "old", "new2")
+    ]
+    for pod, h in zip(pods, ("new", "old", "new"), strict=True):
+        pod["metadata"]["labels"]["pod-template-hash"] = h
+    api = FakeApi(pods, body)
+    releaser = Releaser(api, request_checks=lambda ns, name, rollouts: asked.append((ns, name, rollouts)))
+    assert await releaser.reconcile("shop", "shop-db")
+    assert asked == [("shop", "shop-db", frozenset({"new"}))]
+    assert gates_of(api.pods["web-new"]) == [SCHEDULING_GATE]
+    assert gates_of(api.pods["web-old"]) == [], "a verified rollout starts at once"

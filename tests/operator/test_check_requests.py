@@ -1,10 +1,16 @@
 """check_requests.Wanted: the controller's memory of which rollouts the release pass said wait for a
-database check. A change queues a pass; a set nobody repeats is forgotten (its pods are gone)."""
+database check. A change queues a pass; a set nobody repeats is forgotten (its pods are gone). And how
+the release pass reaches it: wired at startup through the operator run's memo, never a module's state."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+import dbmigrate_operator
 from dbmigrate_operator import check_requests
 from dbmigrate_operator.check_requests import STALE_SECONDS, Wanted
 
@@ -37,3 +43,46 @@ def test_forget_drops_the_resource() -> None:
     wanted.say("ns", "shop", frozenset({"abc"}))
     wanted.forget(("ns", "shop"))
     assert wanted.now(("ns", "shop")) == frozenset()
+
+
+def test_a_relay_built_before_the_controller_offered_reaches_it_once_offered() -> None:
+    """kopf runs gating's startup handler (which builds the releaser with the relay) and the
+    controller's (which offers its Wanted) in either order; a sweep may even run in between."""
+    memo: dict[str, Any] = {}
+    request = check_requests.relay(memo)
+    request("ns", "shop", frozenset({"abc"}))  # nobody to tell yet: dropped, the next pass repeats it
+    queued: list[tuple[str, str]] = []
+    wanted = Wanted(lambda ns, name: queued.append((ns, name)))
+    check_requests.offer(memo, wanted.say)
+    request("ns", "shop", frozenset({"abc"}))
+    assert queued == [("ns", "shop")]
+    assert wanted.now(("ns", "shop")) == {"abc"}
+
+
+def test_two_operator_runs_do_not_share_a_controller() -> None:
+    """Each run (each in-process test) has its own memo: nothing is left behind in the module."""
+    first: list[str] = []
+    second: list[str] = []
+    memo_a: dict[str, Any] = {}
+    memo_b: dict[str, Any] = {}
+    check_requests.offer(memo_a, lambda ns, name, rollouts: first.append(name))
+    check_requests.offer(memo_b, lambda ns, name, rollouts: second.append(name))
+    check_requests.relay(memo_a)("ns", "a", frozenset({"x"}))
+    check_requests.relay(memo_b)("ns", "b", frozenset({"x"}))
+    check_requests.relay({})("ns", "c", frozenset({"x"}))
+    check_requests.nobody("ns", "d", frozenset({"x"}))
+    assert (first, second) == (["a"], ["b"])
+
+
+def test_no_module_of_the_operator_rebinds_a_global() -> None:
+    """Wiring is passed at startup (constructor arguments, kopf's memo), not set into a module: a
+    module-level callback installed by one part and called by another is how the release pass once
+    reached the controller."""
+    root = Path(dbmigrate_operator.__file__).parent
+    rebinding = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if any(isinstance(node, ast.Global) for node in ast.walk(ast.parse(path.read_text())))
+    )
+    assert list(root.rglob("*.py")), "the package was read"
+    assert rebinding == []

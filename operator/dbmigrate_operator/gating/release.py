@@ -6,8 +6,9 @@ gate when `requirement.evaluate` says that fresh object meets the pod's requirem
 pass sees was admitted (and judged by the webhook) before that listing, so the DatabaseMigration it
 is judged against is at least as new as the one the webhook saw: a body older than the pod's
 admission cannot release it. This order is the same on every path (`Releaser._judge`). A pass also
-tells the controller which rollouts wait only for a database check (`check_requests.py`): the
-controller runs the check Job, the status it records releases them in a later pass.
+tells the controller which rollouts wait only for a database check (`request_checks`, wired at
+startup, `check_requests.py`): the controller runs the check Job, the status it records releases them
+in a later pass.
 
 Three triggers ask for such a pass for one DatabaseMigration (`Releaser.reconcile`) or for all:
 - an event of a DatabaseMigration that can release a pod or tells of a failure: it became Ready, its
@@ -29,12 +30,8 @@ they collapse into one) or `SWEEP`. A sweep and a pass for one of the DatabaseMi
 can still overlap: every write is idempotent (the guarded JSON patch of `patches.py`), so they cannot
 do harm. Only the active replica (`leadership`) queues or runs passes, and every write (gate removal,
 Event) checks it right before it is sent: a standby writes nothing. The kopf handler that feeds the
-events in lives in `runtime.py`.
-
-Why one module of ~460 lines: the judgment (`decide`, `_judge`), the three triggers and the
-announcements of why a pod waits share the releaser's state (its queue, the fingerprints that let
-an event skip a pass, the owners already told); splitting the announcements out (`events.py` builds
-them already) is the next cut when this grows.
+events in lives in `runtime.py`. What a pass says about the pods it holds or releases (Events on
+each pod and its owners, each said once) is `announcements.py`'s.
 """
 
 from __future__ import annotations
@@ -50,8 +47,7 @@ from typing import Any, Final
 
 from dbmigrate_operator import check_requests, metrics
 from dbmigrate_operator import leadership as lead
-from dbmigrate_operator.constants import SCHEDULING_GATE
-from dbmigrate_operator.gating import events
+from dbmigrate_operator.gating.announcements import Announcer
 from dbmigrate_operator.gating.kube import Conflict, GatingApi
 from dbmigrate_operator.gating.patches import remove_gate_patch
 from dbmigrate_operator.gating.requirement import (
@@ -72,7 +68,6 @@ MigrationKey = tuple[str, str]  # (namespace, name)
 # The release queue's key for a sweep over every gated pod: no DatabaseMigration has an empty namespace.
 SWEEP: Final[MigrationKey] = ("", "")
 _NOT_READ: Any = object()  # a pass that found no waiting pod did not read the DatabaseMigration
-_OWNER_MEMORY = 4096  # remembered owner announcements, to bound memory on long runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,29 +176,7 @@ def worth_a_pass(migration: Mapping[str, Any] | None) -> bool:
     )
 
 
-def owner_message(verdict: Verdict) -> str:
-    """The text for a pod's ReplicaSet/Deployment: the same for all its pods, so it is said once."""
-    if verdict.met:
-        return f"removed scheduling gate {SCHEDULING_GATE} from new pods: {verdict.message}"
-    return f"new pods are held by scheduling gate {SCHEDULING_GATE}: {verdict.message}"
-
-
-def pod_message(verdict: Verdict) -> str:
-    if verdict.met:
-        return f"removed scheduling gate {SCHEDULING_GATE}: {verdict.message}"
-    return f"held by scheduling gate {SCHEDULING_GATE}: {verdict.message}"
-
-
-def event_reason(verdict: Verdict) -> tuple[str, bool]:
-    """The Event reason and whether it is a Warning."""
-    if verdict.met:
-        return events.REASON_RELEASED, False
-    if verdict.reason == "MigrationFailed":
-        return events.REASON_FAILED, True
-    return events.REASON_WAITING, False
-
-
-class Releaser:
+class Releaser(lead.Writer):
     """Executes decisions against the API; remembers what it announced to avoid Event spam."""
 
     def __init__(
@@ -215,28 +188,22 @@ class Releaser:
         workers: int = 4,
         on_error: Callable[[str, BaseException], None] | None = None,
         leadership: lead.Leadership | None = None,
+        request_checks: check_requests.Request = check_requests.nobody,
     ) -> None:
         self.api = api
+        self.request_checks = request_checks  # told which rollouts wait only for a database check
         self.leadership = leadership  # None: the process's (lead.current(), installed at startup)
         self.namespaces = namespaces  # empty: the whole cluster
         self.nudge_delay = nudge_delay
         self.workers = workers
         self._on_error = on_error
-        self._announced: dict[str, str] = {}  # pod uid -> last message
-        self._owner_announced: dict[str, str] = {}  # owner uid -> last message
-        self._rs_owner: dict[str, events.ObjectRef | None] = {}  # ReplicaSet uid -> its Deployment
+        self.announcer = Announcer(api, self._ensure_active, self._error)  # why pods wait, said once
         self._fingerprints: dict[MigrationKey, str] = {}
         self.queue: WorkQueue[MigrationKey] = WorkQueue(admit=self.active)
         # The latest event digest per queued DatabaseMigration: its pass remembers it once clean.
         self._event_digests: dict[MigrationKey, str] = {}
         self._nudges: dict[MigrationKey, asyncio.TimerHandle] = {}  # pending (the delay not over)
         self._tasks: list[asyncio.Task[None]] = []  # the workers
-
-    def active(self) -> bool:
-        return (self.leadership or lead.current()).is_active()
-
-    def _ensure_active(self) -> None:
-        lead.ensure_active(self.leadership or lead.current())
 
     # --- the queue ------------------------------------------------------------------------------
 
@@ -354,9 +321,7 @@ class Releaser:
                 continue
             held.extend(d.pod for d in decisions if not d.release)
         metrics.held_pods(held)
-        # Forget pods that no longer wait (released, deleted): bounded memory.
-        for uid in set(self._announced) - seen:
-            del self._announced[uid]
+        self.announcer.keep_only(seen)  # pods that no longer wait (released, deleted) are forgotten
 
     async def cancel(self) -> None:
         for handle in self._nudges.values():
@@ -389,14 +354,14 @@ class Releaser:
         (every path comes here). Without a waiting pod nothing is read (`_NOT_READ`).
         Returns whether all went well, the object judged against, and the decisions."""
         if not any(_waits_for(pod, name) for pod in pods):
-            check_requests.request(namespace, name, frozenset())  # no rollout waits for a check
+            self.request_checks(namespace, name, frozenset())  # no rollout waits for a check
             return True, _NOT_READ, []
         migration = await asyncio.to_thread(self.api.get_migration, namespace, name)
         decisions = decide(pods, name, migration)
         if migration is not None:
             # Pins met but not verified: the controller runs the check (one Job for these rollouts); a
             # standby's controller queues nothing (its queue's leadership check).
-            check_requests.request(namespace, name, rollouts_to_check(decisions))
+            self.request_checks(namespace, name, rollouts_to_check(decisions))
         return await self._execute(decisions), migration, decisions
 
     async def _execute(self, decisions: list[Decision]) -> bool:
@@ -406,7 +371,7 @@ class Releaser:
                 if decision.release:
                     await self._release(decision)
                 else:
-                    await self._announce(decision)
+                    await self.announcer.waiting(decision.pod, decision.verdict)
             except lead.NotActive:
                 return False  # lost the Lease mid-pass: the new active replica takes over
             except Exception as e:
@@ -435,58 +400,7 @@ class Releaser:
                     return  # gone
                 pod = fresh
         logger.info(f"Released pod {namespace}/{name}: {decision.verdict.message}")
-        self._announced.pop(str(meta.get("uid")), None)
-        await self._tell(pod, decision.verdict, force_pod=True)
-
-    async def _announce(self, decision: Decision) -> None:
-        uid = str((decision.pod.get("metadata") or {}).get("uid"))
-        message = pod_message(decision.verdict)
-        if self._announced.get(uid) == message:
-            return
-        await self._tell(decision.pod, decision.verdict, force_pod=False)
-        self._announced[uid] = message
-
-    async def _tell(self, pod: Mapping[str, Any], verdict: Verdict, *, force_pod: bool) -> None:
-        """Events on the pod and on its controller chain (ReplicaSet, then its Deployment)."""
-        reason, warning = event_reason(verdict)
-        pod_ref = events.ref_of(pod)
-        await self._post(pod_ref, reason, pod_message(verdict), warning)
-        text = owner_message(verdict)
-        for owner in await self._owners(pod):
-            if self._owner_announced.get(owner.uid) == text:
-                continue
-            await self._post(owner, reason, text, warning)
-            if len(self._owner_announced) >= _OWNER_MEMORY:
-                self._owner_announced.clear()
-            self._owner_announced[owner.uid] = text
-
-    async def _owners(self, pod: Mapping[str, Any]) -> list[events.ObjectRef]:
-        owner = events.controller_of(pod)
-        if owner is None:
-            return []
-        chain = [owner]
-        if owner.kind == "ReplicaSet" and owner.api_version.startswith("apps/"):
-            if owner.uid not in self._rs_owner:
-                try:
-                    rs = await asyncio.to_thread(self.api.get_replicaset, owner.namespace, owner.name)
-                except Exception as e:  # the pod's own Event matters more than its owner's
-                    self._error(f"reading ReplicaSet {owner.namespace}/{owner.name} failed", e)
-                    return chain
-                if len(self._rs_owner) >= _OWNER_MEMORY:
-                    self._rs_owner.clear()
-                self._rs_owner[owner.uid] = events.controller_of(rs) if rs else None
-            parent = self._rs_owner[owner.uid]
-            if parent is not None:
-                chain.append(parent)
-        return chain
-
-    async def _post(self, about: events.ObjectRef, reason: str, message: str, warning: bool) -> None:
-        body = events.build_event(about, reason=reason, message=message, warning=warning)
-        self._ensure_active()  # NotActive goes up: nothing is remembered as announced
-        try:
-            await asyncio.to_thread(self.api.create_event, about.namespace, body)
-        except Exception as e:  # an Event is informative; never let it block a release
-            self._error(f"posting an Event on {about.kind} {about.namespace}/{about.name} failed", e)
+        await self.announcer.released(pod, decision.verdict)
 
     def _error(self, what: str, error: BaseException) -> None:
         logger.warning(f"Gating: {what}: {describe(error)}")

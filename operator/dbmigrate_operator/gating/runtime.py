@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 import kubernetes.config
 
+from dbmigrate_operator import check_requests
 from dbmigrate_operator import leadership as lead
 from dbmigrate_operator.constants import GROUP, PLURAL, VERSION
 from dbmigrate_operator.gating import server
@@ -49,7 +50,13 @@ async def start_gating(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     # The operator may be limited to some namespaces (DBMIGRATE_NAMESPACES); sweep only those then.
     operator_settings = OperatorSettings.from_env()
     # Release passes run in the releaser's own work queue, with as many workers as reconcile passes.
-    releaser = Releaser(api, namespaces=operator_settings.namespaces, workers=operator_settings.workers)
+    # Rollouts waiting only for a database check are told to this run's controller (check_requests.py).
+    releaser = Releaser(
+        api,
+        namespaces=operator_settings.namespaces,
+        workers=operator_settings.workers,
+        request_checks=check_requests.relay(memo),
+    )
     runtime = Runtime(api=api, releaser=releaser, settings=config, api_client=api_client)
     if config.register:
         configuration = server.local_configuration(config, serving.ca_bundle)
