@@ -17,9 +17,12 @@ from tests.runner.conftest import SHOP, Runner, finish, start
 from tests.runner.realworld_projects import (
     HIDDEN_SETUP,
     OWN_URL_ENV,
+    PLUGIN_DIRS_ENV,
     SEARCH_PATH_SETUP,
     Rev,
+    add_revision,
     session_env,
+    write_dialect_project,
     write_project,
 )
 from tests.runner.test_alembic import ALEMBIC_SHOP
@@ -311,3 +314,65 @@ def test_fast_noop_false_opens_the_tortoise_tools_too(shop: Runner, tool: str) -
     assert full.report.applied == []
     assert full.events("plan.full")  # Tortoise.init with the app's config, the identity checked
     assert full.events("migrations.done")[0]["count"] == 0
+
+
+PG_REVS = [Rev("a10000000001", None, "flow"), Rev("a20000000002", "a10000000001", "flow_run")]
+PG_REVS += [Rev("a30000000003", "a20000000002", "task_run")]
+LITE_REVS = [Rev("b10000000001", None, "lite_flow")]
+
+
+def test_version_locations_set_by_env_py_are_the_ones_used(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """env.py picks versions/postgresql at run time (context.script.version_locations): the runner
+    must read the revisions after env.py ran, as `alembic upgrade head` does; reading them before
+    said "nothing to do" (Succeeded, current null) on an empty database."""
+    project = write_dialect_project(tmp_path / "dialect-dirs", PG_REVS, LITE_REVS)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    a1, a2, a3 = (f"alembic:{r.rev}" for r in PG_REVS)
+
+    plan = runner("plan")
+    assert plan.rc == 0, plan.stdout + plan.stderr
+    assert plan.report.plan is not None
+    assert plan.report.plan.pending == [a1, a2, a3]
+
+    first = runner("upgrade", "--target", PG_REVS[1].rev[:4])  # a prefix, resolved from env.py's dirs
+    assert first.rc == 0, first.stdout + first.stderr
+    assert first.report.applied == [a1, a2]
+    result = runner("upgrade")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied == [a3]
+    assert result.report.apps["alembic"].current == PG_REVS[2].rev
+    assert tables(postgres, database) == ["alembic_version", "flow", "flow_run", "task_run"]
+    assert postgres.psql(database, "SELECT version_num FROM alembic_version") == PG_REVS[2].rev
+
+    down = runner("downgrade", "--target", PG_REVS[0].rev)
+    assert down.rc == 0, down.stdout + down.stderr
+    assert down.report.applied == [a3, a2]
+    assert tables(postgres, database) == ["alembic_version", "flow"]
+    status = runner("status")
+    assert status.rc == 0, status.stdout + status.stderr
+    assert status.report.apps["alembic"].current == PG_REVS[0].rev
+
+
+def test_a_plugin_directory_added_by_env_py_is_no_fast_noop(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """env.py adds a plugin's versions directory at run time: the database at the head of
+    migrations/versions is not at head, and the no-op read from the source must not say it is."""
+    project = write_project(tmp_path / "plugins", PLUGIN_DIRS_ENV, LINEAR)
+    (project / "migrations" / "plugin_versions").mkdir()
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    first = runner("upgrade")
+    assert first.rc == 0, first.stdout + first.stderr
+    assert first.report.applied == [f"alembic:{R1}", f"alembic:{R2}"]
+
+    plugin = Rev("3c0000000003", R2, "plugin_table")
+    add_revision(project / "migrations" / "plugin_versions", plugin)
+    result = runner("upgrade")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied == [f"alembic:{plugin.rev}"]
+    assert "plugin_table" in tables(postgres, database)
+    assert postgres.psql(database, "SELECT version_num FROM alembic_version") == plugin.rev
+    (why,) = [e["reason"] for e in result.events("plan.source")]
+    assert why == "env.py: script.version_locations"
