@@ -187,13 +187,16 @@ def test_apps_on_two_databases_are_refused_unless_run_one_database_at_a_time(
     main = runner("upgrade", "--app", "models", **elsewhere)
     assert main.rc == 0, main.stdout + main.stderr
     assert main.report.applied == [f"models:{name}"]
-    if tool == "aerich":  # (tortoise's users:0001 depends on models:0001, in the other database)
-        users = Runner(postgres, users_db, tmp_path / "proj", tmp_path, tool)
-        second = users("upgrade", "--app", "users", **elsewhere)
-        assert second.rc == 0, second.stdout + second.stderr
-        assert second.report.applied == [f"users:{name}"]
-        assert "account" in users.tables()
-        assert "account" not in runner.tables()
+    if tool == "tortoise":
+        # users:0001 depends on models:0001, which is in the other database: Tortoise's graph is per
+        # connection, so this project can only be run whole, on one database.
+        return
+    users = Runner(postgres, users_db, tmp_path / "proj", tmp_path, tool)
+    second = users("upgrade", "--app", "users", **elsewhere)
+    assert second.rc == 0, second.stdout + second.stderr
+    assert second.report.applied == [f"users:{name}"]
+    assert "account" in users.tables()
+    assert "account" not in runner.tables()
 
     # Two connection names for one database (the variable unset): one database, no refusal.
     same = Runner(postgres, postgres.create_database(), tmp_path / "proj", tmp_path, tool)
