@@ -263,3 +263,29 @@ def add_revision(folder: Path, r: Rev) -> None:
     (folder / f"{r.rev}_step.py").write_text(
         REVISION.format(message=f"step {r.rev}", rev=r.rev, down=r.down, body=body)
     )
+
+
+# env.py that runs online only: offline (`--sql`) it prints a line and runs no migrations, as
+# projects whose migrations need a live connection do.
+ONLINE_ONLY_ENV = """\
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+
+
+def run_migrations_online():
+    section = config.get_section(config.config_ini_section) or {}
+    connectable = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    print("migrating the core schema")
+    with connectable.connect() as connection:
+        context.configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    print("offline mode is not supported")
+else:
+    run_migrations_online()
+"""

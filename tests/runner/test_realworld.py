@@ -6,6 +6,7 @@ Two databases of one server count as different. Projects: tests/runner/realworld
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from localcluster.postgres import PostgresServer
 from tests.runner.conftest import SHOP, Runner, finish, start
 from tests.runner.realworld_projects import (
     HIDDEN_SETUP,
+    ONLINE_ONLY_ENV,
     OWN_URL_ENV,
     PLUGIN_DIRS_ENV,
     SEARCH_PATH_SETUP,
@@ -376,3 +378,25 @@ def test_a_plugin_directory_added_by_env_py_is_no_fast_noop(
     assert postgres.psql(database, "SELECT version_num FROM alembic_version") == plugin.rev
     (why,) = [e["reason"] for e in result.events("plan.source")]
     assert why == "env.py: script.version_locations"
+
+
+def test_an_env_py_that_runs_nothing_offline_plans_revisions_as_not_sql(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """`alembic upgrade head --sql` prints no SQL for such an env.py and succeeds; the plan said
+    ConfigError ("alembic's offline SQL runs nothing") and could not be approved at all."""
+    project = write_project(tmp_path / "online-only", ONLINE_ONLY_ENV, LINEAR)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    planned = runner("plan")
+    assert planned.rc == 0, planned.stdout + planned.stderr
+    summary = planned.report.plan
+    assert summary is not None
+    assert summary.pending == [f"alembic:{R1}", f"alembic:{R2}"]
+    assert summary.opaque == summary.pending
+    assert "offline mode is not supported" in planned.stdout  # env.py's print, passed on (masked)
+    (line,) = [x for x in planned.stdout.splitlines() if '"event": "plan.document"' in x]
+    reasons = [step["opaque"] for step in json.loads(line)["plan"]["steps"]]
+    assert all("runs no migrations in offline mode" in why[0] for why in reasons)
+    applied = runner("upgrade", "--expect-plan", summary.hash)
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert applied.report.applied == summary.pending

@@ -705,6 +705,11 @@ def render_per_revision(
     while left:
         try:
             text = render_offline(project, start, destination)
+            if not _markers(text):
+                # env.py's offline branch ran no migrations (it prints "cannot run offline" and
+                # returns): like `alembic upgrade --sql`, no SQL, and no failure of the plan.
+                reason = "offline rendering printed no SQL: env.py runs no migrations in offline mode"
+                return steps + [Step(f"{APP}:{rev}", opaque=[reason]) for rev in left]
             return steps + offline_steps(text, left, table)
         except OfflineFailed as failed:
             reason = f"offline rendering failed: {type(failed.cause).__name__}: {failed.cause}"
