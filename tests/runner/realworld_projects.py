@@ -289,3 +289,17 @@ if context.is_offline_mode():
 else:
     run_migrations_online()
 """
+
+
+# env.py that configures a connection but never calls run_migrations() (a tenant env.py used only
+# for autogenerate, its migrations run by the project's own command): `alembic upgrade` does nothing.
+NO_RUN_ENV = """\
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+section = config.get_section(config.config_ini_section) or {}
+connectable = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+with connectable.connect() as connection:
+    context.configure(connection=connection, include_schemas=True)
+"""

@@ -17,6 +17,7 @@ from localcluster.postgres import PostgresServer
 from tests.runner.conftest import SHOP, Runner, finish, start
 from tests.runner.realworld_projects import (
     HIDDEN_SETUP,
+    NO_RUN_ENV,
     ONLINE_ONLY_ENV,
     OWN_URL_ENV,
     PLUGIN_DIRS_ENV,
@@ -400,3 +401,21 @@ def test_an_env_py_that_runs_nothing_offline_plans_revisions_as_not_sql(
     applied = runner("upgrade", "--expect-plan", summary.hash)
     assert applied.rc == 0, applied.stdout + applied.stderr
     assert applied.report.applied == summary.pending
+
+
+def test_an_env_py_that_never_runs_migrations_is_no_success(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """env.py never calls context.run_migrations(): upgrade said Succeeded with nothing applied
+    and status "0 applied" whatever the database held; now neither claims anything."""
+    project = write_project(tmp_path / "no-run", NO_RUN_ENV, LINEAR)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    postgres.psql(database, "CREATE TABLE alembic_version (version_num varchar(32))")
+    postgres.psql(database, f"INSERT INTO alembic_version VALUES ('{R1}')")
+    for command in (["upgrade"], ["status"], ["plan"], ["downgrade", "--target", "base"]):
+        result = runner(*command)
+        assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout + result.stderr
+        assert result.report.error is not None
+        assert result.report.error.kind == "NoMigrationsRun", command
+        assert "context.run_migrations()" in result.report.error.message
+    assert tables(postgres, database) == ["alembic_version"]

@@ -399,6 +399,14 @@ def run_env(
                 env.run_migrations = checked  # type: ignore[method-assign]  # alembic.context calls it
                 with _no_file_config(), env:
                     project.script.run_env()
+                if work.heads is None:
+                    # `alembic upgrade` ends silently then; a report would describe nothing as done.
+                    raise ConfigError(
+                        "env.py never called context.run_migrations() (online mode): nothing was read "
+                        "or applied, and the runner cannot tell what the database holds; env.py must "
+                        "call it inside context.begin_transaction() after context.configure()",
+                        kind="NoMigrationsRun",
+                    )
                 if conn.in_transaction():
                     conn.commit()
             finally:
