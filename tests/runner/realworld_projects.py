@@ -153,3 +153,153 @@ def write_project(
 
 def session_env(setup: str) -> str:
     return SESSION_ENV.replace("{setup}", setup)
+
+
+# env.py that says at run time where the revisions are: one versions directory per dialect, chosen
+# from the URL, as projects supporting PostgreSQL and SQLite keep them (prefect's shape). Its async
+# engine runs in a thread of its own, with one transaction per revision.
+DIALECT_DIRS_ENV = """\
+import asyncio
+import os
+import threading
+
+from alembic import context
+from sqlalchemy.ext.asyncio import async_engine_from_config
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url")
+flavour = "postgresql" if url.startswith("postgresql") else "sqlite"
+here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "versions", flavour)
+
+
+def migrate(connection):
+    context.configure(connection=connection, include_schemas=True, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def online():
+    context.script.version_locations = [here]
+    section = config.get_section(config.config_ini_section) or {}
+    engine = async_engine_from_config(section, prefix="sqlalchemy.")
+    async with engine.connect() as connection:
+        await connection.run_sync(migrate)
+    await engine.dispose()
+
+
+def offline():
+    context.script.version_locations = [here]
+    context.configure(url=url, literal_binds=True, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def in_a_thread():
+    failed = []
+
+    def work():
+        try:
+            asyncio.run(online())
+        except BaseException as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+
+
+if context.is_offline_mode():
+    offline()
+else:
+    in_a_thread()
+"""
+
+
+def write_dialect_project(root: Path, postgresql: Sequence[Rev], sqlite: Sequence[Rev]) -> Path:
+    """A project whose revisions are under versions/postgresql and versions/sqlite (two histories,
+    nothing in versions/ itself), env.py choosing between them (:data:`DIALECT_DIRS_ENV`)."""
+    write_project(root, DIALECT_DIRS_ENV, [])
+    for flavour, revisions in (("postgresql", postgresql), ("sqlite", sqlite)):
+        folder = root / "migrations" / "versions" / flavour
+        folder.mkdir()
+        for r in revisions:
+            body = f'op.execute("CREATE TABLE {r.table} (id int PRIMARY KEY)")'
+            (folder / f"{r.rev}_step.py").write_text(
+                REVISION.format(message=f"step {r.rev}", rev=r.rev, down=r.down, body=body).replace(
+                    "def downgrade():\n    pass", f'def downgrade():\n    op.execute("DROP TABLE {r.table}")'
+                )
+            )
+    return root
+
+
+# env.py on the runner's URL that adds a plugin's revisions directory to the one alembic.ini implies
+# (migrations/versions): what it runs is more than the source's literals tell.
+PLUGIN_DIRS_ENV = """\
+import os
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+here = os.path.dirname(os.path.abspath(__file__))
+locations = [os.path.join(here, "versions"), os.path.join(here, "plugin_versions")]
+context.script.version_locations = locations
+
+section = config.get_section(config.config_ini_section) or {}
+engine = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+def add_revision(folder: Path, r: Rev) -> None:
+    """One more revision file creating ``r.table`` (folder created when missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = f'op.execute("CREATE TABLE {r.table} (id int PRIMARY KEY)")'
+    (folder / f"{r.rev}_step.py").write_text(
+        REVISION.format(message=f"step {r.rev}", rev=r.rev, down=r.down, body=body)
+    )
+
+
+# env.py that runs online only: offline (`--sql`) it prints a line and runs no migrations, as
+# projects whose migrations need a live connection do.
+ONLINE_ONLY_ENV = """\
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+
+
+def run_migrations_online():
+    section = config.get_section(config.config_ini_section) or {}
+    connectable = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    print("migrating the core schema")
+    with connectable.connect() as connection:
+        context.configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    print("offline mode is not supported")
+else:
+    run_migrations_online()
+"""
+
+
+# env.py that configures a connection but never calls run_migrations() (a tenant env.py used only
+# for autogenerate, its migrations run by the project's own command): `alembic upgrade` does nothing.
+NO_RUN_ENV = """\
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+section = config.get_section(config.config_ini_section) or {}
+connectable = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+with connectable.connect() as connection:
+    context.configure(connection=connection, include_schemas=True)
+"""

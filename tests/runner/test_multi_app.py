@@ -150,3 +150,56 @@ def test_plan_lists_what_the_upgrade_applies_in_its_order(
     assert applied.rc == 0, applied.stdout
     assert applied.report.applied == plan.pending
     assert all(step.statements for step in plan.steps)
+
+
+# The users app on a connection of its own, from its own variable (a second database in production,
+# the same one when the variable is unset), as multi-database Tortoise configs do.
+TWO_DATABASES = """
+for config in (TORTOISE_ORM, TORTOISE_ORM_BUILTIN):
+    config["connections"]["users_db"] = os.environ.get("USERS_DATABASE_URL", URL)
+    config["apps"]["users"]["default_connection"] = "users_db"
+"""
+
+
+def test_apps_on_two_databases_are_refused_unless_run_one_database_at_a_time(
+    postgres: PostgresServer, database: str, tmp_path: Path, tool: str
+) -> None:
+    """`aerich upgrade` creates each app's tables in its own connection's database; the runner
+    (one lock, one database) created them all in its own, leaving the users database empty."""
+    make_project(tmp_path / "proj")
+    with (tmp_path / "proj" / "multi" / "config.py").open("a") as config:
+        config.write(TWO_DATABASES)
+    runner = Runner(postgres, database, tmp_path / "proj", tmp_path, tool)
+    users_db = postgres.create_database()
+    elsewhere = {"USERS_DATABASE_URL": postgres.url(users_db)}
+
+    both = runner("upgrade", **elsewhere)
+    assert both.rc == 2, both.stdout + both.stderr
+    assert both.report.error is not None
+    assert both.report.error.kind == "SeveralDatabases"
+    assert "models (default); users (users_db)" in both.report.error.message
+    assert "--app" in both.report.error.message
+    assert runner.tables() == []
+    assert runner.applied() == []
+
+    # One database at a time: each run names its database and the apps on it.
+    name = "0_20260101000000_init" if tool == "aerich" else "0001_init"
+    main = runner("upgrade", "--app", "models", **elsewhere)
+    assert main.rc == 0, main.stdout + main.stderr
+    assert main.report.applied == [f"models:{name}"]
+    if tool == "tortoise":
+        # users:0001 depends on models:0001, which is in the other database: Tortoise's graph is per
+        # connection, so this project can only be run whole, on one database.
+        return
+    users = Runner(postgres, users_db, tmp_path / "proj", tmp_path, tool)
+    second = users("upgrade", "--app", "users", **elsewhere)
+    assert second.rc == 0, second.stdout + second.stderr
+    assert second.report.applied == [f"users:{name}"]
+    assert "account" in users.tables()
+    assert "account" not in runner.tables()
+
+    # Two connection names for one database (the variable unset): one database, no refusal.
+    same = Runner(postgres, postgres.create_database(), tmp_path / "proj", tmp_path, tool)
+    together = same("upgrade")
+    assert together.rc == 0, together.stdout + together.stderr
+    assert {"item", "account"} <= set(same.tables())

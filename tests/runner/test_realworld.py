@@ -6,6 +6,7 @@ Two databases of one server count as different. Projects: tests/runner/realworld
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -16,10 +17,15 @@ from localcluster.postgres import PostgresServer
 from tests.runner.conftest import SHOP, Runner, finish, start
 from tests.runner.realworld_projects import (
     HIDDEN_SETUP,
+    NO_RUN_ENV,
+    ONLINE_ONLY_ENV,
     OWN_URL_ENV,
+    PLUGIN_DIRS_ENV,
     SEARCH_PATH_SETUP,
     Rev,
+    add_revision,
     session_env,
+    write_dialect_project,
     write_project,
 )
 from tests.runner.test_alembic import ALEMBIC_SHOP
@@ -311,3 +317,105 @@ def test_fast_noop_false_opens_the_tortoise_tools_too(shop: Runner, tool: str) -
     assert full.report.applied == []
     assert full.events("plan.full")  # Tortoise.init with the app's config, the identity checked
     assert full.events("migrations.done")[0]["count"] == 0
+
+
+PG_REVS = [Rev("a10000000001", None, "flow"), Rev("a20000000002", "a10000000001", "flow_run")]
+PG_REVS += [Rev("a30000000003", "a20000000002", "task_run")]
+LITE_REVS = [Rev("b10000000001", None, "lite_flow")]
+
+
+def test_version_locations_set_by_env_py_are_the_ones_used(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """env.py picks versions/postgresql at run time (context.script.version_locations): the runner
+    must read the revisions after env.py ran, as `alembic upgrade head` does; reading them before
+    said "nothing to do" (Succeeded, current null) on an empty database."""
+    project = write_dialect_project(tmp_path / "dialect-dirs", PG_REVS, LITE_REVS)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    a1, a2, a3 = (f"alembic:{r.rev}" for r in PG_REVS)
+
+    plan = runner("plan")
+    assert plan.rc == 0, plan.stdout + plan.stderr
+    assert plan.report.plan is not None
+    assert plan.report.plan.pending == [a1, a2, a3]
+
+    first = runner("upgrade", "--target", PG_REVS[1].rev[:4])  # a prefix, resolved from env.py's dirs
+    assert first.rc == 0, first.stdout + first.stderr
+    assert first.report.applied == [a1, a2]
+    result = runner("upgrade")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied == [a3]
+    assert result.report.apps["alembic"].current == PG_REVS[2].rev
+    assert tables(postgres, database) == ["alembic_version", "flow", "flow_run", "task_run"]
+    assert postgres.psql(database, "SELECT version_num FROM alembic_version") == PG_REVS[2].rev
+
+    down = runner("downgrade", "--target", PG_REVS[0].rev)
+    assert down.rc == 0, down.stdout + down.stderr
+    assert down.report.applied == [a3, a2]
+    assert tables(postgres, database) == ["alembic_version", "flow"]
+    status = runner("status")
+    assert status.rc == 0, status.stdout + status.stderr
+    assert status.report.apps["alembic"].current == PG_REVS[0].rev
+
+
+def test_a_plugin_directory_added_by_env_py_is_no_fast_noop(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """env.py adds a plugin's versions directory at run time: the database at the head of
+    migrations/versions is not at head, and the no-op read from the source must not say it is."""
+    project = write_project(tmp_path / "plugins", PLUGIN_DIRS_ENV, LINEAR)
+    (project / "migrations" / "plugin_versions").mkdir()
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    first = runner("upgrade")
+    assert first.rc == 0, first.stdout + first.stderr
+    assert first.report.applied == [f"alembic:{R1}", f"alembic:{R2}"]
+
+    plugin = Rev("3c0000000003", R2, "plugin_table")
+    add_revision(project / "migrations" / "plugin_versions", plugin)
+    result = runner("upgrade")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied == [f"alembic:{plugin.rev}"]
+    assert "plugin_table" in tables(postgres, database)
+    assert postgres.psql(database, "SELECT version_num FROM alembic_version") == plugin.rev
+    (why,) = [e["reason"] for e in result.events("plan.source")]
+    assert why == "env.py: script.version_locations"
+
+
+def test_an_env_py_that_runs_nothing_offline_plans_revisions_as_not_sql(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """`alembic upgrade head --sql` prints no SQL for such an env.py and succeeds; the plan said
+    ConfigError ("alembic's offline SQL runs nothing") and could not be approved at all."""
+    project = write_project(tmp_path / "online-only", ONLINE_ONLY_ENV, LINEAR)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    planned = runner("plan")
+    assert planned.rc == 0, planned.stdout + planned.stderr
+    summary = planned.report.plan
+    assert summary is not None
+    assert summary.pending == [f"alembic:{R1}", f"alembic:{R2}"]
+    assert summary.opaque == summary.pending
+    assert "offline mode is not supported" in planned.stdout  # env.py's print, passed on (masked)
+    (line,) = [x for x in planned.stdout.splitlines() if '"event": "plan.document"' in x]
+    reasons = [step["opaque"] for step in json.loads(line)["plan"]["steps"]]
+    assert all("runs no migrations in offline mode" in why[0] for why in reasons)
+    applied = runner("upgrade", "--expect-plan", summary.hash)
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert applied.report.applied == summary.pending
+
+
+def test_an_env_py_that_never_runs_migrations_is_no_success(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """env.py never calls context.run_migrations(): upgrade said Succeeded with nothing applied
+    and status "0 applied" whatever the database held; now neither claims anything."""
+    project = write_project(tmp_path / "no-run", NO_RUN_ENV, LINEAR)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    postgres.psql(database, "CREATE TABLE alembic_version (version_num varchar(32))")
+    postgres.psql(database, f"INSERT INTO alembic_version VALUES ('{R1}')")
+    for command in (["upgrade"], ["status"], ["plan"], ["downgrade", "--target", "base"]):
+        result = runner(*command)
+        assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout + result.stderr
+        assert result.report.error is not None
+        assert result.report.error.kind == "NoMigrationsRun", command
+        assert "context.run_migrations()" in result.report.error.message
+    assert tables(postgres, database) == ["alembic_version"]

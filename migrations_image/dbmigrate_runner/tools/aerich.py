@@ -89,7 +89,7 @@ class AerichTool:
 
     async def open(self, project: Project, db: DbParams, apps: list[str]) -> None:
         self.project = project
-        config = with_runner_connection(project.config, db, self.session_settings)
+        config = with_runner_connection(project.config, db, self.session_settings, apps)
         holders = [
             label for label, app in config["apps"].items() if AERICH_MODELS in (app.get("models") or [])
         ]

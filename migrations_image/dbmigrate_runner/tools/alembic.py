@@ -95,7 +95,9 @@ class Work:
     """The ``fn`` handed to Alembic for one env.py run, and what it found out."""
 
     script: Any
-    mode: str  # "read", "upgrade", "downgrade"
+    mode: str  # "read", "upgrade", "downgrade", "plan"
+    # The target and baseline as given ("head", a prefix…), resolved in ``__call__``: only then
+    # has env.py said where the revisions are (it may set ``context.script.version_locations``).
     destination: str | None = None
     baseline: str | None = None
     on_apply: Callable[[str], None] | None = None
@@ -152,6 +154,13 @@ class Work:
         self.heads = tuple(context.get_current_heads())
         if self.mode == "read":
             return []
+        # The script directory's revisions are read first here, after env.py ran, as `alembic
+        # upgrade` reads them: env.py may have pointed version_locations elsewhere.
+        self.destination = resolve_destination(
+            self.script, self.destination, "downgrade" if self.mode == "downgrade" else "upgrade"
+        )
+        if self.baseline:
+            self.baseline = resolve_destination(self.script, self.baseline, "upgrade")
         context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, self._applied)
         applied = ancestry(self.script, self.heads)
         start = self.heads
@@ -169,7 +178,6 @@ class Work:
                     f"baseline refused: {self.table} already records {len(applied)} migrations "
                     f"(heads {', '.join(self.heads)}), not including {self.baseline}"
                 )
-        assert self.destination is not None
         if self.mode in ("upgrade", "plan"):
             below = self.destination not in ("head", "heads", *start) and self.destination in applied
             if below:
@@ -391,6 +399,14 @@ def run_env(
                 env.run_migrations = checked  # type: ignore[method-assign]  # alembic.context calls it
                 with _no_file_config(), env:
                     project.script.run_env()
+                if work.heads is None:
+                    # `alembic upgrade` ends silently then; a report would describe nothing as done.
+                    raise ConfigError(
+                        "env.py never called context.run_migrations() (online mode): nothing was read "
+                        "or applied, and the runner cannot tell what the database holds; env.py must "
+                        "call it inside context.begin_transaction() after context.configure()",
+                        kind="NoMigrationsRun",
+                    )
                 if conn.in_transaction():
                     conn.commit()
             finally:
@@ -443,7 +459,7 @@ def _fast_scan(settings: Settings) -> alembic_scan.Scan | None:
     if reasons:
         log.info(
             "plan.source",
-            "env.py may read another version table or database than the runner's session: env.py decides",
+            "env.py may read another version table, database or revisions than the source: env.py decides",
             reason=reasons[0],
         )
     if found is None or (target == "head" and len(found.heads) != 1):
@@ -528,10 +544,6 @@ async def run(settings: Settings, state: Any) -> None:
         if settings.command == "plan":
             await _plan(settings, project, conn, state)
             return
-        destination = resolve_destination(project.script, settings.target, settings.command)
-        baseline = (
-            resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
-        )
         if not locked:
 
             async def read_env() -> None:
@@ -558,8 +570,8 @@ async def run(settings: Settings, state: Any) -> None:
         work = Work(
             project.script,
             settings.command,
-            destination,
-            baseline,
+            settings.target,
+            settings.baseline,
             on_apply,
             expected=state.identity,
             lock_pid=guard.pid,
@@ -701,6 +713,11 @@ def render_per_revision(
     while left:
         try:
             text = render_offline(project, start, destination)
+            if not _markers(text):
+                # env.py's offline branch ran no migrations (it prints "cannot run offline" and
+                # returns): like `alembic upgrade --sql`, no SQL, and no failure of the plan.
+                reason = "offline rendering printed no SQL: env.py runs no migrations in offline mode"
+                return steps + [Step(f"{APP}:{rev}", opaque=[reason]) for rev in left]
             return steps + offline_steps(text, left, table)
         except OfflineFailed as failed:
             reason = f"offline rendering failed: {type(failed.cause).__name__}: {failed.cause}"
@@ -768,11 +785,7 @@ async def plan_steps(
     """The revisions an upgrade would apply now and their offline SQL (``work.heads``: the database's)."""
     from dbmigrate_runner.sqlplan import Step
 
-    destination = resolve_destination(project.script, settings.target, "upgrade")
-    baseline = (
-        resolve_destination(project.script, settings.baseline, "upgrade") if settings.baseline else None
-    )
-    work = Work(project.script, "plan", destination, baseline, expected=expected)
+    work = Work(project.script, "plan", settings.target, settings.baseline, expected=expected)
     await _env(project, work, dont_mutate=True)
     steps: list[Step] = []
     if work.planned:
@@ -781,7 +794,7 @@ async def plan_steps(
             steps = [Step(f"{APP}:{rev}", opaque=[reason]) for rev in work.planned]
         else:
             steps = await asyncio.to_thread(
-                render_per_revision, project, work.start, destination, work.planned, work.table
+                render_per_revision, project, work.start, work.destination or "head", work.planned, work.table
             )
     for step in steps:  # the revision's code too: offline SQL need not be what it does online
         revision = project.script.get_revision(step.migration.split(":", 1)[1])

@@ -13,7 +13,8 @@ finds the same table. So the shortcut is also refused when env.py, alembic.ini o
 project that env.py imports (followed through the project's own imports) mentions what moves it:
 ``search_path``, ``schema_translate_map``, ``SET SCHEMA``, ``set_config``, ``SET ROLE`` or
 ``SESSION AUTHORIZATION``; and when env.py may connect to another database than the runner's
-(:func:`own_connection`: it builds its own URL, then only the full path's identity check can tell).
+(:func:`own_connection`: it builds its own URL, then only the full path's identity check can tell),
+or reads its revisions from elsewhere than alembic.ini says (:func:`own_locations`).
 What it cannot see (a library doing it, a URL from the environment with
 ``options=-csearch_path``) is why ``DBMIGRATE_FAST_NOOP=false`` turns the shortcut off.
 """
@@ -254,6 +255,16 @@ def own_connection(tree: ast.AST) -> str | None:
     return None if takes_runners else "env.py: neither engine_from_config() nor config.attributes"
 
 
+def own_locations(tree: ast.AST) -> str | None:
+    """Why the revisions env.py runs may not be the ones under alembic.ini's locations, or None:
+    env.py touches ``context.script.version_locations`` (one versions directory per dialect, a
+    plugin's revisions added), and Alembic reads the revisions only after env.py did."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "version_locations":
+            return "env.py: script.version_locations"
+    return None
+
+
 def _version_table(tree: ast.AST) -> tuple[str, str | None] | None:
     """The one (version_table, version_table_schema) every ``configure(...)`` call passes as literals."""
     tables: set[tuple[str, str | None]] = set()
@@ -337,7 +348,7 @@ def scan(ini: Path, cwd: Path, reasons: list[str] | None = None) -> Scan | None:
         tree = ast.parse(text, str(env_py))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return None
-    why = own_connection(tree)
+    why = own_connection(tree) or own_locations(tree)
     if why is not None:
         if reasons is not None:
             reasons.append(why)

@@ -86,11 +86,48 @@ class MigrationTool(Protocol):
     async def close(self) -> None: ...
 
 
+def _database_named(connection: Any) -> tuple[str, ...]:
+    """Which database a Tortoise ``connections`` entry names (host, port, database), as far as the
+    config tells; the entry itself when it cannot be read."""
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    try:
+        expanded = expand_db_url(connection) if isinstance(connection, str) else connection
+        credentials = expanded.get("credentials") or {}
+    except Exception:
+        return (repr(connection),)
+    return tuple(str(credentials.get(key, "")) for key in ("host", "port", "database", "file_path"))
+
+
+def one_database(config: dict[str, Any], apps: list[str]) -> None:
+    """The apps of a run must be on one database: the runner locks and migrates one. A config whose
+    apps sit on connections naming different databases (``aerich upgrade`` migrates each app into
+    its own) would otherwise have them all created in the runner's database, and the others
+    never migrated: a ConfigError before anything runs, naming the connections (never their URLs)."""
+    connections = config.get("connections") or {}
+    used: dict[tuple[str, ...], list[str]] = {}
+    for app in apps:
+        name = (config.get("apps") or {}).get(app, {}).get("default_connection", "default")
+        if name in connections:
+            used.setdefault(_database_named(connections[name]), []).append(f"{app} ({name})")
+    if len(used) > 1:
+        on = "; ".join(", ".join(group) for group in used.values())
+        raise ConfigError(
+            f"the apps of this run are on {len(used)} different databases in the Tortoise config "
+            f"(apps and their connections: {on}); the runner migrates the one database it locked "
+            "and would create every app's tables there. Run one migration per database, each with "
+            "--app for the apps on it and DATABASE_URL naming that database",
+            kind="SeveralDatabases",
+        )
+
+
 def with_runner_connection(
-    config: dict[str, Any], db: DbParams, session: dict[str, str] | None = None
+    config: dict[str, Any], db: DbParams, session: dict[str, str] | None = None, apps: list[str] | None = None
 ) -> dict[str, Any]:
     """A copy of the Tortoise config whose every connection is the runner's database, its sessions
-    carrying the ``session`` server settings."""
+    carrying the ``session`` server settings; ``apps`` (those the run migrates) must be on one
+    database in the config (:func:`one_database`)."""
+    one_database(config, apps or [])
     config = copy.deepcopy(config)
     names = list(config.get("connections") or {}) or ["default"]
     connection = db.tortoise_connection()

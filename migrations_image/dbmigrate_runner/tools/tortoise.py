@@ -162,7 +162,7 @@ class TortoiseTool:
         from tortoise.connection import get_connection
         from tortoise.migrations.executor import MigrationExecutor
 
-        config = with_runner_connection(project.config, db, self.session_settings)
+        config = with_runner_connection(project.config, db, self.session_settings, apps)
         for app_config in config["apps"].values():
             if module := tortoise_migrations_module(app_config):
                 app_config.setdefault("migrations", module)
