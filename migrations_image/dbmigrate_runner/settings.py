@@ -141,8 +141,13 @@ class DbParams:
     def url(self) -> str:
         """A libpq URL (password percent-encoded): what app configs usually read from DATABASE_URL."""
         auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
-        query = f"?sslmode={quote(self.ssl)}" if self.ssl else ""
-        return f"postgres://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
+        query = [f"sslmode={quote(self.ssl)}"] if self.ssl else []
+        where = f"{self.host}:{self.port}"
+        if self.host.startswith("/"):  # a Unix socket's directory: libpq's query form
+            where, query = "", [f"host={quote(self.host)}", f"port={self.port}", *query]
+        return f"postgres://{auth}@{where}/{quote(self.database, safe='')}" + (
+            "?" + "&".join(query) if query else ""
+        )
 
     def describe(self) -> str:
         """The connection named by the variables it came from: every value is from a Secret."""
@@ -212,7 +217,11 @@ def parse_database_url(url: str) -> DbParams:
             "(the value is not shown: it comes from the Secret)"
         )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    host = query.get("host") or parts.hostname
+    # libpq's forms of a Unix socket: "@/db?host=/run/sock" or the directory percent-encoded as the
+    # host ("@%2Frun%2Fsock/db"); the port may come as "?port=" too (it names the socket's file).
+    host = query.get("host") or _netloc_host(parts.netloc)
+    if parts.port is None and "port" in query:
+        port = _port(query["port"], "DATABASE_URL's port")
     database = unquote(parts.path.lstrip("/")) or query.get("dbname", "")
     user = unquote(parts.username) if parts.username else query.get("user", "")
     password = unquote(parts.password) if parts.password is not None else query.get("password")
@@ -254,13 +263,24 @@ def db_params_from_env(env: Mapping[str, str]) -> DbParams:
     )
 
 
-def _port(value: str) -> int:
+def _netloc_host(netloc: str) -> str | None:
+    """The host as written (``urlsplit``'s ``hostname`` lowercases it, which a socket path must not
+    be), percent-decoded: libpq reads ``%2Frun%2Fsock`` as the socket directory ``/run/sock``."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    else:
+        host = host.partition(":")[0]
+    return unquote(host) or None
+
+
+def _port(value: str, name: str = "DB_PORT") -> int:
     """DB_PORT as a number; the message names the key, never the value (it may be any Secret entry)."""
     if not value:
         return 5432
     if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
         raise ConfigError(
-            "DB_PORT (from the Secret) must be a port number, 1 to 65535 (its value is not shown)"
+            f"{name} (from the Secret) must be a port number, 1 to 65535 (its value is not shown)"
         )
     return int(value)
 

@@ -73,3 +73,39 @@ def test_upgrade_with_the_apps_sqlalchemy_url(
         assert len(result.report.applied) == 5
     else:
         assert result.report.apps["models"].versions == SHOP_VERSIONS[tool]
+
+
+def _socket_credentials(postgres: PostgresServer, database: str, form: str) -> dict[str, str]:
+    password = quote(postgres.password, safe="")
+    where = str(postgres.socket_dir)
+    if form == "url ?host=":  # libpq's form (Cloud SQL's proxy socket is written this way)
+        url = f"postgresql://{postgres.user}:{password}@/{database}?host={where}&port={postgres.port}"
+    elif form == "url %2F host":
+        url = f"postgresql://{postgres.user}:{password}@{quote(where, safe='')}:{postgres.port}/{database}"
+    else:
+        return {"DB_HOST": where, "DB_PORT": str(postgres.port), "DB_NAME": database,
+                "DB_USER": postgres.user, "DB_PASS": postgres.password}  # fmt: skip
+    return {"DATABASE_URL": url}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("form", ["url ?host=", "url %2F host", "split"])
+@pytest.mark.parametrize("tool", ["aerich", "alembic", "alembic-async"])
+def test_upgrade_over_a_unix_socket(
+    postgres: PostgresServer, database: str, tmp_path: Path, tool: str, form: str
+) -> None:
+    """A socket directory as the host, in each form libpq takes. Before, a URL's ``?port=`` was
+    ignored (5432's socket file, not found), a ``%2F`` host was looked up in DNS, and Alembic got
+    ``postgresql+psycopg://…@/run/sock:5433/db``: no host, a database named after the path."""
+    report = tmp_path / "r.json"
+    env = runner_env(None, report, DBMIGRATE_TOOL=tool.split("-")[0], DBMIGRATE_WAIT_TIMEOUT="5",
+                     **_socket_credentials(postgres, database, form))  # fmt: skip
+    if tool.startswith("alembic"):
+        ini = "alembic-async.ini" if tool == "alembic-async" else "alembic.ini"
+        result = finish(start(["upgrade", "--config", ini], env, ALEMBIC_SHOP), report, postgres.password)
+    else:
+        result = finish(start(["upgrade"], env, SHOP), report, postgres.password)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.report.applied
+    assert result.report.database is not None
+    assert str(postgres.socket_dir) not in result.stdout + result.stderr + result.report_text
