@@ -217,6 +217,16 @@ def parse_database_url(url: str) -> DbParams:
             "(the value is not shown: it comes from the Secret)"
         )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    named = {"host": parts.hostname, "port": parts.port, "dbname": parts.path.lstrip("/"),
+             "user": parts.username, "password": parts.password}  # fmt: skip
+    if twice := [name for name, value in named.items() if value and name in query]:
+        # libpq and psycopg take the query's value, asyncpg the URL's: the app and the runner could
+        # each reach another database (or as another user).
+        raise ConfigError(
+            f"DATABASE_URL (from the Secret) names its {' and '.join(twice)} twice, in the URL and as "
+            f"?{twice[0]}=: drivers disagree on which one counts (libpq the query's, asyncpg the URL's); "
+            "keep one (the value is not shown)"
+        )
     # libpq's forms of a Unix socket: "@/db?host=/run/sock" or the directory percent-encoded as the
     # host ("@%2Frun%2Fsock/db"); the port may come as "?port=" too (it names the socket's file).
     host = query.get("host") or _netloc_host(parts.netloc)

@@ -3,6 +3,7 @@ libpq's, asyncpg's and Tortoise's, for every tool (each gets the connection it n
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -109,3 +110,42 @@ def test_upgrade_over_a_unix_socket(
     assert result.report.applied
     assert result.report.database is not None
     assert str(postgres.socket_dir) not in result.stdout + result.stderr + result.report_text
+
+
+@pytest.mark.parametrize(
+    "query", ["dbname={other}", "user=someone", "host=127.0.0.2", "port=1", "dbname={other}&user=x"]
+)
+def test_a_url_naming_a_part_twice_is_refused_without_quoting_it(query: str) -> None:
+    """libpq and psycopg take ``?dbname=`` over the path, asyncpg the path: the runner would migrate
+    one database while a psycopg app reads the other. Refused, as for an unencoded password."""
+    url = f"postgres://app:pw-Kx9@db.internal:5432/shop?{query.format(other='shop_other')}"
+    with pytest.raises(ConfigError, match="twice") as refused:
+        parse_database_url(url)
+    for value in ("shop_other", "someone", "db.internal", "127.0.0.2", "pw-Kx9"):
+        assert value not in str(refused.value)
+
+
+@pytest.mark.postgres
+def test_path_and_dbname_disagreeing_migrate_neither_database(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """On real PostgreSQL: psql (libpq) connects to the ``?dbname=`` one; the runner used to migrate
+    the path's. Now it refuses at once and neither database gets a table."""
+    other = postgres.create_database(f"{database}_q")
+    try:
+        url = f"{postgres.url(database)}?dbname={other}"
+        libpq = subprocess.run(
+            [str(postgres.bindir / "psql"), url, "-Atc", "SELECT current_database()"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert libpq.stdout.strip() == other  # what libpq reads
+        report = tmp_path / "r.json"
+        result = finish(start(["upgrade"], runner_env(url, report), SHOP), report, postgres.password)
+        assert result.rc == 2, result.stdout + result.stderr
+        assert result.report.error is not None
+        assert "twice" in result.report.error.message
+        assert other not in result.stdout + result.report_text
+        for name in (database, other):
+            assert postgres.psql(name, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
+    finally:
+        postgres.psql("postgres", f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
