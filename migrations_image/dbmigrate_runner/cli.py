@@ -144,12 +144,12 @@ def report_text(report: Report, mask: Masker) -> str:
         report.error.message = _masked(mask(report.error.message), mask, _WITHHELD)
         report.error.kind = mask(report.error.kind)
     text = encode(report)
+    if mask.passwords(text) == text:  # the usual case, one pass (the forms include JSON's escapes)
+        return text
     data = json.loads(text)
     masked = {key: value if key in _OWN_VALUES else _mask_names(value, mask) for key, value in data.items()}
     if isinstance(data.get("apps"), dict):
         masked["apps"] = {_masked(app, mask): _mask_names(state, mask) for app, state in data["apps"].items()}
-    if masked == data:
-        return text
     return json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
 
 
