@@ -386,15 +386,22 @@ def run_env(
             try:
                 env = EnvironmentContext(project.config, project.script, fn=work, dont_mutate=dont_mutate)
                 run_migrations = env.run_migrations
+                calls = []
 
                 def checked(**kw: Any) -> None:
                     """``context.run_migrations()`` checks env.py's connection first."""
+                    calls.append(kw)
                     work.check_database(env.get_context())
                     run_migrations(**kw)
 
                 env.run_migrations = checked  # type: ignore[method-assign]  # alembic.context calls it
                 with _no_file_config(), env:
                     project.script.run_env()
+                if not calls:  # else the run "succeeds" having read and applied nothing
+                    raise ConfigError(
+                        "env.py returned without calling context.run_migrations() (a condition or an "
+                        "early return skipped it): nothing was read or applied"
+                    )
                 if conn.in_transaction():
                     conn.commit()
             finally:
