@@ -217,6 +217,7 @@ def parse_database_url(url: str) -> DbParams:
             "(the value is not shown: it comes from the Secret)"
         )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    _check_options(query.get("options", ""))
     named = {"host": parts.hostname, "port": parts.port, "dbname": parts.path.lstrip("/"),
              "user": parts.username, "password": parts.password}  # fmt: skip
     if twice := [name for name, value in named.items() if value and name in query]:
@@ -271,6 +272,25 @@ def db_params_from_env(env: Mapping[str, str]) -> DbParams:
         ssl=env.get("DB_SSLMODE", "").strip() or None,
         source="DB_*",
     )
+
+
+# Session settings in libpq's ?options= that change where or as whom the app's statements run. The
+# runner does not carry options into each tool's sessions, so it would migrate the default schema as
+# the login role while the app works elsewhere.
+_WHERE_SETTINGS = ("search_path", "role", "session_authorization")
+
+
+def _check_options(options: str) -> None:
+    """Refuse ``?options=-c search_path=…`` (or ``role``): other options are left out (e.g. the
+    app's statement_timeout), these would make the runner migrate another schema than the app uses."""
+    named = re.findall(r"(?:-c\s*|--)([A-Za-z_.]+)\s*=", options)
+    if {name.lower() for name in named} & set(_WHERE_SETTINGS):
+        raise ConfigError(
+            # Not naming the setting: the query's value is masked, and with it each piece of it.
+            "DATABASE_URL (from the Secret) sets the session's schema list or role in ?options=, which the "
+            "runner's sessions would not get: it would migrate the login role's default schema, as that "
+            "role, while the app works elsewhere; set it on the role instead (ALTER ROLE … SET …)"
+        )
 
 
 def _netloc_host(netloc: str) -> str | None:

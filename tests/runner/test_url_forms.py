@@ -149,3 +149,30 @@ def test_path_and_dbname_disagreeing_migrate_neither_database(
             assert postgres.psql(name, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
     finally:
         postgres.psql("postgres", f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_a_search_path_in_the_urls_options_is_refused_not_ignored(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """``?options=-csearch_path=tenant1``: libpq (the app) works in tenant1. The runner used to drop
+    the option and migrate public, then report Succeeded; now it refuses, and neither schema gets a
+    table. Other options (an app's statement_timeout) are still left out quietly."""
+    postgres.psql(database, "CREATE SCHEMA tenant1")
+    url = f"{postgres.url(database)}?options=-csearch_path%3Dtenant1"
+    libpq = subprocess.run(
+        [str(postgres.bindir / "psql"), url, "-Atc", "SELECT current_schema()"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert libpq.stdout.strip() == "tenant1"
+    report = tmp_path / "r.json"
+    result = finish(start(["upgrade"], runner_env(url, report), SHOP), report, postgres.password)
+    assert result.rc == 2, result.stdout + result.stderr
+    assert result.report.error is not None
+    assert "schema list or role in ?options=" in result.report.error.message
+    assert (
+        postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'tenant1')")
+        == "0"
+    )
+    timeout_url = f"{postgres.url(database)}?options=-c%20statement_timeout%3D5s"
+    assert parse_database_url(timeout_url).database == database
