@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from dbmigrate_runner.errors import ConfigError
+from dbmigrate_runner.report import Outcome
 from dbmigrate_runner.settings import URL_SCHEMES, parse_database_url
 from localcluster.postgres import PostgresServer
 from tests.runner.conftest import REPO, SHOP, SHOP_VERSIONS, finish, runner_env, start
@@ -176,3 +177,26 @@ def test_a_search_path_in_the_urls_options_is_refused_not_ignored(
     )
     timeout_url = f"{postgres.url(database)}?options=-c%20statement_timeout%3D5s"
     assert parse_database_url(timeout_url).database == database
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("form", ["url", "split"])
+def test_sslmode_require_never_falls_back_to_plain_text(
+    postgres: PostgresServer, database: str, tmp_path: Path, form: str
+) -> None:
+    """docs/runner.md: ``?sslmode=`` (``DB_SSLMODE``) is honoured. The test server has no TLS, so
+    ``require`` must fail rather than send the password in clear; ``disable`` connects."""
+    for mode, expected in (("require", Outcome.DATABASE_UNREACHABLE), ("disable", Outcome.SUCCEEDED)):
+        report = tmp_path / f"{mode}.json"
+        if form == "url":
+            env = runner_env(f"{postgres.url(database)}?sslmode={mode}", report, DBMIGRATE_WAIT_TIMEOUT="1")
+        else:
+            env = runner_env(None, report, DBMIGRATE_WAIT_TIMEOUT="1", DB_HOST=postgres.host,
+                             DB_PORT=str(postgres.port), DB_NAME=database, DB_USER=postgres.user,
+                             DB_PASS=postgres.password, DB_SSLMODE=mode)  # fmt: skip
+        result = finish(start(["upgrade"], env, SHOP), report, postgres.password)
+        assert result.report.outcome is expected, result.stdout + result.stderr
+        if mode == "require":
+            assert (
+                postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
+            )
