@@ -158,8 +158,7 @@ _WITHHELD = "(message withheld: it contained a secret)"
 
 def _masked(value: str, mask: Masker, withheld: str = MASK) -> str:
     value = mask.passwords(value)
-    escaped = json.dumps(value, ensure_ascii=False)[1:-1]
-    return value if mask.passwords(escaped) == escaped else withheld
+    return withheld if mask.spelled_by_escaping(value) else value
 
 
 def _mask_names(value: Any, mask: Masker) -> Any:

@@ -4,6 +4,7 @@ report the operator can read."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -47,12 +48,13 @@ def upgrade(
     return Result(proc.returncode, stdout, stderr, report.read_text() if report.exists() else "")
 
 
-# The report's own words: a field name, an outcome, a command. Before, the password pass over the
-# encoded report masked them too: {"***":"Succeeded",...} — a run that succeeded, read by the
-# operator as a runner that crashed without a report.
-@pytest.mark.parametrize("password", ["outcome", "Succeeded", "applied_count"])
+# The runner's own words: a report's field name, an outcome, a log line's key or event. Before, the
+# password pass over the encoded report masked them too: {"***":"Succeeded",...} — a run that
+# succeeded, read by the operator as a runner that crashed without a report; and log lines lost
+# their "event" key, which the operator's lock-wait reader goes by.
+@pytest.mark.parametrize("password", ["outcome", "Succeeded", "applied_count", "event", "migration"])
 @pytest.mark.parametrize("tool", ["aerich", "alembic"])
-def test_a_password_that_is_one_of_the_reports_own_words_leaves_it_readable(
+def test_a_password_that_is_one_of_the_runners_own_words_leaves_report_and_log_readable(
     postgres: PostgresServer, database: str, tmp_path: Path, tool: str, password: str
 ) -> None:
     result = upgrade(postgres, database, tmp_path, tool, "split", password)
@@ -61,10 +63,14 @@ def test_a_password_that_is_one_of_the_reports_own_words_leaves_it_readable(
     assert report.outcome is Outcome.SUCCEEDED
     assert report.applied_count == len(report.applied) > 0
     assert report.database is not None
-    # Nowhere but as the report's own word: not in the log's values, not on stderr.
+    # Nowhere but as the runner's own word (a field name, an event): not in a value, not on stderr.
     assert password not in result.stderr
-    for record in result.logs():
-        assert password not in str([value for key, value in record.items() if key not in ("outcome",)])
+    records = result.logs()
+    assert all({"ts", "level", "event"} <= record.keys() for record in records)  # what the operator reads
+    assert [r["event"] for r in records if r["event"] in ("migration.apply", "run.end")][-1] == "run.end"
+    for record in records:
+        values = [value for key, value in record.items() if key not in ("event", "outcome")]
+        assert password not in json.dumps(values, ensure_ascii=False)
 
 
 @pytest.mark.parametrize("form", ["url", "split"])
