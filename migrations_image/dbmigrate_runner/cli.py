@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from dbmigrate_runner.errors import ConfigError, RunnerError
 from dbmigrate_runner.log import JsonLogger, MaskedStream, log, route_stdlib_logging
-from dbmigrate_runner.masking import Masker, secret_values
+from dbmigrate_runner.masking import MASK, Masker, secret_values
 from dbmigrate_runner.report import DEFAULT_PATH, INTERRUPTED, Report, encode
 from dbmigrate_runner.settings import COMMANDS, TOOLS, Settings, build_settings
 
@@ -127,26 +127,48 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# What the runner's own code writes in a report: every field name (but the app labels under
+# ``apps``) and these values. None of it comes from a Secret, and masking it (a password that happens
+# to be ``outcome`` or ``Succeeded``) would hand the operator a report it cannot read.
+_OWN_VALUES = frozenset({"outcome", "tool", "command", "v"})
+
+
 def report_text(report: Report, mask: Masker) -> str:
-    """The report's JSON with secrets masked in its free text (the error) first, then the passwords
-    in the whole text as a safety net (``***`` is never longer than what it replaces, so the size
-    cap holds); the rest are names from the image and the tracking table, kept as they are. Should
-    that second pass ever cut through an escape sequence, the error message is withheld rather than
-    the JSON broken."""
+    """The report's JSON with secrets masked: in its free text (the error) every Secret value, then
+    the passwords in every name it carries (app labels, versions, the plan, the lock's blocker),
+    value by value on the encoded document, so that its structure stays readable whatever the
+    password (``***`` is never longer than what it replaces: the size cap holds). A value whose JSON
+    escaping would still spell a password (one ending in a backslash next to a quote) is withheld.
+    A packed version list is an encoding, not text, and stays as it is."""
     if report.error is not None:
-        report.error.message = mask(report.error.message)
+        report.error.message = _masked(mask(report.error.message), mask, _WITHHELD)
         report.error.kind = mask(report.error.kind)
     text = encode(report)
-    masked = mask.passwords(text)
-    if masked == text:
+    if mask.passwords(text) == text:  # the usual case, one pass (the forms include JSON's escapes)
         return text
-    try:
-        json.loads(masked)
-        return masked
-    except ValueError:
-        assert report.error is not None  # only the error carries free text
-        report.error.message = "(message withheld: it contained a secret)"
-        return mask.passwords(encode(report))
+    data = json.loads(text)
+    masked = {key: value if key in _OWN_VALUES else _mask_names(value, mask) for key, value in data.items()}
+    if isinstance(data.get("apps"), dict):
+        masked["apps"] = {_masked(app, mask): _mask_names(state, mask) for app, state in data["apps"].items()}
+    return json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
+
+
+_WITHHELD = "(message withheld: it contained a secret)"
+
+
+def _masked(value: str, mask: Masker, withheld: str = MASK) -> str:
+    value = mask.passwords(value)
+    return withheld if mask.spelled_by_escaping(value) else value
+
+
+def _mask_names(value: Any, mask: Masker) -> Any:
+    if isinstance(value, str):
+        return _masked(value, mask)
+    if isinstance(value, list):
+        return [_mask_names(item, mask) for item in value]
+    if isinstance(value, dict):
+        return {key: item if key == "packed" else _mask_names(item, mask) for key, item in value.items()}
+    return value
 
 
 def write_report(report: Report, path: Path, mask: Masker) -> None:

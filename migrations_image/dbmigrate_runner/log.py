@@ -27,6 +27,8 @@ class Mask(Protocol):
 
     def passwords(self, text: str) -> str: ...
 
+    def spelled_by_escaping(self, value: str) -> bool: ...
+
 
 class _NoMask:
     def __call__(self, text: str) -> str:
@@ -37,6 +39,9 @@ class _NoMask:
 
     def passwords(self, text: str) -> str:
         return text
+
+    def spelled_by_escaping(self, value: str) -> bool:
+        return False
 
 
 class JsonLogger:
@@ -54,13 +59,14 @@ class JsonLogger:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
         head = {"ts": ts, "level": logging.getLevelName(level).lower(), "event": event}
         # Mask the values first (JSON escaping would hide a secret with " or \\ in it); the field
-        # names are the code's own. The serialised line again, for the passwords: should that cut
-        # through a JSON escape, the line is withheld rather than broken.
+        # names and the head are the code's own. A password still in the serialised line is either one
+        # of those words (kept: the line must stay readable, the operator reads its event and fields)
+        # or written by the escaping of a value, which then goes.
         record = {**head, **{k: self.mask.value(v) for k, v in {"msg": msg, **fields}.items()}}
-        text = json.dumps(record, default=str, ensure_ascii=False)
-        line = self.mask.passwords(text)
-        if line != text and not _is_json(line):
-            line = json.dumps({**head, "msg": "(log line withheld: it contained a secret)"})
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        if self.mask.passwords(line) != line:
+            record = {**head, **{k: _unescapable(v, self.mask) for k, v in record.items() if k not in head}}
+            line = json.dumps(record, default=str, ensure_ascii=False)
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -80,12 +86,15 @@ class JsonLogger:
         self.emit(logging.ERROR, event, msg, **fields)
 
 
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
+def _unescapable(value: Any, mask: Mask) -> Any:
+    """``value`` with each string whose JSON escaping would write a password replaced by ``***``."""
+    if isinstance(value, str):
+        return "***" if mask.spelled_by_escaping(value) else value
+    if isinstance(value, list):
+        return [_unescapable(item, mask) for item in value]
+    if isinstance(value, dict):
+        return {key: _unescapable(item, mask) for key, item in value.items()}
+    return value
 
 
 class MaskedStream(io.TextIOBase):

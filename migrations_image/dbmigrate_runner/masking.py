@@ -178,6 +178,12 @@ class Masker:
             return value
         return self(str(value))
 
+    def spelled_by_escaping(self, value: str) -> bool:
+        """Whether JSON's escaping of ``value`` writes a password (``Zq"`` becomes ``Zq\\"``, which
+        holds a password ``Zq\\``): such a value must go, or the serialised text keeps it."""
+        escaped = json.dumps(value, ensure_ascii=False)[1:-1]
+        return self.passwords(escaped) != escaped
+
     def passwords(self, text: str) -> str:
         """Only what may be masked inside any word (the passwords, whole): safe on a serialised
         document whose names (tables, versions) must stay as they are."""

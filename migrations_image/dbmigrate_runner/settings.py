@@ -141,8 +141,13 @@ class DbParams:
     def url(self) -> str:
         """A libpq URL (password percent-encoded): what app configs usually read from DATABASE_URL."""
         auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
-        query = f"?sslmode={quote(self.ssl)}" if self.ssl else ""
-        return f"postgres://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}{query}"
+        query = [f"sslmode={quote(self.ssl)}"] if self.ssl else []
+        where = f"{self.host}:{self.port}"
+        if self.host.startswith("/"):  # a Unix socket's directory: libpq's query form
+            where, query = "", [f"host={quote(self.host)}", f"port={self.port}", *query]
+        return f"postgres://{auth}@{where}/{quote(self.database, safe='')}" + (
+            "?" + "&".join(query) if query else ""
+        )
 
     def describe(self) -> str:
         """The connection named by the variables it came from: every value is from a Secret."""
@@ -212,7 +217,22 @@ def parse_database_url(url: str) -> DbParams:
             "(the value is not shown: it comes from the Secret)"
         )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    host = query.get("host") or parts.hostname
+    _check_options(query.get("options", ""))
+    named = {"host": parts.hostname, "port": parts.port, "dbname": parts.path.lstrip("/"),
+             "user": parts.username, "password": parts.password}  # fmt: skip
+    if twice := [name for name, value in named.items() if value and name in query]:
+        # libpq and psycopg take the query's value, asyncpg the URL's: the app and the runner could
+        # each reach another database (or as another user).
+        raise ConfigError(
+            f"DATABASE_URL (from the Secret) names its {' and '.join(twice)} twice, in the URL and as "
+            f"?{twice[0]}=: drivers disagree on which one counts (libpq the query's, asyncpg the URL's); "
+            "keep one (the value is not shown)"
+        )
+    # libpq's forms of a Unix socket: "@/db?host=/run/sock" or the directory percent-encoded as the
+    # host ("@%2Frun%2Fsock/db"); the port may come as "?port=" too (it names the socket's file).
+    host = query.get("host") or _netloc_host(parts.netloc)
+    if parts.port is None and "port" in query:
+        port = _port(query["port"], "DATABASE_URL's port")
     database = unquote(parts.path.lstrip("/")) or query.get("dbname", "")
     user = unquote(parts.username) if parts.username else query.get("user", "")
     password = unquote(parts.password) if parts.password is not None else query.get("password")
@@ -254,13 +274,43 @@ def db_params_from_env(env: Mapping[str, str]) -> DbParams:
     )
 
 
-def _port(value: str) -> int:
+# Session settings in libpq's ?options= that change where or as whom the app's statements run. The
+# runner does not carry options into each tool's sessions, so it would migrate the default schema as
+# the login role while the app works elsewhere.
+_WHERE_SETTINGS = ("search_path", "role", "session_authorization")
+
+
+def _check_options(options: str) -> None:
+    """Refuse ``?options=-c search_path=…`` (or ``role``): other options are left out (e.g. the
+    app's statement_timeout), these would make the runner migrate another schema than the app uses."""
+    named = re.findall(r"(?:-c\s*|--)([A-Za-z_.]+)\s*=", options)
+    if {name.lower() for name in named} & set(_WHERE_SETTINGS):
+        raise ConfigError(
+            # Not naming the setting: the query's value is masked, and with it each piece of it.
+            "DATABASE_URL (from the Secret) sets the session's schema list or role in ?options=, which the "
+            "runner's sessions would not get: it would migrate the login role's default schema, as that "
+            "role, while the app works elsewhere; set it on the role instead (ALTER ROLE … SET …)"
+        )
+
+
+def _netloc_host(netloc: str) -> str | None:
+    """The host as written (``urlsplit``'s ``hostname`` lowercases it, which a socket path must not
+    be), percent-decoded: libpq reads ``%2Frun%2Fsock`` as the socket directory ``/run/sock``."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    else:
+        host = host.partition(":")[0]
+    return unquote(host) or None
+
+
+def _port(value: str, name: str = "DB_PORT") -> int:
     """DB_PORT as a number; the message names the key, never the value (it may be any Secret entry)."""
     if not value:
         return 5432
     if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
         raise ConfigError(
-            "DB_PORT (from the Secret) must be a port number, 1 to 65535 (its value is not shown)"
+            f"{name} (from the Secret) must be a port number, 1 to 65535 (its value is not shown)"
         )
     return int(value)
 

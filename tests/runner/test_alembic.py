@@ -301,3 +301,26 @@ def test_failing_revision_with_and_without_transaction_per_migration(
         assert heads(runner, "shop_alembic_version") == [] == state.heads
         assert state.versions == []
         assert "users" not in runner.tables()
+
+
+@pytest.mark.parametrize("command", ["upgrade", "status"])
+def test_an_env_py_that_never_calls_run_migrations_is_not_a_success(
+    postgres: PostgresServer, database: str, tmp_path: Path, command: str
+) -> None:
+    """docs/runner.md "What the plan lists is what gets applied": an env.py whose condition skips
+    ``context.run_migrations()`` used to end in Succeeded with nothing applied and ``apps`` empty
+    (the operator would go Ready and release label-gated pods onto the old schema)."""
+    project = shutil.copytree(ALEMBIC_SHOP, tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    env_py = project / "migrations" / "env.py"
+    source = env_py.read_text()
+    skipped = source.replace(
+        "context.run_migrations()", 'os.environ.get("RUN_MIGRATIONS") and context.run_migrations()'
+    )
+    assert skipped != source
+    env_py.write_text("import os\n" + skipped)
+    runner = Runner(postgres, database, project, tmp_path, "alembic")
+    result = runner(command, "--config", "alembic.ini", DBMIGRATE_FAST_NOOP="false")
+    assert result.rc == Outcome.CONFIG_ERROR.exit_code, result.stdout + result.report_text
+    assert result.report.error is not None
+    assert "run_migrations" in result.report.error.message
+    assert postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from dbmigrate_runner import database
 from dbmigrate_runner.database import Identity, same_database, undecided
 from localcluster.postgres import PostgresServer
+from tests.runner.conftest import finish, runner_env, start
 
 
 def test_fingerprint_is_16_hex_of_sha256_of_system_slash_name() -> None:
@@ -76,3 +79,73 @@ def test_report_carries_the_database_and_leaves_it_out_when_unknown() -> None:
         database=named,
     )
     assert decode(encode(huge)).database == named
+
+
+MULTIDB_INI = """[alembic]
+script_location = migrations
+databases = {names}
+
+[first]
+sqlalchemy.url = {first}
+
+[second]
+sqlalchemy.url = {second}
+"""
+
+MULTIDB_REVISION = '''"""one table per engine"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade(engine_name: str) -> None:
+    op.create_table(f"made_by_{engine_name}", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade(engine_name: str) -> None:
+    op.drop_table(f"made_by_{engine_name}")
+'''
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("runners_first", [True, False])
+def test_a_multidb_env_py_with_an_engine_elsewhere_applies_nothing_anywhere(
+    postgres: PostgresServer, database: str, tmp_path: Path, runners_first: bool
+) -> None:
+    """docs/runner.md: a multi-database env.py (Alembic's ``multidb`` template, as shipped) is
+    refused unless all its engines are on the runner's database. Whichever engine comes first, neither
+    database gets a table (nor a version table)."""
+    import alembic
+
+    other = postgres.create_database(f"{database}_other")
+    try:
+        project = tmp_path / "multidb"
+        (project / "migrations" / "versions").mkdir(parents=True)
+        template = Path(alembic.__file__).parent / "templates" / "multidb" / "env.py"
+        (project / "migrations" / "env.py").write_text(template.read_text())
+        (project / "migrations" / "versions" / "0001_tables.py").write_text(MULTIDB_REVISION)
+        ours, theirs = (f"postgresql+psycopg://{postgres.user}:{quote(postgres.password, safe='')}"
+                        f"@{postgres.host}:{postgres.port}/{name}" for name in (database, other))  # fmt: skip
+        names = "first, second" if runners_first else "second, first"
+        (project / "alembic.ini").write_text(
+            MULTIDB_INI.format(names=names, first=ours.replace("%", "%%"), second=theirs.replace("%", "%%"))
+        )
+        report = tmp_path / "r.json"
+        env = runner_env(postgres.url(database), report, DBMIGRATE_TOOL="alembic")
+        result = finish(
+            start(["upgrade", "--config", "alembic.ini"], env, project), report, postgres.password
+        )
+        assert result.rc == 2, result.stdout + result.stderr
+        assert result.report.error is not None
+        assert result.report.error.kind == "DatabaseMismatch", result.report.error
+        assert not result.report.applied
+        for name in (database, other):
+            assert postgres.psql(name, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0", (
+                name
+            )
+    finally:
+        postgres.psql("postgres", f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')

@@ -10,7 +10,7 @@ import pytest
 
 from dbmigrate_runner.report import Outcome
 from localcluster.postgres import PostgresServer, lock_held_elsewhere
-from tests.runner.conftest import SHOP, Result, finish, runner_env, start
+from tests.runner.conftest import REPO, SHOP, Result, finish, runner_env, start
 
 pytestmark = pytest.mark.postgres
 
@@ -191,3 +191,27 @@ def test_usage_error_report_goes_to_the_flags_path(
     assert (result.report.tool, result.report.command) == ("tortoise", "upgrade")
     assert result.report.error is not None
     assert "--no-such-flag" in result.report.error.message
+
+
+@pytest.mark.parametrize("tool", ["aerich", "tortoise", "alembic"])
+def test_status_takes_no_lock_and_creates_nothing(
+    postgres: PostgresServer, database: str, tmp_path: Path, tool: str
+) -> None:
+    """docs/runner.md: ``status`` is read-only, no lock, no writes. The operator's database check
+    Jobs run it while a migration may hold the lock; it must answer at once, and on a fresh database
+    leave no tracking table behind (Alembic's run_migrations creates its version table unless told
+    not to mutate)."""
+    report = tmp_path / "r.json"
+    env = runner_env(postgres.url(database), report, DBMIGRATE_TOOL=tool, DBMIGRATE_LOCK_TIMEOUT="1")
+    cwd, args = (
+        (REPO / "examples" / "alembic-shop", ["status", "--config", "alembic.ini"])
+        if tool == "alembic"
+        else (SHOP, ["status"])
+    )
+    with lock_held_elsewhere(postgres, database):
+        result = run(env, args, cwd, report, postgres.password)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert not result.events("lock.waiting")
+    assert result.report.outcome is Outcome.SUCCEEDED
+    assert result.report.database is not None  # what the database check reads
+    assert postgres.psql(database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"

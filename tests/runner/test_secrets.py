@@ -156,3 +156,35 @@ def test_db_pass_with_a_trailing_newline_works(
     assert result.rc == 0, result.stdout
     assert result.report.apps["models"].count == 3
     assert_no_leak(result, password)
+
+
+ENV_PRINTING_CONFIG = """
+
+import logging
+import sys as _sys
+
+# A config that echoes the libpq-style variables it found, straight to stderr and through logging.
+print("PGPASSWORD=" + os.environ.get("PGPASSWORD", ""), file=_sys.stderr)
+logging.getLogger("shop.config").warning("fallback password %s", os.environ.get("DB_PASSWORD"))
+"""
+
+
+def test_pgpassword_and_db_password_are_masked_too(
+    postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    """docs/runner.md names DB_PASSWORD and PGPASSWORD among the masked variables (spec.job.env may
+    set them, from any Secret)."""
+    project = copy_shop(tmp_path / "shop")
+    with (project / "shop" / "config.py").open("a") as config:
+        config.write(ENV_PRINTING_CONFIG)
+    pg_password, db_password = "Vq7Rt2Lk9X-pg", "Hm3Zw8Np4-db"
+    report = tmp_path / "r.json"
+    env = runner_env(postgres.url(database), report, PGPASSWORD=pg_password, DB_PASSWORD=db_password)
+    result = finish(start(["upgrade"], env, project), report, postgres.password)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "PGPASSWORD=***" in result.stderr
+    assert [rec["msg"] for rec in result.logs() if rec.get("logger") == "shop.config"] == [
+        "fallback password ***"
+    ]
+    assert_no_leak(result, pg_password)
+    assert_no_leak(result, db_password)

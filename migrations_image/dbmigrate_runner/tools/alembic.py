@@ -65,12 +65,16 @@ def sqlalchemy_url(db: DbParams, driver: str) -> str:
     query: dict[str, str] = {}
     if db.ssl:
         query = {"sslmode": db.ssl} if driver == "psycopg" else {"ssl": db.ssl}
+    # A Unix socket's directory cannot be a URL's host; both drivers take it as the query's host.
+    socket = db.host.startswith("/")
+    if socket:
+        query |= {"host": db.host, "port": str(db.port)}
     url = URL.create(
         f"postgresql+{driver}",
         username=db.user,
         password=db.password,
-        host=db.host,
-        port=db.port,
+        host=None if socket else db.host,
+        port=None if socket else db.port,
         database=db.database,
         query=query,
     )
