@@ -5,7 +5,6 @@ report the operator can read."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
@@ -14,25 +13,17 @@ import pytest
 from dbmigrate_runner.report import Outcome
 from localcluster.postgres import PostgresServer
 from tests.runner.conftest import REPO, SHOP, Result, runner_env, start
-from tests.runner.test_secrets import assert_no_leak
+from tests.runner.test_secrets import assert_no_leak, make_role
 
 pytestmark = pytest.mark.postgres
 
 ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
 
 
-def role_with(postgres: PostgresServer, database: str, password: str) -> str:
-    role = f"r_{uuid.uuid4().hex[:10]}"
-    literal = password.replace("'", "''")
-    postgres.psql(database, f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{literal}'")
-    postgres.psql(database, f'ALTER DATABASE "{database}" OWNER TO "{role}"')
-    return role
-
-
 def upgrade(
     postgres: PostgresServer, database: str, tmp_path: Path, tool: str, form: str, password: str
 ) -> Result:
-    role = role_with(postgres, database, password)
+    role = make_role(postgres, database, password)
     if form == "url":
         credentials = {"DATABASE_URL": postgres.url(database, user=role, password=quote(password, safe=""))}
     else:

@@ -13,7 +13,7 @@ from dbmigrate_runner.errors import ConfigError
 from dbmigrate_runner.report import Outcome
 from dbmigrate_runner.settings import URL_SCHEMES, parse_database_url
 from localcluster.postgres import PostgresServer
-from tests.runner.conftest import REPO, SHOP, SHOP_VERSIONS, finish, runner_env, start
+from tests.runner.conftest import REPO, SHOP, SHOP_VERSIONS, Result, finish, runner_env, start
 
 ALEMBIC_SHOP = REPO / "examples" / "alembic-shop"
 
@@ -65,16 +65,20 @@ def test_upgrade_with_the_apps_sqlalchemy_url(
 ) -> None:
     report = tmp_path / "r.json"
     env = runner_env(_url(postgres, database, scheme), report, DBMIGRATE_TOOL=tool.split("-")[0])
-    if tool.startswith("alembic"):
-        ini = "alembic-async.ini" if tool == "alembic-async" else "alembic.ini"
-        result = finish(start(["upgrade", "--config", ini], env, ALEMBIC_SHOP), report, postgres.password)
-    else:
-        result = finish(start(["upgrade"], env, SHOP), report, postgres.password)
+    result = _upgrade(tool, env, report, postgres.password)
     assert result.rc == 0, result.stdout + result.stderr
     if tool.startswith("alembic"):
         assert len(result.report.applied) == 5
     else:
         assert result.report.apps["models"].versions == SHOP_VERSIONS[tool]
+
+
+def _upgrade(tool: str, env: dict[str, str], report: Path, password: str) -> Result:
+    """``upgrade`` of the shop (aerich, tortoise) or the Alembic shop (alembic, alembic-async)."""
+    if tool.startswith("alembic"):
+        ini = "alembic-async.ini" if tool == "alembic-async" else "alembic.ini"
+        return finish(start(["upgrade", "--config", ini], env, ALEMBIC_SHOP), report, password)
+    return finish(start(["upgrade"], env, SHOP), report, password)
 
 
 def _socket_credentials(postgres: PostgresServer, database: str, form: str) -> dict[str, str]:
@@ -102,11 +106,7 @@ def test_upgrade_over_a_unix_socket(
     report = tmp_path / "r.json"
     env = runner_env(None, report, DBMIGRATE_TOOL=tool.split("-")[0], DBMIGRATE_WAIT_TIMEOUT="5",
                      **_socket_credentials(postgres, database, form))  # fmt: skip
-    if tool.startswith("alembic"):
-        ini = "alembic-async.ini" if tool == "alembic-async" else "alembic.ini"
-        result = finish(start(["upgrade", "--config", ini], env, ALEMBIC_SHOP), report, postgres.password)
-    else:
-        result = finish(start(["upgrade"], env, SHOP), report, postgres.password)
+    result = _upgrade(tool, env, report, postgres.password)
     assert result.rc == 0, result.stdout + result.stderr
     assert result.report.applied
     assert result.report.database is not None
