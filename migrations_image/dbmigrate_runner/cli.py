@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from dbmigrate_runner.errors import ConfigError, RunnerError
 from dbmigrate_runner.log import JsonLogger, MaskedStream, log, route_stdlib_logging
-from dbmigrate_runner.masking import MASK, Masker, secret_values
+from dbmigrate_runner.masking import Masker, secret_values
 from dbmigrate_runner.report import DEFAULT_PATH, INTERRUPTED, Report, encode
 from dbmigrate_runner.settings import COMMANDS, TOOLS, Settings, build_settings
 
@@ -141,34 +141,20 @@ def report_text(report: Report, mask: Masker) -> str:
     escaping would still spell a password (one ending in a backslash next to a quote) is withheld.
     A packed version list is an encoding, not text, and stays as it is."""
     if report.error is not None:
-        report.error.message = _masked(mask(report.error.message), mask, _WITHHELD)
+        report.error.message = mask.names(mask(report.error.message), withheld=_WITHHELD)
         report.error.kind = mask(report.error.kind)
     text = encode(report)
     if mask.passwords(text) == text:  # the usual case, one pass (the forms include JSON's escapes)
         return text
     data = json.loads(text)
-    masked = {key: value if key in _OWN_VALUES else _mask_names(value, mask) for key, value in data.items()}
+    masked = {key: value if key in _OWN_VALUES else mask.names(value, _PACKED) for key, value in data.items()}
     if isinstance(data.get("apps"), dict):
-        masked["apps"] = {_masked(app, mask): _mask_names(state, mask) for app, state in data["apps"].items()}
+        masked["apps"] = {mask.names(app): mask.names(state, _PACKED) for app, state in data["apps"].items()}
     return json.dumps(masked, separators=(",", ":"), ensure_ascii=False)
 
 
 _WITHHELD = "(message withheld: it contained a secret)"
-
-
-def _masked(value: str, mask: Masker, withheld: str = MASK) -> str:
-    value = mask.passwords(value)
-    return withheld if mask.spelled_by_escaping(value) else value
-
-
-def _mask_names(value: Any, mask: Masker) -> Any:
-    if isinstance(value, str):
-        return _masked(value, mask)
-    if isinstance(value, list):
-        return [_mask_names(item, mask) for item in value]
-    if isinstance(value, dict):
-        return {key: item if key == "packed" else _mask_names(item, mask) for key, item in value.items()}
-    return value
+_PACKED = ("packed",)  # a packed version list is an encoding, not text
 
 
 def write_report(report: Report, path: Path, mask: Masker) -> None:

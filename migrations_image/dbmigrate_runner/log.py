@@ -27,7 +27,7 @@ class Mask(Protocol):
 
     def passwords(self, text: str) -> str: ...
 
-    def spelled_by_escaping(self, value: str) -> bool: ...
+    def names(self, value: Any) -> Any: ...
 
 
 class _NoMask:
@@ -40,8 +40,8 @@ class _NoMask:
     def passwords(self, text: str) -> str:
         return text
 
-    def spelled_by_escaping(self, value: str) -> bool:
-        return False
+    def names(self, value: Any) -> Any:
+        return value
 
 
 class JsonLogger:
@@ -65,7 +65,7 @@ class JsonLogger:
         record = {**head, **{k: self.mask.value(v) for k, v in {"msg": msg, **fields}.items()}}
         line = json.dumps(record, default=str, ensure_ascii=False)
         if self.mask.passwords(line) != line:
-            record = {**head, **{k: _unescapable(v, self.mask) for k, v in record.items() if k not in head}}
+            record = {**head, **{k: self.mask.names(v) for k, v in record.items() if k not in head}}
             line = json.dumps(record, default=str, ensure_ascii=False)
         try:
             self.stream.write(line + "\n")
@@ -84,17 +84,6 @@ class JsonLogger:
 
     def error(self, event: str, msg: str, **fields: Any) -> None:
         self.emit(logging.ERROR, event, msg, **fields)
-
-
-def _unescapable(value: Any, mask: Mask) -> Any:
-    """``value`` with each string whose JSON escaping would write a password replaced by ``***``."""
-    if isinstance(value, str):
-        return "***" if mask.spelled_by_escaping(value) else value
-    if isinstance(value, list):
-        return [_unescapable(item, mask) for item in value]
-    if isinstance(value, dict):
-        return {key: _unescapable(item, mask) for key, item in value.items()}
-    return value
 
 
 class MaskedStream(io.TextIOBase):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
@@ -177,6 +177,21 @@ class Masker:
         if value is None or isinstance(value, bool | int | float):
             return value
         return self(str(value))
+
+    def names(self, value: Any, keep: Collection[str] = (), withheld: str = MASK) -> Any:
+        """The passwords out of every string inside a JSON-able ``value`` whose strings are names (a
+        report's versions, a log line's values already masked): only passwords, so a table
+        ``shop_order`` survives a database named ``shop``. A string whose JSON escaping would still
+        write a password becomes ``withheld``; values under a key in ``keep`` (an encoding, not
+        text) and the keys themselves stay as they are."""
+        if isinstance(value, str):
+            value = self.passwords(value)
+            return withheld if self.spelled_by_escaping(value) else value
+        if isinstance(value, list):
+            return [self.names(item, keep, withheld) for item in value]
+        if isinstance(value, dict):
+            return {k: item if k in keep else self.names(item, keep, withheld) for k, item in value.items()}
+        return value
 
     def spelled_by_escaping(self, value: str) -> bool:
         """Whether JSON's escaping of ``value`` writes a password (``Zq"`` becomes ``Zq\\"``, which
